@@ -1,0 +1,236 @@
+"""Tensor operations on instance masks and boxes, vectorized over instances.
+
+All boxes follow detkit's contract (:mod:`detkit.types`): XYXY in continuous pixel
+coordinates, so the box of a mask is ``[xmin, ymin, xmax + 1, ymax + 1]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = [
+    "box_area",
+    "id_mask_to_masks",
+    "instance_ids",
+    "masks_area",
+    "masks_to_boxes",
+]
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """Boxes of binary masks, edge convention (equal to pycocotools' ``toBbox``).
+
+    Args:
+        masks: ``Tensor[N, H, W]`` of any dtype; non-zero pixels belong to the instance.
+
+    Returns:
+        float32 ``Tensor[N, 4]`` XYXY, ``[xmin, ymin, xmax + 1, ymax + 1]``, on the device of
+        ``masks``; an all-zero mask gives ``[0, 0, 0, 0]`` (as ``toBbox`` does), which
+        :func:`detkit.types.validate_target` rejects as degenerate.
+
+    Unlike :func:`torchvision.ops.masks_to_boxes`, whose inclusive maxima give a one-pixel-wide
+    object a zero-width box, a non-empty mask here always has a box of positive size.
+
+    >>> m = torch.zeros(1, 4, 5, dtype=torch.uint8)
+    >>> m[0, 1:3, 2] = 1  # one column wide, two rows high
+    >>> masks_to_boxes(m)
+    tensor([[2., 1., 3., 3.]])
+    """
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be a Tensor[N, H, W], got shape {tuple(masks.shape)}")
+    if masks.device.type == "cpu":
+        # numpy's boolean reductions are several times faster than torch's on one CPU thread.
+        array = masks.numpy()
+        present = array if array.dtype == np.bool_ else array != 0
+        return _bool_masks_to_boxes(present)
+    present = masks != 0
+    return _boxes_from_presence(present.any(dim=2), present.any(dim=1))
+
+
+def _bool_masks_to_boxes(present: np.ndarray) -> torch.Tensor:
+    """:func:`masks_to_boxes` for a boolean numpy array ``[N, H, W]``."""
+    return _boxes_from_presence(present.any(axis=2), present.any(axis=1))
+
+
+def _boxes_from_presence(rows, cols) -> torch.Tensor:
+    """Edge-convention boxes from per-instance row ``[N, H]`` and column ``[N, W]`` presence.
+
+    ``rows`` and ``cols`` are boolean numpy arrays (CPU) or tensors (any device).
+    """
+    num, height = rows.shape
+    width = cols.shape[1]
+    if isinstance(rows, np.ndarray):
+        # argmax returns the first maximum: the first True from the start, and from the end
+        # on the reversed array. Empty masks give 0 everywhere and are zeroed below.
+        boxes = np.stack(
+            [
+                cols.argmax(axis=1),
+                rows.argmax(axis=1),
+                width - cols[:, ::-1].argmax(axis=1),
+                height - rows[:, ::-1].argmax(axis=1),
+            ],
+            axis=1,
+        ).astype(np.float32)
+        boxes *= rows.any(axis=1, keepdims=True)
+        return torch.from_numpy(boxes.reshape(num, 4))
+    if num == 0:
+        return torch.zeros((0, 4), dtype=torch.float32, device=rows.device)
+    rows8, cols8 = rows.to(torch.uint8), cols.to(torch.uint8)
+    boxes = torch.stack(
+        [
+            cols8.argmax(dim=1),
+            rows8.argmax(dim=1),
+            width - cols8.flip(1).argmax(dim=1),
+            height - rows8.flip(1).argmax(dim=1),
+        ],
+        dim=1,
+    ).to(torch.float32)
+    return boxes * rows.any(dim=1, keepdim=True)
+
+
+def masks_area(masks: torch.Tensor) -> torch.Tensor:
+    """Pixel count of each mask (COCO's ``area`` for segmented instances).
+
+    Args:
+        masks: ``Tensor[N, H, W]``; non-zero pixels count.
+
+    Returns:
+        float32 ``Tensor[N]`` on the device of ``masks``.
+
+    >>> masks_area(torch.ones(2, 3, 4, dtype=torch.uint8))
+    tensor([12., 12.])
+    """
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be a Tensor[N, H, W], got shape {tuple(masks.shape)}")
+    if masks.device.type == "cpu":
+        flat = masks.numpy().reshape(masks.shape[0], masks.shape[1] * masks.shape[2])
+        return torch.from_numpy(np.count_nonzero(flat, axis=1).astype(np.float32))
+    return (masks != 0).flatten(1).sum(dim=1).to(torch.float32)
+
+
+def box_area(boxes: torch.Tensor) -> torch.Tensor:
+    """Area of XYXY boxes (the ``area`` of instances without masks).
+
+    Args:
+        boxes: ``Tensor[N, 4]`` XYXY.
+
+    Returns:
+        ``Tensor[N]`` in the floating dtype of ``boxes`` (float32 for integer boxes).
+
+    >>> box_area(torch.tensor([[0.0, 0.0, 2.0, 3.0]]))
+    tensor([6.])
+    """
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be a Tensor[N, 4], got shape {tuple(boxes.shape)}")
+    if not boxes.is_floating_point():
+        boxes = boxes.to(torch.float32)
+    return (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+
+
+def instance_ids(
+    id_mask: np.ndarray | torch.Tensor, *, background: int = 0, return_counts: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Sorted instance ids present in an instance-id mask, background excluded.
+
+    Counts pixels with a histogram rather than a sort, several times faster than
+    ``np.unique`` on the 8- and 16-bit masks that datasets store.
+
+    Args:
+        id_mask: ``[H, W]`` integer array or tensor; each non-background value is one instance.
+        background: the value that marks background pixels.
+        return_counts: also return each instance's pixel count (its mask area).
+
+    Returns:
+        int64 numpy array of the ids, ascending; with ``return_counts``, also an int64 array of
+        their pixel counts.
+
+    >>> instance_ids(np.array([[0, 3], [3, 7]], dtype=np.uint8), return_counts=True)
+    (array([3, 7]), array([2, 1]))
+    """
+    array = _integer_array(id_mask, "id_mask")
+    flat = array.reshape(-1)
+    if flat.size == 0:
+        empty = np.zeros((0,), dtype=np.int64)
+        return (empty, empty.copy()) if return_counts else empty
+    small = flat.dtype in (np.uint8, np.uint16) or (
+        int(flat.min()) >= 0 and int(flat.max()) < (1 << 20)
+    )
+    if small:
+        # torch.bincount takes uint8 as is (no widening copy) and any other integer as int64.
+        if flat.dtype != np.uint8:
+            flat = flat.astype(np.int64)
+        elif not flat.flags.writeable:
+            flat = flat.copy()  # torch.from_numpy warns on read-only arrays
+        counts = torch.bincount(torch.from_numpy(flat)).numpy()
+        ids = np.flatnonzero(counts)
+        counts = counts[ids]
+    else:
+        ids, counts = np.unique(flat, return_counts=True)
+    keep = ids != background
+    ids, counts = ids[keep].astype(np.int64), counts[keep].astype(np.int64)
+    return (ids, counts) if return_counts else ids
+
+
+def _integer_array(values: np.ndarray | torch.Tensor, argument: str) -> np.ndarray:
+    array = values.numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    if array.dtype == np.bool_:
+        return array.view(np.uint8)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{argument} must hold integers, got dtype {array.dtype}")
+    return array
+
+
+def id_mask_to_masks(
+    id_mask: np.ndarray | torch.Tensor, ids: np.ndarray | torch.Tensor | None = None
+) -> torch.Tensor:
+    """Split an instance-id mask into one binary mask per instance.
+
+    Args:
+        id_mask: ``[H, W]`` integer array or tensor.
+        ids: the instance ids to extract, in order (default: :func:`instance_ids`).
+
+    Returns:
+        uint8 ``Tensor[N, H, W]``, one mask per id (``N = 0`` for a mask without instances).
+
+    >>> id_mask_to_masks(np.array([[0, 2], [5, 2]], dtype=np.uint8)).tolist()
+    [[[0, 1], [0, 1]], [[0, 0], [1, 0]]]
+    """
+    return torch.from_numpy(_id_mask_to_bool(id_mask, ids)).view(torch.uint8)
+
+
+def _id_mask_to_bool(
+    id_mask: np.ndarray | torch.Tensor, ids: np.ndarray | torch.Tensor | None = None
+) -> np.ndarray:
+    array = _integer_array(id_mask, "id_mask")
+    if array.ndim != 2:
+        raise ValueError(f"id_mask must be [H, W], got shape {tuple(array.shape)}")
+    if ids is None:
+        ids = instance_ids(array)
+    ids = ids.numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
+    # numpy's broadcast comparison is SIMD-vectorized: ~0.03 ns a pixel and instance.
+    return array[None] == ids.astype(array.dtype, copy=False)[:, None, None]
+
+
+def _split_id_mask(id_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, torch.Tensor, np.ndarray]:
+    """Instances of an id mask ``[H, W]``: ``(ids, bool masks [N, H, W], boxes, areas)``.
+
+    The dataset's hot path, tuned to a few passes over the mask: with small ids (the usual
+    ``1..N``) the candidate ids ``1..max`` are compared at once and absent ones dropped;
+    column counts give both the boxes' x extent and the areas.
+    """
+    array = _integer_array(id_mask, "id_mask")
+    high = int(array.max()) if array.size else 0
+    unsigned = array.dtype.kind == "u" or (array.size and int(array.min()) >= 0)
+    ids = np.arange(1, high + 1, dtype=np.int64) if unsigned and high <= 64 else instance_ids(array)
+    present = _id_mask_to_bool(array, ids)
+    rows = present.any(axis=2)
+    keep = rows.any(axis=1)
+    if not keep.all():
+        ids, present, rows = ids[keep], present[keep], rows[keep]
+    # Column counts fit in uint16 for images under 65536 rows: half the memory traffic of int32.
+    accumulator = np.uint16 if array.shape[0] < (1 << 16) else np.uint32
+    column_counts = np.add.reduce(present.view(np.uint8), axis=1, dtype=accumulator)
+    boxes = _boxes_from_presence(rows, column_counts > 0)
+    areas = column_counts.sum(axis=1, dtype=np.int64)
+    return ids, present, boxes, areas

@@ -1,0 +1,341 @@
+"""The target contract: what one ``(image, target)`` sample is, written once.
+
+Every dataset, transform, model helper and evaluator in detkit speaks this contract, which is
+the one torchvision's detection models (Faster / Mask / Keypoint R-CNN, RetinaNet, FCOS, SSD)
+take in training mode.
+
+**Image.** Datasets return a ``uint8`` tensor ``Tensor[3, H, W]``; transforms also accept PIL
+images. Models want ``float`` ``Tensor[3, H, W]`` with values in ``0..1``, which is what
+``ToDtype(torch.float32, scale=True)`` from :mod:`detkit.data.transforms` produces.
+
+**Target** (a ``dict``; see :class:`Target`), for ``N`` instances in an image of height ``H``
+and width ``W``:
+
+============  ======================  ==========================================================
+key           dtype, shape            meaning
+============  ======================  ==========================================================
+boxes         float ``[N, 4]``        ``x1, y1, x2, y2`` (XYXY) in continuous pixel coordinates
+labels        int64 ``[N]``           class of each instance; ``0`` is background, never a label
+masks         uint8 ``[N, H, W]``     one binary mask per instance (optional)
+keypoints     float ``[N, K, 3]``     ``x, y, visibility`` per keypoint (optional)
+area          float ``[N]``           mask pixel count where masks exist, else box area
+iscrowd       int64 ``[N]``           ``1`` marks a crowd region (ignored in COCO evaluation)
+image_id      ``int``                 identifies the image; a 0-d integer tensor is accepted
+============  ======================  ==========================================================
+
+**Box convention.** Coordinates are continuous: pixel ``i`` covers ``[i, i + 1)``, so a box
+lies in ``[0, W] x [0, H]`` and the box of a mask whose pixels span columns ``xmin..xmax`` and
+rows ``ymin..ymax`` (inclusive) is ``[xmin, ymin, xmax + 1, ymax + 1]``, the same as
+pycocotools' ``toBbox``. A non-empty mask therefore never yields a zero-width box, which is
+the usual cause of torchvision's *"All bounding boxes should have positive height and
+width"*.
+
+**Keypoints.** Visibility follows COCO: ``0`` not labelled (the row is ``(0, 0, 0)``),
+``1`` labelled but occluded, ``2`` visible.
+
+**Empty images.** ``N = 0`` is legal everywhere, with shapes ``(0, 4)``, ``(0,)``,
+``(0, H, W)`` and ``(0, K, 3)``: images without objects are negative samples, kept by default.
+
+:func:`validate_target` checks a sample against this contract and raises
+:class:`InvalidTargetError` (a :class:`ValueError`) naming the sample, the field and what is
+wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypedDict
+
+import torch
+from PIL import Image
+
+__all__ = [
+    "BOX_FORMAT",
+    "PER_INSTANCE_FIELDS",
+    "InvalidTargetError",
+    "Prediction",
+    "Target",
+    "empty_target",
+    "image_size",
+    "normalize_image_id",
+    "validate_target",
+]
+
+#: Box format of every ``boxes`` tensor in detkit (torchvision's name for it).
+BOX_FORMAT = "XYXY"
+
+#: Target keys whose first dimension is the instance dimension ``N``.
+PER_INSTANCE_FIELDS = ("boxes", "labels", "masks", "keypoints", "area", "iscrowd")
+
+
+class Target(TypedDict, total=False):
+    """A ground-truth target for one image; see the module docs for shapes and conventions.
+
+    ``boxes`` and ``labels`` are required by torchvision's detection models; the other keys
+    are optional. Extra per-instance tensors (first dimension ``N``) may be added by users and
+    are kept aligned by detkit's transforms.
+
+    >>> target: Target = {"boxes": torch.tensor([[0.0, 0.0, 4.0, 2.0]]), "labels": torch.tensor([1])}
+    >>> validate_target(torch.zeros(3, 2, 4), target)
+    """
+
+    boxes: torch.Tensor
+    labels: torch.Tensor
+    masks: torch.Tensor
+    keypoints: torch.Tensor
+    area: torch.Tensor
+    iscrowd: torch.Tensor
+    image_id: int
+
+
+class Prediction(TypedDict, total=False):
+    """What a torchvision detection model returns per image in eval mode.
+
+    ``boxes`` float ``[N, 4]`` XYXY, ``labels`` int64 ``[N]``, ``scores`` float ``[N]``;
+    Mask R-CNN adds ``masks`` float ``[N, 1, H, W]`` (probabilities); Keypoint R-CNN adds
+    ``keypoints`` float ``[N, K, 3]`` and ``keypoints_scores`` float ``[N, K]``.
+
+    >>> import torchvision
+    >>> model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+    ...     weights=None, weights_backbone=None, num_classes=3).eval()
+    >>> prediction: Prediction = model([torch.rand(3, 64, 64)])[0]
+    >>> sorted(prediction)
+    ['boxes', 'labels', 'scores']
+    """
+
+    boxes: torch.Tensor
+    labels: torch.Tensor
+    scores: torch.Tensor
+    masks: torch.Tensor
+    keypoints: torch.Tensor
+    keypoints_scores: torch.Tensor
+
+
+class InvalidTargetError(ValueError):
+    """A sample breaks the target contract.
+
+    Attributes:
+        image_id: the sample's ``image_id`` (``None`` when the target has none).
+        field: the offending key of the target (or ``"image"``).
+    """
+
+    def __init__(self, message: str, *, image_id: Any = None, field: str | None = None):
+        super().__init__(message)
+        self.image_id = image_id
+        self.field = field
+
+
+def normalize_image_id(image_id: Any, *, argument: str = "image_id") -> int:
+    """Return ``image_id`` as a Python ``int``.
+
+    Accepts an ``int``, a numpy integer or a 0-d / one-element integer tensor (torchvision's
+    tutorials store ``image_id`` both ways, which breaks COCO evaluation when mixed).
+
+    Raises:
+        TypeError: for anything that is not an integer.
+
+    >>> normalize_image_id(torch.tensor(7))
+    7
+    >>> normalize_image_id(3)
+    3
+    """
+    if isinstance(image_id, torch.Tensor):
+        if image_id.numel() != 1 or image_id.is_floating_point() or image_id.is_complex():
+            raise TypeError(
+                f"{argument} must be an int or a one-element integer tensor, got a tensor of "
+                f"shape {tuple(image_id.shape)} and dtype {image_id.dtype}"
+            )
+        return int(image_id.item())
+    if isinstance(image_id, bool) or not hasattr(image_id, "__index__"):
+        raise TypeError(f"{argument} must be an int, got {type(image_id).__name__}: {image_id!r}")
+    return int(image_id.__index__())
+
+
+def image_size(image: Any) -> tuple[int, int]:
+    """Return ``(height, width)`` of a PIL image or a ``Tensor[..., H, W]``.
+
+    >>> image_size(torch.zeros(3, 20, 30))
+    (20, 30)
+    """
+    if isinstance(image, Image.Image):
+        width, height = image.size
+        return height, width
+    if isinstance(image, torch.Tensor):
+        if image.ndim < 2:
+            raise TypeError(
+                f"image must have at least 2 dimensions, got shape {tuple(image.shape)}"
+            )
+        return int(image.shape[-2]), int(image.shape[-1])
+    raise TypeError(f"image must be a PIL image or a tensor, got {type(image).__name__}")
+
+
+def empty_target(
+    height: int, width: int, *, image_id: int = 0, num_keypoints: int | None = None
+) -> Target:
+    """A valid target with no instances (a negative sample) for an ``height x width`` image.
+
+    Masks are included; keypoints only when ``num_keypoints`` is given.
+
+    >>> t = empty_target(4, 6, image_id=1)
+    >>> t["boxes"].shape, t["masks"].shape
+    (torch.Size([0, 4]), torch.Size([0, 4, 6]))
+    """
+    target: Target = {
+        "boxes": torch.zeros((0, 4), dtype=torch.float32),
+        "labels": torch.zeros((0,), dtype=torch.int64),
+        "masks": torch.zeros((0, height, width), dtype=torch.uint8),
+        "area": torch.zeros((0,), dtype=torch.float32),
+        "iscrowd": torch.zeros((0,), dtype=torch.int64),
+        "image_id": image_id,
+    }
+    if num_keypoints is not None:
+        target["keypoints"] = torch.zeros((0, num_keypoints, 3), dtype=torch.float32)
+    return target
+
+
+def _describe(image_id: Any, source: str | None) -> str:
+    parts = []
+    if image_id is not None:
+        parts.append(f"image_id={image_id}")
+    if source:
+        parts.append(str(source))
+    return "sample " + " ".join(parts) if parts else "sample"
+
+
+def validate_target(image: Any, target: Mapping[str, Any], *, source: str | None = None) -> None:
+    """Check one ``(image, target)`` sample against the target contract.
+
+    Args:
+        image: the sample's image (PIL image or ``Tensor[C, H, W]``); gives the canvas size.
+        target: the target dict (see :class:`Target`).
+        source: where the sample comes from (a file path, say), added to error messages.
+
+    Raises:
+        InvalidTargetError: naming the sample (``image_id`` and ``source``), the field and what
+            is wrong: a missing ``boxes`` / ``labels``, a wrong dtype or rank, fields with
+            different numbers of instances, a degenerate or out-of-canvas box, a non-finite
+            value, label 0, masks of the wrong size, keypoints without a last dimension of 3.
+
+    >>> image = torch.zeros(3, 10, 10)
+    >>> target = {"boxes": torch.tensor([[0.0, 0.0, 5.0, 5.0]]), "labels": torch.tensor([1])}
+    >>> validate_target(image, target)
+    >>> validate_target(image, {**target, "boxes": torch.tensor([[2.0, 1.0, 2.0, 5.0]])})
+    Traceback (most recent call last):
+    ...
+    detkit.types.InvalidTargetError: sample: field 'boxes': box 0 [2.0, 1.0, 2.0, 5.0] has zero or negative width or height (x2 <= x1 or y2 <= y1)
+    """
+    raw_id = target.get("image_id") if isinstance(target, Mapping) else None
+    try:
+        image_id = None if raw_id is None else normalize_image_id(raw_id)
+    except TypeError as exc:
+        raise InvalidTargetError(
+            f"{_describe(raw_id, source)}: field 'image_id': {exc}",
+            image_id=raw_id,
+            field="image_id",
+        ) from None
+    where = _describe(image_id, source)
+
+    def fail(field: str, message: str) -> InvalidTargetError:
+        return InvalidTargetError(
+            f"{where}: field '{field}': {message}", image_id=image_id, field=field
+        )
+
+    if not isinstance(target, Mapping):
+        raise InvalidTargetError(
+            f"{where}: target must be a dict, got {type(target).__name__}", field="target"
+        )
+    try:
+        height, width = image_size(image)
+    except TypeError as exc:
+        raise fail("image", str(exc)) from None
+    if isinstance(image, torch.Tensor) and image.ndim != 3:
+        raise fail("image", f"expected a Tensor[C, H, W], got shape {tuple(image.shape)}")
+
+    for key in ("boxes", "labels"):
+        if key not in target:
+            raise fail(key, "missing (torchvision detection models need 'boxes' and 'labels')")
+
+    def tensor(key: str, rank: int, *, floating: bool | None = None, dtype=None) -> torch.Tensor:
+        value = target[key]
+        if not isinstance(value, torch.Tensor):
+            raise fail(key, f"expected a tensor, got {type(value).__name__}")
+        if value.ndim != rank:
+            raise fail(key, f"expected {rank} dimensions, got shape {tuple(value.shape)}")
+        if dtype is not None and value.dtype != dtype:
+            raise fail(key, f"expected dtype {dtype}, got {value.dtype}")
+        if floating and not value.is_floating_point():
+            raise fail(key, f"expected a floating-point dtype, got {value.dtype}")
+        if floating and not torch.isfinite(value).all():
+            raise fail(key, "contains NaN or infinite values")
+        return value
+
+    boxes = tensor("boxes", 2, floating=True)
+    if boxes.shape[1] != 4:
+        raise fail("boxes", f"expected shape [N, 4], got {tuple(boxes.shape)}")
+    num = boxes.shape[0]
+    labels = tensor("labels", 1, dtype=torch.int64)
+
+    shapes = {"boxes": num}
+    shapes["labels"] = labels.shape[0]
+    if "masks" in target:
+        masks = tensor("masks", 3, dtype=torch.uint8)
+        if tuple(masks.shape[1:]) != (height, width):
+            raise fail(
+                "masks",
+                f"mask size {tuple(masks.shape[1:])} differs from the image size {(height, width)}",
+            )
+        shapes["masks"] = masks.shape[0]
+    if "keypoints" in target:
+        keypoints = tensor("keypoints", 3, floating=True)
+        if keypoints.shape[2] != 3:
+            raise fail(
+                "keypoints",
+                f"expected shape [N, K, 3] (x, y, visibility), got {tuple(keypoints.shape)}",
+            )
+        shapes["keypoints"] = keypoints.shape[0]
+    if "area" in target:
+        area = tensor("area", 1, floating=True)
+        shapes["area"] = area.shape[0]
+    if "iscrowd" in target:
+        iscrowd = tensor("iscrowd", 1, dtype=torch.int64)
+        shapes["iscrowd"] = iscrowd.shape[0]
+    if len(set(shapes.values())) > 1:
+        counts = ", ".join(f"{k}: {v}" for k, v in shapes.items())
+        raise fail(
+            next(k for k, v in shapes.items() if v != num), f"fields disagree on N ({counts})"
+        )
+
+    if num:
+        bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise fail(
+                "boxes",
+                f"box {i} {boxes[i].tolist()} has zero or negative width or height "
+                "(x2 <= x1 or y2 <= y1)",
+            )
+        outside = (boxes[:, :2] < 0).any(1) | (boxes[:, 2] > width) | (boxes[:, 3] > height)
+        if outside.any():
+            i = int(outside.nonzero()[0])
+            raise fail(
+                "boxes",
+                f"box {i} {boxes[i].tolist()} lies outside the {width}x{height} (WxH) image "
+                f"(boxes are XYXY in [0, {width}] x [0, {height}])",
+            )
+        if (labels <= 0).any():
+            i = int((labels <= 0).nonzero()[0])
+            raise fail(
+                "labels",
+                f"label {int(labels[i])} at instance {i}: labels start at 1 (0 is background)",
+            )
+        if "keypoints" in target:
+            vis = keypoints[..., 2]
+            if ((vis != 0) & (vis != 1) & (vis != 2)).any():
+                raise fail("keypoints", "visibility must be 0, 1 or 2 (COCO convention)")
+            hidden = keypoints[vis == 0]
+            if hidden.numel() and (hidden != 0).any():
+                raise fail("keypoints", "keypoints with visibility 0 must be (0, 0, 0)")
+        if "area" in target and (area < 0).any():
+            raise fail("area", "areas must be non-negative")
+        if "iscrowd" in target and ((iscrowd != 0) & (iscrowd != 1)).any():
+            raise fail("iscrowd", "values must be 0 or 1")
