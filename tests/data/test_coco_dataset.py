@@ -234,8 +234,8 @@ def test_box_overshoot_within_tolerance_is_clipped(coco_root):
             r"visibilities must be 0, 1 or 2",
         ),
         (
-            lambda d: first_annotation(d).update(segmentation=[[1, 2, 3, 4]]),
-            r"polygon 0 .* at least 3 \(x, y\) points, got 4",
+            lambda d: first_annotation(d).update(segmentation=[[1, 2, 3, 4, 5]]),
+            r"polygon 0 .* flat list of \(x, y\) pairs, got 5 values",
         ),
         (
             lambda d: first_annotation(d).update(segmentation={"size": [4, 4], "counts": [16]}),
@@ -345,3 +345,46 @@ def test_transforms_pickling_and_no_decode_for_metadata(coco_root, monkeypatch):
     assert dataset.get_target(0)["image_id"] == dataset.ids[0]
     with pytest.raises(IndexError, match="index 6 is out of range"):
         dataset.get_target(6)
+
+
+def valid_polygon(data):
+    ann = first_annotation(data)
+    image = next(i for i in data["images"] if i["id"] == ann["image_id"])
+    return ann, image
+
+
+def test_polygons_of_fewer_than_3_points_are_left_out(coco_root, caplog):
+    def edit(data):
+        ann = first_annotation(data)
+        ann["segmentation"] = [[2, 2, 20, 2, 20, 20, 2, 20], [30, 30, 35, 35]]  # a 2-point line
+
+    path = edited(coco_root, edit)
+    with caplog.at_level(logging.WARNING, logger="detkit.data.coco"):
+        dataset = CocoJsonDataset(coco_root / "images", path)
+    assert "ignored polygons of fewer than 3 points" in caplog.text
+    coco = load_coco(path)
+    ann = coco.dataset["annotations"][0]
+    index = dataset.ids.index(ann["image_id"])
+    row = [a["id"] for a in coco.imgToAnns[ann["image_id"]]].index(ann["id"])
+    expected = ann_to_mask(coco, {**ann, "segmentation": ann["segmentation"][:1]})
+    np.testing.assert_array_equal(dataset.get_target(index)["masks"][row].numpy(), expected)
+
+    path = edited(coco_root, lambda d: first_annotation(d).update(segmentation=[[1, 1, 5, 5]]))
+    with pytest.raises(ValueError, match=r"annotation id 1 .*fewer than 3 points.*drop_degenerate"):
+        CocoJsonDataset(coco_root / "images", path)
+    total = len(json.loads(path.read_text())["annotations"])
+    dataset = CocoJsonDataset(coco_root / "images", path, drop_degenerate=True)
+    assert sum(len(dataset.get_target(i)["boxes"]) for i in range(len(dataset))) == total - 1
+
+
+def test_unreadable_segmentation_is_named_when_decoded(coco_root):
+    def edit(data):
+        ann, image = valid_polygon(data)
+        # The compressed RLE of a 100 x 100 mask: more pixels than the image has.
+        ann["segmentation"] = {"size": [image["height"], image["width"]], "counts": "0`h9"}
+
+    path = edited(coco_root, edit)
+    dataset = CocoJsonDataset(coco_root / "images", path)
+    image_id = json.loads(path.read_text())["annotations"][0]["image_id"]
+    with pytest.raises(ValueError, match=rf"image id {image_id} .*annotation id 1: Invalid RLE"):
+        dataset.get_target(dataset.ids.index(image_id))

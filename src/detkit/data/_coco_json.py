@@ -7,7 +7,6 @@ that ``__getitem__`` only slices them and a dataset of a million annotations sta
 from __future__ import annotations
 
 import json
-import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,33 +14,14 @@ from typing import Any
 
 import numpy as np
 
-logger = logging.getLogger("detkit.data.coco")
-
-_MAX_LISTED = 10
-
-
-class _Problems:
-    """Collects what is wrong with a file so that one error lists it all (up to a limit)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.messages: list[str] = []
-        self.count = 0
-
-    def add(self, message: str) -> None:
-        self.count += 1
-        if len(self.messages) < _MAX_LISTED:
-            self.messages.append(message)
-
-    def raise_if_any(self) -> None:
-        if self.count:
-            more = self.count - len(self.messages)
-            tail = f"\n  ... and {more} more" if more else ""
-            raise ValueError(
-                f"{self.count} problem(s) in COCO annotation file '{self.path}':\n  "
-                + "\n  ".join(self.messages)
-                + tail
-            )
+from detkit.data._coco_fields import (
+    Problems,
+    check_boxes,
+    count_keypoints,
+    keypoint_row,
+    logger,
+    usable_segmentation,
+)
 
 
 @dataclass
@@ -118,7 +98,7 @@ def parse(
     keep_negatives: bool,
 ) -> tuple[_Parsed, bool, bool]:
     """Check and index a COCO dict; returns the parsed file, with_masks and with_keypoints."""
-    problems = _Problems(path)
+    problems = Problems(path)
 
     categories: dict[int, dict[str, Any]] = {}
     for i, cat in enumerate(_section(data, "categories", path, required=False)):
@@ -161,12 +141,14 @@ def parse(
     annotations = _section(data, "annotations", path, required=False)
     if with_masks is None:
         with_masks = any(isinstance(a, dict) and a.get("segmentation") for a in annotations)
-    num_kp = _num_keypoints(categories, annotations, with_keypoints, path)
+    num_kp = count_keypoints(categories, annotations, with_keypoints, path)
     if with_keypoints is None:
         with_keypoints = num_kp > 0
 
     rows_image, ann_ids, labels, crowd, areas, raw_boxes = [], [], [], [], [], []
     segmentations: list[Any] = []
+    dropped: list[str] = []  # annotations without a usable polygon (drop_degenerate)
+    thin = 0  # annotations that lost a polygon of fewer than 3 points
     keypoints: list[Any] = []
     for i, ann in enumerate(annotations):
         if not isinstance(ann, dict):
@@ -205,13 +187,17 @@ def parse(
             problems.add(f"{where}: 'area' must be a number, got {area!r}")
             continue
         if with_masks:
-            message = _segmentation_problem(ann.get("segmentation"), sizes[pos])
+            segm, message, degenerate = usable_segmentation(ann.get("segmentation"), sizes[pos])
             if message:
-                problems.add(f"{where}: {message}")
+                if degenerate and drop_degenerate:
+                    dropped.append(where)
+                else:
+                    problems.add(f"{where}: {message}")
                 continue
-            segmentations.append(ann["segmentation"])
+            thin += len(segm) < len(ann["segmentation"]) if isinstance(segm, list) else 0
+            segmentations.append(segm)
         if with_keypoints:
-            kps = _keypoints(ann.get("keypoints"), num_kp)
+            kps = keypoint_row(ann.get("keypoints"), num_kp)
             if isinstance(kps, str):
                 problems.add(f"{where}: {kps}")
                 continue
@@ -223,12 +209,25 @@ def parse(
         areas.append(math.nan if area is None else float(area))
         raw_boxes.append(box)
     problems.raise_if_any()
+    if dropped:
+        logger.warning(
+            "'%s': dropped %d annotation(s) whose polygons all have fewer than 3 points, e.g. %s",
+            path,
+            len(dropped),
+            dropped[0],
+        )
+    if thin:
+        logger.warning(
+            "'%s': ignored polygons of fewer than 3 points (no area) in %d annotation(s)",
+            path,
+            thin,
+        )
 
     count = len(rows_image)
     xywh = np.asarray(raw_boxes, dtype=np.float64).reshape(count, 4)
     sizes_arr = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
     rows = np.asarray(rows_image, dtype=np.int64)
-    boxes, keep = _check_boxes(
+    boxes, keep = check_boxes(
         xywh,
         rows,
         sizes_arr,
@@ -269,140 +268,3 @@ def parse(
         categories=[categories[cid] for cid in cat_ids],
     )
     return parsed, with_masks, with_keypoints
-
-
-def _num_keypoints(
-    categories: dict[int, dict[str, Any]],
-    annotations: list[Any],
-    with_keypoints: bool | None,
-    path: Path,
-) -> int:
-    """K, from the categories' keypoint names or else the first annotation with keypoints."""
-    if with_keypoints is False:
-        return 0
-    declared = {len(c["keypoints"]) for c in categories.values() if c.get("keypoints")}
-    if len(declared) > 1:
-        raise ValueError(
-            f"COCO annotation file '{path}': categories declare different keypoint counts "
-            f"{sorted(declared)}; detkit's targets need one K for all instances"
-        )
-    if declared:
-        return declared.pop()
-    for ann in annotations:
-        kps = ann.get("keypoints") if isinstance(ann, dict) else None
-        if isinstance(kps, list) and kps:
-            return len(kps) // 3
-    if with_keypoints:
-        raise ValueError(
-            f"with_keypoints=True, but COCO annotation file '{path}' has no keypoints (no "
-            "category lists keypoint names and no annotation has 'keypoints')"
-        )
-    return 0
-
-
-def _keypoints(value: Any, num_kp: int) -> list[float] | str:
-    """3K floats with v = 0 points zeroed, or a message saying what is wrong."""
-    if value is None or (isinstance(value, list) and not value):
-        return [0.0] * (3 * num_kp)  # an instance without keypoints: all "not labelled"
-    try:
-        flat = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return f"'keypoints' must be a list of numbers, got {value!r:.80}"
-    if flat.shape != (3 * num_kp,):
-        return f"'keypoints' must hold {3 * num_kp} numbers ({num_kp} x (x, y, v)), got {flat.size}"
-    triples = flat.reshape(num_kp, 3)
-    if not np.isin(triples[:, 2], (0, 1, 2)).all() or not np.isfinite(triples).all():
-        return f"keypoint visibilities must be 0, 1 or 2, got {triples[:, 2].tolist()}"
-    triples[triples[:, 2] == 0] = 0.0  # COCO exports leave coordinates on unlabelled points
-    return triples.ravel().tolist()
-
-
-def _segmentation_problem(segm: Any, size: tuple[int, int]) -> str | None:
-    if not segm:
-        return (
-            "has no 'segmentation', but masks are requested (pass with_masks=False to load "
-            "boxes only)"
-        )
-    if isinstance(segm, list):
-        for j, polygon in enumerate(segm):
-            if not isinstance(polygon, list) or len(polygon) % 2 or len(polygon) < 6:
-                shown = len(polygon) if isinstance(polygon, list) else type(polygon).__name__
-                return (
-                    f"polygon {j} of 'segmentation' must be a flat list of at least 3 (x, y) "
-                    f"points, got {shown} values"
-                )
-        return None
-    if isinstance(segm, dict) and "counts" in segm and "size" in segm:
-        if list(segm["size"]) != list(size):
-            return (
-                f"RLE 'segmentation' has size {segm['size']} but the image is "
-                f"{list(size)} (height, width)"
-            )
-        counts = segm["counts"]
-        if isinstance(counts, list) and sum(counts) != size[0] * size[1]:
-            return (
-                f"uncompressed RLE counts sum to {sum(counts)}, not height * width = "
-                f"{size[0] * size[1]}"
-            )
-        if not isinstance(counts, (list, str, bytes)):
-            return f"RLE 'counts' must be a list or a string, got {type(counts).__name__}"
-        return None
-    return f"'segmentation' must be a list of polygons or an RLE dict, got {segm!r:.80}"
-
-
-def _check_boxes(
-    xywh: np.ndarray,
-    rows: np.ndarray,
-    sizes: np.ndarray,
-    image_ids: list[int],
-    file_names: list[str],
-    ann_ids: list[int],
-    path: Path,
-    *,
-    box_tolerance: float,
-    drop_degenerate: bool,
-) -> tuple[np.ndarray, np.ndarray]:
-    """XYXY boxes clipped to their image, and which rows to keep; raises for bad boxes."""
-    xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
-    height = sizes[rows, 0].astype(np.float64)
-    width = sizes[rows, 1].astype(np.float64)
-    outside = (
-        (xyxy[:, 0] < -box_tolerance)
-        | (xyxy[:, 1] < -box_tolerance)
-        | (xyxy[:, 2] > width + box_tolerance)
-        | (xyxy[:, 3] > height + box_tolerance)
-    )
-    clipped = xyxy.copy()
-    np.clip(clipped[:, 0::2], 0, width[:, None], out=clipped[:, 0::2])
-    np.clip(clipped[:, 1::2], 0, height[:, None], out=clipped[:, 1::2])
-    degenerate = ~outside & ((clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1]))
-    problems = _Problems(path)
-
-    def describe(r: int) -> str:
-        pos = rows[r]
-        return (
-            f"annotation id {ann_ids[r]} (image id {image_ids[pos]} '{file_names[pos]}', "
-            f"{sizes[pos, 1]}x{sizes[pos, 0]} WxH): bbox [x, y, w, h] = {xywh[r].tolist()}"
-        )
-
-    for r in np.flatnonzero(outside):
-        problems.add(
-            f"{describe(r)} reaches outside the image by more than box_tolerance={box_tolerance} px"
-        )
-    if drop_degenerate and degenerate.any():
-        dropped = np.flatnonzero(degenerate)
-        logger.warning(
-            "'%s': dropped %d annotation(s) with an empty box (w <= 0 or h <= 0 inside the "
-            "image), e.g. %s",
-            path,
-            len(dropped),
-            describe(dropped[0]),
-        )
-    else:
-        for r in np.flatnonzero(degenerate):
-            problems.add(
-                f"{describe(r)} is degenerate (zero or negative width or height inside the "
-                "image); pass drop_degenerate=True to skip such annotations"
-            )
-    problems.raise_if_any()
-    return clipped, ~degenerate

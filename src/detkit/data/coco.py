@@ -218,7 +218,8 @@ class CocoJsonDataset(torch.utils.data.Dataset):
         }
         if self.with_masks:
             segms = parsed.segmentations[start:end]  # type: ignore[index]
-            masks = _decode_masks(segms, height, width)
+            where = f"image id {self.ids[idx]} ('{self.image_path(idx)}')"
+            masks = _decode_masks(segms, height, width, parsed.ann_ids[start:end], where)
             target["masks"] = torch.from_numpy(masks)
             missing = np.isnan(area)
             if missing.any():
@@ -255,14 +256,27 @@ def _to_rle(segm: Any, height: int, width: int) -> dict[str, Any]:
     }
 
 
-def _decode_masks(segms: list[Any], height: int, width: int) -> np.ndarray:
+def _decode_masks(
+    segms: list[Any], height: int, width: int, ann_ids: np.ndarray, where: str
+) -> np.ndarray:
     if not segms:
         return np.zeros((0, height, width), dtype=np.uint8)
-    rles = [_to_rle(s, height, width) for s in segms]
     with warnings.catch_warnings():
-        # pycocotools' decode trips numpy 2's __array__(copy=...) deprecation; harmless.
+        # pycocotools trips numpy 2's __array__(copy=...) deprecation; harmless.
         warnings.simplefilter("ignore", DeprecationWarning)
-        decoded = mask_utils.decode(rles)  # [H, W, N], column-major
+        try:
+            rles = [_to_rle(segm, height, width) for segm in segms]
+            decoded = mask_utils.decode(rles)  # [H, W, N], column-major
+        except (TypeError, ValueError):
+            for segm, ann_id in zip(segms, ann_ids.tolist()):  # find the culprit to name it
+                try:
+                    mask_utils.decode([_to_rle(segm, height, width)])
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(
+                        f"{where}: pycocotools cannot read the segmentation of annotation id "
+                        f"{ann_id}: {exc}"
+                    ) from exc
+            raise
     return np.ascontiguousarray(decoded.transpose(2, 0, 1))
 
 
