@@ -22,7 +22,6 @@ from detkit.distributed import get_rank, get_world_size, is_dist_avail_and_initi
 
 __all__ = ["GroupedBatchSampler", "InferenceSampler"]
 
-Incomplete = Literal["fill", "keep", "drop"]
 _MODES = ("fill", "keep", "drop")
 
 
@@ -103,7 +102,7 @@ class GroupedBatchSampler(BatchSampler):
         group_ids: Sequence[int] | np.ndarray | torch.Tensor,
         batch_size: int,
         *,
-        incomplete: Incomplete = "fill",
+        incomplete: Literal["fill", "keep", "drop"] = "fill",
     ) -> None:
         if isinstance(sampler, (str, bytes)) or not hasattr(sampler, "__iter__"):
             raise TypeError(
@@ -126,7 +125,7 @@ class GroupedBatchSampler(BatchSampler):
         self.sampler = sampler
         self.group_ids = groups
         self.batch_size = int(batch_size)
-        self.incomplete: Incomplete = incomplete
+        self.incomplete = incomplete
         self.drop_last = incomplete == "drop"  # read by tools that inspect batch samplers
         self._reset_state()
 
