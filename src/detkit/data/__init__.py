@@ -3,12 +3,22 @@
 Everything here returns samples in the target contract of :mod:`detkit.types`.
 """
 
+from detkit.data.coco import CocoJsonDataset
+from detkit.data.coco_synthetic import write_synthetic_coco
 from detkit.data.collate import collate_fn
+from detkit.data.grouping import compute_aspect_ratios, create_aspect_ratio_groups
 from detkit.data.instance_mask import InstanceMaskDataset
+from detkit.data.samplers import GroupedBatchSampler, InferenceSampler
 from detkit.data.synthetic import write_synthetic_pennfudan
 
 __all__ = [
+    "CocoJsonDataset",
+    "GroupedBatchSampler",
+    "InferenceSampler",
     "InstanceMaskDataset",
     "collate_fn",
+    "compute_aspect_ratios",
+    "create_aspect_ratio_groups",
+    "write_synthetic_coco",
     "write_synthetic_pennfudan",
 ]
