@@ -140,15 +140,25 @@ def tiny_detector(*, seed: int = 0, masks: bool = False, keypoints: int = 0, siz
 
 
 def synthetic_detection_samples(root, *, num_images: int = 16, seed: int = 0, masks: bool = False):
-    """``(float image, target)`` pairs of a synthetic Penn-Fudan folder, decoded once.
+    """``(float image, target)`` pairs of a synthetic Penn-Fudan folder written under ``root``.
 
     Images of 64-112 px, no one-pixel-thin instances; ``masks`` keeps the instance masks.
     """
-    from detkit.data import InstanceMaskDataset, write_synthetic_pennfudan
+    from detkit.data import write_synthetic_pennfudan
 
-    root = write_synthetic_pennfudan(
+    write_synthetic_pennfudan(
         root, num_images=num_images, seed=seed, size_range=(64, 112), thin_fraction=0.0
     )
+    return load_detection_samples(root, masks=masks)
+
+
+def load_detection_samples(root, *, masks: bool = False):
+    """Decode a Penn-Fudan-layout folder once into ``(float image, target)`` pairs."""
+    from pathlib import Path
+
+    from detkit.data import InstanceMaskDataset
+
+    root = Path(root)
     images = sorted((root / "PNGImages").glob("*.png"))
     dataset = InstanceMaskDataset([(p, root / "PedMasks" / f"{p.stem}_mask.png") for p in images])
     samples = []
@@ -158,3 +168,46 @@ def synthetic_detection_samples(root, *, num_images: int = 16, seed: int = 0, ma
             target = {k: v for k, v in target.items() if k != "masks"}
         samples.append((image.float() / 255, target))
     return samples
+
+
+class RecordingEvaluator:
+    """TEST DOUBLE for ``detkit.evaluation.CocoEvaluator`` (same reset / update / compute /
+    summary interface). It computes no COCO metric: it records what ``evaluate`` hands it
+    (the predictions per image id, every ``update`` call, resets) and, like the real one,
+    gathers over processes in ``compute`` and keeps one entry per image id."""
+
+    def __init__(self) -> None:
+        self.resets = 0
+        self.updates: list[tuple[int, list]] = []
+        self.predictions: dict[int, dict] = {}
+
+    def reset(self) -> None:
+        self.resets += 1
+        self.updates = []
+        self.predictions = {}
+
+    def update(self, predictions, targets) -> None:
+        predictions, targets = list(predictions), list(targets)
+        self.updates.append((len(predictions), [t["image_id"] for t in targets]))
+        for prediction, target in zip(predictions, targets):
+            self.predictions[int(target["image_id"])] = {
+                k: v.detach().cpu().clone() for k, v in prediction.items()
+            }
+
+    def compute(self) -> dict:
+        from detkit.distributed import all_gather
+
+        merged: dict[int, dict] = {}
+        for part in all_gather(self.predictions):
+            merged.update(part)
+        self.merged = dict(sorted(merged.items()))
+        return {
+            "num_images": len(merged),
+            "bbox": {
+                "num_detections": float(sum(len(p["boxes"]) for p in merged.values())),
+                "score_sum": float(sum(float(p["scores"].sum()) for p in merged.values())),
+            },
+        }
+
+    def summary(self) -> str:
+        return f"RecordingEvaluator: {len(self.predictions)} images recorded"
