@@ -65,8 +65,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Run ``model`` over ``data_loader`` and return the COCO metrics of its predictions.
 
-    The model runs in eval mode under ``torch.inference_mode`` (its previous mode is restored
-    afterwards); each batch's predictions and targets go to the evaluator's ``update``, and
+    The model runs in eval mode under ``torch.inference_mode`` (every submodule's previous
+    mode is restored afterwards); each batch's predictions and targets go to the evaluator's ``update``, and
     its ``compute`` gives the result. Model and evaluator time are logged per batch and in
     total, with the evaluator's summary table.
 
@@ -114,7 +114,8 @@ def evaluate(
     else:
         evaluator.reset()
     model = unwrap_model(model)
-    was_training = model.training
+    # Per module: a model may train with some parts in eval mode (frozen batch norm, say).
+    modes = [(module, module.training) for module in model.modules()]
     threads = torch.get_num_threads()
     metric_logger = MetricLogger(progress=progress)
     cuda = device.type == "cuda"
@@ -147,7 +148,8 @@ def evaluate(
             compute_time = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     metric_logger.log(
         "Averaged stats: model_time: %.4f s/batch  evaluator_time: %.4f s/batch  compute: %.3f s",
         metric_logger["model_time"].global_avg if "model_time" in metric_logger.meters else 0.0,
