@@ -107,8 +107,6 @@ def two_process_run(tmp_path_factory):
         str(data),
         "--out",
         str(out),
-        "--evaluator",
-        "recording",
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
@@ -184,3 +182,23 @@ def test_two_process_evaluation_sees_each_image_once_and_equals_one_process(two_
             torch.testing.assert_close(
                 prediction[key], reports[0]["merged"][image_id][key], rtol=1e-4, atol=1e-4
             )
+
+
+def test_two_process_coco_metrics_equal_one_process(two_process_run):
+    data, out, reports, log = two_process_run
+    assert reports[0]["coco"] == reports[1]["coco"]  # every rank gets the result
+    model = tiny_detector(seed=1)
+    load_checkpoint(out / "checkpoint.pt", model=model, restore_rng=False)
+    samples = load_detection_samples(data)[8:15]
+    loader = torch.utils.data.DataLoader(samples, batch_size=3, collate_fn=collate_fn)
+    single = evaluate(model, loader, "cpu", progress=False)
+    assert single["num_images"] == reports[0]["coco"]["num_images"] == 7
+    assert set(single) == {"num_images", "bbox"}
+    for name, value in single["bbox"].items():
+        if name == "per_class_AP":
+            assert value.keys() == reports[0]["coco"]["bbox"][name].keys()
+            continue
+        assert value == pytest.approx(reports[0]["coco"]["bbox"][name], abs=1e-6), name
+    # The comparison is not vacuous: the detector found some of the pedestrians.
+    assert single["bbox"]["AR100"] > 0
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95" in log

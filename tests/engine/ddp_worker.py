@@ -2,7 +2,8 @@
 
 Each process: joins the gloo group from torchrun's environment, trains the tiny detector for
 a few steps under DistributedDataParallel (with gradient accumulation), evaluates it on an
-odd number of images (DistributedSampler pads one duplicate), saves a checkpoint (a
+odd number of images (DistributedSampler pads one duplicate) with CocoEvaluator and with a
+recording test double, saves a checkpoint (a
 collective call), then provokes a NaN loss on one rank only, and writes what it saw to
 ``<out>/rank<r>.pt`` for the test to check.
 """
@@ -27,7 +28,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--evaluator", choices=["real", "recording"], default="real")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
 
@@ -60,13 +60,13 @@ def main() -> None:
         sampler=DistributedSampler(eval_samples, shuffle=False),
         collate_fn=collate_fn,
     )
-    if args.evaluator == "recording":
-        evaluator = RecordingEvaluator()
-        report["metrics"] = evaluate(ddp_model, eval_loader, info.device, evaluator=evaluator)
-        report["merged"] = evaluator.merged
-        report["updates"] = evaluator.updates
-    else:
-        report["metrics"] = evaluate(ddp_model, eval_loader, info.device)
+    # The real evaluator (default, iou types inferred), then the recording double, which
+    # shows what each rank handed over.
+    report["coco"] = evaluate(ddp_model, eval_loader, info.device)
+    evaluator = RecordingEvaluator()
+    report["metrics"] = evaluate(ddp_model, eval_loader, info.device, evaluator=evaluator)
+    report["merged"] = evaluator.merged
+    report["updates"] = evaluator.updates
     save_checkpoint(args.out / "checkpoint.pt", model=ddp_model, optimizer=optimizer, epoch=0)
 
     # A NaN loss on rank 1's batch only: every rank must raise (no dead-lock), naming it.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from strategies import RecordingEvaluator, synthetic_detection_samples, tiny_detector
@@ -9,6 +11,7 @@ from torch import nn
 
 from detkit.data import collate_fn
 from detkit.engine import evaluate, infer_iou_types
+from detkit.evaluation import CocoEvaluator
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +110,51 @@ def test_evaluate_rejects_conflicting_options(samples):
         evaluate(model, loader(samples), "cpu", evaluator=RecordingEvaluator(), iou_types=["bbox"])
     with pytest.raises(ValueError, match="num_threads"):
         evaluate(model, loader(samples), "cpu", evaluator=RecordingEvaluator(), num_threads=0)
+
+
+class Oracle(nn.Module):
+    """Predicts each image's ground truth exactly (score 1), found by the image's content."""
+
+    def __init__(self, samples):
+        super().__init__()
+        self.samples = samples
+
+    def forward(self, images, targets=None):
+        outputs = []
+        for image in images:
+            target = next(t for im, t in self.samples if torch.equal(im, image))
+            outputs.append(
+                {
+                    "boxes": target["boxes"],
+                    "labels": target["labels"],
+                    "scores": torch.ones(len(target["boxes"])),
+                    "masks": target["masks"][:, None].float(),
+                }
+            )
+        return outputs
+
+
+def test_perfect_predictions_score_ap_1_through_the_real_evaluator(samples):
+    metrics = evaluate(
+        Oracle(samples), loader(samples), "cpu", iou_types=("bbox", "segm"), progress=False
+    )
+    assert metrics["num_images"] == len(samples)
+    for iou_type in ("bbox", "segm"):
+        assert metrics[iou_type]["AP"] == pytest.approx(1.0)
+        assert metrics[iou_type]["AR100"] == pytest.approx(1.0)
+
+
+def test_evaluate_equals_feeding_coco_evaluator_by_hand(samples, caplog):
+    model = tiny_detector(masks=True)
+    with caplog.at_level(logging.INFO, logger="detkit.engine"):
+        metrics = evaluate(model, loader(samples), "cpu", progress=False)
+    assert set(metrics) == {"num_images", "bbox", "segm"}  # inferred from the Mask R-CNN
+    model.eval()
+    evaluator = CocoEvaluator(("bbox", "segm"))
+    with torch.no_grad():
+        for images, targets in loader(samples, batch_size=3):
+            evaluator.update(model(list(images)), targets)
+    assert metrics == evaluator.compute()
+    text = caplog.text
+    assert "Averaged stats: model_time:" in text and "evaluator_time:" in text
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in text

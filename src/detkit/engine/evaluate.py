@@ -25,10 +25,10 @@ def infer_iou_types(model: nn.Module) -> tuple[str, ...]:
     models (``DistributedDataParallel``) are looked into.
 
     >>> import torchvision
-    >>> model = torchvision.models.detection.maskrcnn_resnet50_fpn(
+    >>> model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
     ...     weights=None, weights_backbone=None, num_classes=2)
     >>> infer_iou_types(model)
-    ('bbox', 'segm')
+    ('bbox',)
     """
     model = unwrap_model(model)
     roi_heads = getattr(model, "roi_heads", None)
@@ -101,6 +101,18 @@ def evaluate(
 
     Raises:
         ValueError: for both ``evaluator`` and ``iou_types``, or ``num_threads < 1``.
+
+    Example:
+        >>> import torch, torchvision
+        >>> from detkit.data import collate_fn
+        >>> model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        ...     weights=None, weights_backbone=None, num_classes=2, min_size=64, max_size=64)
+        >>> samples = [(torch.rand(3, 64, 64), {"boxes": torch.tensor([[8.0, 8.0, 40.0, 56.0]]),
+        ...             "labels": torch.tensor([1]), "image_id": i}) for i in range(2)]
+        >>> loader = torch.utils.data.DataLoader(samples, batch_size=2, collate_fn=collate_fn)
+        >>> metrics = evaluate(model, loader, "cpu", progress=False)
+        >>> metrics["num_images"], "AP50" in metrics["bbox"]
+        (2, True)
     """
     if evaluator is not None and iou_types is not None:
         raise ValueError("pass either evaluator or iou_types, not both (the evaluator has its own)")
