@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import re
@@ -131,3 +132,13 @@ def test_train_one_epoch_logs_through_logging(caplog):
     assert [line.split("  ")[1] for line in lines[:-1]] == ["[0/3]", "[2/3]"]
     assert re.match(r"Epoch: \[7\]  \[0/3\]  eta: .*  lr: 0\.\d{6}  loss: .*  loss_a: ", lines[0])
     assert "Total time" in lines[-1]
+
+
+def test_progress_bar_line_ends_when_the_loop_stops_early():
+    stream = TTY()
+    batches = MetricLogger(stream=stream).log_every(range(10), header="Epoch: [0]")
+    with pytest.raises(RuntimeError, match="boom"), contextlib.closing(batches):
+        for i in batches:
+            if i == 2:
+                raise RuntimeError("boom")
+    assert stream.getvalue().endswith("\n") and "Epoch: [0]" in stream.getvalue()

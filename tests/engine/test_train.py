@@ -442,3 +442,36 @@ def test_empty_loader_and_non_dict_outputs_are_reported():
             0,
             progress=False,
         )
+
+
+def test_grad_scaler_unscales_before_clipping():
+    # A scaled loss clipped before unscaling would be clipped 1024 times too hard: with the
+    # scaler, the step must equal the unscaled one.
+    samples = linear_samples(8)
+    plain, scaled = LinearLossModel(), LinearLossModel()
+    train_one_epoch(
+        plain,
+        torch.optim.SGD(plain.parameters(), lr=0.5),
+        loader(samples, 4),
+        "cpu",
+        1,
+        max_grad_norm=0.05,
+        autocast_dtype=torch.bfloat16,
+        progress=False,
+    )
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    assert scaler.is_enabled()
+    train_one_epoch(
+        scaled,
+        torch.optim.SGD(scaled.parameters(), lr=0.5),
+        loader(samples, 4),
+        "cpu",
+        1,
+        max_grad_norm=0.05,
+        scaler=scaler,
+        autocast_dtype=torch.bfloat16,  # as above: only the scaler differs
+        progress=False,
+    )
+    assert scaler.get_scale() == 1024.0  # no overflow, no change before growth_interval
+    assert torch.allclose(plain.linear.weight, scaled.linear.weight, atol=1e-6)
+    assert torch.allclose(plain.linear.bias, scaled.linear.bias, atol=1e-6)

@@ -136,25 +136,27 @@ def evaluate(
             torch.set_num_threads(num_threads)
         model.eval()
         with torch.inference_mode():
-            for images, targets in metric_logger.log_every(data_loader, print_freq, "Test:"):
-                images, _ = move_to_device(images, None, device)
-                if cuda:
-                    torch.cuda.synchronize(device)
-                start = time.perf_counter()
-                with (
-                    torch.autocast(device.type, dtype=autocast_dtype)
-                    if autocast_dtype is not None
-                    else contextlib.nullcontext()
-                ):
-                    outputs = model(images)
-                if cuda:
-                    torch.cuda.synchronize(device)
-                model_time = time.perf_counter() - start
-                start = time.perf_counter()
-                evaluator.update(outputs, targets)
-                metric_logger.update(
-                    model_time=model_time, evaluator_time=time.perf_counter() - start
-                )
+            batches = metric_logger.log_every(data_loader, print_freq, "Test:")
+            with contextlib.closing(batches):
+                for images, targets in batches:
+                    images, _ = move_to_device(images, None, device)
+                    if cuda:
+                        torch.cuda.synchronize(device)
+                    start = time.perf_counter()
+                    with (
+                        torch.autocast(device.type, dtype=autocast_dtype)
+                        if autocast_dtype is not None
+                        else contextlib.nullcontext()
+                    ):
+                        outputs = model(images)
+                    if cuda:
+                        torch.cuda.synchronize(device)
+                    model_time = time.perf_counter() - start
+                    start = time.perf_counter()
+                    evaluator.update(outputs, targets)
+                    metric_logger.update(
+                        model_time=model_time, evaluator_time=time.perf_counter() - start
+                    )
             start = time.perf_counter()
             metrics = evaluator.compute()
             compute_time = time.perf_counter() - start

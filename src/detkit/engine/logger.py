@@ -193,7 +193,8 @@ class MetricLogger:
 
         A line holds the position, the ETA, every meter, the time per iteration, the time
         spent waiting for data and (on CUDA) the peak memory. A closing line gives the total
-        time.
+        time. A consumer that may stop early should ``close()`` the generator (e.g. with
+        :func:`contextlib.closing`), which ends the progress bar's line at once.
 
         Args:
             iterable: the data loader (or any iterable; without ``len`` there is no ETA).
@@ -225,27 +226,33 @@ class MetricLogger:
         cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
         start = end = time.perf_counter()
         i = 0
-        for obj in iterable:
-            data_time.update(time.perf_counter() - end)
-            yield obj
-            iter_time.update(time.perf_counter() - end)
-            last = total is not None and i == total - 1
-            if log_enabled and (i % print_freq == 0 or last):
-                parts = [header, f"[{i:>{width}}/{total if total is not None else '?'}]"]
-                if total is not None:
-                    parts.append(f"eta: {_hms(iter_time.global_avg * (total - i))}")
-                parts += [str(self), f"time: {iter_time}", f"data: {data_time}"]
-                if cuda:
-                    parts.append(f"max mem: {torch.cuda.max_memory_allocated() / _MB:.0f}")
-                if bar is not None:
-                    bar.clear()
-                self.logger.info(self.delimiter.join(p for p in parts if p))
-                if bar is not None:
-                    bar.draw(i + 1, self._bar_postfix(), force=True)
-            elif bar is not None:
-                bar.draw(i + 1, self._bar_postfix)
-            i += 1
-            end = time.perf_counter()
+        try:
+            for obj in iterable:
+                data_time.update(time.perf_counter() - end)
+                yield obj
+                iter_time.update(time.perf_counter() - end)
+                last = total is not None and i == total - 1
+                if log_enabled and (i % print_freq == 0 or last):
+                    parts = [header, f"[{i:>{width}}/{total if total is not None else '?'}]"]
+                    if total is not None:
+                        parts.append(f"eta: {_hms(iter_time.global_avg * (total - i))}")
+                    parts += [str(self), f"time: {iter_time}", f"data: {data_time}"]
+                    if cuda:
+                        parts.append(f"max mem: {torch.cuda.max_memory_allocated() / _MB:.0f}")
+                    if bar is not None:
+                        bar.clear()
+                    self.logger.info(self.delimiter.join(p for p in parts if p))
+                    if bar is not None:
+                        bar.draw(i + 1, self._bar_postfix(), force=True)
+                elif bar is not None:
+                    bar.draw(i + 1, self._bar_postfix)
+                i += 1
+                end = time.perf_counter()
+        except GeneratorExit:
+            # The consumer stopped early (an exception in its loop): end the bar's line.
+            if bar is not None:
+                bar.end_line()
+            raise
         elapsed = time.perf_counter() - start
         if bar is not None:
             bar.close(i, self._bar_postfix())
@@ -318,5 +325,10 @@ class _ProgressBar:
 
     def close(self, n: int, postfix: str) -> None:
         self.draw(n, postfix, force=True)
-        self.stream.write("\n")
-        self.stream.flush()
+        self.end_line()
+
+    def end_line(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False

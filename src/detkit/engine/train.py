@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from detkit.distributed import all_gather, is_main_process, reduce_dict
-from detkit.engine.errors import NonFiniteLossError
+from detkit.distributed import is_main_process, reduce_dict
+from detkit.engine.errors import _non_finite_error
 from detkit.engine.logger import MetricLogger, SmoothedValue
-from detkit.types import normalize_image_id, validate_target
+from detkit.types import validate_target
 
 __all__ = ["move_to_device", "train_one_epoch", "warmup_factor_at"]
 
@@ -101,56 +101,6 @@ def _check_options(
             )
 
 
-def _image_ids(targets: Sequence[Mapping[str, Any]]) -> list[Any]:
-    ids = []
-    for target in targets:
-        value = target.get("image_id") if isinstance(target, Mapping) else None
-        try:
-            ids.append(normalize_image_id(value))
-        except TypeError:
-            ids.append(value)
-    return ids
-
-
-def _format_losses(values: Mapping[str, float]) -> str:
-    return ", ".join(f"{name}={value:.6g}" for name, value in values.items())
-
-
-def _non_finite_error(
-    epoch: int,
-    iteration: int,
-    loss_dict: Mapping[str, torch.Tensor],
-    targets: Sequence[Mapping[str, Any]],
-    problem: str,
-) -> NonFiniteLossError:
-    """Build the error; collective under torch.distributed (every rank fails together)."""
-    local = {name: float(value.detach().float().item()) for name, value in loss_dict.items()}
-    local = {"loss": math.fsum(local.values()), **local}
-    image_ids = _image_ids(targets)
-    per_rank = all_gather((local, image_ids))
-    if len(per_rank) == 1:
-        where = f"losses: {_format_losses(local)}; batch image_ids: {image_ids}"
-    else:
-        where = "; ".join(
-            f"rank {rank}: {_format_losses(losses)}, image_ids {ids}"
-            for rank, (losses, ids) in enumerate(per_rank)
-        )
-    message = (
-        f"{problem} at epoch {epoch}, iteration {iteration} ({where}). The optimizer did not "
-        "step: the weights are those of the previous iteration. Usual causes: a degenerate "
-        "box in one of these images' targets (train with validate_targets=True to find it), "
-        "a learning rate too high for the batch size, float16 overflow without a GradScaler."
-    )
-    return NonFiniteLossError(
-        message,
-        epoch=epoch,
-        iteration=iteration,
-        losses=local,
-        image_ids=image_ids,
-        per_rank=per_rank,
-    )
-
-
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -224,7 +174,8 @@ def train_one_epoch(
             is given).
         scalar_hook: called on the main process as ``scalar_hook(tag, value, step)`` for the
             total loss, each loss component and the learning rate after every batch, with
-            tags ``"train/<name>"`` and ``step = epoch * len(data_loader) + iteration``;
+            tags ``"train/<name>"`` and ``step = epoch * len(data_loader) + iteration`` (the
+            iteration alone for a loader without a length);
             ``SummaryWriter(...).add_scalar`` of TensorBoard fits as it is.
         validate_targets: check every sample with :func:`detkit.types.validate_target`
             before the forward pass, so a bad target (degenerate, non-finite or
@@ -298,86 +249,86 @@ def train_one_epoch(
     steps_done = 0
     pending = 0  # batches whose gradients wait for an optimizer step
 
-    for iteration, batch in enumerate(
-        metric_logger.log_every(data_loader, print_freq, header=f"Epoch: [{epoch}]")
-    ):
-        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-            raise TypeError(
-                "data_loader must yield (images, targets) pairs (use detkit.data.collate_fn); "
-                f"got a {type(batch).__name__}"
-            )
-        if validate_targets:
-            for image, target in zip(batch[0], batch[1]):
-                validate_target(image, target)
-        images, targets = move_to_device(batch[0], batch[1], device)
-        group_start = iteration - iteration % accumulation_steps
-        group_size = accumulation_steps
-        if num_batches is not None:
-            group_size = min(accumulation_steps, num_batches - group_start)
-        last_in_group = iteration - group_start == group_size - 1
-        sync = model.no_sync() if ddp and not last_in_group else contextlib.nullcontext()
-        with sync:
-            with (
-                torch.autocast(device.type, dtype=autocast_dtype)
-                if autocast_dtype is not None
-                else contextlib.nullcontext()
-            ):
-                loss_dict = model(images, targets)
-            if not isinstance(loss_dict, Mapping) or not loss_dict:
+    batches = metric_logger.log_every(data_loader, print_freq, header=f"Epoch: [{epoch}]")
+    with contextlib.closing(batches):
+        for iteration, batch in enumerate(batches):
+            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
                 raise TypeError(
-                    "model(images, targets) must return a non-empty dict of losses in training "
-                    f"mode, got {type(loss_dict).__name__}: is it a detection model?"
+                    "data_loader must yield (images, targets) pairs (use detkit.data.collate_fn); "
+                    f"got a {type(batch).__name__}"
                 )
-            total = sum(loss_dict.values())
-            backward_loss = total / group_size if group_size > 1 else total
-            if scaler is not None:
-                scaler.scale(backward_loss).backward()
-            else:
-                backward_loss.backward()
-        pending += 1
-        reduced = reduce_dict(loss_dict)
-        names = list(reduced)
-        # One device-to-host copy per batch: the logged values and the finiteness check.
-        values = torch.stack([v.detach().float() for v in reduced.values()]).tolist()
-        loss_value = math.fsum(values)
-        if not math.isfinite(loss_value):
-            raise _non_finite_error(epoch, iteration, loss_dict, batch[1], "non-finite loss")
-        if not loss_names:
-            loss_names = ["loss", *names]
-
-        factor = warmup_factor_at(first_step + steps_done, warmup_iters, warmup_factor)
-        lr = float(optimizer.param_groups[0]["lr"]) * factor
-        if last_in_group:
-            grad_norm = None
-            if max_grad_norm is not None:
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
-                if scaler is None and not math.isfinite(grad_norm):
-                    raise _non_finite_error(
-                        epoch,
-                        iteration,
-                        loss_dict,
-                        batch[1],
-                        f"non-finite gradient norm ({grad_norm}) with finite losses",
+            if validate_targets:
+                for image, target in zip(batch[0], batch[1]):
+                    validate_target(image, target)
+            images, targets = move_to_device(batch[0], batch[1], device)
+            group_start = iteration - iteration % accumulation_steps
+            group_size = accumulation_steps
+            if num_batches is not None:
+                group_size = min(accumulation_steps, num_batches - group_start)
+            last_in_group = iteration - group_start == group_size - 1
+            sync = model.no_sync() if ddp and not last_in_group else contextlib.nullcontext()
+            with sync:
+                with (
+                    torch.autocast(device.type, dtype=autocast_dtype)
+                    if autocast_dtype is not None
+                    else contextlib.nullcontext()
+                ):
+                    loss_dict = model(images, targets)
+                if not isinstance(loss_dict, Mapping) or not loss_dict:
+                    raise TypeError(
+                        "model(images, targets) must return a non-empty dict of losses in training "
+                        f"mode, got {type(loss_dict).__name__}: is it a detection model?"
                     )
-            _optimizer_step(optimizer, scaler, factor)
-            optimizer.zero_grad(set_to_none=True)
-            if lr_scheduler is not None and lr_scheduler_interval == "iteration":
-                lr_scheduler.step()
-            steps_done += 1
-            pending = 0
-            if grad_norm is not None:
-                metric_logger.update(grad_norm=grad_norm)
+                total = sum(loss_dict.values())
+                backward_loss = total / group_size if group_size > 1 else total
+                if scaler is not None:
+                    scaler.scale(backward_loss).backward()
+                else:
+                    backward_loss.backward()
+            pending += 1
+            reduced = reduce_dict(loss_dict)
+            names = list(reduced)
+            # One device-to-host copy per batch: the logged values and the finiteness check.
+            values = torch.stack([v.detach().float() for v in reduced.values()]).tolist()
+            loss_value = math.fsum(values)
+            if not math.isfinite(loss_value):
+                raise _non_finite_error(epoch, iteration, loss_dict, batch[1], "non-finite loss")
+            if not loss_names:
+                loss_names = ["loss", *names]
 
-        scalars = dict(zip(names, values))
-        metric_logger.update(loss=loss_value, **scalars, lr=lr)
-        if hook is not None:
-            step = epoch * (num_batches or 0) + iteration
-            hook("train/loss", loss_value, step)
-            for name, value in scalars.items():
-                hook(f"train/{name}", value, step)
-            hook("train/lr", lr, step)
+            factor = warmup_factor_at(first_step + steps_done, warmup_iters, warmup_factor)
+            lr = float(optimizer.param_groups[0]["lr"]) * factor
+            if last_in_group:
+                grad_norm = None
+                if max_grad_norm is not None:
+                    if scaler is not None:
+                        scaler.unscale_(optimizer)
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+                    if scaler is None and not math.isfinite(grad_norm):
+                        raise _non_finite_error(
+                            epoch,
+                            iteration,
+                            loss_dict,
+                            batch[1],
+                            f"non-finite gradient norm ({grad_norm}) with finite losses",
+                        )
+                _optimizer_step(optimizer, scaler, factor)
+                optimizer.zero_grad(set_to_none=True)
+                if lr_scheduler is not None and lr_scheduler_interval == "iteration":
+                    lr_scheduler.step()
+                steps_done += 1
+                pending = 0
+                if grad_norm is not None:
+                    metric_logger.update(grad_norm=grad_norm)
+
+            scalars = dict(zip(names, values))
+            metric_logger.update(loss=loss_value, **scalars, lr=lr)
+            if hook is not None:
+                step = epoch * (num_batches or 0) + iteration
+                hook("train/loss", loss_value, step)
+                for name, value in scalars.items():
+                    hook(f"train/{name}", value, step)
+                hook("train/lr", lr, step)
 
     if not loss_names:
         raise ValueError(
