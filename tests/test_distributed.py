@@ -130,6 +130,8 @@ def test_two_processes_train_in_step_under_ddp(two_process_run):
     assert [{k: float(v) for k, v in r["sum"].items()} for r in reports] == [
         {"one": 2.0, "rank": 1.0}
     ] * 2
+    # Meters: global statistics summed over ranks, the window stays each rank's own.
+    assert [r["meter"] for r in reports] == [(3, 1 / 3, 0.0), (3, 1 / 3, 0.5)]
     # Only rank 0 logged the training lines.
     assert log.count("Epoch: [0]  [0/2]") == 1
 

@@ -23,7 +23,13 @@ def main() -> None:
 
     from detkit import distributed
     from detkit.data import collate_fn
-    from detkit.engine import NonFiniteLossError, evaluate, save_checkpoint, train_one_epoch
+    from detkit.engine import (
+        NonFiniteLossError,
+        SmoothedValue,
+        evaluate,
+        save_checkpoint,
+        train_one_epoch,
+    )
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, required=True)
@@ -52,6 +58,12 @@ def main() -> None:
     report["sum"] = distributed.reduce_dict(
         {"one": torch.tensor(1.0), "rank": torch.tensor(float(info.rank))}, average=False
     )
+
+    meter = SmoothedValue()
+    for value in range(info.rank + 1):  # rank 0 sees [0], rank 1 sees [0, 1]
+        meter.update(float(value))
+    meter.synchronize_between_processes()
+    report["meter"] = (meter.count, meter.global_avg, meter.median)
 
     eval_samples = samples[8:15]  # 7 images: the sampler pads rank 1 with a duplicate
     eval_loader = DataLoader(

@@ -289,7 +289,8 @@ def train_one_epoch(
             reduced = reduce_dict(loss_dict)
             names = list(reduced)
             # One device-to-host copy per batch: the logged values and the finiteness check.
-            values = torch.stack([v.detach().float() for v in reduced.values()]).tolist()
+            with torch.no_grad():
+                values = torch.stack(list(reduced.values())).float().tolist()
             loss_value = math.fsum(values)
             if not math.isfinite(loss_value):
                 raise _non_finite_error(epoch, iteration, loss_dict, batch[1], "non-finite loss")
