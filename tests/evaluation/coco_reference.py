@@ -84,7 +84,7 @@ def coco_dicts(predictions, targets, iou_type, *, label_to_category=None):
 def pycocotools_eval(
     images, annotations, results, iou_type, *, categories=None, sigmas=None, configure=None
 ):
-    """pycocotools' COCOeval after evaluate + accumulate + summarize."""
+    """pycocotools' COCOeval after evaluate + accumulate (+ summarize for default params)."""
     if categories is None:
         categories = sorted({a["category_id"] for a in annotations})
     with contextlib.redirect_stdout(io.StringIO()):
@@ -112,5 +112,6 @@ def pycocotools_eval(
             configure(evaluator.params)
         evaluator.evaluate()
         evaluator.accumulate()
-        evaluator.summarize()
+        if configure is None:  # summarize() assumes the default parameters (and crashes)
+            evaluator.summarize()
     return evaluator

@@ -63,9 +63,7 @@ def _mean_defined(values: np.ndarray) -> float:
     return -1.0 if defined.size == 0 else float(np.mean(defined))
 
 
-def _select(
-    array: np.ndarray, params: EvalParams, metric: _Metric, *, category: int | None = None
-) -> np.ndarray:
+def _select(array: np.ndarray, params: EvalParams, metric: _Metric) -> np.ndarray:
     """The entries of ``precision`` (5-d) or ``recall`` (4-d) one statistic averages."""
     area = params.area_labels.index(metric.area)
     max_det = params.max_dets.index(metric.max_det)
@@ -75,8 +73,6 @@ def _select(
         array = array[rows]
     # pycocotools' axes: precision [T, R, K, A, M], recall [T, K, A, M].
     array = array[..., area, max_det]
-    if category is not None:
-        array = array[..., category]
     return array
 
 
@@ -97,10 +93,11 @@ def compute_stats(
     for metric in metrics_for(params):
         source = precision if metric.ap else recall
         stats[metric.name] = _mean_defined(_select(source, params, metric))
-    overall = metrics_for(params)[0]
+    # Per class: rows of the [T, R] precisions (in pycocotools' order), one row per category.
+    overall = _select(precision, params, metrics_for(params)[0])
+    rows = np.moveaxis(overall, -1, 0).reshape(len(params.category_ids), overall[..., 0].size)
     stats["per_class_AP"] = {
-        category: _mean_defined(_select(precision, params, overall, category=k))
-        for k, category in enumerate(params.category_ids)
+        category: _mean_defined(row) for category, row in zip(params.category_ids, rows)
     }
     return stats
 

@@ -118,6 +118,30 @@ def _pycocotools(coco_class, make_eval, images, gt, dt, params):
     return evaluator.eval["precision"], evaluator.eval["recall"]
 
 
+_CHUNK_IMAGES = 512
+
+
+def _chunks(images: Images, gt: Annotations, dt: Annotations, size: int):
+    """``(image rows, gt rows, dt rows)`` slices of consecutive images, ``size`` at a time.
+
+    The annotations of one image are contiguous and in the order of ``images``.
+    """
+    order = np.argsort(images.ids, kind="stable")
+    sorted_ids = images.ids[order]
+
+    def positions(image_id: np.ndarray) -> np.ndarray:
+        return order[np.searchsorted(sorted_ids, image_id)]
+
+    gt_pos, dt_pos = positions(gt.image_id), positions(dt.image_id)
+    for start in range(0, max(len(images.ids), 1), size):
+        stop = start + size
+        yield (
+            slice(start, stop),
+            np.arange(*np.searchsorted(gt_pos, [start, stop])),
+            np.arange(*np.searchsorted(dt_pos, [start, stop])),
+        )
+
+
 def _hotcoco(images, gt, dt, params):
     import hotcoco
 
@@ -131,6 +155,18 @@ def _hotcoco(images, gt, dt, params):
     if params.keypoint_sigmas is not None:
         p.kpt_oks_sigmas = params.keypoint_sigmas.tolist()
     stream = hotcoco.StreamingEval(category_dicts(params.category_ids), params.iou_type, params=p)
+    # In chunks of images: hotcoco holds a call's annotations at once, and a whole dataset's
+    # detections as its structs cost several times our columns.
+    for image_rows, gt_rows, dt_rows in _chunks(images, gt, dt, _CHUNK_IMAGES):
+        _hotcoco_update(stream, images, image_rows, gt.take(gt_rows), dt.take(dt_rows), params)
+    result = stream.finalize()
+    result.accumulate()
+    accumulated = result.eval
+    return np.asarray(accumulated["precision"]), np.asarray(accumulated["recall"])
+
+
+def _hotcoco_update(stream, images, image_rows, gt, dt, params) -> None:
+    chunk = Images(images.ids[image_rows], images.heights[image_rows], images.widths[image_rows])
     gt_anns = annotation_dicts(gt, params.iou_type)
     if params.iou_type == "bbox":
         # hotcoco's array fast path: [image_id, x, y, w, h, score, category_id] per row.
@@ -139,7 +175,7 @@ def _hotcoco(images, gt, dt, params):
         rows[:, 1:5] = dt.bbox
         rows[:, 5] = dt.score
         rows[:, 6] = dt.category_id
-        stream.update(image_dicts(images), gt_anns, rows)
+        stream.update(image_dicts(chunk), gt_anns, rows)
     elif params.iou_type == "segm":
         # Not the array path: there hotcoco takes a mask's area from its box, pycocotools
         # from the mask (which decides the area range of unmatched detections).
@@ -149,10 +185,6 @@ def _hotcoco(images, gt, dt, params):
                 dt.image_id.tolist(), dt.category_id.tolist(), dt.score.tolist(), dt.rles
             )
         ]
-        stream.update(image_dicts(images), gt_anns, results)
+        stream.update(image_dicts(chunk), gt_anns, results)
     else:
-        stream.update(image_dicts(images), gt_anns, annotation_dicts(dt, "keypoints"))
-    result = stream.finalize()
-    result.accumulate()
-    accumulated = result.eval
-    return np.asarray(accumulated["precision"]), np.asarray(accumulated["recall"])
+        stream.update(image_dicts(chunk), gt_anns, annotation_dicts(dt, "keypoints"))

@@ -188,24 +188,40 @@ def _numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def _field(item: Mapping[str, Any], key: str, where: str) -> Any:
+def _missing(item: Any, key: str, where: str) -> Exception:
     if not isinstance(item, Mapping):
-        raise TypeError(f"{where}: expected a dict, got {type(item).__name__}")
-    if key not in item:
-        raise ValueError(f"{where}: missing '{key}' (present: {sorted(item)})")
-    return item[key]
+        return TypeError(f"{where}: expected a dict, got {type(item).__name__}")
+    return ValueError(f"{where}: missing '{key}' (present: {sorted(item)})")
 
 
-def _cat(values: list[torch.Tensor | np.ndarray], dtype, width: tuple[int, ...] = ()):
-    """Concatenate per-image tensors into one float64/int64 numpy column."""
+def _column(values: list, width: int) -> np.ndarray:
+    """Per-image values (``[N]`` or ``[N, width]``) as one float64 array ``[n, width]``.
+
+    CPU tensors are read in place by numpy (a torch call costs several times a numpy one on
+    arrays this small); tensors on an accelerator are concatenated there and copied once.
+    """
     if not values:
-        return np.zeros((0, *width), dtype=dtype)
-    if all(isinstance(v, torch.Tensor) for v in values):
-        # One concatenation on the CPU: the values may sit on different devices.
-        joined = torch.cat([v.detach().cpu().reshape(-1, *width) for v in values])
-        return joined.numpy().astype(dtype, copy=False)
-    arrays = [_numpy(v).reshape(-1, *width) for v in values]
-    return np.concatenate(arrays).astype(dtype, copy=False)
+        return np.zeros((0, width))
+    first = values[0]
+    if isinstance(first, torch.Tensor) and first.device.type != "cpu":
+        try:
+            values = [torch.cat([v.detach() for v in values]).cpu()]
+        except RuntimeError:  # tensors on several devices
+            values = [v.detach().cpu() for v in values]
+    arrays = []
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu()
+            value = (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+        arrays.append(value)
+    joined = np.concatenate(arrays) if len(arrays) > 1 else np.asarray(arrays[0])
+    return joined.reshape(-1, width).astype(np.float64)
+
+
+def _boxes_xywh(values: list) -> np.ndarray:
+    boxes = _column(values, 4)
+    boxes[:, 2:] -= boxes[:, :2]
+    return boxes
 
 
 def prediction_columns(
@@ -217,62 +233,96 @@ def prediction_columns(
     labels: LabelMap,
 ) -> dict[str, Any]:
     """One batch of predictions as columns: counts per image, then one row per detection."""
-    counts, boxes, scores, label_list, rles, keypoints, sizes = [], [], [], [], [], [], []
-    for n, (prediction, image_id) in enumerate(zip(predictions, image_ids)):
-        where = f"predictions[{n}] (image_id={image_id})"
-        score = _field(prediction, "scores", where)
-        label = _field(prediction, "labels", where)
-        num = len(score)
-        if len(label) != num or getattr(score, "ndim", 1) != 1:
+    boxes, scores, label_list, rles, keypoints, sizes = [], [], [], [], [], []
+    counts = []
+    want_boxes, want_masks = "bbox" in iou_types, "segm" in iou_types
+    want_points = "keypoints" in iou_types
+    for n, prediction in enumerate(predictions):
+        try:
+            score, label = prediction["scores"], prediction["labels"]
+            box = prediction["boxes"] if want_boxes else None
+            mask = prediction["masks"] if want_masks else None
+            point = prediction["keypoints"] if want_points else None
+        except (KeyError, TypeError):
+            where = f"predictions[{n}] (image_id={image_ids[n]})"
+            for key in ("scores", "labels", "boxes", "masks", "keypoints"):
+                if not isinstance(prediction, Mapping) or key not in prediction:
+                    raise _missing(prediction, key, where) from None
+            raise
+        _check_arrays(
+            prediction,
+            ("scores", "labels", "boxes", "masks", "keypoints"),
+            "predictions",
+            n,
+            image_ids,
+        )
+        num = score.shape[0]
+        if (
+            score.shape != (num,)
+            or label.shape != (num,)
+            or (want_boxes and box.shape != (num, 4))
+            or (want_masks and not _mask_shape_ok(mask.shape, num))
+            or (want_points and (point.ndim != 3 or point.shape[0] != num or point.shape[2] != 3))
+        ):
             raise ValueError(
-                f"{where}: 'scores' and 'labels' must be [N] tensors of one length, got shapes "
-                f"{tuple(np.shape(score))} and {tuple(np.shape(label))}"
+                f"predictions[{n}] (image_id={image_ids[n]}): expected 'scores' [N], 'labels' "
+                "[N], 'boxes' [N, 4], 'masks' [N, 1, H, W], 'keypoints' [N, K, 3]; got "
+                + ", ".join(
+                    f"'{key}' {tuple(prediction[key].shape)}"
+                    for key in ("scores", "labels", "boxes", "masks", "keypoints")
+                    if key in prediction and hasattr(prediction[key], "shape")
+                )
             )
-        if "bbox" in iou_types:
-            box = _field(prediction, "boxes", where)
-            if tuple(box.shape) != (num, 4):
-                raise ValueError(f"{where}: 'boxes' must be [{num}, 4], got {tuple(box.shape)}")
-            boxes.append(box)
-        if "segm" in iou_types:
-            mask = _field(prediction, "masks", where)
-            if (
-                mask.ndim not in (3, 4)
-                or mask.shape[0] != num
-                or (mask.ndim == 4 and mask.shape[1] != 1)
-            ):
-                raise ValueError(
-                    f"{where}: 'masks' must be [{num}, 1, H, W] or [{num}, H, W], got "
-                    f"{tuple(mask.shape)}"
-                )
-            sizes.append(tuple(int(s) for s in mask.shape[-2:]))
-            rles.extend(r["counts"] for r in masks_to_rle(mask, threshold=mask_threshold))
-        if "keypoints" in iou_types:
-            point = _field(prediction, "keypoints", where)
-            if point.ndim != 3 or point.shape[0] != num or point.shape[2] != 3:
-                raise ValueError(
-                    f"{where}: 'keypoints' must be [{num}, K, 3], got {tuple(point.shape)}"
-                )
-            keypoints.append(point)
         counts.append(num)
         scores.append(score)
         label_list.append(label)
+        if want_boxes:
+            boxes.append(box)
+        if want_masks:
+            sizes.append((int(mask.shape[-2]), int(mask.shape[-1])))
+            rles += [r["counts"] for r in masks_to_rle(mask, threshold=mask_threshold)]
+        if want_points:
+            keypoints.append(point)
     columns = {
         "counts": np.asarray(counts, dtype=np.int64),
-        "score": _cat(scores, np.float64),
+        "score": _column(scores, 1)[:, 0],
         "category_id": _map_labels(
-            _cat(label_list, np.int64), labels, counts, image_ids, "predictions"
+            _column(label_list, 1)[:, 0].astype(np.int64), labels, counts, image_ids, "predictions"
         ),
     }
-    if "bbox" in iou_types:
-        columns["bbox"] = xyxy_to_xywh(_cat(boxes, np.float64, (4,)))
-    if "segm" in iou_types:
+    if want_boxes:
+        columns["bbox"] = _boxes_xywh(boxes)
+    if want_masks:
         columns["rles"], columns["mask_sizes"] = rles, sizes
-    if "keypoints" in iou_types:
-        _check_same_k(keypoints, image_ids, "predictions")
-        k = keypoints[0].shape[1] if keypoints else 0
-        columns["keypoints"] = _cat(keypoints, np.float64, (k, 3))
+    if want_points:
+        columns["keypoints"] = _points(keypoints, image_ids, "predictions")
     _check_finite(columns, counts, image_ids, "predictions")
     return columns
+
+
+def _check_arrays(item: Mapping, keys: tuple, what: str, n: int, image_ids: list[int]) -> None:
+    for key in keys:
+        value = item.get(key)
+        if value is not None and not hasattr(value, "shape"):
+            raise TypeError(
+                f"{what}[{n}] (image_id={image_ids[n]}): '{key}' must be a tensor, got "
+                f"{type(value).__name__}"
+            )
+
+
+def _mask_shape_ok(shape, num: int) -> bool:
+    return (len(shape) == 3 or (len(shape) == 4 and shape[1] == 1)) and shape[0] == num
+
+
+def _points(keypoints: list, image_ids: list[int], what: str) -> np.ndarray:
+    ks = {int(k.shape[1]) for k in keypoints}
+    if len(ks) > 1:
+        raise ValueError(
+            f"{what}: keypoints of one batch have different K {sorted(ks)} "
+            f"(image_ids {image_ids}); every instance must have the same keypoints"
+        )
+    k = ks.pop() if ks else 0
+    return _column(keypoints, 3 * k).reshape(-1, k, 3)
 
 
 def _map_labels(values, labels: LabelMap, counts, image_ids, what: str) -> np.ndarray:
@@ -287,29 +337,17 @@ def _map_labels(values, labels: LabelMap, counts, image_ids, what: str) -> np.nd
         raise
 
 
-def _check_same_k(keypoints, image_ids, what: str) -> None:
-    ks = {int(k.shape[1]) for k in keypoints}
-    if len(ks) > 1:
-        raise ValueError(
-            f"{what}: keypoints of one batch have different K {sorted(ks)} "
-            f"(image_ids {image_ids}); every instance must have the same keypoints"
-        )
-
-
 def _check_finite(columns: dict, counts, image_ids, what: str) -> None:
     for key in ("score", "bbox", "area", "keypoints"):
-        if key not in columns:
+        values = columns.get(key)
+        if values is None or np.isfinite(values).all():
             continue
-        values = columns[key]
-        if not values.size:
-            continue
-        values = values.reshape(len(values), -1)
-        bad = ~np.isfinite(values).all(axis=1)
-        if bad.any():
-            image = int(np.searchsorted(np.cumsum(counts), np.flatnonzero(bad)[0], side="right"))
-            raise ValueError(
-                f"{what}[{image}] (image_id={image_ids[image]}): '{key}' has NaN or infinite values"
-            )
+        flat = values.reshape(len(values), values.size // max(len(values), 1))
+        row = int(np.flatnonzero(~np.isfinite(flat).all(axis=1))[0])
+        image = int(np.searchsorted(np.cumsum(counts), row, side="right"))
+        raise ValueError(
+            f"{what}[{image}] (image_id={image_ids[image]}): '{key}' has NaN or infinite values"
+        )
 
 
 def detections_from_columns(
@@ -347,72 +385,89 @@ def target_columns(
     to 0. Masks are encoded only for segm, keypoints kept only for keypoints.
     """
     counts, boxes, label_list, areas, crowds, rles, keypoints, sizes = ([] for _ in range(8))
-    for n, (target, image_id) in enumerate(zip(targets, image_ids)):
-        where = f"targets[{n}] (image_id={image_id})"
-        box = _field(target, "boxes", where)
-        label = _field(target, "labels", where)
-        if box.ndim != 2 or box.shape[1] != 4 or len(label) != box.shape[0]:
-            raise ValueError(
-                f"{where}: 'boxes' must be [N, 4] and 'labels' [N], got shapes "
-                f"{tuple(box.shape)} and {tuple(np.shape(label))}"
-            )
+    for n, target in enumerate(targets):
+        try:
+            box, label = target["boxes"], target["labels"]
+        except (KeyError, TypeError):
+            where = f"targets[{n}] (image_id={image_ids[n]})"
+            has_boxes = isinstance(target, Mapping) and "boxes" in target
+            raise _missing(target, "labels" if has_boxes else "boxes", where) from None
+        masks, area, crowd = target.get("masks"), target.get("area"), target.get("iscrowd")
+        _check_arrays(
+            target, ("boxes", "labels", "masks", "area", "iscrowd"), "targets", n, image_ids
+        )
         num = box.shape[0]
-        masks = target.get("masks")
-        if masks is not None and (masks.ndim != 3 or masks.shape[0] != num):
-            raise ValueError(f"{where}: 'masks' must be [{num}, H, W], got {tuple(masks.shape)}")
-        sizes.append(tuple(int(s) for s in masks.shape[1:]) if masks is not None else (0, 0))
-        for key, value in (("area", target.get("area")), ("iscrowd", target.get("iscrowd"))):
-            if value is not None and tuple(np.shape(value)) != (num,):
-                raise ValueError(f"{where}: '{key}' must be [{num}], got {tuple(np.shape(value))}")
-        area = target.get("area")
+        if (
+            box.shape != (num, 4)
+            or label.shape != (num,)
+            or (masks is not None and (masks.ndim != 3 or masks.shape[0] != num))
+            or (area is not None and area.shape != (num,))
+            or (crowd is not None and crowd.shape != (num,))
+        ):
+            raise ValueError(
+                f"targets[{n}] (image_id={image_ids[n]}): expected 'boxes' [N, 4], 'labels', "
+                "'area', 'iscrowd' [N], 'masks' [N, H, W]; got "
+                + ", ".join(
+                    f"'{key}' {tuple(target[key].shape)}"
+                    for key in ("boxes", "labels", "area", "iscrowd", "masks")
+                    if key in target and hasattr(target[key], "shape")
+                )
+            )
+        sizes.append((int(masks.shape[1]), int(masks.shape[2])) if masks is not None else (0, 0))
         if area is None:
             area = _pixel_counts(masks) if masks is not None else _box_area(box)
-        areas.append(area)
-        crowd = target.get("iscrowd")
-        crowds.append(torch.zeros(num, dtype=torch.int64) if crowd is None else crowd)
         if "segm" in iou_types:
             if masks is None:
-                raise ValueError(f"{where}: segm evaluation needs ground-truth 'masks'")
-            rles.extend(r["counts"] for r in masks_to_rle(masks))
-        if "keypoints" in iou_types:
-            point = _field(target, "keypoints", where)
-            if point.ndim != 3 or point.shape[0] != num or point.shape[2] != 3:
                 raise ValueError(
-                    f"{where}: 'keypoints' must be [{num}, K, 3], got {tuple(point.shape)}"
+                    f"targets[{n}] (image_id={image_ids[n]}): segm evaluation needs "
+                    "ground-truth 'masks'"
+                )
+            rles += [r["counts"] for r in masks_to_rle(masks)]
+        if "keypoints" in iou_types:
+            point = target.get("keypoints")
+            if point is None or point.ndim != 3 or point.shape[0] != num or point.shape[2] != 3:
+                raise ValueError(
+                    f"targets[{n}] (image_id={image_ids[n]}): keypoints evaluation needs "
+                    f"'keypoints' [{num}, K, 3], got "
+                    f"{None if point is None else tuple(point.shape)}"
                 )
             keypoints.append(point)
         counts.append(num)
         boxes.append(box)
         label_list.append(label)
+        areas.append(area)
+        crowds.append(np.zeros(num) if crowd is None else crowd)
     columns = {
         "counts": np.asarray(counts, dtype=np.int64),
         "sizes": np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
         "category_id": _map_labels(
-            _cat(label_list, np.int64), labels, counts, image_ids, "targets"
+            _column(label_list, 1)[:, 0].astype(np.int64), labels, counts, image_ids, "targets"
         ),
-        "bbox": xyxy_to_xywh(_cat(boxes, np.float64, (4,))),
-        "area": _cat(areas, np.float64),
-        "iscrowd": (_cat(crowds, np.int64) != 0).astype(np.int64),
+        "bbox": _boxes_xywh(boxes),
+        "area": _column(areas, 1)[:, 0],
+        "iscrowd": (_column(crowds, 1)[:, 0] != 0).astype(np.int64),
     }
     if "segm" in iou_types:
         columns["rles"] = rles
     if "keypoints" in iou_types:
-        _check_same_k(keypoints, image_ids, "targets")
-        k = keypoints[0].shape[1] if keypoints else 0
-        columns["keypoints"] = _cat(keypoints, np.float64, (k, 3))
+        columns["keypoints"] = _points(keypoints, image_ids, "targets")
     _check_finite(columns, counts, image_ids, "targets")
     return columns
 
 
-def _pixel_counts(masks) -> np.ndarray:
-    array = _numpy(masks)
+def _pixel_counts(masks):
+    if isinstance(masks, torch.Tensor):
+        return (masks != 0).flatten(1).sum(1)
+    array = np.asarray(masks)
     flat = array.reshape(array.shape[0], array.shape[1] * array.shape[2])
-    return np.count_nonzero(flat, axis=1).astype(np.float64)
+    return np.count_nonzero(flat, axis=1)
 
 
-def _box_area(boxes) -> np.ndarray:
-    b = _numpy(boxes).astype(np.float64)
-    return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+def _box_area(boxes):
+    if not isinstance(boxes, torch.Tensor):
+        boxes = torch.as_tensor(np.asarray(boxes, dtype=np.float64))
+    boxes = boxes.to(torch.float64)
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
 def _flat_points(keypoints: np.ndarray) -> np.ndarray:

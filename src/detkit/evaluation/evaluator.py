@@ -211,9 +211,9 @@ class CocoEvaluator:
         if bad.any():
             n = int(np.flatnonzero(bad)[0])
             raise ValueError(
-                f"predictions[{n}] (image_id={ids[n]}): masks are {tuple(predicted[n])} (H, W) "
-                f"but the image's ground truth is {tuple(sizes[n])}; predicted masks must be "
-                "pasted at the evaluated image's size"
+                f"predictions[{n}] (image_id={ids[n]}): masks are {tuple(predicted[n].tolist())} "
+                f"(H, W) but the image's ground truth is {tuple(sizes[n].tolist())}; predicted "
+                "masks must be pasted at the evaluated image's size"
             )
         return np.where(known[:, None], sizes, predicted)
 
@@ -296,6 +296,8 @@ class CocoEvaluator:
             categories = self._fixed_categories()
             if categories is None:
                 categories = sorted(set(gt.category_id.tolist()))
+            else:  # ground truth of other categories takes no part (as in pycocotools)
+                gt = gt.take(np.isin(gt.category_id, categories))
             params = dataclasses.replace(
                 params, category_ids=categories, image_ids=sorted(set(block.image_ids.tolist()))
             )
