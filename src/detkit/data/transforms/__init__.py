@@ -1,0 +1,99 @@
+"""Paired image/target transforms for detection, built on ``torchvision.transforms.v2``.
+
+Every transform takes and returns ``(image, target)`` in the target contract of
+:mod:`detkit.types` (``image`` a PIL image or a ``Tensor[C, H, W]``, ``target`` a dict of
+plain tensors, or ``None`` at inference), so a pipeline plugs straight into
+:class:`~detkit.data.InstanceMaskDataset` (``transforms=``) and torchvision's detection
+models. torchvision v2 does the geometry of images, boxes and masks; detkit adds what v2
+lacks:
+
+* keypoints ``Tensor[N, K, 3]`` keep their visibility through every geometric transform,
+  points leaving the image become ``(0, 0, 0)``, and flips swap left and right keypoints
+  (``flip_indices``; a flip of keypoints without a permutation is an error);
+* ``area`` is recomputed after geometric transforms (from masks, else from boxes);
+* instances are dropped from every per-instance field at once (boxes, labels, masks,
+  keypoints, area, iscrowd and any extra tensor with first dimension ``N``);
+* inputs are never modified, and ``N = 0`` targets work everywhere.
+
+Random parameters come from torch's global generator: ``torch.manual_seed`` reproduces a
+pipeline (in ``DataLoader`` workers, torch seeds each worker for you).
+
+>>> from detkit.data.transforms import Compose, RandomHorizontalFlip, SanitizeBoxes, ToDtype
+>>> pipeline = Compose([RandomHorizontalFlip(0.5), ToDtype(torch.float32, scale=True),
+...                     SanitizeBoxes()])
+"""
+
+import torch  # noqa: F401  (used by the doctest above)
+
+from detkit.data.transforms.adapter import V2Transform
+from detkit.data.transforms.core import Compose, Transform, per_instance_keys, select_instances
+from detkit.data.transforms.geometry import (
+    FixedSizeCrop,
+    RandomHorizontalFlip,
+    RandomIoUCrop,
+    RandomShortestSize,
+    RandomVerticalFlip,
+    RandomZoomOut,
+    Resize,
+    ScaleJitter,
+)
+from detkit.data.transforms.keypoints import (
+    COCO_PERSON_FLIP_INDICES,
+    COCO_PERSON_KEYPOINT_NAMES,
+    check_flip_indices,
+    flip_indices_from_names,
+    hide_outside,
+    horizontal_flip_keypoints,
+    vertical_flip_keypoints,
+)
+from detkit.data.transforms.photometric import (
+    PILToTensor,
+    RandomPhotometricDistort,
+    ToDtype,
+    ToImage,
+)
+from detkit.data.transforms.presets import (
+    REFERENCE_MEAN,
+    eval_preset,
+    hflip_preset,
+    lsj_preset,
+    multiscale_preset,
+    ssd_preset,
+    ssdlite_preset,
+)
+from detkit.data.transforms.sanitize import SanitizeBoxes
+
+__all__ = [
+    "COCO_PERSON_FLIP_INDICES",
+    "COCO_PERSON_KEYPOINT_NAMES",
+    "REFERENCE_MEAN",
+    "Compose",
+    "FixedSizeCrop",
+    "PILToTensor",
+    "RandomHorizontalFlip",
+    "RandomIoUCrop",
+    "RandomPhotometricDistort",
+    "RandomShortestSize",
+    "RandomVerticalFlip",
+    "RandomZoomOut",
+    "Resize",
+    "SanitizeBoxes",
+    "ScaleJitter",
+    "ToDtype",
+    "ToImage",
+    "Transform",
+    "V2Transform",
+    "check_flip_indices",
+    "eval_preset",
+    "flip_indices_from_names",
+    "hflip_preset",
+    "hide_outside",
+    "horizontal_flip_keypoints",
+    "lsj_preset",
+    "multiscale_preset",
+    "per_instance_keys",
+    "select_instances",
+    "ssd_preset",
+    "ssdlite_preset",
+    "vertical_flip_keypoints",
+]
