@@ -14,6 +14,7 @@ from strategies import keypoint_targets, make_target, random_image
 from torchvision.transforms import v2
 
 from detkit.data import transforms as T
+from detkit.data.transforms.sanitize import _check_boxes, _check_boxes_vectorized
 from detkit.ops import box_area, masks_area, masks_to_boxes
 from detkit.types import validate_target
 
@@ -225,14 +226,24 @@ def test_pil_and_tensor_images_get_the_same_geometry():
 # -- the torchvision v2 adapter ------------------------------------------------------------------
 
 
-@given(target=keypoint_targets(H, W))
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (T.RandomHorizontalFlip, v2.RandomHorizontalFlip),
+        (T.RandomVerticalFlip, v2.RandomVerticalFlip),
+    ],
+    ids=["horizontal", "vertical"],
+)
+@given(target=keypoint_targets(H, W), seed=st.integers(0, 100))
 @settings(max_examples=20)
-def test_v2_flip_through_the_adapter_equals_detkit_flip(target):
-    image = random_image(2, H, W)
-    ours = T.RandomHorizontalFlip(1.0, flip_indices=FLIP3)(image, target)
-    theirs = T.V2Transform(v2.RandomHorizontalFlip(1.0), flip_indices=FLIP3)(image, target)
-    assert torch.equal(ours[0], theirs[0])
-    assert_same_target(ours[1], theirs[1])
+def test_v2_flip_through_the_adapter_equals_detkit_flip(ours, theirs, target, seed):
+    """detkit's flips (their own box arithmetic) give v2's kernels' numbers exactly."""
+    image = random_image(seed, H, W)
+    target["boxes"] = target["boxes"] + torch.rand(target["boxes"].shape) * 0.5  # not integers
+    mine = ours(1.0, flip_indices=FLIP3)(image, target)
+    adapted = T.V2Transform(theirs(1.0), flip_indices=FLIP3)(image, target)
+    assert torch.equal(mine[0], adapted[0])
+    assert_same_target(mine[1], adapted[1])
 
 
 def test_two_flips_rotate_without_swapping():
@@ -327,3 +338,44 @@ def test_sanitize_drops_nan_and_handles_empty_targets():
     assert empty["boxes"].shape == (0, 4) and empty["masks"].shape == (0, 8, 8)
     with pytest.raises(ValueError, match="min_size"):
         T.SanitizeBoxes(min_size=-1)
+
+
+finite_or_not = st.one_of(
+    st.floats(-5, 40, width=32), st.sampled_from([float("nan"), float("inf"), -float("inf")])
+)
+
+
+@given(
+    rows=st.lists(st.lists(finite_or_not, min_size=4, max_size=4), max_size=12),
+    clamp=st.booleans(),
+    min_size=st.sampled_from([0.0, 1.0, 2.5]),
+    min_area=st.sampled_from([0.0, 1.0, 6.0]),
+)
+@settings(max_examples=80)
+def test_sanitize_python_and_vectorized_box_checks_agree(rows, clamp, min_size, min_area):
+    boxes = torch.tensor(rows, dtype=torch.float32).reshape(-1, 4)
+    keep, clamped = _check_boxes(boxes, 24, 32, min_size, min_area, clamp=clamp)
+    keep_v, clamped_v = _check_boxes_vectorized(boxes, 24, 32, min_size, min_area, clamp=clamp)
+    assert list(keep) == keep_v.tolist()
+    if clamp:
+        expected = torch.minimum(boxes.clamp(min=0), torch.tensor([32.0, 24.0, 32.0, 24.0]))
+        for got in (clamped, clamped_v):
+            got = boxes if got is None else got
+            torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
+        kept = torch.from_numpy(keep_v)
+        widths, heights = (expected[:, 2:] - expected[:, :2]).unbind(1)
+        assert torch.equal(
+            kept,
+            (widths >= max(min_size, 1e-30))
+            & (heights >= max(min_size, 1e-30))
+            & (widths * heights >= min_area),
+        )
+
+
+def test_sanitize_many_boxes_takes_the_vectorized_path():
+    boxes = torch.tensor([[i % 30, 0.0, i % 30 + (i % 3), 5.0] for i in range(100)])
+    target = {"boxes": boxes, "labels": torch.arange(1, 101), "track_ids": torch.arange(100)}
+    _, out = T.SanitizeBoxes(min_area=5)(torch.zeros(3, 24, 32), target)
+    expected = [i for i in range(100) if i % 3]  # 1 x 5 boxes sit right on min_area
+    assert out["track_ids"].tolist() == expected
+    assert torch.equal(out["boxes"], boxes[expected])

@@ -46,11 +46,16 @@ REFERENCE_MEAN: tuple[float, float, float] = (123.0, 117.0, 104.0)
 _MULTISCALE_SIZES = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
 
 
-def _train(policy: list, hflip_prob: float, flip_indices, swap_left_right: bool) -> Compose:
+def _train(
+    policy: list, hflip_prob: float, flip_indices, swap_left_right: bool, *, resamples: bool = True
+) -> Compose:
     flip = RandomHorizontalFlip(
         hflip_prob, flip_indices=flip_indices, swap_left_right=swap_left_right
     )
-    return Compose([ToImage(), *policy, flip, ToDtype(torch.float32, scale=True), SanitizeBoxes()])
+    # Only crops and resizes can empty a mask; after a flip alone, reading every mask again
+    # to look for empty ones would cost time for nothing.
+    sanitize = SanitizeBoxes(drop_empty_masks=resamples)
+    return Compose([ToImage(), *policy, flip, ToDtype(torch.float32, scale=True), sanitize])
 
 
 def hflip_preset(
@@ -72,7 +77,7 @@ def hflip_preset(
     >>> image.dtype, target["boxes"].shape
     (torch.float32, torch.Size([1, 4]))
     """
-    return _train([], hflip_prob, flip_indices, swap_left_right)
+    return _train([], hflip_prob, flip_indices, swap_left_right, resamples=False)
 
 
 def multiscale_preset(

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
 from detkit.data.transforms.core import Transform, _check_sample, _where, select_instances
@@ -77,38 +78,100 @@ class SanitizeBoxes(Transform):
             return image, None
         height, width = _check_sample(image, target, type(self).__name__)
         boxes = target["boxes"]
-        if not boxes.is_floating_point():
-            boxes = boxes.to(torch.float32)
         out = dict(target)
-        if self.clamp:
-            low = torch.zeros(4, dtype=boxes.dtype)
-            high = torch.tensor([width, height, width, height], dtype=boxes.dtype)
-            if bool(((boxes < low) | (boxes > high)).any()):
-                boxes = torch.minimum(torch.maximum(boxes, low), high)
-                out["boxes"] = boxes
-        widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        keep = (
-            torch.isfinite(boxes).all(dim=1)
-            & (widths > 0)
-            & (heights > 0)
-            & (widths >= self.min_size)
-            & (heights >= self.min_size)
-            & (widths * heights >= self.min_area)
+        keep, clamped = _check_boxes(
+            boxes, height, width, self.min_size, self.min_area, clamp=self.clamp
         )
-        if not self.clamp:
-            keep &= (boxes[:, :2] >= 0).all(dim=1) & (boxes[:, 2] <= width)
-            keep &= boxes[:, 3] <= height
+        if clamped is not None:
+            out["boxes"] = clamped
         masks = target.get("masks")
         if self.drop_empty_masks and masks is not None and masks.shape[0]:
-            keep &= masks.flatten(1).any(dim=1).to(torch.bool)
-        if bool(keep.all()):
+            if masks[0].numel():
+                # amax is the quickest torch reduction over uint8 here.
+                keep = np.asarray(keep) & (masks.flatten(1).amax(dim=1).cpu().numpy() != 0)
+            else:
+                keep = np.zeros(len(keep), dtype=bool)
+        if keep.all() if isinstance(keep, np.ndarray) else all(keep):
             return image, out
+        keep = np.asarray(keep, dtype=bool)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "SanitizeBoxes: %s: dropped %d of %d instances (indices %s)",
                 _where(target),
                 int((~keep).sum()),
-                keep.numel(),
-                (~keep).nonzero().flatten().tolist(),
+                keep.size,
+                np.flatnonzero(~keep).tolist(),
             )
-        return image, select_instances(out, keep)
+        return image, select_instances(out, torch.from_numpy(keep).to(boxes.device))
+
+
+# Up to this many boxes, plain Python floats beat vectorized calls: on a sample fresh from
+# the disk each numpy or torch call costs 10-60 microseconds, a Python pass over a box well
+# under one. Crowded images take the vectorized path.
+_PYTHON_BOXES = 32
+
+
+def _check_boxes(
+    boxes: torch.Tensor,
+    height: int,
+    width: int,
+    min_size: float,
+    min_area: float,
+    *,
+    clamp: bool,
+) -> tuple[list[bool] | np.ndarray, torch.Tensor | None]:
+    """Which boxes to keep (``N`` bools) and the clamped boxes (``None`` if unchanged).
+
+    Widths and heights must be positive (even with ``min_size = 0``); NaN fails every
+    comparison, so a box with a NaN coordinate is dropped.
+    """
+    if boxes.shape[0] > _PYTHON_BOXES:
+        return _check_boxes_vectorized(boxes, height, width, min_size, min_area, clamp=clamp)
+    keep = []
+    rows = []
+    changed = False
+    for box in boxes.tolist():
+        x1, y1, x2, y2 = box
+        if clamp:
+            x1, x2 = min(max(x1, 0.0), width), min(max(x2, 0.0), width)
+            y1, y2 = min(max(y1, 0.0), height), min(max(y2, 0.0), height)
+            changed = changed or [x1, y1, x2, y2] != box
+            rows.append([x1, y1, x2, y2])
+        w, h = x2 - x1, y2 - y1
+        ok = w > 0 and h > 0 and w >= min_size and h >= min_size and w * h >= min_area
+        if not clamp:
+            ok = ok and x1 >= 0 and y1 >= 0 and x2 <= width and y2 <= height
+        keep.append(ok)
+    clamped = None
+    if changed:
+        dtype = boxes.dtype if boxes.is_floating_point() else torch.float32
+        clamped = torch.tensor(rows, dtype=dtype, device=boxes.device)
+    return keep, clamped
+
+
+def _check_boxes_vectorized(
+    boxes: torch.Tensor,
+    height: int,
+    width: int,
+    min_size: float,
+    min_area: float,
+    *,
+    clamp: bool,
+) -> tuple[np.ndarray, torch.Tensor | None]:
+    array = boxes.detach().cpu().numpy()
+    if not np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
+    clamped = None
+    if clamp:
+        limits = np.array([width, height, width, height], dtype=array.dtype)
+        inside = np.clip(array, 0, limits)
+        if not np.array_equal(inside, array):
+            array = inside
+            clamped = torch.from_numpy(inside).to(boxes.device)
+    with np.errstate(invalid="ignore"):
+        sizes = array[:, 2:] - array[:, :2]
+        keep = (sizes > 0).all(axis=1) & (sizes >= min_size).all(axis=1)
+        keep &= sizes[:, 0] * sizes[:, 1] >= min_area
+        if not clamp:
+            keep &= (array >= 0).all(axis=1) & (array[:, 2] <= width) & (array[:, 3] <= height)
+    return keep, clamped
