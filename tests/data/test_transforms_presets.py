@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 
 import pytest
 import torch
@@ -133,6 +134,31 @@ def test_presets_reproduce_under_manual_seed_and_keep_inputs():
         assert torch.equal(image_a, image_b)
         assert all(torch.equal(target_a[k], target_b[k]) for k in target_a if k != "image_id")
     assert all(torch.equal(target[k], snapshot[k]) for k in target if k != "image_id")
+
+
+def test_pipelines_pickle_for_dataloader_workers():
+    """Workers started with spawn receive the transforms pickled (lambdas would fail)."""
+    target = make_target([[1, 2, 12, 20], [14, 3, 30, 11]], height=H, width=W)
+    target["keypoints"] = torch.tensor([[[5.0, 5.0, 2.0], [6.0, 5.0, 2.0]]] * 2)
+    for pipeline in (
+        T.ssd_preset(flip_indices=[1, 0]),
+        T.lsj_preset(size=32, flip_indices=[1, 0]),
+        T.Compose([v2.RandomRotation(20), T.SanitizeBoxes()]),
+    ):
+        copy_ = pickle.loads(pickle.dumps(pipeline))
+        torch.manual_seed(5)
+        expected = pipeline(random_image(1, H, W), target)
+        torch.manual_seed(5)
+        got = copy_(random_image(1, H, W), target)
+        assert torch.equal(expected[0], got[0])
+        assert all(torch.equal(expected[1][k], got[1][k]) for k in got[1] if k != "image_id")
+
+
+def test_inference_without_target():
+    image = random_image(0, H, W)
+    for pipeline in (T.eval_preset(), T.ssd_preset(), T.lsj_preset(size=32)):
+        out, target = pipeline(image, None)
+        assert target is None and out.dtype == torch.float32
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,8 @@ pipeline (in ``DataLoader`` workers, torch seeds each worker for you).
 
 import torch  # noqa: F401  (used by the doctest above)
 
+from detkit.data.transforms import keypoints as _keypoints
+from detkit.data.transforms import presets as _presets
 from detkit.data.transforms.adapter import V2Transform
 from detkit.data.transforms.core import Compose, Transform, per_instance_keys, select_instances
 from detkit.data.transforms.geometry import (
@@ -38,8 +40,6 @@ from detkit.data.transforms.geometry import (
     ScaleJitter,
 )
 from detkit.data.transforms.keypoints import (
-    COCO_PERSON_FLIP_INDICES,
-    COCO_PERSON_KEYPOINT_NAMES,
     check_flip_indices,
     flip_indices_from_names,
     hide_outside,
@@ -53,7 +53,6 @@ from detkit.data.transforms.photometric import (
     ToImage,
 )
 from detkit.data.transforms.presets import (
-    REFERENCE_MEAN,
     eval_preset,
     hflip_preset,
     lsj_preset,
@@ -62,6 +61,19 @@ from detkit.data.transforms.presets import (
     ssdlite_preset,
 )
 from detkit.data.transforms.sanitize import SanitizeBoxes
+
+# Bound here with their descriptions, so that the API reference shows them under this name.
+
+#: The 17 keypoints of a COCO person, in annotation order (``nose``, ``left_eye``, ...).
+COCO_PERSON_KEYPOINT_NAMES = _keypoints.COCO_PERSON_KEYPOINT_NAMES
+
+#: Left/right permutation of :data:`COCO_PERSON_KEYPOINT_NAMES` for flips: output keypoint
+#: ``k`` is input keypoint ``COCO_PERSON_FLIP_INDICES[k]`` (the nose stays, every left
+#: keypoint trades places with its right twin).
+COCO_PERSON_FLIP_INDICES = _keypoints.COCO_PERSON_FLIP_INDICES
+
+#: Padding colour of the references' zoom-out and fixed-size crop: the ImageNet mean in 0..255.
+REFERENCE_MEAN = _presets.REFERENCE_MEAN
 
 __all__ = [
     "COCO_PERSON_FLIP_INDICES",

@@ -123,8 +123,6 @@ class V2Transform(Transform):
     (torch.Size([3, 4, 6]), [[2.0, 0.0, 4.0, 2.0]], [[[3.0, 1.0, 2.0]]])
     """
 
-    _accepts_none = True
-
     def __init__(
         self,
         transform: Any,
@@ -169,14 +167,16 @@ class V2Transform(Transform):
         # Three canvas corners ride along with the keypoints: they reveal whether the
         # transform moved anything and whether it mirrored the image.
         dtype = keypoints.dtype if k else torch.float32
-        probes = torch.tensor([[0.0, 0.0], [width, 0.0], [0.0, height]], dtype=dtype)
+        probes = torch.tensor(
+            [[0.0, 0.0], [width, 0.0], [0.0, height]], dtype=dtype, device=boxes.device
+        )
         xy = keypoints[..., :2].reshape(-1, 2) if k else probes[:0]
         sample: dict[str, Any] = {
             "image": _to_v2_image(image),
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=canvas),
             # Instance indices under the name v2.SanitizeBoundingBoxes looks for: what it
             # keeps tells which instances survive.
-            "labels": torch.arange(num),
+            "labels": torch.arange(num, device=boxes.device),
             "points": _Points(torch.cat([xy, probes]), canvas_size=canvas),
         }
         if "masks" in target:
@@ -213,7 +213,7 @@ class V2Transform(Transform):
             )
         moved = (new_height, new_width) != canvas or not torch.equal(points[-3:], probes)
 
-        kept_all = index.shape[0] == num and torch.equal(index, torch.arange(num))
+        kept_all = index.shape[0] == num and torch.equal(index, sample["labels"])
         result = dict(target) if kept_all else select_instances(target, index)
         result["boxes"] = out_boxes
         if "masks" in target:

@@ -156,43 +156,36 @@ class Transform:
     """Base class of detkit's paired transforms: ``(image, target) -> (image, target)``.
 
     ``image`` is a PIL image or a ``Tensor[C, H, W]``; ``target`` is a dict in the target
-    contract (:mod:`detkit.types`) or ``None`` (inference: only the image is transformed).
-    Every transform returns a new target dict and never modifies its inputs, so a target
-    cached by a dataset stays intact. Random parameters are drawn from torch's global
+    contract (:mod:`detkit.types`), or ``None`` at inference (only the image is transformed
+    then). Every transform returns a new target dict and never modifies its inputs, so a
+    target cached by a dataset stays intact. Random parameters are drawn from torch's global
     generator, so ``torch.manual_seed`` reproduces a pipeline.
 
-    Subclasses implement ``_transform(image, target)``; ``target`` is never ``None`` there
-    unless the subclass sets ``_accepts_none = True``.
+    Subclasses implement ``_transform(image, target)`` (``target`` may be ``None``) and may
+    keep fields aligned with :func:`select_instances`.
 
-    >>> class Identity(Transform):
+    >>> class DropCrowds(Transform):
     ...     def _transform(self, image, target):
-    ...         return image, dict(target)
-    >>> image, target = Identity()(torch.zeros(3, 2, 2), {"boxes": torch.zeros(0, 4)})
-    >>> target["boxes"].shape
-    torch.Size([0, 4])
+    ...         if target is None:
+    ...             return image, None
+    ...         return image, select_instances(target, target["iscrowd"] == 0)
+    >>> _, target = DropCrowds()(torch.zeros(3, 8, 8), {"boxes": torch.zeros(2, 4),
+    ...     "labels": torch.tensor([1, 2]), "iscrowd": torch.tensor([1, 0])})
+    >>> target["labels"]
+    tensor([2])
     """
-
-    _accepts_none = False
 
     def __call__(
         self, image: ImageLike, target: Mapping[str, Any] | None = None
     ) -> tuple[Any, Any]:
-        name = type(self).__name__
         if target is not None and not isinstance(target, Mapping):
-            raise TypeError(f"{name}: target must be a dict or None, got {type(target).__name__}")
-        if target is None and not self._accepts_none:
-            return self._transform_image(image)
+            raise TypeError(
+                f"{type(self).__name__}: target must be a dict or None, got {type(target).__name__}"
+            )
         return self._transform(image, target)
 
     def _transform(self, image: ImageLike, target: Any) -> tuple[Any, Any]:
         raise NotImplementedError(f"{type(self).__name__} must implement _transform")
-
-    def _transform_image(self, image: ImageLike) -> tuple[Any, None]:
-        """Image-only path; by default the transform runs with an empty target."""
-        _image_size(image, type(self).__name__)
-        empty = {"boxes": torch.zeros((0, 4))}
-        image, _ = self._transform(image, empty)
-        return image, None
 
     def _repr_args(self) -> dict[str, Any]:
         return {}
@@ -220,8 +213,6 @@ class Compose(Transform):
     >>> image.dtype, target["boxes"].tolist()
     (torch.float32, [[3.0, 0.0, 4.0, 2.0]])
     """
-
-    _accepts_none = True
 
     def __init__(self, transforms: Iterable[Callable[..., Any]]) -> None:
         from torchvision.transforms import v2

@@ -76,7 +76,6 @@ def _mirror_boxes(boxes: torch.Tensor, extent: int, vertical: bool) -> torch.Ten
 
 
 class _RandomFlip(Transform):
-    _accepts_none = True
     _vertical = False
     # torchvision's kernels for the image and masks; detkit's for boxes and keypoints.
     _flip_image = staticmethod(F.horizontal_flip)

@@ -23,8 +23,6 @@ __all__ = [
 
 
 class _ImageOnly(Transform):
-    _accepts_none = True
-
     def _image(self, image: Any) -> Any:
         raise NotImplementedError
 

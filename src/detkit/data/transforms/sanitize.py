@@ -46,8 +46,6 @@ class SanitizeBoxes(Transform):
     ([[0.0, 0.0, 4.0, 4.0], [1.0, 1.0, 5.0, 3.0]], [1, 3], [10, 12])
     """
 
-    _accepts_none = True
-
     def __init__(
         self,
         min_size: float = 1.0,
