@@ -29,12 +29,11 @@ from detkit.data.transforms import keypoints as _keypoints
 from detkit.data.transforms import presets as _presets
 from detkit.data.transforms.adapter import V2Transform
 from detkit.data.transforms.core import Compose, Transform, per_instance_keys, select_instances
+from detkit.data.transforms.flips import RandomHorizontalFlip, RandomVerticalFlip
 from detkit.data.transforms.geometry import (
     FixedSizeCrop,
-    RandomHorizontalFlip,
     RandomIoUCrop,
     RandomShortestSize,
-    RandomVerticalFlip,
     RandomZoomOut,
     Resize,
     ScaleJitter,

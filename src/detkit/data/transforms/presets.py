@@ -19,9 +19,9 @@ from collections.abc import Sequence
 import torch
 
 from detkit.data.transforms.core import Compose
+from detkit.data.transforms.flips import RandomHorizontalFlip
 from detkit.data.transforms.geometry import (
     FixedSizeCrop,
-    RandomHorizontalFlip,
     RandomIoUCrop,
     RandomShortestSize,
     RandomZoomOut,
