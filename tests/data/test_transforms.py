@@ -265,6 +265,10 @@ def test_compose_wraps_torchvision_v2_and_rejects_non_callables():
         torch.zeros(3, 8, 10, dtype=torch.uint8), make_target([[0, 0, 2, 2]], height=8, width=10)
     )
     assert out["boxes"].tolist() == [[8.0, 0.0, 10.0, 2.0]]  # v2 alone would not move the box
+    import torchvision.transforms as v1
+
+    with pytest.raises(TypeError, match=r"transforms\[0\] is RandomHorizontalFlip .*\(v1\)"):
+        T.Compose([v1.RandomHorizontalFlip()])
     with pytest.raises(TypeError, match=r"transforms\[1\] must be callable"):
         T.Compose([T.ToImage(), 3])
     assert "RandomHorizontalFlip" in repr(pipeline)

@@ -223,6 +223,12 @@ class Compose(Transform):
         for i, transform in enumerate(transforms):
             if isinstance(transform, v2.Transform):
                 transform = V2Transform(transform)
+            elif type(transform).__module__.startswith("torchvision.transforms.transforms"):
+                raise TypeError(
+                    f"transforms[{i}] is {type(transform).__name__} from torchvision.transforms "
+                    "(v1), which takes the image alone and would leave the target behind; use "
+                    "detkit's transform of that name or torchvision.transforms.v2's"
+                )
             elif not callable(transform):
                 raise TypeError(
                     f"transforms[{i}] must be callable (image, target) -> (image, target), got "
