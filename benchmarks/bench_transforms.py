@@ -101,10 +101,14 @@ def main() -> None:
             for name, total in totals.items():
                 times[name].append(total / len(samples))
         med = {name: statistics.median(values) for name, values in times.items()}
-        print(f"{len(samples)} images, 250-1000 px, median of {args.rounds} rounds, one thread")
+        print(
+            f"{len(samples)} images, 250-1000 px, median of {args.rounds} rounds, "
+            "one thread, process CPU time"
+        )
         print(f"  dataset[i], no transforms:           {med['plain'] * 1e3:7.3f} ms/image")
         print(f"  dataset[i], detkit hflip_preset():   {med['hflip'] * 1e3:7.3f} ms/image")
         print(f"  dataset[i], torchvision v2 hflip:    {med['torchvision'] * 1e3:7.3f} ms/image")
+        print(f"  dataset[i], ToDtype alone:           {med['to_float'] * 1e3:7.3f} ms/image")
         print(f"with hflip_preset / without = {med['hflip'] / med['plain']:.3f}x   (goal <= 1.15x)")
         print(f"torchvision v2 hflip / without = {med['torchvision'] / med['plain']:.3f}x")
         print(f"ToDtype alone / without = {med['to_float'] / med['plain']:.3f}x")
