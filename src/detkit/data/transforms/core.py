@@ -10,6 +10,7 @@ drops them from every per-instance field at once (:func:`select_instances`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -27,6 +28,8 @@ __all__ = [
 ]
 
 ImageLike = Any  # a PIL image or a Tensor[C, H, W]
+
+logger = logging.getLogger(__name__)
 
 
 def _where(target: Mapping[str, Any] | None) -> str:
@@ -149,6 +152,7 @@ def _drop_degenerate(target: dict[str, Any]) -> dict[str, Any]:
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     if bool(keep.all()):
         return target
+    logger.debug("%s: dropped %d instance(s) cut away", _where(target), int((~keep).sum()))
     return select_instances(target, keep)
 
 
