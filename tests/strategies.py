@@ -328,3 +328,56 @@ def detection_cases(draw, iou_type: str = "bbox", **options):
     options.setdefault("empty_predictions", draw(st.sampled_from([0.0, 0.2, 1.0])))
     options.setdefault("max_side", draw(st.sampled_from([200, 40])))
     return _detection_case(np.random.default_rng(seed), iou_type, num_images, options)
+
+
+# -- transforms --------------------------------------------------------------------------------
+
+
+def random_image(seed: int, height: int, width: int, channels: int = 3) -> torch.Tensor:
+    """A reproducible random uint8 image Tensor[C, H, W]."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (channels, height, width), dtype=torch.uint8, generator=generator)
+
+
+@st.composite
+def keypoint_targets(
+    draw,
+    height: int = 24,
+    width: int = 32,
+    max_instances: int = 3,
+    num_keypoints: int = 3,
+    with_masks: bool = True,
+    min_instances: int = 0,
+):
+    """Valid targets with keypoints and an extra per-instance field ``track_ids``.
+
+    Keypoint coordinates are multiples of 0.25 inside their instance's box (exact in
+    float32, so mirror arithmetic is exact); each point is visible (2), occluded (1) or not
+    labelled (the row (0, 0, 0)). Without masks, ``area`` is the box area.
+    """
+    boxes = draw(integer_boxes(height, width, max_instances, min_instances))
+    labels = [draw(st.integers(1, 5)) for _ in boxes]
+    target = make_target(
+        boxes, labels, image_id=draw(st.integers(0, 10_000)), height=height, width=width
+    )
+    rows = []
+    for x1, y1, x2, y2 in boxes:
+        points = []
+        for _ in range(num_keypoints):
+            visibility = draw(st.sampled_from([0, 1, 2]))
+            if visibility == 0:
+                points.append([0.0, 0.0, 0.0])
+            else:
+                x = draw(st.integers(4 * x1, 4 * x2)) / 4
+                y = draw(st.integers(4 * y1, 4 * y2)) / 4
+                points.append([x, y, float(visibility)])
+        rows.append(points)
+    target["keypoints"] = torch.tensor(rows, dtype=torch.float32).reshape(
+        len(boxes), num_keypoints, 3
+    )
+    target["track_ids"] = torch.arange(len(boxes), dtype=torch.int64) + 100
+    if not with_masks:
+        del target["masks"]
+        b = target["boxes"]
+        target["area"] = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return target

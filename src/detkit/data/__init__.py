@@ -1,8 +1,10 @@
 """Datasets, transforms, samplers and collation for detection data.
 
-Everything here returns samples in the target contract of :mod:`detkit.types`.
+Everything here returns samples in the target contract of :mod:`detkit.types`. Paired
+transforms live in :mod:`detkit.data.transforms` (``from detkit.data import transforms as T``).
 """
 
+from detkit.data import transforms
 from detkit.data.coco import CocoJsonDataset
 from detkit.data.coco_synthetic import write_synthetic_coco
 from detkit.data.collate import collate_fn
