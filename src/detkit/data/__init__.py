@@ -1,18 +1,30 @@
 """Datasets, transforms, samplers and collation for detection data.
 
-Everything here returns samples in the target contract of :mod:`detkit.types`.
+Everything here returns samples in the target contract of :mod:`detkit.types`. Paired
+transforms live in :mod:`detkit.data.transforms` (``from detkit.data import transforms as T``).
 """
 
+from detkit.data import transforms
+from detkit.data.coco import CocoJsonDataset
+from detkit.data.coco_synthetic import write_synthetic_coco
 from detkit.data.collate import collate_fn
 from detkit.data.download import DownloadError, download_file, extract_zip
+from detkit.data.grouping import compute_aspect_ratios, create_aspect_ratio_groups
 from detkit.data.instance_mask import InstanceMaskDataset
+from detkit.data.samplers import GroupedBatchSampler, InferenceSampler
 from detkit.data.synthetic import write_synthetic_pennfudan
 
 __all__ = [
+    "CocoJsonDataset",
     "DownloadError",
+    "GroupedBatchSampler",
+    "InferenceSampler",
     "InstanceMaskDataset",
     "collate_fn",
+    "compute_aspect_ratios",
+    "create_aspect_ratio_groups",
     "download_file",
     "extract_zip",
+    "write_synthetic_coco",
     "write_synthetic_pennfudan",
 ]

@@ -1,0 +1,203 @@
+"""Field checks for COCO annotation files: boxes, segmentations, keypoints.
+
+Each check says what is wrong in words that name the annotation, so that
+:mod:`detkit.data._coco_json` can gather every problem of a file into one error.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger("detkit.data.coco")
+
+_MAX_LISTED = 10
+
+
+class Problems:
+    """Collects what is wrong with a file so that one error lists it all (up to a limit)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.messages: list[str] = []
+        self.count = 0
+
+    def add(self, message: str) -> None:
+        self.count += 1
+        if len(self.messages) < _MAX_LISTED:
+            self.messages.append(message)
+
+    def raise_if_any(self) -> None:
+        if self.count:
+            more = self.count - len(self.messages)
+            tail = f"\n  ... and {more} more" if more else ""
+            raise ValueError(
+                f"{self.count} problem(s) in COCO annotation file '{self.path}':\n  "
+                + "\n  ".join(self.messages)
+                + tail
+            )
+
+
+def count_keypoints(
+    categories: dict[int, dict[str, Any]],
+    annotations: list[Any],
+    with_keypoints: bool | None,
+    path: Path,
+) -> int:
+    """K, from the categories' keypoint names or else the first annotation with keypoints."""
+    if with_keypoints is False:
+        return 0
+    declared = {len(c["keypoints"]) for c in categories.values() if c.get("keypoints")}
+    if len(declared) > 1:
+        raise ValueError(
+            f"COCO annotation file '{path}': categories declare different keypoint counts "
+            f"{sorted(declared)}; detkit's targets need one K for all instances"
+        )
+    if declared:
+        return declared.pop()
+    for ann in annotations:
+        kps = ann.get("keypoints") if isinstance(ann, dict) else None
+        if isinstance(kps, list) and kps:
+            return len(kps) // 3
+    if with_keypoints:
+        raise ValueError(
+            f"with_keypoints=True, but COCO annotation file '{path}' has no keypoints (no "
+            "category lists keypoint names and no annotation has 'keypoints')"
+        )
+    return 0
+
+
+def keypoint_row(value: Any, num_kp: int) -> list[float] | str:
+    """3K floats with v = 0 points zeroed, or a message saying what is wrong."""
+    if value is None or (isinstance(value, list) and not value):
+        return [0.0] * (3 * num_kp)  # an instance without keypoints: all "not labelled"
+    try:
+        flat = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return f"'keypoints' must be a list of numbers, got {value!r:.80}"
+    if flat.shape != (3 * num_kp,):
+        return f"'keypoints' must hold {3 * num_kp} numbers ({num_kp} x (x, y, v)), got {flat.size}"
+    triples = flat.reshape(num_kp, 3)
+    if not np.isin(triples[:, 2], (0, 1, 2)).all() or not np.isfinite(triples).all():
+        return f"keypoint visibilities must be 0, 1 or 2, got {triples[:, 2].tolist()}"
+    triples[triples[:, 2] == 0] = 0.0  # COCO exports leave coordinates on unlabelled points
+    return triples.ravel().tolist()
+
+
+def usable_segmentation(segm: Any, size: tuple[int, int]) -> tuple[Any, str | None, bool]:
+    """``(usable segmentation, problem, whether the problem is a degenerate shape)``.
+
+    Polygons of fewer than 3 points cover nothing (and pycocotools would read a 4-number one
+    as a box), so they are left out, as detectron2 does; an annotation left with none is
+    degenerate.
+    """
+    problem = _segmentation_problem(segm, size)
+    if problem:
+        return None, problem, False
+    if isinstance(segm, list):
+        usable = [polygon for polygon in segm if len(polygon) >= 6]
+        if not usable:
+            message = (
+                "every polygon of 'segmentation' has fewer than 3 points (no area); pass "
+                "drop_degenerate=True to skip such annotations"
+            )
+            return None, message, True
+        return usable, None, False
+    return segm, None, False
+
+
+def _segmentation_problem(segm: Any, size: tuple[int, int]) -> str | None:
+    if not segm:
+        return (
+            "has no 'segmentation', but masks are requested (pass with_masks=False to load "
+            "boxes only)"
+        )
+    if isinstance(segm, list):
+        for j, polygon in enumerate(segm):
+            if not isinstance(polygon, list) or len(polygon) % 2:
+                shown = f"{len(polygon)} values" if isinstance(polygon, list) else repr(polygon)
+                return (
+                    f"polygon {j} of 'segmentation' must be a flat list of (x, y) pairs, got "
+                    f"{shown:.80}"
+                )
+        return None
+    if not (isinstance(segm, dict) and "counts" in segm and "size" in segm):
+        return f"'segmentation' must be a list of polygons or an RLE dict, got {segm!r:.80}"
+    if list(segm["size"]) != list(size):
+        return (
+            f"RLE 'segmentation' has size {segm['size']} but the image is {list(size)} "
+            "(height, width)"
+        )
+    counts = segm["counts"]
+    if isinstance(counts, list):
+        if not all(isinstance(c, int) and c >= 0 for c in counts):
+            return "uncompressed RLE counts must be non-negative integers"
+        if sum(counts) != size[0] * size[1]:
+            return (
+                f"uncompressed RLE counts sum to {sum(counts)}, not height * width = "
+                f"{size[0] * size[1]}"
+            )
+    elif not isinstance(counts, (str, bytes)) or not counts:
+        return f"RLE 'counts' must be a list or a non-empty string, got {counts!r:.40}"
+    return None
+
+
+def check_boxes(
+    xywh: np.ndarray,
+    rows: np.ndarray,
+    sizes: np.ndarray,
+    image_ids: list[int],
+    file_names: list[str],
+    ann_ids: list[int],
+    path: Path,
+    *,
+    box_tolerance: float,
+    drop_degenerate: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """XYXY boxes clipped to their image, and which rows to keep; raises for bad boxes."""
+    xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+    height = sizes[rows, 0].astype(np.float64)
+    width = sizes[rows, 1].astype(np.float64)
+    outside = (
+        (xyxy[:, 0] < -box_tolerance)
+        | (xyxy[:, 1] < -box_tolerance)
+        | (xyxy[:, 2] > width + box_tolerance)
+        | (xyxy[:, 3] > height + box_tolerance)
+    )
+    clipped = xyxy.copy()
+    np.clip(clipped[:, 0::2], 0, width[:, None], out=clipped[:, 0::2])
+    np.clip(clipped[:, 1::2], 0, height[:, None], out=clipped[:, 1::2])
+    degenerate = ~outside & ((clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1]))
+    problems = Problems(path)
+
+    def describe(r: int) -> str:
+        pos = rows[r]
+        return (
+            f"annotation id {ann_ids[r]} (image id {image_ids[pos]} '{file_names[pos]}', "
+            f"{sizes[pos, 1]}x{sizes[pos, 0]} WxH): bbox [x, y, w, h] = {xywh[r].tolist()}"
+        )
+
+    for r in np.flatnonzero(outside):
+        problems.add(
+            f"{describe(r)} reaches outside the image by more than box_tolerance={box_tolerance} px"
+        )
+    if drop_degenerate and degenerate.any():
+        dropped = np.flatnonzero(degenerate)
+        logger.warning(
+            "'%s': dropped %d annotation(s) with an empty box (w <= 0 or h <= 0 inside the "
+            "image), e.g. %s",
+            path,
+            len(dropped),
+            describe(dropped[0]),
+        )
+    else:
+        for r in np.flatnonzero(degenerate):
+            problems.add(
+                f"{describe(r)} is degenerate (zero or negative width or height inside the "
+                "image); pass drop_degenerate=True to skip such annotations"
+            )
+    problems.raise_if_any()
+    return clipped, ~degenerate

@@ -1,0 +1,301 @@
+"""A dataset for COCO-format annotation files, the export format of most labelling tools."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from detkit.data._coco_json import load_json, parse
+from detkit.types import Target
+
+try:
+    from torchvision.io import ImageReadMode as _ImageReadMode
+    from torchvision.io import decode_image as _tv_decode_image
+except ImportError:  # pragma: no cover - torchvision without image decoding
+    _tv_decode_image = None
+
+__all__ = ["CocoJsonDataset"]
+
+PathLike = str | os.PathLike
+Transforms = Callable[[Any, Target], tuple[Any, Target]]
+
+
+class CocoJsonDataset(torch.utils.data.Dataset):
+    """Images and a COCO-format annotation file (CVAT, Label Studio, Roboflow exports, COCO).
+
+    Sample ``idx`` is ``(image, target)`` in the contract of :mod:`detkit.types`: ``image`` a
+    uint8 ``Tensor[3, H, W]`` (RGB), and ``target`` with
+
+    * ``boxes`` float ``Tensor[N, 4]``: the file's ``bbox`` ``[x, y, w, h]`` as XYXY
+      ``[x, y, x + w, y + h]`` (COCO boxes already use continuous pixel coordinates);
+    * ``labels`` int64 ``Tensor[N]``: category ids mapped to contiguous labels ``1..C`` in
+      ascending order of id (see :attr:`label_to_category`);
+    * ``masks`` uint8 ``Tensor[N, H, W]`` (see ``with_masks``), decoded by pycocotools from
+      polygons, compressed RLE or uncompressed RLE (crowd regions), exactly as pycocotools'
+      ``COCO.annToMask`` does;
+    * ``keypoints`` float ``Tensor[N, K, 3]`` (see ``with_keypoints``): ``(x, y, v)`` with
+      ``v = 0`` points set to ``(0, 0, 0)``; instances without keypoints get all-zero rows;
+    * ``area`` float ``Tensor[N]``: the file's ``area`` (computed only where it is missing:
+      the mask pixel count with masks, else the box area);
+    * ``iscrowd`` int64 ``Tensor[N]`` (``0`` where missing) and ``image_id``: the COCO image id.
+
+    Images keep the order of the file's ``images`` list; annotations keep their file order
+    within an image. Images without annotations are negative samples (empty targets).
+
+    **Checks at construction** (one :class:`ValueError` lists every problem found, naming the
+    annotation id, image id and file name): malformed JSON (with line and column), an
+    annotation whose ``image_id`` or ``category_id`` is unknown, a ``bbox`` that is not 4
+    finite numbers, a box reaching outside its image by more than ``box_tolerance`` pixels, a
+    degenerate box (zero or negative width or height inside the image), a missing or
+    malformed ``segmentation`` when masks are produced, keypoints of the wrong length or
+    visibility. Boxes within the tolerance are clipped to the image: exporters round
+    coordinates, and COCO itself has boxes that overshoot their image by a fraction of a pixel.
+    Missing image files raise :class:`FileNotFoundError` (all listed) when ``check_files``.
+
+    Args:
+        image_root: folder the images' ``file_name`` entries are relative to.
+        annotation_file: the COCO ``.json`` file.
+        transforms: optional paired transform ``transforms(image, target) -> (image, target)``.
+        keep_negatives: keep images without annotations (default); ``False`` drops them.
+        with_masks: produce ``masks``. ``None`` (default) decides once for the whole file:
+            masks when any annotation has a ``segmentation`` (then every annotation needs one);
+            ``False`` loads boxes only (faster, for box detectors); ``True`` requires them.
+        with_keypoints: produce ``keypoints``; ``None`` (default): when a category lists
+            keypoint names or an annotation has keypoints.
+        box_tolerance: how far (in pixels) a box may reach outside its image before it is an
+            error rather than clipped; default ``1.0``.
+        drop_degenerate: skip degenerate boxes with a logged warning instead of raising.
+        check_files: check at construction that every image file exists.
+
+    Attributes:
+        ids (list[int]): the COCO image id of every sample, in order.
+        categories (list[dict]): the file's categories, sorted by id (label ``i`` is
+            ``categories[i - 1]``).
+        label_to_category (dict[int, int]): label -> COCO category id, for evaluation
+            (``CocoEvaluator(label_to_category=...)``) and for writing predictions.
+        category_to_label (dict[int, int]): COCO category id -> label.
+        class_names (list[str]): ``["__background__", name of label 1, ...]``.
+        num_classes (int): ``C + 1``, the ``num_classes`` of torchvision's detection models.
+        num_keypoints (int): ``K`` (``0`` without keypoints).
+        with_masks (bool): whether targets hold ``masks``.
+        with_keypoints (bool): whether targets hold ``keypoints``.
+
+    Raises:
+        FileNotFoundError: for a missing annotation file or image files.
+        ValueError: for a malformed file (see above).
+
+    >>> import tempfile
+    >>> from detkit.data import write_synthetic_coco
+    >>> root = write_synthetic_coco(tempfile.mkdtemp(), num_images=4, seed=0)
+    >>> dataset = CocoJsonDataset(root / "images", root / "annotations.json")
+    >>> image, target = dataset[0]
+    >>> image.dtype, tuple(image.shape[1:]) == dataset.get_height_and_width(0)
+    (torch.uint8, True)
+    >>> sorted(target)
+    ['area', 'boxes', 'image_id', 'iscrowd', 'keypoints', 'labels', 'masks']
+    >>> dataset.label_to_category, dataset.class_names
+    ({1: 2, 2: 5, 3: 9}, ['__background__', 'triangle', 'box', 'kite'])
+    """
+
+    def __init__(
+        self,
+        image_root: PathLike,
+        annotation_file: PathLike,
+        *,
+        transforms: Transforms | None = None,
+        keep_negatives: bool = True,
+        with_masks: bool | None = None,
+        with_keypoints: bool | None = None,
+        box_tolerance: float = 1.0,
+        drop_degenerate: bool = False,
+        check_files: bool = True,
+    ) -> None:
+        if transforms is not None and not callable(transforms):
+            raise TypeError(f"transforms must be callable, got {type(transforms).__name__}")
+        if not box_tolerance >= 0:
+            raise ValueError(f"box_tolerance must be >= 0 pixels, got {box_tolerance}")
+        self.image_root = Path(image_root)
+        self.annotation_file = Path(annotation_file)
+        parsed, self.with_masks, self.with_keypoints = parse(
+            load_json(self.annotation_file),
+            self.annotation_file,
+            with_masks=with_masks,
+            with_keypoints=with_keypoints,
+            box_tolerance=float(box_tolerance),
+            drop_degenerate=drop_degenerate,
+            keep_negatives=keep_negatives,
+        )
+        self._parsed = parsed
+        self.transforms = transforms
+        self.ids: list[int] = parsed.image_ids
+        self.categories: list[dict[str, Any]] = parsed.categories
+        self.label_to_category = {i: int(c["id"]) for i, c in enumerate(self.categories, 1)}
+        self.category_to_label = {cid: label for label, cid in self.label_to_category.items()}
+        self.class_names = ["__background__"] + [
+            str(c.get("name", c["id"])) for c in self.categories
+        ]
+        self.num_classes = len(self.categories) + 1
+        self.num_keypoints = 0 if parsed.keypoints is None else int(parsed.keypoints.shape[1])
+        if check_files:
+            self._check_files()
+
+    def _check_files(self) -> None:
+        missing = [
+            f"image id {iid}: '{self.image_root / name}'"
+            for iid, name in zip(self.ids, self._parsed.file_names)
+            if not (self.image_root / name).is_file()
+        ]
+        if missing:
+            shown = "\n  ".join(missing[:10])
+            more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
+            raise FileNotFoundError(
+                f"{len(missing)} image file(s) listed in '{self.annotation_file}' do not exist "
+                f"under image_root '{self.image_root}':\n  {shown}{more}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _index(self, idx: int) -> int:
+        if not -len(self) <= idx < len(self):
+            raise IndexError(f"index {idx} is out of range for a dataset of {len(self)} samples")
+        return idx % len(self)
+
+    def image_path(self, idx: int) -> Path:
+        """Path of sample ``idx``'s image."""
+        return self.image_root / self._parsed.file_names[self._index(idx)]
+
+    def image_id(self, idx: int) -> int:
+        """COCO image id of sample ``idx``."""
+        return self.ids[self._index(idx)]
+
+    def get_height_and_width(self, idx: int) -> tuple[int, int]:
+        """``(height, width)`` of sample ``idx``'s image, from the annotation file (no I/O)."""
+        height, width = self._parsed.sizes[self._index(idx)].tolist()
+        return height, width
+
+    def load_image(self, idx: int) -> torch.Tensor:
+        """Decode sample ``idx``'s image as an RGB uint8 ``Tensor[3, H, W]``.
+
+        Raises:
+            FileNotFoundError: when the file is missing.
+            ValueError: when it cannot be decoded or its size differs from the file's
+                ``height`` and ``width``.
+        """
+        idx = self._index(idx)
+        path = self.image_path(idx)
+        where = f"image id {self.ids[idx]}"
+        image = _read_rgb(path, where)
+        expected = self.get_height_and_width(idx)
+        if tuple(image.shape[1:]) != expected:
+            raise ValueError(
+                f"{where}: '{path}' is {image.shape[2]}x{image.shape[1]} (WxH) but "
+                f"'{self.annotation_file}' says {expected[1]}x{expected[0]}; was the image "
+                "replaced or rotated (EXIF orientation) after annotation?"
+            )
+        return image
+
+    def get_target(self, idx: int) -> Target:
+        """Sample ``idx``'s target, from the annotation file alone (no image decode)."""
+        idx = self._index(idx)
+        parsed = self._parsed
+        start, end = parsed.offsets[idx : idx + 2].tolist()
+        height, width = self.get_height_and_width(idx)
+        boxes = torch.from_numpy(parsed.boxes[start:end].copy())
+        area = parsed.area[start:end].copy()
+        target: Target = {
+            "boxes": boxes,
+            "labels": torch.from_numpy(parsed.labels[start:end].copy()),
+            "image_id": self.ids[idx],
+        }
+        if self.with_masks:
+            segms = parsed.segmentations[start:end]  # type: ignore[index]
+            where = f"image id {self.ids[idx]} ('{self.image_path(idx)}')"
+            masks = _decode_masks(segms, height, width, parsed.ann_ids[start:end], where)
+            target["masks"] = torch.from_numpy(masks)
+            missing = np.isnan(area)
+            if missing.any():
+                area[missing] = masks[missing].reshape(int(missing.sum()), -1).sum(1)
+        elif np.isnan(area).any():
+            missing = np.isnan(area)
+            box_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            area[missing] = box_area.numpy()[missing]
+        if parsed.keypoints is not None:
+            target["keypoints"] = torch.from_numpy(parsed.keypoints[start:end].copy())
+        target["area"] = torch.from_numpy(area)
+        target["iscrowd"] = torch.from_numpy(parsed.iscrowd[start:end].copy())
+        return target
+
+    def __getitem__(self, idx: int) -> tuple[Any, Target]:
+        idx = self._index(idx)
+        image = self.load_image(idx)
+        target = self.get_target(idx)
+        if self.transforms is not None:
+            return self.transforms(image, target)
+        return image, target
+
+
+def _to_rle(segm: Any, height: int, width: int) -> dict[str, Any]:
+    """One RLE for a COCO segmentation, as ``COCO.annToRLE`` makes it."""
+    if isinstance(segm, list):  # polygons (checked: each has >= 3 points)
+        return mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
+    if isinstance(segm["counts"], list):  # uncompressed RLE, usual for crowd regions
+        return mask_utils.frPyObjects(segm, height, width)
+    counts = segm["counts"]
+    return {
+        "size": [height, width],
+        "counts": counts.encode() if isinstance(counts, str) else counts,
+    }
+
+
+def _decode_masks(
+    segms: list[Any], height: int, width: int, ann_ids: np.ndarray, where: str
+) -> np.ndarray:
+    if not segms:
+        return np.zeros((0, height, width), dtype=np.uint8)
+    with warnings.catch_warnings():
+        # pycocotools trips numpy 2's __array__(copy=...) deprecation; harmless.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            rles = [_to_rle(segm, height, width) for segm in segms]
+            decoded = mask_utils.decode(rles)  # [H, W, N], column-major
+        except (TypeError, ValueError):
+            for segm, ann_id in zip(segms, ann_ids.tolist()):  # find the culprit to name it
+                try:
+                    mask_utils.decode([_to_rle(segm, height, width)])
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(
+                        f"{where}: pycocotools cannot read the segmentation of annotation id "
+                        f"{ann_id}: {exc}"
+                    ) from exc
+            raise
+    return np.ascontiguousarray(decoded.transpose(2, 0, 1))
+
+
+def _read_rgb(path: Path, where: str) -> torch.Tensor:
+    """RGB uint8 ``Tensor[3, H, W]``: torchvision's decoder, PIL for what it cannot read."""
+    if _tv_decode_image is not None:
+        try:
+            with warnings.catch_warnings():
+                # torchvision 0.29 deprecates its decoders in favour of TorchCodec.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                image = _tv_decode_image(str(path), mode=_ImageReadMode.RGB)
+            if image.dtype == torch.uint8:
+                return image
+        except RuntimeError:
+            pass
+    try:
+        with Image.open(path) as pil:
+            return torch.from_numpy(np.array(pil.convert("RGB"))).permute(2, 0, 1)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{where}: image file not found: '{path}'") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{where}: cannot decode image '{path}' (corrupt?): {exc}") from exc

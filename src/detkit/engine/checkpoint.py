@@ -1,0 +1,385 @@
+"""Training checkpoints: plain data, atomic writes, exact resume."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import os
+import random
+import secrets
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from detkit.distributed import all_gather, barrier, get_rank, get_world_size, is_main_process
+from detkit.distributed import unwrap_model as _unwrap
+
+__all__ = ["get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
+
+_log = logging.getLogger(__name__)
+_FORMAT = "detkit.checkpoint"
+_VERSION = 1
+_SCALARS = (str, bytes, int, float, bool, type(None))
+_TORCH_VALUES = (torch.Tensor, torch.Size, torch.dtype, torch.device)
+
+
+def get_rng_state() -> dict[str, Any]:
+    """This process's random generator states, as plain data.
+
+    Covers torch's CPU generator, every CUDA device's generator (when CUDA is initialised),
+    Python's :mod:`random` and numpy's legacy global generator (``np.random.*``). The data
+    loader's shuffling and worker seeds come from torch's generator unless the loader was
+    given its own ``generator`` (pass that to :func:`save_checkpoint` as ``generators``).
+
+    >>> state = get_rng_state()
+    >>> first = torch.rand(2)
+    >>> set_rng_state(state)
+    >>> torch.equal(torch.rand(2), first)
+    True
+    """
+    version, keys, gauss = random.getstate()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    cuda = (
+        torch.cuda.get_rng_state_all()
+        if torch.cuda.is_available() and torch.cuda.is_initialized()
+        else []
+    )
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": cuda,
+        "python": [version, list(keys), gauss],
+        "numpy": {
+            "kind": str(np_kind),
+            "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "cached_gaussian": float(np_gauss),
+        },
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore states returned by :func:`get_rng_state` (a missing entry is left alone).
+
+    CUDA states are restored when as many devices are visible as were saved; otherwise a
+    warning is logged and the CUDA generators keep their state.
+
+    >>> set_rng_state(get_rng_state())
+    """
+    if "torch" in state:
+        torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda") or []
+    if cuda:
+        if torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+        else:
+            _log.warning(
+                "not restoring CUDA random states: %d saved, %d device(s) visible",
+                len(cuda),
+                torch.cuda.device_count() if torch.cuda.is_available() else 0,
+            )
+    if "python" in state:
+        version, keys, gauss = state["python"]
+        random.setstate((version, tuple(keys), gauss))
+    if "numpy" in state:
+        saved = state["numpy"]
+        np.random.set_state(
+            (
+                saved["kind"],
+                saved["keys"].numpy().astype(np.uint32),
+                saved["pos"],
+                saved["has_gauss"],
+                saved["cached_gaussian"],
+            )
+        )
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as data that ``torch.load(weights_only=True)`` can read, or a TypeError."""
+    if type(value) in _SCALARS or isinstance(value, _TORCH_VALUES):
+        return value
+    # Subclasses (enums, torch.__version__'s TorchVersion) are not plain for weights_only.
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, (str, bytes, int, float)):
+        base = next(t for t in (str, bytes, int, float) if isinstance(value, t))
+        return base.__str__(value) if base is str else base(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, argparse.Namespace):
+        value = vars(value)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        out = OrderedDict() if isinstance(value, OrderedDict) else {}
+        for key, item in value.items():
+            if type(key) not in _SCALARS:
+                raise TypeError(
+                    f"{where}: key {key!r} is a {type(key).__name__}; checkpoint keys must be "
+                    "str, int, float, bool or None"
+                )
+            out[key] = _plain(item, f"{where}[{key!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        items = [_plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    raise TypeError(
+        f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which "
+        "torch.load(weights_only=True) cannot read: store plain data (dicts, lists, str, "
+        "numbers, bools, None, tensors) instead"
+    )
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Raise TypeError naming the first entry of ``value`` that is not plain data.
+
+    State dicts are checked rather than converted, so that they are saved as they are
+    (``OrderedDict`` metadata included).
+    """
+    if type(value) in _SCALARS or isinstance(value, _TORCH_VALUES):
+        return
+    if isinstance(value, Mapping) and type(value) in (dict, OrderedDict):
+        for key, item in value.items():
+            if type(key) not in _SCALARS:
+                raise TypeError(f"{where}: key {key!r} is a {type(key).__name__}, not plain data")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    if type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    raise TypeError(
+        f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which "
+        "torch.load(weights_only=True) cannot read"
+    )
+
+
+def _state(obj: Any, where: str) -> Any:
+    if obj is None:
+        return None
+    state = obj.state_dict()
+    _check_plain(state, where)
+    return state
+
+
+def _write_atomically(payload: Any, path: Path) -> None:
+    """torch.save to a temporary file in ``path``'s folder, fsync, then rename over ``path``.
+
+    A crash at any point leaves either the previous file or the new one, never a mix: the
+    rename is atomic on POSIX and Windows when both names are on one file system, hence the
+    temporary file in the same folder.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    # Persist the rename itself (POSIX); Windows cannot open a directory for this.
+    if os.name == "posix":
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module,
+    epoch: int,
+    optimizer: torch.optim.Optimizer | None = None,
+    lr_scheduler: Any = None,
+    scaler: torch.amp.GradScaler | None = None,
+    step: int = 0,
+    config: Any = None,
+    generators: Mapping[str, torch.Generator] | None = None,
+    extra: Any = None,
+) -> Path:
+    """Write a training checkpoint atomically, as plain data.
+
+    The file holds the model's ``state_dict`` (unwrapped from ``DistributedDataParallel``),
+    the optimizer's, scheduler's and scaler's states, ``epoch`` and ``step``, every
+    process's random generator states (:func:`get_rng_state`), the states of ``generators``,
+    and ``config``/``extra`` as plain data, so ``torch.load(path, weights_only=True)`` reads
+    it without executing pickled code. It is written to a temporary file in the same folder,
+    flushed to disk, then renamed over ``path``: a crash while saving leaves the previous
+    checkpoint intact.
+
+    Under ``torch.distributed`` this is a collective call: **every process calls it** (as
+    with the reference scripts' ``save_on_master``); their RNG states are gathered, the main
+    process writes, and all return once the file is complete.
+
+    Args:
+        path: the checkpoint file.
+        model: the model (its parameters and buffers are saved).
+        epoch: the last *completed* epoch; resume with ``epoch + 1``.
+        optimizer: its state (momentum buffers, learning rates), if any.
+        lr_scheduler: its state, if any.
+        scaler: the ``torch.amp.GradScaler``'s state, if any.
+        step: optimizer steps done so far (for your own bookkeeping and logs).
+        config: the run's settings: a dict, ``argparse.Namespace`` or dataclass of plain
+            values (paths become strings, numpy scalars Python numbers).
+        generators: ``{name: torch.Generator}`` that drive data order besides torch's global
+            generator (e.g. a ``DataLoader(generator=...)``).
+        extra: any further plain data (e.g. the best metric so far).
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        TypeError: naming the entry (e.g. ``config['transform']``) that is not plain data.
+        ValueError: for a negative ``epoch`` or ``step``.
+
+    >>> import tempfile
+    >>> model = nn.Linear(2, 1)
+    >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    >>> path = save_checkpoint(Path(tempfile.mkdtemp()) / "last.pt", model=model,
+    ...                        optimizer=optimizer, epoch=3, config={"lr": 0.1})
+    >>> checkpoint = torch.load(path, weights_only=True)
+    >>> checkpoint["epoch"], checkpoint["config"]
+    (3, {'lr': 0.1})
+    """
+    if not isinstance(epoch, int) or epoch < 0:
+        raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
+    if not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be an int >= 0, got {step!r}")
+    path = Path(path)
+    rng = all_gather(get_rng_state())
+    if is_main_process():
+        payload = {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "epoch": epoch,
+            "step": step,
+            "world_size": get_world_size(),
+            "model": _state(_unwrap(model), "model"),
+            "optimizer": _state(optimizer, "optimizer"),
+            "lr_scheduler": _state(lr_scheduler, "lr_scheduler"),
+            "scaler": _state(scaler, "scaler"),
+            "rng": rng,
+            "generators": {
+                str(name): generator.get_state() for name, generator in (generators or {}).items()
+            },
+            "config": _plain(config, "config"),
+            "extra": _plain(extra, "extra"),
+            "torch_version": str(torch.__version__),
+        }
+        _write_atomically(payload, path)
+    barrier()
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    lr_scheduler: Any = None,
+    scaler: torch.amp.GradScaler | None = None,
+    generators: Mapping[str, torch.Generator] | None = None,
+    restore_rng: bool = True,
+    map_location: str | torch.device | None = "cpu",
+    strict: bool = True,
+) -> dict[str, Any]:
+    """Read a checkpoint of :func:`save_checkpoint` and restore the given objects from it.
+
+    The file is read with ``torch.load(weights_only=True)``. Each object passed gets its
+    state back; with ``restore_rng`` this process's random generators get the state this
+    rank had when saving, so data order and random sampling continue exactly (a process
+    whose rank did not exist at save time keeps its generators and a warning is logged).
+    Continue training with epoch ``checkpoint["epoch"] + 1``.
+
+    Args:
+        path: the checkpoint file.
+        model: the model to load the weights into (wrapped or not).
+        optimizer: the optimizer to restore (built over the same parameters).
+        lr_scheduler: the scheduler to restore.
+        scaler: the ``GradScaler`` to restore.
+        generators: ``{name: torch.Generator}`` to restore, as passed to
+            :func:`save_checkpoint`.
+        restore_rng: restore the global random generators.
+        map_location: where tensors are loaded (``"cpu"`` by default; the optimizer moves
+            its state to its parameters' device itself).
+        strict: passed to ``model.load_state_dict``.
+
+    Returns:
+        The checkpoint as a dict: ``epoch``, ``step``, ``config``, ``extra``, the states.
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        ValueError: when the file is not a detkit checkpoint, or lacks a state asked for.
+
+    >>> import tempfile
+    >>> path = save_checkpoint(Path(tempfile.mkdtemp()) / "last.pt", model=nn.Linear(2, 1),
+    ...                        epoch=0)
+    >>> model = nn.Linear(2, 1)
+    >>> load_checkpoint(path, model=model)["epoch"]
+    0
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: '{path}'")
+    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != _FORMAT:
+        keys = sorted(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint)
+        raise ValueError(
+            f"'{path}' is not a detkit checkpoint (written by save_checkpoint); found {keys}. "
+            "For a bare state_dict use model.load_state_dict(torch.load(path, weights_only=True))"
+        )
+    if checkpoint.get("version", 0) > _VERSION:
+        raise ValueError(
+            f"'{path}' has checkpoint format version {checkpoint['version']}, newer than this "
+            f"detkit understands ({_VERSION}): upgrade detkit"
+        )
+    for name, target in (
+        ("optimizer", optimizer),
+        ("lr_scheduler", lr_scheduler),
+        ("scaler", scaler),
+    ):
+        if target is not None and checkpoint.get(name) is None:
+            raise ValueError(f"'{path}' holds no {name} state, but an {name} was passed to restore")
+    if model is not None:
+        _unwrap(model).load_state_dict(checkpoint["model"], strict=strict)
+    if optimizer is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    if lr_scheduler is not None:
+        lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
+    if scaler is not None:
+        scaler.load_state_dict(checkpoint["scaler"])
+    saved_generators = checkpoint.get("generators") or {}
+    for name, generator in (generators or {}).items():
+        if name not in saved_generators:
+            raise ValueError(
+                f"'{path}' holds no state for generator {name!r} (saved: {sorted(saved_generators)})"
+            )
+        generator.set_state(saved_generators[name].cpu())
+    if restore_rng:
+        states = checkpoint.get("rng") or []
+        rank = get_rank()
+        if rank < len(states):
+            set_rng_state(states[rank])
+        else:
+            _log.warning(
+                "checkpoint '%s' has random states for %d process(es); rank %d keeps its own",
+                path,
+                len(states),
+                rank,
+            )
+    return checkpoint

@@ -1,0 +1,22 @@
+"""COCO evaluation: :class:`CocoEvaluator` and the conversions it is built from.
+
+The evaluator takes torchvision model outputs and detkit targets batch by batch and returns
+pycocotools' statistics as plain data, computed by the fastest installed backend (see
+:mod:`detkit.evaluation.backends`) with numbers equal to pycocotools' own.
+"""
+
+from detkit.evaluation.backends import BACKENDS, available_backends
+from detkit.evaluation.convert import coco_results, masks_to_rle, xyxy_to_xywh
+from detkit.evaluation.evaluator import CocoEvaluator
+from detkit.evaluation.io import coco_ground_truth, write_coco_ground_truth
+
+__all__ = [
+    "BACKENDS",
+    "CocoEvaluator",
+    "available_backends",
+    "coco_ground_truth",
+    "coco_results",
+    "masks_to_rle",
+    "write_coco_ground_truth",
+    "xyxy_to_xywh",
+]

@@ -1,0 +1,133 @@
+"""Validation of the evaluator's options into per-iou-type :class:`EvalParams`."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from detkit.evaluation._coco import (
+    COCO_KEYPOINT_SIGMAS,
+    DEFAULT_AREA_RANGES,
+    DEFAULT_IOU_THRESHOLDS,
+    DEFAULT_MAX_DETS,
+    EvalParams,
+)
+
+IOU_TYPES = ("bbox", "segm", "keypoints")
+
+
+def iou_types_tuple(iou_types: Any) -> tuple[str, ...]:
+    if isinstance(iou_types, str):
+        iou_types = (iou_types,)
+    if not isinstance(iou_types, Sequence) or not iou_types:
+        raise ValueError(
+            f"iou_types must be a non-empty sequence of {IOU_TYPES}, got {iou_types!r}"
+        )
+    for iou_type in iou_types:
+        if iou_type not in IOU_TYPES:
+            raise ValueError(f"iou_types: unknown {iou_type!r}; choose from {IOU_TYPES}")
+    if len(set(iou_types)) != len(iou_types):
+        raise ValueError(f"iou_types has duplicates: {list(iou_types)}")
+    return tuple(iou_types)
+
+
+def _max_dets(value: Any, iou_type: str) -> list[int]:
+    if isinstance(value, Mapping):
+        value = value.get(iou_type)
+    if value is None:
+        return list(DEFAULT_MAX_DETS[iou_type])
+    if isinstance(value, numbers.Integral):
+        value = [value]
+    values = list(value)
+    if not values or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in values
+    ):
+        raise ValueError(f"max_dets must be positive integers, got {value!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"max_dets has duplicates: {values}")
+    return sorted(int(v) for v in values)
+
+
+def _iou_thresholds(value: Any) -> np.ndarray:
+    if value is None:
+        return DEFAULT_IOU_THRESHOLDS.copy()
+    array = np.asarray(
+        value.tolist() if hasattr(value, "tolist") else list(value), dtype=np.float64
+    ).reshape(-1)
+    if array.size == 0 or not np.all((array > 0) & (array <= 1)):
+        raise ValueError(f"iou_thresholds must be values in (0, 1], got {value!r}")
+    return array
+
+
+def _area_ranges(value: Any, iou_type: str) -> tuple[list[str], list[list[float]]]:
+    ranges = DEFAULT_AREA_RANGES[iou_type] if value is None else value
+    if not isinstance(ranges, Mapping) or "all" not in ranges:
+        raise ValueError(
+            "area_ranges must be a dict {label: (min_area, max_area)} with an 'all' entry, "
+            f"got {value!r}"
+        )
+    labels, bounds = [], []
+    for label, bound in ranges.items():
+        pair = [float(b) for b in bound]
+        if len(pair) != 2 or not pair[0] <= pair[1]:
+            raise ValueError(
+                f"area_ranges[{label!r}] must be (min, max) with min <= max, got {bound!r}"
+            )
+        labels.append(str(label))
+        bounds.append(pair)
+    return labels, bounds
+
+
+def keypoint_sigmas(value: Any) -> np.ndarray | None:
+    if value is None:
+        return None
+    sigmas = np.asarray(
+        value.tolist() if hasattr(value, "tolist") else list(value), dtype=np.float64
+    ).reshape(-1)
+    if sigmas.size == 0 or not np.all(sigmas > 0):
+        raise ValueError(f"kpt_oks_sigmas must be positive numbers, got {value!r}")
+    return sigmas
+
+
+def check_sigmas(sigmas: np.ndarray | None, num_keypoints: int, where: str) -> np.ndarray:
+    """The OKS sigmas for ``num_keypoints`` keypoints; COCO's 17 by default."""
+    if sigmas is None:
+        if num_keypoints != len(COCO_KEYPOINT_SIGMAS):
+            raise ValueError(
+                f"{where}: instances have {num_keypoints} keypoints, but kpt_oks_sigmas was not "
+                "given and COCO's default sigmas describe its 17 person keypoints; pass "
+                f"kpt_oks_sigmas=[...] with {num_keypoints} values (each keypoint's OKS "
+                "tolerance; COCO uses 0.025 for eyes up to 0.107 for hips)"
+            )
+        return COCO_KEYPOINT_SIGMAS.copy()
+    if len(sigmas) != num_keypoints:
+        raise ValueError(
+            f"{where}: instances have {num_keypoints} keypoints but kpt_oks_sigmas has "
+            f"{len(sigmas)} values"
+        )
+    return sigmas
+
+
+def category_list(value: Any) -> list[int] | None:
+    if value is None:
+        return None
+    values = [int(v) for v in value]
+    if not values:
+        raise ValueError("category_ids must not be empty (use None for every category)")
+    return sorted(set(values))
+
+
+def build_params(
+    iou_type: str, *, max_dets: Any, iou_thresholds: Any, area_ranges: Any
+) -> EvalParams:
+    labels, bounds = _area_ranges(area_ranges, iou_type)
+    return EvalParams(
+        iou_type=iou_type,
+        iou_thresholds=_iou_thresholds(iou_thresholds),
+        max_dets=_max_dets(max_dets, iou_type),
+        area_labels=labels,
+        area_ranges=bounds,
+    )

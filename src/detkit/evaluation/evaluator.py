@@ -1,0 +1,443 @@
+"""The COCO evaluator: model outputs in, pycocotools' exact numbers out, as plain data."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch.distributed as dist
+
+from detkit.distributed import all_gather, get_rank, get_world_size, is_main_process
+from detkit.evaluation import backends
+from detkit.evaluation._coco import Annotations, Images
+from detkit.evaluation._params import (
+    build_params,
+    category_list,
+    check_sigmas,
+    iou_types_tuple,
+    keypoint_sigmas,
+)
+from detkit.evaluation._store import Block, Store
+from detkit.evaluation._summary import compute_stats, format_table, undefined_stats
+from detkit.evaluation.convert import (
+    LabelMap,
+    _flat_points,
+    detections_from_columns,
+    prediction_columns,
+    result_dicts,
+    target_columns,
+)
+from detkit.evaluation.io import GroundTruthIndex
+from detkit.types import normalize_image_id
+
+__all__ = ["CocoEvaluator"]
+
+logger = logging.getLogger(__name__)
+
+
+class CocoEvaluator:
+    """COCO detection metrics (bbox, segm, keypoints) from model outputs, returned as data.
+
+    Feed it batches with :meth:`update`; :meth:`compute` returns pycocotools' statistics, equal
+    to those of pycocotools' ``COCOeval`` on the same ground truth and detections whatever the
+    backend. The ground truth is built from the targets seen in :meth:`update` (no pass over the
+    dataset), or given up front with ``coco_gt``.
+
+    Args:
+        iou_types: any of ``"bbox"``, ``"segm"``, ``"keypoints"`` (a string or a sequence).
+        coco_gt: the ground truth up front: a COCO json path, a pycocotools ``COCO`` object or a
+            COCO dict; then targets only need ``image_id``. Its annotation ids are ignored
+            (numbered from 1: pycocotools mis-scores id 0), a missing ``iscrowd`` is 0 and a
+            missing ``area`` the box (or mask) area.
+        label_to_category: ``{model label: dataset category id}``, applied to predictions (and
+            to the targets' labels when no ``coco_gt`` is given).
+        backend: ``"auto"`` (hotcoco when installed, else pycocotools) or a
+            name from :data:`~detkit.evaluation.BACKENDS`.
+        max_dets: detections per image for the recall statistics, e.g. ``(1, 10, 300)`` (one
+            sequence for every iou type, or ``{iou_type: sequence}``); AP uses the largest.
+            Default: pycocotools' ``(1, 10, 100)``, ``(20,)`` for keypoints.
+        iou_thresholds: IoU (OKS) thresholds; default ``0.50:0.05:0.95``.
+        area_ranges: ``{label: (min_area, max_area)}`` with an ``"all"`` entry; default
+            pycocotools' all/small/medium/large (all/medium/large for keypoints). Labels other
+            than those add ``AP_<label>`` / ``AR_<label>`` statistics.
+        kpt_oks_sigmas: per-keypoint OKS sigmas; required when instances do not have COCO's
+            17 keypoints.
+        category_ids: evaluate only these dataset category ids.
+        mask_threshold: probability above which a predicted mask pixel is set.
+        verbose: let the backend print its progress, and log the summary after each
+            :meth:`compute`.
+
+    **Categories.** With ``coco_gt``, its categories; else those of ``label_to_category``'s
+    values, else the categories of the ground truth seen. Detections of other categories cannot
+    match anything and are left out (as pycocotools does when its category ids come from the
+    ground truth). **Repeated images:** an image id updated again with identical ground truth
+    and predictions is skipped; with different content it raises :class:`ValueError`. Under
+    ``torch.distributed`` the copies that ``DistributedSampler`` pads in count once (the first
+    rank's).
+
+    >>> import torch
+    >>> target = {"boxes": torch.tensor([[2.0, 2.0, 12.0, 10.0]]), "labels": torch.tensor([1]),
+    ...           "image_id": 1}
+    >>> prediction = {"boxes": torch.tensor([[2.0, 2.0, 12.0, 10.0]]),
+    ...               "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}
+    >>> evaluator = CocoEvaluator("bbox")
+    >>> evaluator.update([prediction], [target])
+    >>> metrics = evaluator.compute()
+    >>> metrics["num_images"], round(metrics["bbox"]["AP"], 6), list(metrics["bbox"]["per_class_AP"])
+    (1, 1.0, [1])
+    >>> print(evaluator.summary().splitlines()[1])
+     Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 1.000
+    """
+
+    def __init__(
+        self,
+        iou_types: str | Sequence[str] = ("bbox",),
+        *,
+        coco_gt: Any = None,
+        label_to_category: Mapping[int, int] | None = None,
+        backend: str = "auto",
+        max_dets: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
+        iou_thresholds: Sequence[float] | None = None,
+        area_ranges: Mapping[str, tuple[float, float]] | None = None,
+        kpt_oks_sigmas: Sequence[float] | None = None,
+        category_ids: Sequence[int] | None = None,
+        mask_threshold: float = 0.5,
+        verbose: bool = False,
+    ):
+        self.iou_types = iou_types_tuple(iou_types)
+        self.backend = backends.resolve_backend(backend)
+        self.verbose = bool(verbose)
+        self._labels = LabelMap(label_to_category)
+        self._gt_index = None if coco_gt is None else GroundTruthIndex(coco_gt)
+        self._params = {
+            t: build_params(
+                t, max_dets=max_dets, iou_thresholds=iou_thresholds, area_ranges=area_ranges
+            )
+            for t in self.iou_types
+        }
+        self._sigmas = keypoint_sigmas(kpt_oks_sigmas)
+        self._category_ids = category_list(category_ids)
+        if not isinstance(mask_threshold, (int, float)) or not 0 <= mask_threshold < 1:
+            raise ValueError(f"mask_threshold must be in [0, 1), got {mask_threshold!r}")
+        self._mask_threshold = float(mask_threshold)
+        self._store = Store()
+        self._num_keypoints: int | None = None
+        self._last: dict | None = None
+
+    @property
+    def num_images(self) -> int:
+        """Distinct images updated in this process so far."""
+        return self._store.num_images
+
+    def reset(self) -> None:
+        """Forget every image, ground truth and prediction seen so far."""
+        self._store.reset()
+        self._num_keypoints = None
+        self._last = None
+
+    def update(self, predictions: Sequence[Mapping[str, Any]], targets: Sequence[Any]) -> None:
+        """Add one batch.
+
+        Args:
+            predictions: torchvision model outputs in eval mode, one dict per image, tensors on
+                any device: ``boxes`` ``Tensor[N, 4]`` XYXY, ``scores`` ``Tensor[N]``, ``labels``
+                ``Tensor[N]``; ``masks`` ``Tensor[N, 1, H, W]`` for segm; ``keypoints``
+                ``Tensor[N, K, 3]`` for keypoints.
+            targets: the batch's targets, aligned with ``predictions``: dicts in the target
+                contract (:mod:`detkit.types`), or with ``coco_gt`` dicts with just ``image_id``
+                (an int or 0-d tensor, which also works alone in place of the dict).
+
+        Raises:
+            ValueError: naming the image, for misaligned or malformed inputs, missing fields
+                (``masks`` for segm, ``keypoints`` for keypoints), labels absent from
+                ``label_to_category``, an image id absent from ``coco_gt``, masks whose size
+                differs from the image's, or an image id already seen with other content.
+        """
+        if len(predictions) != len(targets):
+            raise ValueError(
+                f"got {len(predictions)} predictions but {len(targets)} targets; they must align"
+            )
+        ids = [self._image_id(target, n) for n, target in enumerate(targets)]
+        types = set(self.iou_types)
+        if self._gt_index is None:
+            gt = target_columns(targets, ids, types, labels=self._labels)
+            sizes = gt.pop("sizes")
+        else:
+            gt = {"counts": np.zeros(len(ids), dtype=np.int64)}
+            sizes = np.array([self._gt_index.sizes[i] for i in ids], dtype=np.int64).reshape(-1, 2)
+        dt = prediction_columns(
+            predictions, ids, types, mask_threshold=self._mask_threshold, labels=self._labels
+        )
+        sizes = self._merge_sizes(sizes, dt.pop("mask_sizes", None), ids)
+        self._check_keypoints(gt, dt, ids)
+        block = Block(
+            image_ids=np.asarray(ids, dtype=np.int64),
+            heights=sizes[:, 0].copy(),
+            widths=sizes[:, 1].copy(),
+            gt_counts=gt.pop("counts"),
+            dt_counts=dt.pop("counts"),
+            gt=gt,
+            dt=dt,
+        )
+        skipped = self._store.add(block)
+        if skipped:
+            logger.debug("skipped %d images already updated with identical content", skipped)
+
+    def _image_id(self, target: Any, position: int) -> int:
+        raw = target.get("image_id") if isinstance(target, Mapping) else target
+        if raw is None:
+            raise ValueError(f"targets[{position}] has no 'image_id'")
+        image_id = normalize_image_id(raw, argument=f"targets[{position}]['image_id']")
+        if self._gt_index is not None and image_id not in self._gt_index:
+            raise ValueError(
+                f"targets[{position}]: image_id {image_id} is not in coco_gt "
+                f"({len(self._gt_index.sizes)} images)"
+            )
+        return image_id
+
+    @staticmethod
+    def _merge_sizes(sizes: np.ndarray, mask_sizes: list | None, ids: list[int]) -> np.ndarray:
+        if not mask_sizes:
+            return sizes
+        predicted = np.asarray(mask_sizes, dtype=np.int64).reshape(-1, 2)
+        known = (sizes > 0).all(axis=1)
+        bad = known & (sizes != predicted).any(axis=1)
+        if bad.any():
+            n = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"predictions[{n}] (image_id={ids[n]}): masks are {tuple(predicted[n].tolist())} "
+                f"(H, W) but the image's ground truth is {tuple(sizes[n].tolist())}; predicted "
+                "masks must be pasted at the evaluated image's size"
+            )
+        return np.where(known[:, None], sizes, predicted)
+
+    def _check_keypoints(self, gt: dict, dt: dict, ids: list[int]) -> None:
+        if "keypoints" not in self.iou_types:
+            return
+        for what, columns in (("targets", gt), ("predictions", dt)):
+            if "keypoints" not in columns:
+                continue
+            k = columns["keypoints"].shape[1]
+            if not len(columns["keypoints"]):
+                columns["keypoints"] = columns["keypoints"].reshape(0, self._num_keypoints or k, 3)
+                continue
+            where = f"{what} of image_ids {ids}"
+            if self._num_keypoints is not None and k != self._num_keypoints:
+                raise ValueError(
+                    f"{where}: instances have {k} keypoints, earlier ones {self._num_keypoints}"
+                )
+            check_sigmas(self._sigmas, k, where)
+            self._num_keypoints = k
+
+    def compute(self) -> dict[str, Any]:
+        """The metrics of every image updated so far (on every process).
+
+        Under ``torch.distributed`` every rank must call it: each rank's images are
+        de-duplicated against lower ranks, gathered to rank 0, evaluated there and the
+        result sent to every rank.
+
+        Returns:
+            ``{"num_images": int, <iou_type>: {"AP": float, ..., "per_class_AP": {category_id:
+            float}}}`` with pycocotools' statistics (``AP, AP50, AP75, APs, APm, APl, AR1, AR10,
+            AR100, ARs, ARm, ARl``; for keypoints ``AP, AP50, AP75, APm, APl, AR, AR50, AR75,
+            ARm, ARl``), ``-1.0`` where undefined (no ground truth in range).
+        """
+        parts = self._gather_to_main()
+        outcome: Any = None
+        if is_main_process():
+            try:
+                blocks = [p for p in parts if p is not None and len(p)]
+                outcome = self._evaluate(Block.concat(blocks) if blocks else None)
+            except Exception as error:  # sent to every rank, raised there too
+                outcome = error
+        if get_world_size() > 1:
+            box = [outcome]
+            dist.broadcast_object_list(box, src=0)
+            outcome = box[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        self._last = outcome
+        if self.verbose and is_main_process():
+            logger.info("COCO evaluation (%s backend):\n%s", self.backend, self.summary())
+        return outcome
+
+    def _gather_to_main(self) -> list[Block | None]:
+        local = self._store.merged()
+        world_size = get_world_size()
+        if world_size == 1:
+            return [local]
+        ids = np.zeros(0, dtype=np.int64) if local is None else local.image_ids
+        every = all_gather(ids)
+        rank = get_rank()
+        if local is not None and rank > 0:
+            keep = ~np.isin(local.image_ids, np.concatenate(every[:rank]))
+            local = local.select(keep) if not keep.all() else local
+        gathered: list | None = [None] * world_size if rank == 0 else None
+        dist.gather_object(local, gathered, dst=0)
+        return gathered or []
+
+    def _evaluate(self, block: Block | None) -> dict[str, Any]:
+        result: dict[str, Any] = {"num_images": 0 if block is None else len(block)}
+        for iou_type in self.iou_types:
+            params = self._params[iou_type]
+            if block is None:
+                categories = self._fixed_categories() or []
+                result[iou_type] = undefined_stats(
+                    dataclasses.replace(params, category_ids=categories)
+                )
+                continue
+            gt = self._ground_truth(block, iou_type)
+            categories = self._fixed_categories()
+            if categories is None:
+                categories = sorted(set(gt.category_id.tolist()))
+            else:  # ground truth of other categories takes no part (as in pycocotools)
+                gt = gt.take(np.isin(gt.category_id, categories))
+            params = dataclasses.replace(
+                params, category_ids=categories, image_ids=sorted(set(block.image_ids.tolist()))
+            )
+            if iou_type == "keypoints":
+                params.keypoint_sigmas = self._evaluated_sigmas(gt)
+            dt = self._detections(block, iou_type, categories)
+            if not categories:
+                result[iou_type] = undefined_stats(params)
+                continue
+            images = Images(block.image_ids, block.heights, block.widths)
+            with backends.quiet(self.verbose):
+                precision, recall = backends.evaluate(self.backend, images, gt, dt, params)
+            result[iou_type] = compute_stats(precision, recall, params)
+        return result
+
+    def _evaluated_sigmas(self, gt: Annotations) -> np.ndarray:
+        k = gt.keypoints.shape[1] // 3 if len(gt) else self._num_keypoints
+        if len(gt) and self._num_keypoints not in (None, k):
+            raise ValueError(
+                f"predictions have {self._num_keypoints} keypoints per instance, the ground "
+                f"truth {k}"
+            )
+        if k is None:  # no instance anywhere: nothing to match, any sigmas do
+            return self._sigmas if self._sigmas is not None else check_sigmas(None, 17, "")
+        return check_sigmas(self._sigmas, k, "ground truth")
+
+    def _fixed_categories(self) -> list[int] | None:
+        if self._category_ids is not None:
+            return self._category_ids
+        if self._gt_index is not None:
+            return self._gt_index.category_ids
+        if self._labels.mapping is not None:
+            return sorted(set(self._labels.mapping.values()))
+        return None
+
+    def _ground_truth(self, block: Block, iou_type: str) -> Annotations:
+        if self._gt_index is not None:
+            return self._gt_index.annotations(block.image_ids.tolist(), iou_type)
+        gt = block.gt
+        rles = keypoints = num_keypoints = None
+        if iou_type == "segm":
+            heights = np.repeat(block.heights, block.gt_counts).tolist()
+            widths = np.repeat(block.widths, block.gt_counts).tolist()
+            rles = [{"size": [h, w], "counts": c} for h, w, c in zip(heights, widths, gt["rles"])]
+        if iou_type == "keypoints":
+            keypoints = _flat_points(gt["keypoints"])
+            num_keypoints = (gt["keypoints"][..., 2] > 0).sum(1)
+        return Annotations(
+            image_id=np.repeat(block.image_ids, block.gt_counts),
+            category_id=gt["category_id"],
+            bbox=gt["bbox"],
+            area=gt["area"],
+            iscrowd=gt["iscrowd"],
+            rles=rles,
+            keypoints=keypoints,
+            num_keypoints=num_keypoints,
+        )
+
+    def _detections(self, block: Block, iou_type: str, categories: list[int]) -> Annotations:
+        sizes = np.stack([block.heights, block.widths], axis=1)
+        dt = detections_from_columns(
+            block.dt,
+            iou_type,
+            np.repeat(block.image_ids, block.dt_counts),
+            np.repeat(sizes, block.dt_counts, axis=0),
+        )
+        known = np.isin(dt.category_id, categories)
+        if not known.all():
+            others = sorted(set(dt.category_id[~known].tolist()))
+            log = logger.warning if self._gt_index is not None else logger.debug
+            log(
+                "%d %s detections have category ids %s%s outside the evaluated categories; "
+                "they are left out (pass label_to_category= if labels and category ids differ)",
+                int((~known).sum()),
+                iou_type,
+                others[:10],
+                "..." if len(others) > 10 else "",
+            )
+            dt = dt.take(known)
+        return dt
+
+    def summary(self) -> str:
+        """pycocotools' table of the last :meth:`compute`, one block per iou type.
+
+        Raises:
+            RuntimeError: when :meth:`compute` has not been called since the last reset.
+        """
+        if self._last is None:
+            raise RuntimeError("call compute() before summary()")
+        blocks = [
+            f"IoU metric: {t}\n{format_table(self._params[t], self._last[t])}"
+            for t in self.iou_types
+        ]
+        return "\n".join(blocks)
+
+    def results(self, iou_type: str | None = None) -> list[dict]:
+        """This process's predictions as COCO result dicts (what a results json holds).
+
+        Args:
+            iou_type: which payload (default: the first of ``iou_types``).
+        """
+        iou_type = self._result_type(iou_type)
+        block = self._store.merged()
+        if block is None:
+            return []
+        return _results(block, iou_type)
+
+    def write_results(self, path: str | os.PathLike, iou_type: str | None = None) -> Path | None:
+        """Write every process's predictions as a COCO results json (collective).
+
+        Under ``torch.distributed`` every rank must call it; rank 0 writes the file.
+
+        Returns:
+            the path on the main process, ``None`` elsewhere.
+        """
+        iou_type = self._result_type(iou_type)
+        parts = self._gather_to_main()
+        if not is_main_process():
+            return None
+        blocks = [p for p in parts if p is not None and len(p)]
+        rows = _results(Block.concat(blocks), iou_type) if blocks else []
+        path = Path(path)
+        path.write_text(json.dumps(rows))
+        return path
+
+    def _result_type(self, iou_type: str | None) -> str:
+        iou_type = self.iou_types[0] if iou_type is None else iou_type
+        if iou_type not in self.iou_types:
+            raise ValueError(
+                f"iou_type {iou_type!r} is not among this evaluator's {self.iou_types}"
+            )
+        return iou_type
+
+
+def _results(block: Block, iou_type: str) -> list[dict]:
+    sizes = np.stack([block.heights, block.widths], axis=1)
+    detections = detections_from_columns(
+        block.dt,
+        iou_type,
+        np.repeat(block.image_ids, block.dt_counts),
+        np.repeat(sizes, block.dt_counts, axis=0),
+    )
+    return result_dicts(detections, iou_type)

@@ -1,0 +1,390 @@
+"""CocoJsonDataset against pycocotools, on generated COCO files."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import pickle
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from pycocotools.coco import COCO
+
+from detkit.data import CocoJsonDataset, write_synthetic_coco
+from detkit.types import validate_target
+
+
+def load_coco(path) -> COCO:
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # pycocotools on numpy 2
+        return COCO(str(path))
+
+
+def ann_to_mask(coco: COCO, ann) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return coco.annToMask(ann)
+
+
+def kind(segmentation) -> str:
+    if isinstance(segmentation, list):
+        return "polygon"
+    return "rle" if isinstance(segmentation["counts"], str) else "uncompressed"
+
+
+def check_round_trip(root) -> dict[str, int]:
+    """Every sample equals what pycocotools reads from the same file; returns kinds seen."""
+    dataset = CocoJsonDataset(root / "images", root / "annotations.json")
+    coco = load_coco(root / "annotations.json")
+    category_ids = sorted(coco.cats)
+    assert dataset.label_to_category == dict(enumerate(category_ids, 1))
+    assert dataset.ids == [
+        image["id"] for image in json.loads((root / "annotations.json").read_text())["images"]
+    ]
+    kinds = {"polygon": 0, "rle": 0, "uncompressed": 0, "negative": 0}
+    for idx in range(len(dataset)):
+        image, target = dataset[idx]
+        image_id = dataset.ids[idx]
+        info = coco.imgs[image_id]
+        assert target["image_id"] == image_id and isinstance(target["image_id"], int)
+        assert tuple(image.shape) == (3, info["height"], info["width"])
+        validate_target(image, target)
+        anns = coco.imgToAnns[image_id]
+        kinds["negative"] += not anns
+        xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
+        torch.testing.assert_close(
+            target["boxes"], torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
+        )
+        expected_labels = [category_ids.index(a["category_id"]) + 1 for a in anns]
+        assert target["labels"].tolist() == expected_labels
+        assert target["iscrowd"].tolist() == [a["iscrowd"] for a in anns]
+        assert target["area"].tolist() == pytest.approx([a["area"] for a in anns])
+        if not coco.anns:  # nothing to decide from: masks are on only when a file has them
+            assert not dataset.with_masks and "masks" not in target
+        else:
+            masks = [ann_to_mask(coco, a) for a in anns]
+            masks = np.stack(masks) if masks else np.zeros((0, *image.shape[1:]))
+            np.testing.assert_array_equal(target["masks"].numpy(), masks)
+            assert target["masks"].dtype == torch.uint8
+        for a in anns:
+            kinds[kind(a["segmentation"])] += 1
+        if dataset.num_keypoints == 0:
+            assert not dataset.with_keypoints and "keypoints" not in target
+            assert all("keypoints" not in a for a in anns)
+            continue
+        keypoints = torch.tensor([a["keypoints"] for a in anns], dtype=torch.float32)
+        torch.testing.assert_close(
+            target["keypoints"], keypoints.reshape(len(anns), dataset.num_keypoints, 3)
+        )
+    return kinds
+
+
+def test_round_trip_covers_every_segmentation_kind(tmp_path):
+    root = write_synthetic_coco(
+        tmp_path, num_images=10, seed=3, rle_fraction=0.3, crowd_fraction=0.3, negative_fraction=0.2
+    )
+    kinds = check_round_trip(root)
+    assert all(count > 0 for count in kinds.values()), kinds
+
+
+@settings(max_examples=6)
+@given(seed=st.integers(0, 10_000), keypoints=st.integers(0, 4))
+def test_round_trip_property(tmp_path_factory, seed, keypoints):
+    root = write_synthetic_coco(
+        tmp_path_factory.mktemp("coco"), num_images=3, seed=seed, num_keypoints=keypoints
+    )
+    check_round_trip(root)
+
+
+@pytest.fixture
+def coco_root(tmp_path):
+    return write_synthetic_coco(
+        tmp_path, num_images=6, seed=11, sizes=[(40, 50)], negative_fraction=0.3
+    )
+
+
+def edited(root, edit, name="edited.json"):
+    """Write an edited copy of root's annotation file; returns its path."""
+    data = json.loads((root / "annotations.json").read_text())
+    edit(data)
+    path = root / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def first_annotation(data):
+    return data["annotations"][0]
+
+
+def test_attributes_for_evaluation_and_model_building(coco_root):
+    dataset = CocoJsonDataset(coco_root / "images", coco_root / "annotations.json")
+    assert dataset.label_to_category == {1: 2, 2: 5, 3: 9}
+    assert dataset.category_to_label == {2: 1, 5: 2, 9: 3}
+    assert dataset.class_names == ["__background__", "triangle", "box", "kite"]
+    assert dataset.num_classes == 4 and dataset.num_keypoints == 3
+    assert dataset.with_masks and dataset.with_keypoints
+    assert [c["id"] for c in dataset.categories] == [2, 5, 9]
+
+
+def test_negatives_kept_by_default_with_empty_fields_or_dropped(coco_root):
+    dataset = CocoJsonDataset(coco_root / "images", coco_root / "annotations.json")
+    counts = [len(dataset.get_target(i)["boxes"]) for i in range(len(dataset))]
+    negative = counts.index(0)
+    target = dataset.get_target(negative)
+    assert target["boxes"].shape == (0, 4) and target["labels"].shape == (0,)
+    assert target["masks"].shape == (0, 40, 50) and target["keypoints"].shape == (0, 3, 3)
+    assert target["area"].shape == (0,) and target["iscrowd"].dtype == torch.int64
+    validate_target(dataset[negative][0], target)
+    positives = CocoJsonDataset(
+        coco_root / "images", coco_root / "annotations.json", keep_negatives=False
+    )
+    assert positives.ids == [i for i, c in zip(dataset.ids, counts) if c]
+    assert len(positives) == sum(c > 0 for c in counts) < len(dataset)
+
+
+def test_masks_option(coco_root):
+    boxes_only = CocoJsonDataset(
+        coco_root / "images", coco_root / "annotations.json", with_masks=False
+    )
+    assert "masks" not in boxes_only[0][1] and not boxes_only.with_masks
+
+    def strip(data):
+        for a in data["annotations"]:
+            a["segmentation"] = []
+
+    path = edited(coco_root, strip)
+    auto = CocoJsonDataset(coco_root / "images", path)
+    assert not auto.with_masks and "masks" not in auto[0][1]
+    with pytest.raises(ValueError, match=r"has no 'segmentation'.*with_masks=False"):
+        CocoJsonDataset(coco_root / "images", path, with_masks=True)
+
+
+def test_missing_area_is_computed_and_v0_keypoints_are_zeroed(coco_root):
+    def edit(data):
+        ann = first_annotation(data)
+        del ann["area"], ann["iscrowd"]
+        ann["keypoints"][:3] = [7.5, 3.0, 0]  # an exporter that keeps coordinates of v = 0
+
+    path = edited(coco_root, edit)
+    coco = load_coco(path)
+    ann = coco.dataset["annotations"][0]
+    dataset = CocoJsonDataset(coco_root / "images", path)
+    target = dataset.get_target(dataset.ids.index(ann["image_id"]))
+    row = [a["id"] for a in coco.imgToAnns[ann["image_id"]]].index(ann["id"])
+    assert target["area"][row] == float(ann_to_mask(coco, ann).sum())
+    assert target["iscrowd"][row] == 0
+    assert target["keypoints"][row, 0].tolist() == [0.0, 0.0, 0.0]
+    boxes_only = CocoJsonDataset(coco_root / "images", path, with_masks=False).get_target(
+        dataset.ids.index(ann["image_id"])
+    )
+    _, _, w, h = ann["bbox"]
+    assert boxes_only["area"][row] == pytest.approx(w * h)
+
+
+def test_box_overshoot_within_tolerance_is_clipped(coco_root):
+    def edit(data):
+        ann = first_annotation(data)
+        ann["bbox"] = [-0.4, 30.0, 50.6, 10.7]  # image is 50 x 40: overshoots by 0.4 and 0.7
+
+    dataset = CocoJsonDataset(coco_root / "images", edited(coco_root, edit))
+    image_index = dataset.ids.index(
+        json.loads((coco_root / "edited.json").read_text())["annotations"][0]["image_id"]
+    )
+    boxes = dataset.get_target(image_index)["boxes"]
+    assert [0.0, 30.0, 50.0, 40.0] in boxes.tolist()
+    with pytest.raises(ValueError, match=r"outside the image by more than box_tolerance=0\.5"):
+        CocoJsonDataset(coco_root / "images", coco_root / "edited.json", box_tolerance=0.5)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (
+            lambda d: first_annotation(d).update(image_id=999),
+            r"annotation id 1: image_id 999 is not in 'images'",
+        ),
+        (
+            lambda d: first_annotation(d).update(category_id=4),
+            r"annotation id 1 \(image id \d+ '\d+\.png'\): category_id 4 is not in 'categories'",
+        ),
+        (
+            lambda d: first_annotation(d).update(bbox=[10, 5, 45, 3]),
+            r"annotation id 1 \(image id \d+ '\d+\.png', 50x40 WxH\): bbox .* outside the image",
+        ),
+        (
+            lambda d: first_annotation(d).update(bbox=[10, 5, 0, 3]),
+            r"annotation id 1 .* is degenerate .*drop_degenerate=True",
+        ),
+        (lambda d: first_annotation(d).update(bbox=[10, 5, 3]), r"'bbox' must be 4 finite numbers"),
+        (lambda d: first_annotation(d).update(iscrowd=2), r"'iscrowd' must be 0 or 1"),
+        (
+            lambda d: first_annotation(d).update(keypoints=[1, 2, 2]),
+            r"'keypoints' must hold 9 numbers",
+        ),
+        (
+            lambda d: first_annotation(d).update(keypoints=[1, 2, 3] * 3),
+            r"visibilities must be 0, 1 or 2",
+        ),
+        (
+            lambda d: first_annotation(d).update(segmentation=[[1, 2, 3, 4, 5]]),
+            r"polygon 0 .* flat list of \(x, y\) pairs, got 5 values",
+        ),
+        (
+            lambda d: first_annotation(d).update(segmentation={"size": [4, 4], "counts": [16]}),
+            r"RLE 'segmentation' has size \[4, 4\] but the image is \[40, 50\]",
+        ),
+        (
+            lambda d: first_annotation(d).update(
+                segmentation={"size": [40, 50], "counts": [10, 5]}
+            ),
+            r"counts sum to 15, not height \* width = 2000",
+        ),
+        (lambda d: d["images"].append(dict(d["images"][0])), r"image id \d+ appears twice"),
+        (lambda d: d["images"][0].pop("height"), r"needs positive integer 'height' and 'width'"),
+        (
+            lambda d: d["categories"].append({"id": 5, "name": "again"}),
+            r"category id 5 appears twice",
+        ),
+        (lambda d: d.pop("images"), r"has no 'images' list"),
+    ],
+)
+def test_bad_files_get_errors_naming_file_image_and_annotation(coco_root, edit, match):
+    path = edited(coco_root, edit)
+    with pytest.raises(ValueError, match=match) as info:
+        CocoJsonDataset(coco_root / "images", path)
+    assert str(path) in str(info.value)
+
+
+def test_error_lists_every_problem_up_to_a_limit(coco_root):
+    def edit(data):
+        for a in data["annotations"]:
+            a["category_id"] = 77
+
+    with pytest.raises(ValueError) as info:
+        CocoJsonDataset(coco_root / "images", edited(coco_root, edit))
+    count = len(json.loads((coco_root / "annotations.json").read_text())["annotations"])
+    assert f"{count} problem(s)" in str(info.value)
+    assert str(info.value).count("category_id 77") == min(count, 10)
+
+
+def test_drop_degenerate_skips_with_a_logged_warning(coco_root, caplog):
+    path = edited(coco_root, lambda d: first_annotation(d).update(bbox=[10, 5, 0, 3]))
+    total = len(json.loads(path.read_text())["annotations"])
+    with caplog.at_level(logging.WARNING, logger="detkit.data.coco"):
+        dataset = CocoJsonDataset(coco_root / "images", path, drop_degenerate=True)
+    assert "dropped 1 annotation(s)" in caplog.text and "annotation id 1" in caplog.text
+    kept = sum(len(dataset.get_target(i)["boxes"]) for i in range(len(dataset)))
+    assert kept == total - 1
+
+
+def test_malformed_json(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('{"images": [{"id": 1,}]}')
+    with pytest.raises(ValueError, match=r"broken.json' is not valid JSON: .* line 1, column"):
+        CocoJsonDataset(tmp_path, path)
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must hold a JSON object"):
+        CocoJsonDataset(tmp_path, path)
+    with pytest.raises(FileNotFoundError, match="annotation file not found"):
+        CocoJsonDataset(tmp_path, tmp_path / "nope.json")
+
+
+def test_missing_and_mismatched_image_files(coco_root):
+    victim = sorted((coco_root / "images").iterdir())[1]
+    shutil.move(victim, coco_root / "moved.png")
+    with pytest.raises(
+        FileNotFoundError, match=rf"(?s)1 image file\(s\) .*image id 3: '.*{victim.name}'"
+    ):
+        CocoJsonDataset(coco_root / "images", coco_root / "annotations.json")
+    dataset = CocoJsonDataset(
+        coco_root / "images", coco_root / "annotations.json", check_files=False
+    )
+    with pytest.raises(
+        FileNotFoundError, match=rf"image id 3: image file not found: '.*{victim.name}'"
+    ):
+        dataset[1]
+    Image.new("RGB", (40, 50)).save(victim)  # rotated: W and H swapped
+    with pytest.raises(
+        ValueError, match=r"image id 3: .* is 40x50 \(WxH\) but .* says 50x40.*EXIF"
+    ):
+        dataset[1]
+
+
+def test_transforms_pickling_and_no_decode_for_metadata(coco_root, monkeypatch):
+    calls = []
+
+    def transforms(image, target):
+        calls.append(target["image_id"])
+        return image.float() / 255, target
+
+    dataset = CocoJsonDataset(
+        coco_root / "images", coco_root / "annotations.json", transforms=transforms
+    )
+    image, _ = dataset[-1]
+    assert image.dtype == torch.float32 and calls == [dataset.ids[-1]]
+    clone = pickle.loads(
+        pickle.dumps(CocoJsonDataset(coco_root / "images", coco_root / "annotations.json"))
+    )
+    torch.testing.assert_close(clone[2][1]["masks"], dataset[2][1]["masks"])
+
+    import detkit.data.coco as coco_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("decoded an image")
+
+    monkeypatch.setattr(coco_module, "_read_rgb", refuse)
+    assert dataset.get_height_and_width(0) == (40, 50)
+    assert dataset.get_target(0)["image_id"] == dataset.ids[0]
+    with pytest.raises(IndexError, match="index 6 is out of range"):
+        dataset.get_target(6)
+
+
+def valid_polygon(data):
+    ann = first_annotation(data)
+    image = next(i for i in data["images"] if i["id"] == ann["image_id"])
+    return ann, image
+
+
+def test_polygons_of_fewer_than_3_points_are_left_out(coco_root, caplog):
+    def edit(data):
+        ann = first_annotation(data)
+        ann["segmentation"] = [[2, 2, 20, 2, 20, 20, 2, 20], [30, 30, 35, 35]]  # a 2-point line
+
+    path = edited(coco_root, edit)
+    with caplog.at_level(logging.WARNING, logger="detkit.data.coco"):
+        dataset = CocoJsonDataset(coco_root / "images", path)
+    assert "ignored polygons of fewer than 3 points" in caplog.text
+    coco = load_coco(path)
+    ann = coco.dataset["annotations"][0]
+    index = dataset.ids.index(ann["image_id"])
+    row = [a["id"] for a in coco.imgToAnns[ann["image_id"]]].index(ann["id"])
+    expected = ann_to_mask(coco, {**ann, "segmentation": ann["segmentation"][:1]})
+    np.testing.assert_array_equal(dataset.get_target(index)["masks"][row].numpy(), expected)
+
+    path = edited(coco_root, lambda d: first_annotation(d).update(segmentation=[[1, 1, 5, 5]]))
+    with pytest.raises(ValueError, match=r"annotation id 1 .*fewer than 3 points.*drop_degenerate"):
+        CocoJsonDataset(coco_root / "images", path)
+    total = len(json.loads(path.read_text())["annotations"])
+    dataset = CocoJsonDataset(coco_root / "images", path, drop_degenerate=True)
+    assert sum(len(dataset.get_target(i)["boxes"]) for i in range(len(dataset))) == total - 1
+
+
+def test_unreadable_segmentation_is_named_when_decoded(coco_root):
+    def edit(data):
+        ann, image = valid_polygon(data)
+        # The compressed RLE of a 100 x 100 mask: more pixels than the image has.
+        ann["segmentation"] = {"size": [image["height"], image["width"]], "counts": "0`h9"}
+
+    path = edited(coco_root, edit)
+    dataset = CocoJsonDataset(coco_root / "images", path)
+    image_id = json.loads(path.read_text())["annotations"][0]["image_id"]
+    with pytest.raises(ValueError, match=rf"image id {image_id} .*annotation id 1: Invalid RLE"):
+        dataset.get_target(dataset.ids.index(image_id))

@@ -1,0 +1,294 @@
+"""Flips, keypoint permutations and the base machinery of detkit.data.transforms."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from strategies import keypoint_targets, make_target, random_image
+
+from detkit.data import transforms as T
+from detkit.ops import masks_to_boxes
+from detkit.types import validate_target
+
+H, W = 24, 32
+FLIP3 = (0, 2, 1)  # keypoint 0 has no side; 1 and 2 are a left/right pair
+
+
+def assert_same_target(a, b):
+    assert set(a) == set(b)
+    for key in a:
+        if isinstance(a[key], torch.Tensor):
+            assert a[key].dtype == b[key].dtype, key
+            assert torch.equal(a[key], b[key]), key
+        else:
+            assert a[key] == b[key], key
+
+
+@pytest.mark.parametrize("flip", [T.RandomHorizontalFlip, T.RandomVerticalFlip])
+@given(target=keypoint_targets(H, W), seed=st.integers(0, 1000))
+@settings(max_examples=40)
+def test_flip_twice_is_the_identity(flip, target, seed):
+    image = random_image(seed, H, W)
+    snapshot = copy.deepcopy(target)
+    transform = flip(p=1.0, flip_indices=FLIP3)
+    once_image, once = transform(image, target)
+    twice_image, twice = transform(once_image, once)
+    assert torch.equal(twice_image, image)
+    assert_same_target(twice, target)
+    assert_same_target(target, snapshot)  # the input was not modified
+    validate_target(once_image, once)
+    n = target["boxes"].shape[0]
+    assert all(v.shape[0] == n for k, v in once.items() if k != "image_id")
+
+
+@given(target=keypoint_targets(H, W), seed=st.integers(0, 1000))
+@settings(max_examples=40)
+def test_horizontal_flip_moves_boxes_masks_and_keypoints_together(target, seed):
+    image = random_image(seed, H, W)
+    out_image, out = T.RandomHorizontalFlip(p=1.0, flip_indices=FLIP3)(image, target)
+    assert torch.equal(out_image, image.flip(-1))
+    x1, y1, x2, y2 = target["boxes"].unbind(1)
+    assert torch.equal(out["boxes"], torch.stack([W - x2, y1, W - x1, y2], dim=1))
+    # The box of the flipped mask is the flipped box, exactly (edge convention).
+    assert torch.equal(masks_to_boxes(out["masks"]), out["boxes"])
+    assert torch.equal(out["area"], target["area"])
+    kp, new = target["keypoints"], out["keypoints"]
+    for k, source in enumerate(FLIP3):
+        visible = kp[:, source, 2] > 0
+        assert torch.equal(new[:, k, 2], kp[:, source, 2])
+        assert torch.equal(new[visible, k, 0], W - kp[visible, source, 0])
+        assert torch.equal(new[visible, k, 1], kp[visible, source, 1])
+        assert torch.equal(new[~visible, k], torch.zeros_like(new[~visible, k]))
+
+
+@given(target=keypoint_targets(H, W), seed=st.integers(0, 1000))
+@settings(max_examples=20)
+def test_vertical_flip_values(target, seed):
+    image = random_image(seed, H, W)
+    out_image, out = T.RandomVerticalFlip(p=1.0, flip_indices=FLIP3)(image, target)
+    assert torch.equal(out_image, image.flip(-2))
+    x1, y1, x2, y2 = target["boxes"].unbind(1)
+    assert torch.equal(out["boxes"], torch.stack([x1, H - y2, x2, H - y1], dim=1))
+    assert torch.equal(masks_to_boxes(out["masks"]), out["boxes"])
+
+
+def test_known_coco_pose_flipped():
+    """A standing person in a 640 x 427 COCO-sized image, facing the camera."""
+    pose = {  # name: (x, y, visibility)
+        "nose": (322.0, 105.0, 2),
+        "left_eye": (330.0, 96.0, 2),
+        "right_eye": (313.0, 97.0, 2),
+        "left_ear": (341.0, 101.0, 1),
+        "right_ear": (0.0, 0.0, 0),  # not labelled
+        "left_shoulder": (362.0, 150.0, 2),
+        "right_shoulder": (284.0, 152.0, 2),
+        "left_elbow": (378.0, 207.0, 2),
+        "right_elbow": (270.0, 210.0, 2),
+        "left_wrist": (391.5, 259.0, 2),
+        "right_wrist": (255.0, 262.5, 2),
+        "left_hip": (346.0, 268.0, 2),
+        "right_hip": (300.0, 269.0, 2),
+        "left_knee": (350.0, 339.0, 2),
+        "right_knee": (296.0, 341.0, 1),
+        "left_ankle": (352.0, 410.0, 2),
+        "right_ankle": (292.0, 412.0, 2),
+    }
+    keypoints = torch.tensor([[pose[n] for n in T.COCO_PERSON_KEYPOINT_NAMES]], dtype=torch.float32)
+    target = {
+        "boxes": torch.tensor([[240.0, 80.0, 405.0, 420.0]]),
+        "labels": torch.tensor([1]),
+        "keypoints": keypoints,
+        "area": torch.tensor([165.0 * 340.0]),
+        "image_id": 785,
+    }
+    image = torch.zeros(3, 427, 640, dtype=torch.uint8)
+    flip = T.RandomHorizontalFlip(p=1.0, flip_indices=T.COCO_PERSON_FLIP_INDICES)
+    _, out = flip(image, target)
+    flipped = dict(zip(T.COCO_PERSON_KEYPOINT_NAMES, out["keypoints"][0].tolist(), strict=True))
+    # The left wrist's point (391.5, 259) is now the right wrist, mirrored: 640 - 391.5.
+    assert flipped["right_wrist"] == [248.5, 259.0, 2.0]
+    assert flipped["left_wrist"] == [385.0, 262.5, 2.0]
+    assert flipped["nose"] == [318.0, 105.0, 2.0]
+    assert flipped["left_ear"] == [0.0, 0.0, 0.0]  # the unlabelled right ear, still unlabelled
+    assert flipped["right_ear"] == [299.0, 101.0, 1.0]
+    assert flipped["left_knee"] == [344.0, 341.0, 1.0]
+    assert out["boxes"].tolist() == [[235.0, 80.0, 400.0, 420.0]]
+    validate_target(image, out)
+
+
+def test_flip_of_keypoints_without_flip_indices_fails_on_every_sample():
+    target = make_target([[1, 1, 5, 5]])
+    target["keypoints"] = torch.tensor([[[2.0, 2.0, 2.0], [3.0, 3.0, 2.0]]])
+    target["image_id"] = 42
+    for p in (0.0, 1.0):  # the error does not depend on the coin
+        with pytest.raises(ValueError, match=r"image_id=42 has keypoints \(K = 2\).*flip_indices"):
+            T.RandomHorizontalFlip(p=p)(torch.zeros(3, 32, 32), target)
+    with pytest.raises(ValueError, match="K = 2 keypoints but flip_indices has 3"):
+        T.RandomVerticalFlip(p=1.0, flip_indices=FLIP3)(torch.zeros(3, 32, 32), target)
+    _, out = T.RandomHorizontalFlip(p=1.0, swap_left_right=False)(torch.zeros(3, 32, 32), target)
+    assert out["keypoints"].tolist() == [[[30.0, 2.0, 2.0], [29.0, 3.0, 2.0]]]
+    with pytest.raises(ValueError, match="swap_left_right=False"):
+        T.RandomHorizontalFlip(flip_indices=[0], swap_left_right=False)
+    # Without keypoints no permutation is needed; an empty K needs none either.
+    target.pop("keypoints")
+    T.RandomHorizontalFlip(p=1.0)(torch.zeros(3, 32, 32), target)
+    target["keypoints"] = torch.zeros(1, 0, 3)
+    T.RandomHorizontalFlip(p=1.0)(torch.zeros(3, 32, 32), target)
+
+
+def test_flip_probability_follows_torch_seed():
+    flip = T.RandomHorizontalFlip(p=0.5)
+    target = make_target([[0, 0, 3, 3]], height=8, width=8)
+    image = random_image(0, 8, 8)
+
+    def run():
+        return [flip(image, target)[1]["boxes"][0, 0].item() for _ in range(20)]
+
+    torch.manual_seed(7)
+    first = run()
+    torch.manual_seed(7)
+    assert run() == first
+    assert set(first) == {0.0, 5.0}  # both outcomes happen in 20 draws
+    with pytest.raises(ValueError, match=r"p must be a probability"):
+        T.RandomHorizontalFlip(p=1.5)
+
+
+def test_flip_pil_image_and_no_target():
+    image = random_image(3, 6, 9)
+    pil = Image.fromarray(image.permute(1, 2, 0).numpy())
+    out, target = T.RandomHorizontalFlip(p=1.0)(pil, None)
+    assert target is None and isinstance(out, Image.Image)
+    assert torch.equal(torch.from_numpy(np.array(out)).permute(2, 0, 1), image.flip(-1))
+
+
+def test_unflipped_sample_is_a_new_dict():
+    target = make_target([[0, 0, 3, 3]])
+    _, out = T.RandomHorizontalFlip(p=0.0)(torch.zeros(3, 32, 32), target)
+    assert out is not target and out.keys() == target.keys()
+
+
+# -- keypoint permutations ---------------------------------------------------------------------
+
+
+def test_coco_flip_indices_swap_every_left_with_its_right():
+    names = T.COCO_PERSON_KEYPOINT_NAMES
+    assert len(names) == 17 == len(T.COCO_PERSON_FLIP_INDICES)
+    for k, source in enumerate(T.COCO_PERSON_FLIP_INDICES):
+        expected = names[k].replace("left", "@").replace("right", "left").replace("@", "right")
+        assert names[source] == expected
+    assert T.check_flip_indices(T.COCO_PERSON_FLIP_INDICES, 17) == T.COCO_PERSON_FLIP_INDICES
+
+
+def test_flip_indices_from_names():
+    names = ["head", "LeftHand", "RightHand", "l_foot", "r_foot", "tail"]
+    assert T.flip_indices_from_names(names) == (0, 2, 1, 4, 3, 5)
+    assert T.flip_indices_from_names(names, [("head", "tail")]) == (5, 1, 2, 3, 4, 0)
+    assert T.flip_indices_from_names(["a"], []) == (0,)
+    with pytest.raises(ValueError, match="'x', which is not one of"):
+        T.flip_indices_from_names(names, [("head", "x")])
+    with pytest.raises(ValueError, match="appears twice"):
+        T.flip_indices_from_names(["a", "a"])
+    with pytest.raises(ValueError, match="is in both"):
+        T.flip_indices_from_names(names, [("head", "tail"), ("tail", "LeftHand")])
+    with pytest.raises(ValueError, match="with itself"):
+        T.flip_indices_from_names(names, [("head", "head")])
+
+
+def test_check_flip_indices_errors():
+    with pytest.raises(ValueError, match="repeats an index"):
+        T.check_flip_indices([0, 0])
+    with pytest.raises(ValueError, match="out of range"):
+        T.check_flip_indices([0, 5])
+    with pytest.raises(ValueError, match="K = 3"):
+        T.check_flip_indices([0, 1], num_keypoints=3)
+    with pytest.raises(TypeError, match="integers"):
+        T.check_flip_indices([0.0, 1.0])
+    with pytest.raises(ValueError, match="not its own inverse"):
+        T.RandomHorizontalFlip(flip_indices=[1, 2, 0])
+    assert T.check_flip_indices(torch.tensor([1, 0])) == (1, 0)
+
+
+def test_hide_outside_and_nan():
+    kp = torch.tensor([[[0.0, 0.0, 2.0], [10.0, 5.0, 1.0], [10.5, 2.0, 2.0], [float("nan"), 1, 2]]])
+    assert T.hide_outside(kp, height=5, width=10).tolist() == [
+        [[0.0, 0.0, 2.0], [10.0, 5.0, 1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    ]
+
+
+# -- base machinery ----------------------------------------------------------------------------
+
+
+def test_per_instance_keys_and_errors():
+    target = make_target([[0, 0, 2, 2], [1, 1, 3, 3]], image_id=9)
+    target["track_ids"] = torch.tensor([5, 6])
+    target["image_tags"] = torch.tensor([1, 2, 3])  # per-image: not N long
+    keys = T.per_instance_keys(target)
+    assert keys == ["boxes", "labels", "masks", "area", "iscrowd", "track_ids"]
+    kept = T.select_instances(target, torch.tensor([False, True]))
+    assert kept["track_ids"].tolist() == [6] and kept["image_tags"].tolist() == [1, 2, 3]
+    assert kept["image_id"] == 9 and target["track_ids"].tolist() == [5, 6]
+    bad = dict(target, labels=torch.tensor([1, 2, 3]))
+    with pytest.raises(
+        ValueError, match=r"image_id=9: field 'labels' has shape \(3,\) but there are 2"
+    ):
+        T.RandomHorizontalFlip()(torch.zeros(3, 32, 32), bad)
+
+
+def test_bad_inputs_are_named():
+    target = make_target([[0, 0, 2, 2]], image_id=3)
+    with pytest.raises(
+        ValueError, match=r"image_id=3: field 'masks' must be a Tensor\[N, 16, 32\]"
+    ):
+        T.RandomHorizontalFlip()(torch.zeros(3, 16, 32), target)
+    with pytest.raises(TypeError, match="target must be a dict"):
+        T.RandomHorizontalFlip()(torch.zeros(3, 32, 32), [target])
+    with pytest.raises(TypeError, match="PIL image or a Tensor"):
+        T.RandomHorizontalFlip()("image.png", target)
+    with pytest.raises(ValueError, match="'keypoints' must be a Tensor\\[N, K, 3\\]"):
+        T.RandomHorizontalFlip()(torch.zeros(3, 32, 32), dict(target, keypoints=torch.zeros(1, 2)))
+    with pytest.raises(ValueError, match="'boxes' must be a Tensor"):
+        T.RandomHorizontalFlip()(torch.zeros(3, 32, 32), {"labels": torch.tensor([1])})
+
+
+def test_compose_wraps_torchvision_v2_and_rejects_non_callables():
+    from torchvision.transforms import v2
+
+    pipeline = T.Compose([v2.RandomHorizontalFlip(p=1.0), T.ToDtype(torch.float32, scale=True)])
+    assert isinstance(pipeline.transforms[0], T.V2Transform)
+    _, out = pipeline(
+        torch.zeros(3, 8, 10, dtype=torch.uint8), make_target([[0, 0, 2, 2]], height=8, width=10)
+    )
+    assert out["boxes"].tolist() == [[8.0, 0.0, 10.0, 2.0]]  # v2 alone would not move the box
+    import torchvision.transforms as v1
+
+    with pytest.raises(TypeError, match=r"transforms\[0\] is RandomHorizontalFlip .*\(v1\)"):
+        T.Compose([v1.RandomHorizontalFlip()])
+    with pytest.raises(TypeError, match=r"transforms\[1\] must be callable"):
+        T.Compose([T.ToImage(), 3])
+    assert "RandomHorizontalFlip" in repr(pipeline)
+
+
+def test_photometric_and_conversions_leave_the_target_alone():
+    target = make_target([[0, 0, 2, 2]], height=4, width=4)
+    image = random_image(1, 4, 4)
+    torch.manual_seed(0)
+    distorted, out = T.RandomPhotometricDistort(p=1.0)(image, target)
+    assert distorted.shape == image.shape and not torch.equal(distorted, image)
+    assert_same_target(out, target)
+    assert out is not target
+    as_float, _ = T.ToDtype(torch.float32, scale=True)(image, target)
+    assert torch.allclose(as_float * 255, image.float())
+    with pytest.raises(TypeError, match="put ToImage"):
+        T.ToDtype(torch.float32)(Image.new("RGB", (4, 4)), target)
+    array = image.permute(1, 2, 0).numpy()
+    assert torch.equal(T.ToImage()(array, None)[0], image)
+    assert torch.equal(T.ToImage()(Image.fromarray(array), None)[0], image)
+    assert torch.equal(T.PILToTensor()(Image.fromarray(array), None)[0], image)
+    with pytest.raises(TypeError, match="PILToTensor"):
+        T.PILToTensor()(array, None)

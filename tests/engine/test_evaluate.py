@@ -1,0 +1,160 @@
+"""evaluate: what it hands the evaluator, iou types, restored state, metrics hook."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from strategies import RecordingEvaluator, synthetic_detection_samples, tiny_detector
+from torch import nn
+
+from detkit.data import collate_fn
+from detkit.engine import evaluate, infer_iou_types
+from detkit.evaluation import CocoEvaluator
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    return synthetic_detection_samples(
+        tmp_path_factory.mktemp("engine-eval"), num_images=5, masks=True
+    )
+
+
+def loader(samples, batch_size=2):
+    return torch.utils.data.DataLoader(samples, batch_size=batch_size, collate_fn=collate_fn)
+
+
+def test_iou_types_are_inferred_from_the_model():
+    assert infer_iou_types(tiny_detector()) == ("bbox",)
+    assert infer_iou_types(tiny_detector(masks=True)) == ("bbox", "segm")
+    assert infer_iou_types(tiny_detector(keypoints=5)) == ("bbox", "keypoints")
+    assert infer_iou_types(nn.DataParallel(tiny_detector(masks=True))) == ("bbox", "segm")
+    assert infer_iou_types(nn.Linear(1, 1)) == ("bbox",)  # single-stage detectors: boxes only
+
+
+class ThreadProbe(nn.Module):
+    """Wraps a detector and records the thread count and grad mode it runs under."""
+
+    def __init__(self, detector):
+        super().__init__()
+        self.detector = detector
+        self.threads: list[int] = []
+        self.inference: list[bool] = []
+
+    def forward(self, images, targets=None):
+        self.threads.append(torch.get_num_threads())
+        self.inference.append(torch.is_inference_mode_enabled())
+        return self.detector(images, targets)
+
+
+def test_evaluate_hands_every_prediction_to_the_evaluator(samples):
+    model = ThreadProbe(tiny_detector(masks=True))
+    model.train()
+    model.detector.backbone.eval()  # a part frozen in eval mode stays so
+    evaluator = RecordingEvaluator()
+    evaluator.update([{"boxes": torch.zeros(0, 4)}], [{"image_id": 99}])  # stale: reset drops it
+    recorded = []
+    threads = torch.get_num_threads()
+    metrics = evaluate(
+        model,
+        loader(samples),
+        "cpu",
+        evaluator=evaluator,
+        num_threads=1,
+        scalar_hook=lambda tag, value, step: recorded.append((tag, value, step)),
+        step=4,
+        progress=False,
+    )
+    assert evaluator.resets == 1
+    assert evaluator.updates == [(2, [0, 1]), (2, [2, 3]), (1, [4])]
+    assert list(evaluator.merged) == [0, 1, 2, 3, 4]
+    # Thread count set during evaluation, restored after; modes restored; inference mode.
+    assert model.threads == [1, 1, 1] and torch.get_num_threads() == threads
+    assert model.training and model.detector.training and model.detector.roi_heads.training
+    assert not model.detector.backbone.training
+    assert model.inference == [True, True, True]
+    # The predictions are the model's, in eval mode, as a direct call gives them.
+    detector = model.detector
+    detector.eval()
+    with torch.no_grad():
+        direct = detector([samples[3][0]])[0]
+    for key in ("boxes", "scores", "labels", "masks"):
+        torch.testing.assert_close(evaluator.merged[3][key], direct[key])
+    assert metrics == evaluator.compute()
+    assert metrics["bbox"]["num_detections"] == sum(
+        len(p["boxes"]) for p in evaluator.merged.values()
+    )
+    assert recorded == [
+        ("val/num_images", 5.0, 4),
+        ("val/bbox/num_detections", metrics["bbox"]["num_detections"], 4),
+        ("val/bbox/score_sum", metrics["bbox"]["score_sum"], 4),
+    ]
+
+
+def test_state_is_restored_when_the_evaluator_fails(samples):
+    class Broken(RecordingEvaluator):
+        def update(self, predictions, targets):
+            raise RuntimeError("evaluator failed")
+
+    model = tiny_detector()
+    threads = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="evaluator failed"):
+        evaluate(model, loader(samples), "cpu", evaluator=Broken(), num_threads=1, progress=False)
+    assert torch.get_num_threads() == threads and model.training
+
+
+def test_evaluate_rejects_conflicting_options(samples):
+    model = tiny_detector()
+    with pytest.raises(ValueError, match="not both"):
+        evaluate(model, loader(samples), "cpu", evaluator=RecordingEvaluator(), iou_types=["bbox"])
+    with pytest.raises(ValueError, match="num_threads"):
+        evaluate(model, loader(samples), "cpu", evaluator=RecordingEvaluator(), num_threads=0)
+
+
+class Oracle(nn.Module):
+    """Predicts each image's ground truth exactly (score 1), found by the image's content."""
+
+    def __init__(self, samples):
+        super().__init__()
+        self.samples = samples
+
+    def forward(self, images, targets=None):
+        outputs = []
+        for image in images:
+            target = next(t for im, t in self.samples if torch.equal(im, image))
+            outputs.append(
+                {
+                    "boxes": target["boxes"],
+                    "labels": target["labels"],
+                    "scores": torch.ones(len(target["boxes"])),
+                    "masks": target["masks"][:, None].float(),
+                }
+            )
+        return outputs
+
+
+def test_perfect_predictions_score_ap_1_through_the_real_evaluator(samples):
+    metrics = evaluate(
+        Oracle(samples), loader(samples), "cpu", iou_types=("bbox", "segm"), progress=False
+    )
+    assert metrics["num_images"] == len(samples)
+    for iou_type in ("bbox", "segm"):
+        assert metrics[iou_type]["AP"] == pytest.approx(1.0)
+        assert metrics[iou_type]["AR100"] == pytest.approx(1.0)
+
+
+def test_evaluate_equals_feeding_coco_evaluator_by_hand(samples, caplog):
+    model = tiny_detector(masks=True)
+    with caplog.at_level(logging.INFO, logger="detkit.engine"):
+        metrics = evaluate(model, loader(samples), "cpu", progress=False)
+    assert set(metrics) == {"num_images", "bbox", "segm"}  # inferred from the Mask R-CNN
+    model.eval()
+    evaluator = CocoEvaluator(("bbox", "segm"))
+    with torch.no_grad():
+        for images, targets in loader(samples, batch_size=3):
+            evaluator.update(model(list(images)), targets)
+    assert metrics == evaluator.compute()
+    text = caplog.text
+    assert "Averaged stats: model_time:" in text and "evaluator_time:" in text
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in text

@@ -1,0 +1,250 @@
+"""Ground truth given up front (coco_gt=): json path, COCO object or dict; its pitfalls."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from coco_reference import STAT_NAMES, coco_dicts, pycocotools_eval
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from strategies import _detection_case
+
+from detkit.evaluation import CocoEvaluator, available_backends
+
+BACKENDS = available_backends()
+
+
+def case(iou_type="bbox", seed=0):
+    options = {"max_gt": 6, "empty_predictions": 0.0}
+    return _detection_case(np.random.default_rng(seed), iou_type, 4, options)
+
+
+def ground_truth(predictions, targets, iou_type):
+    images, annotations, _ = coco_dicts(predictions, targets, iou_type)
+    categories = [
+        {"id": c, "name": str(c)} for c in sorted({a["category_id"] for a in annotations})
+    ]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def ids_only(targets):
+    return [{"image_id": t["image_id"]} for t in targets]
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm", "keypoints"])
+@pytest.mark.parametrize("form", ["path", "coco", "dict"])
+def test_coco_gt_equals_targets_and_pycocotools(iou_type, form, tmp_path):
+    predictions, targets = case(iou_type, seed=1)
+    dataset = ground_truth(predictions, targets, iou_type)
+    if form == "path":
+        for ann in dataset["annotations"]:
+            if "segmentation" in ann:
+                ann["segmentation"]["counts"] = ann["segmentation"]["counts"].decode()
+        source = tmp_path / "gt.json"
+        source.write_text(json.dumps(dataset))
+    elif form == "coco":
+        source = COCO()
+        source.dataset = dataset
+        source.createIndex()
+    else:
+        source = dataset
+    before = copy.deepcopy(dataset)
+    reference = pycocotools_eval(*coco_dicts(predictions, targets, iou_type), iou_type)
+    for backend in BACKENDS:
+        evaluator = CocoEvaluator(iou_type, coco_gt=source, backend=backend)
+        evaluator.update(predictions[:2], ids_only(targets[:2]))
+        evaluator.update(predictions[2:], [int(t["image_id"]) for t in targets[2:]])
+        metrics = evaluator.compute()[iou_type]
+        assert [metrics[k] for k in STAT_NAMES[iou_type]] == reference.stats.tolist()
+    assert dataset == before  # never modified
+
+
+def test_only_the_images_seen_are_evaluated():
+    predictions, targets = case(seed=2)
+    dataset = ground_truth(predictions, targets, "bbox")
+    evaluator = CocoEvaluator(coco_gt=dataset)
+    evaluator.update(predictions[:2], ids_only(targets[:2]))
+    metrics = evaluator.compute()
+    subset = pycocotools_eval(
+        *coco_dicts(predictions[:2], targets[:2], "bbox"),
+        "bbox",
+        categories=[c["id"] for c in dataset["categories"]],
+    )
+    assert metrics["num_images"] == 2
+    assert [metrics["bbox"][k] for k in STAT_NAMES["bbox"]] == subset.stats.tolist()
+
+
+def test_annotation_id_zero_does_not_misscore():
+    """pycocotools takes a match to annotation id 0 for no match (cocoapi#664)."""
+    dataset = {
+        "images": [{"id": 1, "height": 64, "width": 64}],
+        "annotations": [
+            {
+                "id": i,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [x, 5.0, 8.0, 8.0],
+                "area": 64.0,
+                "iscrowd": 0,
+            }
+            for i, x in enumerate([1.0, 20.0, 40.0])
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    boxes = torch.tensor([[x, 5.0, x + 8.0, 13.0] for x in (1.0, 20.0, 40.0)])
+    prediction = {
+        "boxes": boxes,
+        "scores": torch.tensor([0.9, 0.8, 0.7]),
+        "labels": torch.ones(3, dtype=torch.int64),
+    }
+    for backend in BACKENDS:
+        evaluator = CocoEvaluator(coco_gt=dataset, backend=backend)
+        evaluator.update([prediction], [1])
+        assert evaluator.compute()["bbox"]["AP"] == 1.0
+    raw = pycocotools_eval(
+        dataset["images"],
+        dataset["annotations"],
+        [
+            {"image_id": 1, "category_id": 1, "bbox": [*b[:2], 8.0, 8.0], "score": s}
+            for b, s in zip(boxes.tolist(), [0.9, 0.8, 0.7])
+        ],
+        "bbox",
+    )
+    assert raw.stats[0] < 0.9  # what plain pycocotools reports for the same input
+
+
+def test_missing_iscrowd_and_area_are_filled(caplog):
+    """pycocotools raises KeyError on them (cocoapi#374); here iscrowd=0, area=box area."""
+    predictions, targets = case(seed=3)
+    dataset = ground_truth(predictions, targets, "bbox")
+    bare = copy.deepcopy(dataset)
+    for ann in bare["annotations"]:
+        del ann["iscrowd"], ann["area"]
+    filled = copy.deepcopy(bare)
+    for ann in filled["annotations"]:
+        ann["iscrowd"], ann["area"] = 0, ann["bbox"][2] * ann["bbox"][3]
+    reference = pycocotools_eval(
+        filled["images"], filled["annotations"], coco_dicts(predictions, targets, "bbox")[2], "bbox"
+    )
+    with caplog.at_level("WARNING"):
+        evaluator = CocoEvaluator(coco_gt=bare)
+        evaluator.update(predictions, ids_only(targets))
+        metrics = evaluator.compute()["bbox"]
+    assert [metrics[k] for k in STAT_NAMES["bbox"]] == reference.stats.tolist()
+    assert "have no 'area'" in caplog.text
+
+
+def test_polygons_are_rasterized_like_pycocotools():
+    dataset = {
+        "images": [{"id": 5, "height": 40, "width": 50}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 5,
+                "category_id": 2,
+                "bbox": [5, 5, 20, 15],
+                "area": 200.0,
+                "iscrowd": 0,
+                "segmentation": [[5, 5, 25, 5, 25, 20, 5, 20]],
+            },
+            {
+                "id": 2,
+                "image_id": 5,
+                "category_id": 2,
+                "bbox": [30, 10, 10, 10],
+                "area": 50.0,
+                "iscrowd": 0,
+                "segmentation": [[30, 10, 40, 10, 30, 20]],
+            },
+        ],
+        "categories": [{"id": 2, "name": "two"}],
+    }
+    masks = torch.zeros(2, 1, 40, 50)
+    masks[0, 0, 5:20, 5:25] = 1
+    masks[1, 0, 10:20, 30:36] = 1
+    prediction = {
+        "boxes": torch.zeros(2, 4),
+        "scores": torch.tensor([0.9, 0.6]),
+        "labels": torch.tensor([2, 2]),
+        "masks": masks,
+    }
+    results = [
+        {
+            "image_id": 5,
+            "category_id": 2,
+            "score": s,
+            "segmentation": mask_utils.encode(np.asfortranarray(m[0].numpy().astype(np.uint8))),
+        }
+        for m, s in zip(masks, [0.9, 0.6])
+    ]
+    reference = pycocotools_eval(dataset["images"], dataset["annotations"], results, "segm")
+    for backend in BACKENDS:
+        evaluator = CocoEvaluator("segm", coco_gt=dataset, backend=backend)
+        evaluator.update([prediction], [5])
+        metrics = evaluator.compute()["segm"]
+        assert [metrics[k] for k in STAT_NAMES["segm"]] == reference.stats.tolist()
+
+
+def test_empty_segmentation_is_a_clear_error():
+    """pycocotools crashes deep inside on ``segmentation: []`` in segm mode."""
+    dataset = {
+        "images": [{"id": 1, "height": 8, "width": 8}],
+        "annotations": [
+            {
+                "id": 4,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [0, 0, 2, 2],
+                "area": 4.0,
+                "iscrowd": 0,
+                "segmentation": [],
+            }
+        ],
+        "categories": [{"id": 1}],
+    }
+    evaluator = CocoEvaluator("segm", coco_gt=dataset)
+    evaluator.update(
+        [
+            {
+                "boxes": torch.zeros(0, 4),
+                "scores": torch.zeros(0),
+                "labels": torch.zeros(0, dtype=torch.int64),
+                "masks": torch.zeros(0, 1, 8, 8),
+            }
+        ],
+        [1],
+    )
+    with pytest.raises(ValueError, match=r"annotation 4 \(image_id 1\) has no segmentation"):
+        evaluator.compute()
+    bbox = CocoEvaluator("bbox", coco_gt=dataset)  # fine for boxes
+    bbox.update(
+        [
+            {
+                "boxes": torch.tensor([[0.0, 0, 2, 2]]),
+                "scores": torch.ones(1),
+                "labels": torch.ones(1, dtype=torch.int64),
+            }
+        ],
+        [1],
+    )
+    assert bbox.compute()["bbox"]["AP"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_image_not_in_coco_gt_and_unknown_categories(caplog):
+    predictions, targets = case(seed=4)
+    dataset = ground_truth(predictions, targets, "bbox")
+    with pytest.raises(
+        ValueError, match=r"targets\[0\]: image_id 123456 is not in coco_gt \(4 images\)"
+    ):
+        CocoEvaluator(coco_gt=dataset).update(predictions[:1], [123456])
+    shifted = [{**p, "labels": p["labels"] + 100} for p in predictions]
+    evaluator = CocoEvaluator(coco_gt=dataset)
+    evaluator.update(shifted, ids_only(targets))
+    with caplog.at_level("WARNING"):
+        metrics = evaluator.compute()
+    assert metrics["bbox"]["AP"] == 0.0
+    assert "outside the evaluated categories" in caplog.text
