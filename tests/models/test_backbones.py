@@ -51,6 +51,13 @@ def test_trunk_channels_and_stride_come_from_the_model(name, stride):
     assert abs(out.shape[-1] - 128 / stride) <= 1  # unpadded convolutions may lose a pixel
 
 
+def test_swin_trunk_ends_channels_first():
+    swin = torchvision.models.SwinTransformer([4, 4], 8, [1, 1], [1, 1], [2, 2])
+    backbone = trunk_backbone(swin).eval()
+    assert backbone.out_channels == 16 and backbone.feature_strides == {"0": 8}
+    assert backbone(torch.rand(1, 3, 64, 64)).shape == (1, 16, 8, 8)
+
+
 def test_trunk_state_dict_is_the_tutorials_mobilenet_v2_features():
     tutorial = torchvision.models.mobilenet_v2().features.eval()
     backbone = trunk_backbone("mobilenet_v2").eval()

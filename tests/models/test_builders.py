@@ -164,6 +164,14 @@ def test_builder_errors_say_what_to_do(tmp_path):
         fasterrcnn(
             "mobilenet_v3_small", weights=tmp_path / "w.pth", weights_backbone=tmp_path / "w.pth"
         )
+    with pytest.raises(
+        ValueError, match=r"num_classes must be at least 2 \(it counts the background"
+    ):
+        maskrcnn("mobilenet_v3_small", num_classes=1)
+    with pytest.raises(TypeError, match="returned_strides must be a sequence of ints, got int"):
+        fasterrcnn("mobilenet_v3_small", num_classes=2, returned_strides=32)
+    with pytest.raises(ValueError, match="num_keypoints is only for Keypoint R-CNN models"):
+        detection_model("fasterrcnn_mobilenet_v3_large_fpn", num_classes=2, num_keypoints=3)
     with pytest.raises(ValueError, match="returned_strides applies only with fpn=True"):
         fasterrcnn("mobilenet_v3_small", num_classes=2, fpn=False, returned_strides=(16, 32))
     with pytest.raises(

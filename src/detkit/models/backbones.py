@@ -44,7 +44,8 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
 
 from detkit.models import _trunk
-from detkit.models.weights import WeightsSource, ensure_downloaded, load_weights, resolve
+from detkit.models._sources import WeightsSource, ensure_downloaded, resolve
+from detkit.models.weights import load_weights
 
 __all__ = ["fpn_backbone", "trunk_backbone"]
 
@@ -121,14 +122,14 @@ def trunk_backbone(
         model, so the tutorial's ``mobilenet_v2().features`` state dict loads into it), with
         ``out_channels`` and ``feature_strides = {"0": stride}``.
 
-    >>> backbone = trunk_backbone("mobilenet_v2")
+    >>> backbone = trunk_backbone("mobilenet_v3_small")
     >>> backbone.out_channels, backbone.feature_strides
-    (1280, {'0': 32})
+    (576, {'0': 32})
     """
-    return make_trunk_backbone(model, weights, trainable_layers, frozen_batchnorm, None, progress)
+    return _make_trunk_backbone(model, weights, trainable_layers, frozen_batchnorm, None, progress)
 
 
-def make_trunk_backbone(
+def _make_trunk_backbone(
     model: str | nn.Module,
     weights: WeightsSource,
     trainable_layers: int | None,
@@ -185,7 +186,7 @@ def fpn_backbone(
     >>> backbone.feature_strides
     {'0': 4, '1': 8, '2': 16, '3': 32, 'pool': 64}
     """
-    return make_fpn_backbone(
+    return _make_fpn_backbone(
         model,
         weights,
         trainable_layers,
@@ -198,7 +199,7 @@ def fpn_backbone(
     )
 
 
-def make_fpn_backbone(
+def _make_fpn_backbone(
     model: str | nn.Module,
     weights: WeightsSource,
     trainable_layers: int | None,

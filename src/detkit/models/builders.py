@@ -46,17 +46,16 @@ from torchvision.models.detection.mask_rcnn import MaskRCNN
 from torchvision.ops import MultiScaleRoIAlign
 
 from detkit.models import _trunk
-from detkit.models.backbones import make_fpn_backbone, make_trunk_backbone
-from detkit.models.weights import (
+from detkit.models._sources import (
     WeightsSource,
     fetch,
     legacy_eps_zero,
-    load_state,
     looks_like_name,
-    read_state_dict,
     resolve,
-    set_frozen_batchnorm_eps,
 )
+from detkit.models.backbones import _make_fpn_backbone, _make_trunk_backbone
+from detkit.models.heads import _check_classes
+from detkit.models.weights import _load_state, _set_frozen_batchnorm_eps, read_state_dict
 
 __all__ = ["fasterrcnn", "keypointrcnn", "maskrcnn"]
 
@@ -71,7 +70,7 @@ _CLASS_KEY = "roi_heads.box_predictor.cls_score.weight"
 _KEYPOINT_KEY = "roi_heads.keypoint_predictor.kps_score_lowres.weight"
 
 
-def anchor_generator(feature_strides: Mapping[str, int]) -> AnchorGenerator:
+def _anchor_generator(feature_strides: Mapping[str, int]) -> AnchorGenerator:
     """Anchors matched to a backbone's feature maps (rule in the module docs)."""
     strides = list(feature_strides.values())
     if len(strides) >= len(_SIZES):
@@ -81,7 +80,7 @@ def anchor_generator(feature_strides: Mapping[str, int]) -> AnchorGenerator:
     return AnchorGenerator(sizes, (_RATIOS,) * len(strides))
 
 
-def roi_feature_names(feature_strides: Mapping[str, int]) -> list[str]:
+def _roi_feature_names(feature_strides: Mapping[str, int]) -> list[str]:
     """The maps RoI pooling reads: the trunk levels, not the ones extra FPN blocks add."""
     names = [n for n in feature_strides if n.isdigit()]
     return names or [n for n in feature_strides if n not in ("pool", "p6", "p7")]
@@ -118,7 +117,8 @@ def _build(
     num_keypoints: int | None = None,
     kwargs: dict[str, Any],
 ) -> FasterRCNN:
-    returned = tuple(returned_strides) if returned_strides is not None else None
+    is_sequence = isinstance(returned_strides, Sequence) and not isinstance(returned_strides, str)
+    returned = tuple(returned_strides) if is_sequence else returned_strides
     source = _resolve_detector(family, backbone, fpn, returned, weights)
     if source is not None and weights_backbone is not None:
         raise ValueError(
@@ -140,7 +140,8 @@ def _build(
         raise ValueError(
             "num_classes is required: your classes plus one for the background (2 for one class)"
         )
-    if family is KeypointRCNN:
+    _check_classes(num_classes)
+    if family is KeypointRCNN and "keypoint_predictor" not in kwargs:
         kwargs = {"num_keypoints": 17 if num_keypoints is None else num_keypoints, **kwargs}
 
     pretrained = state is not None or weights_backbone is not None
@@ -148,9 +149,9 @@ def _build(
         backbone, fpn, weights_backbone, trainable_layers, returned, pretrained, progress
     )
     strides = getattr(body, "feature_strides", None) or _trunk.output_strides(body)
-    pools = roi_feature_names(strides)
+    pools = _roi_feature_names(strides)
     defaults: dict[str, Any] = {
-        "rpn_anchor_generator": anchor_generator(strides),
+        "rpn_anchor_generator": _anchor_generator(strides),
         "box_roi_pool": MultiScaleRoIAlign(pools, output_size=7, sampling_ratio=2),
     }
     if family is MaskRCNN:
@@ -161,9 +162,9 @@ def _build(
     if state is not None:
         name = repr(source) if isinstance(source, WeightsEnum) else str(source)
         quoted = name if isinstance(source, WeightsEnum) else f"weights file {name!r}"
-        load_state(model, state, name, strict=True, quoted=quoted)
+        _load_state(model, state, name, strict=True, quoted=quoted)
         if legacy_eps_zero(source):
-            set_frozen_batchnorm_eps(model, 0.0)
+            _set_frozen_batchnorm_eps(model, 0.0)
     return model
 
 
@@ -191,7 +192,7 @@ def _backbone(
             )
         return backbone
     if fpn:
-        return make_fpn_backbone(
+        return _make_fpn_backbone(
             backbone,
             weights_backbone,
             trainable_layers,
@@ -202,7 +203,7 @@ def _backbone(
         )
     if returned is not None:
         raise ValueError("returned_strides applies only with fpn=True")
-    return make_trunk_backbone(
+    return _make_trunk_backbone(
         backbone, weights_backbone, trainable_layers, None, pretrained, progress
     )
 

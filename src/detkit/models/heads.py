@@ -275,7 +275,7 @@ def replace_heads(model: nn.Module, num_classes: int, *, num_keypoints: int | No
     )
 
 
-def head_prefixes(model: nn.Module) -> tuple[str, ...]:
+def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
     """State-dict key prefixes of the layers :func:`replace_heads` re-creates for ``model``."""
     if isinstance(model, FasterRCNN):
         prefixes = ["roi_heads.box_predictor."]

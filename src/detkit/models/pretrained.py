@@ -29,16 +29,14 @@ from torchvision.models.detection.ssd import SSD
 from torchvision.models.detection.ssdlite import SSDLiteHead
 
 from detkit.models import _trunk
-from detkit.models.heads import replace_heads, replace_keypoint_predictor
-from detkit.models.weights import (
+from detkit.models._sources import (
     WeightsSource,
     ensure_downloaded,
     legacy_eps_zero,
-    load_state,
-    read_state_dict,
     resolve,
-    set_frozen_batchnorm_eps,
 )
+from detkit.models.heads import _check_classes, replace_heads, replace_keypoint_predictor
+from detkit.models.weights import _load_state, _set_frozen_batchnorm_eps, read_state_dict
 
 __all__ = ["detection_model"]
 
@@ -88,8 +86,8 @@ def detection_model(
         WeightsDownloadError: the weights cannot be downloaded (the message says how to
             pass a local file instead).
 
-    >>> model = detection_model("ssdlite320_mobilenet_v3_large", num_classes=3)
-    >>> model.head.classification_head.num_columns
+    >>> model = detection_model("fasterrcnn_mobilenet_v3_large_320_fpn", num_classes=3)
+    >>> model.roi_heads.box_predictor.cls_score.out_features
     3
     """
     names = torchvision.models.list_models(module=torchvision.models.detection)
@@ -107,7 +105,11 @@ def detection_model(
         raise ValueError(
             "pass either weights (a whole detector, backbone included) or weights_backbone"
         )
-    if "keypoint" in name and num_keypoints is not None:
+    if num_classes is not None:
+        _check_classes(num_classes)
+    if num_keypoints is not None:
+        if "keypoint" not in name:
+            raise ValueError(f"num_keypoints is only for Keypoint R-CNN models, not {name}")
         kwargs["num_keypoints"] = num_keypoints
 
     if isinstance(source, WeightsEnum):
@@ -141,12 +143,12 @@ def detection_model(
             _fit_heads_to(model, state)
         elif isinstance(model, KeypointRCNN) and num_keypoints is None and _KEYPOINT_KEY in state:
             replace_keypoint_predictor(model, int(state[_KEYPOINT_KEY].shape[1]))
-        load_state(model, state, str(source), strict=True, quoted=f"weights file {str(source)!r}")
+        _load_state(model, state, str(source), strict=True, quoted=f"weights file {str(source)!r}")
     elif backbone_source is not None:
         _load_backbone_file(model, backbone_source)
     _freeze_backbone(model, name, trainable_layers, pretrained=source or backbone_source)
     if source is not None and legacy_eps_zero(source):
-        set_frozen_batchnorm_eps(model, 0.0)  # after batch norm is frozen
+        _set_frozen_batchnorm_eps(model, 0.0)  # after batch norm is frozen
     return model
 
 
@@ -207,7 +209,7 @@ def _load_backbone_file(model: nn.Module, path: Path) -> None:
     for prefix in ("", "features."):
         picked = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if all(k in picked for k in own):
-            load_state(
+            _load_state(
                 trunk,
                 {k: picked[k] for k in own},
                 str(path),

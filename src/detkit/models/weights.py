@@ -1,7 +1,7 @@
 """Weights from torchvision's enums, their names, or local files, loaded with an honest report.
 
 Every detkit model builder takes detector weights (``weights``) and backbone weights
-(``weights_backbone``) in any of these forms:
+(``weights_backbone``) in any of these forms (the type ``WeightsSource`` in signatures):
 
 * a torchvision weights enum, e.g. ``ResNet50_Weights.IMAGENET1K_V2``;
 * its name, ``"DEFAULT"`` or ``"IMAGENET1K_V2"``, or the full ``"ResNet50_Weights.IMAGENET1K_V2"``;
@@ -24,56 +24,38 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
-from urllib.parse import urlparse
+from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models import WeightsEnum, get_weight
+from torchvision.models import WeightsEnum
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from detkit.models.heads import head_prefixes
+from detkit.models._sources import (
+    WeightsDownloadError,
+    fetch,
+    legacy_eps_zero,
+)
+from detkit.models.heads import _head_prefixes
+
+# Raised by the download helpers in ``_sources``; public here, where users look for it.
+WeightsDownloadError.__module__ = __name__
 
 __all__ = [
     "LoadReport",
     "WeightsDownloadError",
-    "WeightsSource",
     "load_weights",
     "read_state_dict",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: What a ``weights`` or ``weights_backbone`` argument may be.
-WeightsSource = Union[WeightsEnum, str, "os.PathLike[str]", None]
-
 _CHECKPOINT_KEYS = ("model", "state_dict", "model_state_dict")
-_FILE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin", ".tar")
 _SHOWN = 5  # keys quoted in an error message
-
-# torchvision's detector weights trained before its FrozenBatchNorm2d eps fix (vision#2933):
-# its builders set eps=0 on every frozen batch norm after loading them, and so does detkit,
-# also when the same file is passed as a local path (recognised by its download file name).
-_LEGACY_EPS_ZERO = (
-    "FasterRCNN_ResNet50_FPN_Weights.COCO_V1",
-    "MaskRCNN_ResNet50_FPN_Weights.COCO_V1",
-    "KeypointRCNN_ResNet50_FPN_Weights.COCO_V1",
-    "RetinaNet_ResNet50_FPN_Weights.COCO_V1",
-)
-
-
-class WeightsDownloadError(OSError):
-    """Torchvision weights could not be downloaded (offline, blocked, or a corrupt file).
-
-    The message names the weights, the URL, the reason, and the two ways to use a copy
-    fetched elsewhere: pass its path instead of the enum, or put it in torch.hub's cache.
-    The original exception is chained as ``__cause__``.
-    """
 
 
 @dataclass
@@ -177,117 +159,7 @@ def _is_state_dict(obj: Mapping) -> bool:
     )
 
 
-def resolve(
-    weights: WeightsSource, enum_class: type[WeightsEnum] | None, argument: str
-) -> WeightsEnum | Path | None:
-    """Turn a ``weights`` argument into an enum member, an existing file path, or ``None``."""
-    if weights is None:
-        return None
-    if isinstance(weights, WeightsEnum):
-        if enum_class is not None and not isinstance(weights, enum_class):
-            raise TypeError(
-                f"{argument}={weights!r} does not fit this model: expected {enum_class.__name__}"
-            )
-        return weights
-    if isinstance(weights, os.PathLike):
-        return _existing_file(Path(weights), argument, enum_class)
-    if not isinstance(weights, str):
-        raise TypeError(
-            f"{argument} must be a torchvision weights enum, its name, or a file path; "
-            f"got {type(weights).__name__}"
-        )
-    if (
-        not weights.lower().endswith(_FILE_SUFFIXES)
-        and os.sep not in weights
-        and "/" not in weights
-    ):
-        member = _enum_member(weights, enum_class)
-        if member is not None:
-            return member
-    return _existing_file(Path(weights), argument, enum_class)
-
-
-def looks_like_name(weights: str) -> bool:
-    """Whether a string reads as a weights name rather than a file path."""
-    return not weights.lower().endswith(_FILE_SUFFIXES) and not any(
-        sep in weights for sep in ("/", "\\", os.sep)
-    )
-
-
-def _enum_member(name: str, enum_class: type[WeightsEnum] | None) -> WeightsEnum | None:
-    if "." in name:
-        try:
-            member = get_weight(name)
-        except (ValueError, KeyError, AttributeError):
-            return None
-        if enum_class is not None and not isinstance(member, enum_class):
-            raise TypeError(f"{name!r} does not fit this model: expected {enum_class.__name__}")
-        return member
-    if enum_class is not None and name in enum_class.__members__:
-        return enum_class[name]
-    return None
-
-
-def _existing_file(path: Path, argument: str, enum_class: type[WeightsEnum] | None) -> Path:
-    if path.is_file():
-        return path
-    names = ""
-    if enum_class is not None:
-        names = f"a name of {enum_class.__name__} ({', '.join(enum_class.__members__)}) nor "
-    raise FileNotFoundError(f"{argument}={str(path)!r} is neither {names}an existing file")
-
-
-def cache_path(weights: WeightsEnum) -> Path:
-    """Where torch.hub keeps (and looks for) the file of ``weights``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
-
-
-def ensure_downloaded(weights: WeightsEnum, argument: str, *, progress: bool = True) -> Path:
-    """Download ``weights`` into torch.hub's cache unless it is there; clear error if impossible."""
-    target = cache_path(weights)
-    if target.is_file():
-        return target
-    match = re.search(r"-([a-f0-9]+)\.", target.name)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(
-            weights.url, str(target), match.group(1) if match else None, progress=progress
-        )
-    except (OSError, RuntimeError) as error:
-        corrupt = isinstance(error, RuntimeError) and "hash" in str(error)
-        reason = "the download is corrupt (" if corrupt else "the download failed ("
-        raise WeightsDownloadError(
-            f"could not get {argument}={weights!r}: {reason}{type(error).__name__}: {error}) "
-            f"from {weights.url}. If this machine is offline, download that file on one that is "
-            f"online and either pass its path, {argument}='/path/to/{target.name}', or put it "
-            f"at {target}, where torch.hub looks before downloading."
-        ) from error
-    return target
-
-
-def fetch(weights: WeightsEnum, argument: str, *, progress: bool = True) -> dict[str, torch.Tensor]:
-    """The state dict of a torchvision weights enum, from torch.hub's cache or the network."""
-    target = ensure_downloaded(weights, argument, progress=progress)
-    state = torch.hub.load_state_dict_from_url(
-        weights.url, map_location="cpu", progress=progress, check_hash=True, weights_only=True
-    )
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{target} holds no state dict")
-    return state
-
-
-def legacy_eps_zero(weights: WeightsEnum | Path | str) -> bool:
-    """Whether these are weights torchvision loads with frozen batch norm ``eps=0``."""
-    if isinstance(weights, WeightsEnum):
-        return repr(weights) in _LEGACY_EPS_ZERO
-    name = Path(weights).name
-    return any(
-        os.path.basename(urlparse(get_weight(legacy).url).path) == name
-        for legacy in _LEGACY_EPS_ZERO
-    )
-
-
-def set_frozen_batchnorm_eps(model: nn.Module, eps: float) -> None:
+def _set_frozen_batchnorm_eps(model: nn.Module, eps: float) -> None:
     for module in model.modules():
         if isinstance(module, FrozenBatchNorm2d):
             module.eps = eps
@@ -344,18 +216,18 @@ def load_weights(
         raise TypeError(
             f"source must be a weights enum, a file path or a state dict, got {type(source).__name__}"
         )
-    report = load_state(model, state, name, strict=strict, quoted=quoted)
+    report = _load_state(model, state, name, strict=strict, quoted=quoted)
     if not isinstance(source, Mapping) and legacy_eps_zero(source):
-        set_frozen_batchnorm_eps(model, 0.0)
+        _set_frozen_batchnorm_eps(model, 0.0)
     return report
 
 
-def load_state(
+def _load_state(
     model: nn.Module, state: Mapping[str, torch.Tensor], source: str, *, strict: bool, quoted: str
 ) -> LoadReport:
     kind = type(model).__name__
     own = model.state_dict()
-    prefixes = head_prefixes(model)
+    prefixes = _head_prefixes(model)
     filtered: OrderedDict[str, torch.Tensor] = OrderedDict()
     replaced, mismatched = [], []
     for key, value in state.items():
