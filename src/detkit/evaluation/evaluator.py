@@ -130,6 +130,12 @@ class CocoEvaluator:
         self._num_keypoints: int | None = None
         self._last: dict | None = None
 
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(iou_types={self.iou_types!r}, backend={self.backend!r}, "
+            f"num_images={self.num_images})"
+        )
+
     @property
     def num_images(self) -> int:
         """Distinct images updated in this process so far."""
@@ -159,6 +165,11 @@ class CocoEvaluator:
                 ``label_to_category``, an image id absent from ``coco_gt``, masks whose size
                 differs from the image's, or an image id already seen with other content.
         """
+        if isinstance(predictions, Mapping) or isinstance(targets, Mapping):
+            raise TypeError(
+                "predictions and targets must be sequences aligned by position (one model "
+                "output and one target per image), not dicts keyed by image id"
+            )
         if len(predictions) != len(targets):
             raise ValueError(
                 f"got {len(predictions)} predictions but {len(targets)} targets; they must align"
