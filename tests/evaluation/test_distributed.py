@@ -7,6 +7,7 @@ import multiprocessing
 import socket
 
 import distributed_worker as worker
+import pytest
 
 from detkit.evaluation import CocoEvaluator
 
@@ -17,6 +18,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.skipif(
+    "forkserver" not in multiprocessing.get_all_start_methods(), reason="needs a fork server"
+)
 def test_two_processes_equal_one(tmp_path):
     # A fork server imports torch and detkit once, then forks clean ranks: spawning imports
     # them once per rank (most of a minute on a loaded two-core machine), and forking this
