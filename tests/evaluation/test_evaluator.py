@@ -160,6 +160,7 @@ def test_repeated_identical_images_count_once_and_different_ones_raise():
     ("mutate", "message"),
     [
         (lambda p, t: (p[:1], t), "got 1 predictions but 2 targets"),
+        (lambda p, t: ({1: p[0], 2: p[1]}, t), "not dicts keyed by image id"),
         (
             lambda p, t: ([{k: v for k, v in p[0].items() if k != "scores"}, p[1]], t),
             r"predictions\[0\] \(image_id=\d+\): missing 'scores'",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from pycocotools import mask as mask_utils
 
 #: pycocotools' default OKS sigmas, for the 17 COCO person keypoints.
@@ -205,3 +206,29 @@ def category_dicts(category_ids: list[int]) -> list[dict]:
 
 def _text(counts: bytes | str) -> str:
     return counts.decode("ascii") if isinstance(counts, bytes) else counts
+
+
+def encode_masks(masks, threshold: float) -> list[dict]:
+    """:func:`detkit.evaluation.masks_to_rle` (see there)."""
+    tensor = masks if isinstance(masks, torch.Tensor) else torch.as_tensor(np.asarray(masks))
+    tensor = tensor.detach()
+    if tensor.ndim == 4 and tensor.shape[1] == 1:
+        tensor = tensor[:, 0]
+    if tensor.ndim != 3:
+        raise ValueError(
+            f"masks must have shape [N, 1, H, W] or [N, H, W], got {tuple(tensor.shape)}"
+        )
+    if tensor.shape[0] == 0:
+        return []
+    binary = tensor > threshold if tensor.is_floating_point() else tensor != 0
+    # A C-ordered [N, W, H] block is the Fortran-ordered [H, W, N] array encode() reads.
+    columns = binary.transpose(1, 2).to(torch.uint8).contiguous().cpu().numpy()
+    return mask_utils.encode(columns.transpose(2, 1, 0))
+
+
+def result_dicts(detections: Annotations, iou_type: str) -> list[dict]:
+    """COCO result dicts (what ``loadRes`` reads) for detections of one iou type."""
+    rows = annotation_dicts(detections, iou_type, json_safe=True)
+    payload = {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints"}[iou_type]
+    keep = ("image_id", "category_id", payload, "score")
+    return [{key: row[key] for key in keep} for row in rows]

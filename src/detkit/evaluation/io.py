@@ -20,7 +20,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from detkit.evaluation._coco import Annotations, annotation_dicts, category_dicts
-from detkit.evaluation.convert import LabelMap, _flat_points, target_columns
+from detkit.evaluation._columns import flat_points, target_columns
+from detkit.evaluation._params import LabelMap
 from detkit.types import image_size, normalize_image_id
 
 __all__ = ["coco_ground_truth", "write_coco_ground_truth"]
@@ -109,7 +110,7 @@ def _annotations(columns: dict, image_id: int, height: int, width: int) -> Annot
         area=columns["area"],
         iscrowd=columns["iscrowd"],
         rles=None if rles is None else [{"size": [height, width], "counts": c} for c in rles],
-        keypoints=None if keypoints is None else _flat_points(keypoints),
+        keypoints=None if keypoints is None else flat_points(keypoints),
         num_keypoints=None if keypoints is None else (keypoints[..., 2] > 0).sum(1),
     )
 
