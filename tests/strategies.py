@@ -381,3 +381,30 @@ def keypoint_targets(
         b = target["boxes"]
         target["area"] = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     return target
+
+
+# -- models ------------------------------------------------------------------------------------
+
+
+def detection_batch(
+    *, size: int = 96, num_images: int = 2, num_keypoints: int = 0, seed: int = 0
+) -> tuple[list[torch.Tensor], list[dict]]:
+    """Random images with two large objects each (labels 1 and 2) for model smoke tests.
+
+    The boxes are big enough to be matched by anchors of size 32 on any backbone, so every
+    loss, the mask and keypoint heads included, sees positive samples. Keypoints, when asked
+    for, lie inside their boxes and are all visible.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    s = size / 96
+    boxes = torch.tensor([[8.0, 10.0, 60.0, 70.0], [30.0, 6.0, 90.0, 52.0]]) * s
+    images, batch = [], []
+    for i in range(num_images):
+        images.append(torch.rand(3, size, size, generator=generator))
+        target = make_target(boxes.tolist(), [1, 2], image_id=i, height=size, width=size)
+        if num_keypoints:
+            offsets = torch.rand(2, num_keypoints, 2, generator=generator)
+            xy = boxes[:, None, :2] + offsets * (boxes[:, None, 2:] - boxes[:, None, :2])
+            target["keypoints"] = torch.cat([xy, torch.full((2, num_keypoints, 1), 2.0)], dim=2)
+        batch.append(target)
+    return images, batch
