@@ -65,6 +65,7 @@ def test_chunked_backends_equal_pycocotools(iou_type, monkeypatch):
     import detkit.evaluation.backends as backends
 
     monkeypatch.setattr(backends, "_CHUNK_IMAGES", 2)
+    monkeypatch.setattr(backends, "_CHUNK_IMAGES_PYCOCOTOOLS", 2)
     for seed in range(3):
         predictions, targets = _detection_case(
             np.random.default_rng(seed), iou_type, 5, {"max_gt": 6, "empty_predictions": 0.2}

@@ -42,6 +42,11 @@ __all__ = ["BACKENDS", "available_backends"]
 #: Every backend name, fastest first (``"auto"`` takes the first one installed).
 BACKENDS = ("hotcoco", "pycocotools")
 
+# Images per chunk. pycocotools' per-chunk state (dicts, indexes, IoU matrices) is several
+# times hotcoco's, so its chunks are smaller; the per-image results are kept either way.
+_CHUNK_IMAGES = 512
+_CHUNK_IMAGES_PYCOCOTOOLS = 64
+
 
 def available_backends() -> list[str]:
     """Names of the installed backends, fastest first.
@@ -105,7 +110,7 @@ def _pycocotools(coco_class, make_eval, images, gt, dt, params):
     categories = category_dicts(params.category_ids)
     chunks, ids = [], []
     evaluator = None
-    for image_rows, gt_rows, dt_rows in _chunks(images, gt, dt, _CHUNK_IMAGES):
+    for image_rows, gt_rows, dt_rows in _chunks(images, gt, dt, _CHUNK_IMAGES_PYCOCOTOOLS):
         chunk = Images(
             images.ids[image_rows], images.heights[image_rows], images.widths[image_rows]
         )
@@ -144,9 +149,6 @@ def _set_params(p, params: EvalParams, *, image_ids: list[int]) -> None:
     p.areaRngLbl = list(params.area_labels)
     if params.keypoint_sigmas is not None:
         p.kpt_oks_sigmas = params.keypoint_sigmas.copy()
-
-
-_CHUNK_IMAGES = 512
 
 
 def _chunks(images: Images, gt: Annotations, dt: Annotations, size: int):
