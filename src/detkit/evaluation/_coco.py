@@ -115,6 +115,16 @@ class Annotations:
         )
 
 
+def rle_areas(rles: list[dict]) -> np.ndarray:
+    """Pixel counts of RLEs as float64.
+
+    In pieces of 255: pycocotools 2.0.11's ``area`` builds an array with
+    ``np.array((n,), dtype=np.uint8)``, which numpy 2 rejects for ``n > 255``.
+    """
+    pieces = [mask_utils.area(rles[i : i + 255]) for i in range(0, len(rles), 255)]
+    return np.concatenate(pieces).astype(np.float64) if pieces else np.zeros(0)
+
+
 def detections_like_load_res(
     iou_type: str,
     image_id: np.ndarray,
@@ -135,7 +145,7 @@ def detections_like_load_res(
         area = bbox[:, 2] * bbox[:, 3]
     elif iou_type == "segm":
         if n:
-            area = np.asarray(mask_utils.area(rles), dtype=np.float64)
+            area = rle_areas(rles)
             bbox = np.asarray(mask_utils.toBbox(rles), dtype=np.float64)
         else:
             area, bbox = np.zeros(0), np.zeros((0, 4))
