@@ -27,6 +27,8 @@ from detkit.evaluation import (
 def test_masks_to_rle_equals_pycocotools_one_by_one(masks):
     expected = [mask_utils.encode(np.asfortranarray(m.numpy())) for m in masks]
     assert masks_to_rle(masks) == expected
+    assert masks_to_rle(masks.bool()) == expected
+    assert masks_to_rle(masks.numpy()[:, None]) == expected
     probabilities = masks[:, None].float() * 0.75 + 0.1  # 0.85 inside, 0.1 outside
     assert masks_to_rle(probabilities) == expected
     assert masks_to_rle(probabilities, threshold=0.9) == [

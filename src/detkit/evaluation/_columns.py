@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from detkit.evaluation._coco import Annotations, detections_like_load_res, encode_masks
+from detkit.evaluation._coco import Annotations, MaskEncoder, detections_like_load_res
 from detkit.evaluation._params import LabelMap
 from detkit.evaluation._store import Block
 
@@ -67,8 +67,10 @@ def prediction_columns(
     *,
     mask_threshold: float,
     labels: LabelMap,
+    encoder: MaskEncoder | None = None,
 ) -> dict[str, Any]:
     """One batch of predictions as columns: counts per image, then one row per detection."""
+    encoder = MaskEncoder() if encoder is None else encoder
     boxes, scores, label_list, rles, keypoints, sizes = [], [], [], [], [], []
     counts = []
     want_boxes, want_masks = "bbox" in iou_types, "segm" in iou_types
@@ -116,7 +118,7 @@ def prediction_columns(
             boxes.append(box)
         if want_masks:
             sizes.append((int(mask.shape[-2]), int(mask.shape[-1])))
-            rles += [r["counts"] for r in encode_masks(mask, mask_threshold)]
+            rles += [r["counts"] for r in encoder(mask, mask_threshold)]
         if want_points:
             keypoints.append(point)
     columns = {
@@ -214,12 +216,14 @@ def target_columns(
     iou_types: set[str],
     *,
     labels: LabelMap,
+    encoder: MaskEncoder | None = None,
 ) -> dict[str, Any]:
     """One batch of ground-truth targets as columns (counts per image, one row per instance).
 
     ``area`` defaults to the mask pixel count where masks exist, else the box area; ``iscrowd``
     to 0. Masks are encoded only for segm, keypoints kept only for keypoints.
     """
+    encoder = MaskEncoder() if encoder is None else encoder
     counts, boxes, label_list, areas, crowds, rles, keypoints, sizes = ([] for _ in range(8))
     for n, target in enumerate(targets):
         try:
@@ -258,7 +262,7 @@ def target_columns(
                     f"targets[{n}] (image_id={image_ids[n]}): segm evaluation needs "
                     "ground-truth 'masks'"
                 )
-            rles += [r["counts"] for r in encode_masks(masks, 0.5)]
+            rles += [r["counts"] for r in encoder(masks, 0.5)]
         if "keypoints" in iou_types:
             point = target.get("keypoints")
             if point is None or point.ndim != 3 or point.shape[0] != num or point.shape[2] != 3:
