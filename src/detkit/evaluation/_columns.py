@@ -38,9 +38,18 @@ def _column(values: list, width: int) -> np.ndarray:
     """
     if not values:
         return np.zeros((0, width))
+    try:  # the common case, CPU tensors without grad (or numpy arrays): no torch call at all
+        arrays = [v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for v in values]
+    except (RuntimeError, TypeError):  # on an accelerator, needing grad, or bfloat16
+        arrays = _host_arrays(values)
+    joined = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    return joined.reshape(-1, width).astype(np.float64)
+
+
+def _host_arrays(values: list) -> list[np.ndarray]:
     first = values[0]
     if isinstance(first, torch.Tensor) and first.device.type != "cpu":
-        try:
+        try:  # concatenated where they are, copied to the host once
             values = [torch.cat([v.detach() for v in values]).cpu()]
         except RuntimeError:  # tensors on several devices
             values = [v.detach().cpu() for v in values]
@@ -49,9 +58,8 @@ def _column(values: list, width: int) -> np.ndarray:
         if isinstance(value, torch.Tensor):
             value = value.detach().cpu()
             value = (value.float() if value.dtype == torch.bfloat16 else value).numpy()
-        arrays.append(value)
-    joined = np.concatenate(arrays) if len(arrays) > 1 else np.asarray(arrays[0])
-    return joined.reshape(-1, width).astype(np.float64)
+        arrays.append(np.asarray(value))
+    return arrays
 
 
 def _boxes_xywh(values: list) -> np.ndarray:
@@ -87,21 +95,23 @@ def prediction_columns(
                 if not isinstance(prediction, Mapping) or key not in prediction:
                     raise _missing(prediction, key, where) from None
             raise
-        _check_arrays(
-            prediction,
-            ("scores", "labels", "boxes", "masks", "keypoints"),
-            "predictions",
-            n,
-            image_ids,
-        )
-        num = score.shape[0]
-        if (
-            score.shape != (num,)
-            or label.shape != (num,)
-            or (want_boxes and box.shape != (num, 4))
-            or (want_masks and not _mask_shape_ok(mask.shape, num))
-            or (want_points and (point.ndim != 3 or point.shape[0] != num or point.shape[2] != 3))
-        ):
+        try:
+            num = score.shape[0]
+            bad = (
+                score.shape != (num,)
+                or label.shape != (num,)
+                or (want_boxes and box.shape != (num, 4))
+                or (want_masks and not _mask_shape_ok(mask.shape, num))
+                or (
+                    want_points
+                    and (point.ndim != 3 or point.shape[:1] + point.shape[2:] != (num, 3))
+                )
+            )
+        except (AttributeError, IndexError):
+            keys = ("scores", "labels", "boxes", "masks", "keypoints")
+            _check_arrays(prediction, keys, "predictions", n, image_ids)
+            bad = True
+        if bad:
             raise ValueError(
                 f"predictions[{n}] (image_id={image_ids[n]}): expected 'scores' [N], 'labels' "
                 "[N], 'boxes' [N, 4], 'masks' [N, 1, H, W], 'keypoints' [N, K, 3]; got "
@@ -189,7 +199,7 @@ def _check_finite(columns: dict, counts, image_ids, what: str) -> None:
 
 
 def detections_from_columns(
-    columns: Mapping[str, Any], iou_type: str, image_id: np.ndarray, sizes: np.ndarray
+    columns: Mapping[str, Any], iou_type: str, image_id: np.ndarray, sizes: np.ndarray | None
 ) -> Annotations:
     """Detections of one iou type from prediction columns, with ``loadRes``' derived fields.
 
@@ -233,17 +243,20 @@ def target_columns(
             has_boxes = isinstance(target, Mapping) and "boxes" in target
             raise _missing(target, "labels" if has_boxes else "boxes", where) from None
         masks, area, crowd = target.get("masks"), target.get("area"), target.get("iscrowd")
-        _check_arrays(
-            target, ("boxes", "labels", "masks", "area", "iscrowd"), "targets", n, image_ids
-        )
-        num = box.shape[0]
-        if (
-            box.shape != (num, 4)
-            or label.shape != (num,)
-            or (masks is not None and (masks.ndim != 3 or masks.shape[0] != num))
-            or (area is not None and area.shape != (num,))
-            or (crowd is not None and crowd.shape != (num,))
-        ):
+        try:
+            num = box.shape[0]
+            bad = (
+                box.shape != (num, 4)
+                or label.shape != (num,)
+                or (masks is not None and (masks.ndim != 3 or masks.shape[0] != num))
+                or (area is not None and area.shape != (num,))
+                or (crowd is not None and crowd.shape != (num,))
+            )
+        except (AttributeError, IndexError):
+            keys = ("boxes", "labels", "masks", "area", "iscrowd")
+            _check_arrays(target, keys, "targets", n, image_ids)
+            bad = True
+        if bad:
             raise ValueError(
                 f"targets[{n}] (image_id={image_ids[n]}): expected 'boxes' [N, 4], 'labels', "
                 "'area', 'iscrowd' [N], 'masks' [N, H, W]; got "
@@ -357,10 +370,9 @@ def block_ground_truth(block: Block, iou_type: str) -> Annotations:
 
 def block_detections(block: Block, iou_type: str) -> Annotations:
     """The detections stored in a block as annotations of one type."""
-    sizes = np.stack([block.heights, block.widths], axis=1)
+    sizes = None
+    if iou_type == "segm":  # only masks need their image's size
+        sizes = np.repeat(np.stack([block.heights, block.widths], axis=1), block.dt_counts, 0)
     return detections_from_columns(
-        block.dt,
-        iou_type,
-        np.repeat(block.image_ids, block.dt_counts),
-        np.repeat(sizes, block.dt_counts, axis=0),
+        block.dt, iou_type, np.repeat(block.image_ids, block.dt_counts), sizes
     )

@@ -178,23 +178,22 @@ class Store:
         self.reset()
 
     def reset(self) -> None:
-        self._images = _Columns()  # per image: ids, heights, widths, counts, row starts
+        self._images = _Columns()  # per image: ids, heights, widths, row counts
         self._gt = _Columns()
         self._dt = _Columns()
         self._sequence: dict[int, int] = {}  # image id -> position in the columns
-        self._rows = {"gt": 0, "dt": 0}
 
     @property
     def num_images(self) -> int:
         return len(self._sequence)
 
     def _payload(self, position: int) -> list:
-        images = self._images.view(position, position + 1)
-        out = [images["heights"][0], images["widths"][0]]
-        for part, prefix in ((self._gt, "gt"), (self._dt, "dt")):
-            start = int(images[f"{prefix}_starts"][0])
-            stop = start + int(images[f"{prefix}_counts"][0])
-            rows = part.view(start, stop)
+        # Row offsets from the counts: only repeated images need them.
+        images = self._images.view()
+        out = [images["heights"][position], images["widths"][position]]
+        for part, counts in ((self._gt, images["gt_counts"]), (self._dt, images["dt_counts"])):
+            start = int(counts[:position].sum())
+            rows = part.view(start, start + int(counts[position]))
             out += [rows[key] for key in sorted(rows)]
         return out
 
@@ -228,9 +227,6 @@ class Store:
         start = len(self._sequence)
         for offset, image_id in enumerate(ids):
             self._sequence[image_id] = start + offset
-        gt_total, dt_total = self._rows["gt"], self._rows["dt"]
-        self._rows["gt"] += int(block.gt_counts.sum())
-        self._rows["dt"] += int(block.dt_counts.sum())
         self._images.extend(
             {
                 "image_ids": block.image_ids,
@@ -238,8 +234,6 @@ class Store:
                 "widths": block.widths,
                 "gt_counts": block.gt_counts,
                 "dt_counts": block.dt_counts,
-                "gt_starts": gt_total + np.cumsum(block.gt_counts) - block.gt_counts,
-                "dt_starts": dt_total + np.cumsum(block.dt_counts) - block.dt_counts,
             }
         )
         self._gt.extend(block.gt)
