@@ -127,7 +127,7 @@ class CocoEvaluator:
             raise ValueError(f"mask_threshold must be in [0, 1), got {mask_threshold!r}")
         self._mask_threshold = float(mask_threshold)
         self._store = Store()
-        self._encoder = MaskEncoder()
+        self._encoder = MaskEncoder(fast=self.backend == "hotcoco")
         self._num_keypoints: int | None = None
         self._last: dict | None = None
 
@@ -145,7 +145,7 @@ class CocoEvaluator:
     def reset(self) -> None:
         """Forget every image, ground truth and prediction seen so far."""
         self._store.reset()
-        self._encoder = MaskEncoder()
+        self._encoder = MaskEncoder(fast=self.backend == "hotcoco")
         self._num_keypoints = None
         self._last = None
 
