@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import importlib.util
 import io
 import warnings
@@ -88,10 +89,32 @@ def quiet(verbose: bool) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _garbage_collection_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a backend builds its many dicts.
+
+    Each allocation burst triggers full collections that walk every object of the process
+    (a few hundred thousand with torch loaded): building 4,000 dicts took 12 ms instead of
+    1 ms. Nothing built here forms reference cycles; collection resumes afterwards.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def evaluate(
     backend: str, images: Images, gt: Annotations, dt: Annotations, params: EvalParams
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run one backend; returns ``(precision, recall)`` as pycocotools' ``accumulate`` does."""
+    with _garbage_collection_paused():
+        return _evaluate(backend, images, gt, dt, params)
+
+
+def _evaluate(backend, images, gt, dt, params):
     if backend == "hotcoco":
         return _hotcoco(images, gt, dt, params)
     from pycocotools.coco import COCO
