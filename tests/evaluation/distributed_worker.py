@@ -1,12 +1,14 @@
 """One rank of the two-process evaluation test (run by test_distributed.py, not by pytest).
 
-Usage: python distributed_worker.py RANK WORLD_SIZE PORT OUT_DIR
+The test forks its ranks (no second import of torch); ``python distributed_worker.py RANK
+WORLD_SIZE PORT OUT_DIR`` runs one by hand.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -35,8 +37,15 @@ def shard(rank: int, world_size: int) -> list[int]:
     return indices[rank::world_size]
 
 
-def main() -> None:
-    rank, world_size, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+def run(rank: int, world_size: int, port: str, out: Path) -> None:
+    try:
+        _run(rank, world_size, port, Path(out))
+    except BaseException:
+        (Path(out) / f"rank{rank}.error").write_text(traceback.format_exc())
+        raise
+
+
+def _run(rank: int, world_size: int, port: str, out: Path) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
@@ -80,4 +89,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))

@@ -160,6 +160,7 @@ def test_repeated_identical_images_count_once_and_different_ones_raise():
     ("mutate", "message"),
     [
         (lambda p, t: (p[:1], t), "got 1 predictions but 2 targets"),
+        (lambda p, t: ({1: p[0], 2: p[1]}, t), "not dicts keyed by image id"),
         (
             lambda p, t: ([{k: v for k, v in p[0].items() if k != "scores"}, p[1]], t),
             r"predictions\[0\] \(image_id=\d+\): missing 'scores'",
@@ -312,3 +313,20 @@ def test_written_results_reproduce_the_metrics_in_pycocotools(iou_type, tmp_path
         reference.summarize()
     assert [metrics[k] for k in STAT_NAMES[iou_type]] == reference.stats.tolist()
     assert len(json.loads(path.read_text())) == sum(len(p["scores"]) for p in predictions)
+
+
+def test_many_updates_grow_the_columns_without_changing_a_number():
+    predictions, targets = case("segm", seed=13, num_images=300, max_side=40, max_random=10)
+    assert sum(len(p["scores"]) for p in predictions) > 2048  # the columns grow twice
+    one_batch = CocoEvaluator("segm")
+    one_batch.update(predictions, targets)
+    one_by_one = CocoEvaluator("segm")
+    for prediction, target in zip(predictions, targets):
+        one_by_one.update([prediction], [target])
+    one_by_one.update(predictions[:3], targets[:3])  # stored long ago, identical: skipped
+    assert one_by_one.num_images == 300
+    assert one_by_one.compute() == one_batch.compute()
+    assert one_by_one.results("segm") == one_batch.results("segm")
+    changed = {**predictions[1], "scores": predictions[1]["scores"] + 0.01}
+    with pytest.raises(ValueError, match="already updated with different"):
+        one_by_one.update([changed], targets[1:2])

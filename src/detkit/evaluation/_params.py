@@ -15,6 +15,7 @@ from detkit.evaluation._coco import (
     DEFAULT_MAX_DETS,
     EvalParams,
 )
+from detkit.types import normalize_image_id
 
 IOU_TYPES = ("bbox", "segm", "keypoints")
 
@@ -131,3 +132,50 @@ def build_params(
         area_labels=labels,
         area_ranges=bounds,
     )
+
+
+class LabelMap:
+    """Maps model labels to dataset category ids (identity without a mapping)."""
+
+    def __init__(self, mapping: Mapping[Any, Any] | None):
+        self.mapping = None
+        self._lut = None
+        if mapping is None:
+            return
+        if not isinstance(mapping, Mapping):
+            raise TypeError(
+                f"label_to_category must be a dict {{label: category_id}}, got {type(mapping).__name__}"
+            )
+        pairs = {}
+        for key, value in mapping.items():
+            label = normalize_image_id(key, argument="label_to_category key")
+            category = normalize_image_id(value, argument=f"label_to_category[{label}]")
+            if label < 0 or category < 0:
+                raise ValueError(
+                    f"label_to_category must map non-negative labels to non-negative category "
+                    f"ids, got {label} -> {category}"
+                )
+            pairs[label] = category
+        self.mapping = pairs
+        if pairs and max(pairs) < (1 << 20):
+            self._lut = np.full(max(pairs) + 1, -1, dtype=np.int64)
+            self._lut[list(pairs)] = list(pairs.values())
+
+    def __call__(self, labels: np.ndarray, where: str) -> np.ndarray:
+        labels = labels.astype(np.int64, copy=False)
+        if self.mapping is None:
+            if labels.size and labels.min() < 0:
+                raise ValueError(f"{where}: labels must be non-negative, got {labels.min()}")
+            return labels
+        if self._lut is not None:
+            inside = (labels >= 0) & (labels < len(self._lut))
+            mapped = np.where(inside, self._lut[np.where(inside, labels, 0)], -1)
+        else:
+            mapped = np.array([self.mapping.get(v, -1) for v in labels.tolist()], dtype=np.int64)
+        if (mapped < 0).any():
+            missing = sorted(set(labels[mapped < 0].tolist()))
+            raise ValueError(
+                f"{where}: labels {missing} are not in label_to_category "
+                f"(which maps {sorted(self.mapping)})"
+            )
+        return mapped

@@ -15,8 +15,16 @@ import torch.distributed as dist
 
 from detkit.distributed import all_gather, get_rank, get_world_size, is_main_process
 from detkit.evaluation import backends
-from detkit.evaluation._coco import Annotations, Images
+from detkit.evaluation._coco import Annotations, Images, MaskEncoder, result_dicts
+from detkit.evaluation._columns import (
+    block_detections,
+    block_ground_truth,
+    merge_sizes,
+    prediction_columns,
+    target_columns,
+)
 from detkit.evaluation._params import (
+    LabelMap,
     build_params,
     category_list,
     check_sigmas,
@@ -25,14 +33,6 @@ from detkit.evaluation._params import (
 )
 from detkit.evaluation._store import Block, Store
 from detkit.evaluation._summary import compute_stats, format_table, undefined_stats
-from detkit.evaluation.convert import (
-    LabelMap,
-    _flat_points,
-    detections_from_columns,
-    prediction_columns,
-    result_dicts,
-    target_columns,
-)
 from detkit.evaluation.io import GroundTruthIndex
 from detkit.types import normalize_image_id
 
@@ -127,8 +127,15 @@ class CocoEvaluator:
             raise ValueError(f"mask_threshold must be in [0, 1), got {mask_threshold!r}")
         self._mask_threshold = float(mask_threshold)
         self._store = Store()
+        self._encoder = MaskEncoder(fast=self.backend == "hotcoco")
         self._num_keypoints: int | None = None
         self._last: dict | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(iou_types={self.iou_types!r}, backend={self.backend!r}, "
+            f"num_images={self.num_images})"
+        )
 
     @property
     def num_images(self) -> int:
@@ -138,6 +145,7 @@ class CocoEvaluator:
     def reset(self) -> None:
         """Forget every image, ground truth and prediction seen so far."""
         self._store.reset()
+        self._encoder = MaskEncoder(fast=self.backend == "hotcoco")
         self._num_keypoints = None
         self._last = None
 
@@ -159,6 +167,11 @@ class CocoEvaluator:
                 ``label_to_category``, an image id absent from ``coco_gt``, masks whose size
                 differs from the image's, or an image id already seen with other content.
         """
+        if isinstance(predictions, Mapping) or isinstance(targets, Mapping):
+            raise TypeError(
+                "predictions and targets must be sequences aligned by position (one model "
+                "output and one target per image), not dicts keyed by image id"
+            )
         if len(predictions) != len(targets):
             raise ValueError(
                 f"got {len(predictions)} predictions but {len(targets)} targets; they must align"
@@ -166,15 +179,20 @@ class CocoEvaluator:
         ids = [self._image_id(target, n) for n, target in enumerate(targets)]
         types = set(self.iou_types)
         if self._gt_index is None:
-            gt = target_columns(targets, ids, types, labels=self._labels)
+            gt = target_columns(targets, ids, types, labels=self._labels, encoder=self._encoder)
             sizes = gt.pop("sizes")
         else:
             gt = {"counts": np.zeros(len(ids), dtype=np.int64)}
             sizes = np.array([self._gt_index.sizes[i] for i in ids], dtype=np.int64).reshape(-1, 2)
         dt = prediction_columns(
-            predictions, ids, types, mask_threshold=self._mask_threshold, labels=self._labels
+            predictions,
+            ids,
+            types,
+            mask_threshold=self._mask_threshold,
+            labels=self._labels,
+            encoder=self._encoder,
         )
-        sizes = self._merge_sizes(sizes, dt.pop("mask_sizes", None), ids)
+        sizes = merge_sizes(sizes, dt.pop("mask_sizes", None), ids)
         self._check_keypoints(gt, dt, ids)
         block = Block(
             image_ids=np.asarray(ids, dtype=np.int64),
@@ -200,22 +218,6 @@ class CocoEvaluator:
                 f"({len(self._gt_index.sizes)} images)"
             )
         return image_id
-
-    @staticmethod
-    def _merge_sizes(sizes: np.ndarray, mask_sizes: list | None, ids: list[int]) -> np.ndarray:
-        if not mask_sizes:
-            return sizes
-        predicted = np.asarray(mask_sizes, dtype=np.int64).reshape(-1, 2)
-        known = (sizes > 0).all(axis=1)
-        bad = known & (sizes != predicted).any(axis=1)
-        if bad.any():
-            n = int(np.flatnonzero(bad)[0])
-            raise ValueError(
-                f"predictions[{n}] (image_id={ids[n]}): masks are {tuple(predicted[n].tolist())} "
-                f"(H, W) but the image's ground truth is {tuple(sizes[n].tolist())}; predicted "
-                "masks must be pasted at the evaluated image's size"
-            )
-        return np.where(known[:, None], sizes, predicted)
 
     def _check_keypoints(self, gt: dict, dt: dict, ids: list[int]) -> None:
         if "keypoints" not in self.iou_types:
@@ -336,34 +338,10 @@ class CocoEvaluator:
     def _ground_truth(self, block: Block, iou_type: str) -> Annotations:
         if self._gt_index is not None:
             return self._gt_index.annotations(block.image_ids.tolist(), iou_type)
-        gt = block.gt
-        rles = keypoints = num_keypoints = None
-        if iou_type == "segm":
-            heights = np.repeat(block.heights, block.gt_counts).tolist()
-            widths = np.repeat(block.widths, block.gt_counts).tolist()
-            rles = [{"size": [h, w], "counts": c} for h, w, c in zip(heights, widths, gt["rles"])]
-        if iou_type == "keypoints":
-            keypoints = _flat_points(gt["keypoints"])
-            num_keypoints = (gt["keypoints"][..., 2] > 0).sum(1)
-        return Annotations(
-            image_id=np.repeat(block.image_ids, block.gt_counts),
-            category_id=gt["category_id"],
-            bbox=gt["bbox"],
-            area=gt["area"],
-            iscrowd=gt["iscrowd"],
-            rles=rles,
-            keypoints=keypoints,
-            num_keypoints=num_keypoints,
-        )
+        return block_ground_truth(block, iou_type)
 
     def _detections(self, block: Block, iou_type: str, categories: list[int]) -> Annotations:
-        sizes = np.stack([block.heights, block.widths], axis=1)
-        dt = detections_from_columns(
-            block.dt,
-            iou_type,
-            np.repeat(block.image_ids, block.dt_counts),
-            np.repeat(sizes, block.dt_counts, axis=0),
-        )
+        dt = block_detections(block, iou_type)
         known = np.isin(dt.category_id, categories)
         if not known.all():
             others = sorted(set(dt.category_id[~known].tolist()))
@@ -403,7 +381,7 @@ class CocoEvaluator:
         block = self._store.merged()
         if block is None:
             return []
-        return _results(block, iou_type)
+        return result_dicts(block_detections(block, iou_type), iou_type)
 
     def write_results(self, path: str | os.PathLike, iou_type: str | None = None) -> Path | None:
         """Write every process's predictions as a COCO results json (collective).
@@ -418,7 +396,11 @@ class CocoEvaluator:
         if not is_main_process():
             return None
         blocks = [p for p in parts if p is not None and len(p)]
-        rows = _results(Block.concat(blocks), iou_type) if blocks else []
+        rows = (
+            result_dicts(block_detections(Block.concat(blocks), iou_type), iou_type)
+            if blocks
+            else []
+        )
         path = Path(path)
         path.write_text(json.dumps(rows))
         return path
@@ -430,14 +412,3 @@ class CocoEvaluator:
                 f"iou_type {iou_type!r} is not among this evaluator's {self.iou_types}"
             )
         return iou_type
-
-
-def _results(block: Block, iou_type: str) -> list[dict]:
-    sizes = np.stack([block.heights, block.widths], axis=1)
-    detections = detections_from_columns(
-        block.dt,
-        iou_type,
-        np.repeat(block.image_ids, block.dt_counts),
-        np.repeat(sizes, block.dt_counts, axis=0),
-    )
-    return result_dicts(detections, iou_type)

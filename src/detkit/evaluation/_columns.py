@@ -1,0 +1,378 @@
+"""Batches of targets and predictions as the columns the evaluator keeps.
+
+Per ``update`` each field of every image is gathered into one float64 numpy column (CPU
+tensors are read in place, accelerator tensors copied once), masks are RLE-encoded, labels
+mapped to category ids, and shapes and values checked, naming the image at fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from detkit.evaluation._coco import Annotations, MaskEncoder, detections_like_load_res
+from detkit.evaluation._params import LabelMap
+from detkit.evaluation._store import Block
+
+
+def _numpy(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _missing(item: Any, key: str, where: str) -> Exception:
+    if not isinstance(item, Mapping):
+        return TypeError(f"{where}: expected a dict, got {type(item).__name__}")
+    return ValueError(f"{where}: missing '{key}' (present: {sorted(item)})")
+
+
+def _column(values: list, width: int) -> np.ndarray:
+    """Per-image values (``[N]`` or ``[N, width]``) as one float64 array ``[n, width]``.
+
+    CPU tensors are read in place by numpy (a torch call costs several times a numpy one on
+    arrays this small); tensors on an accelerator are concatenated there and copied once.
+    """
+    if not values:
+        return np.zeros((0, width))
+    try:  # the common case, CPU tensors without grad (or numpy arrays): no torch call at all
+        arrays = [v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for v in values]
+    except (RuntimeError, TypeError):  # on an accelerator, needing grad, or bfloat16
+        arrays = _host_arrays(values)
+    joined = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    return joined.reshape(-1, width).astype(np.float64)
+
+
+def _host_arrays(values: list) -> list[np.ndarray]:
+    first = values[0]
+    if isinstance(first, torch.Tensor) and first.device.type != "cpu":
+        try:  # concatenated where they are, copied to the host once
+            values = [torch.cat([v.detach() for v in values]).cpu()]
+        except RuntimeError:  # tensors on several devices
+            values = [v.detach().cpu() for v in values]
+    arrays = []
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu()
+            value = (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+        arrays.append(np.asarray(value))
+    return arrays
+
+
+def _boxes_xywh(values: list) -> np.ndarray:
+    boxes = _column(values, 4)
+    boxes[:, 2:] -= boxes[:, :2]
+    return boxes
+
+
+def prediction_columns(
+    predictions: Sequence[Mapping[str, Any]],
+    image_ids: list[int],
+    iou_types: set[str],
+    *,
+    mask_threshold: float,
+    labels: LabelMap,
+    encoder: MaskEncoder | None = None,
+) -> dict[str, Any]:
+    """One batch of predictions as columns: counts per image, then one row per detection."""
+    encoder = MaskEncoder() if encoder is None else encoder
+    boxes, scores, label_list, rles, keypoints, sizes = [], [], [], [], [], []
+    counts = []
+    want_boxes, want_masks = "bbox" in iou_types, "segm" in iou_types
+    want_points = "keypoints" in iou_types
+    for n, prediction in enumerate(predictions):
+        try:
+            score, label = prediction["scores"], prediction["labels"]
+            box = prediction["boxes"] if want_boxes else None
+            mask = prediction["masks"] if want_masks else None
+            point = prediction["keypoints"] if want_points else None
+        except (KeyError, TypeError):
+            where = f"predictions[{n}] (image_id={image_ids[n]})"
+            for key in ("scores", "labels", "boxes", "masks", "keypoints"):
+                if not isinstance(prediction, Mapping) or key not in prediction:
+                    raise _missing(prediction, key, where) from None
+            raise
+        try:
+            num = score.shape[0]
+            bad = (
+                score.shape != (num,)
+                or label.shape != (num,)
+                or (want_boxes and box.shape != (num, 4))
+                or (want_masks and not _mask_shape_ok(mask.shape, num))
+                or (
+                    want_points
+                    and (point.ndim != 3 or point.shape[:1] + point.shape[2:] != (num, 3))
+                )
+            )
+        except (AttributeError, IndexError):
+            keys = ("scores", "labels", "boxes", "masks", "keypoints")
+            _check_arrays(prediction, keys, "predictions", n, image_ids)
+            bad = True
+        if bad:
+            raise ValueError(
+                f"predictions[{n}] (image_id={image_ids[n]}): expected 'scores' [N], 'labels' "
+                "[N], 'boxes' [N, 4], 'masks' [N, 1, H, W], 'keypoints' [N, K, 3]; got "
+                + ", ".join(
+                    f"'{key}' {tuple(prediction[key].shape)}"
+                    for key in ("scores", "labels", "boxes", "masks", "keypoints")
+                    if key in prediction and hasattr(prediction[key], "shape")
+                )
+            )
+        counts.append(num)
+        scores.append(score)
+        label_list.append(label)
+        if want_boxes:
+            boxes.append(box)
+        if want_masks:
+            sizes.append((int(mask.shape[-2]), int(mask.shape[-1])))
+            rles += [r["counts"] for r in encoder(mask, mask_threshold)]
+        if want_points:
+            keypoints.append(point)
+    columns = {
+        "counts": np.asarray(counts, dtype=np.int64),
+        "score": _column(scores, 1)[:, 0],
+        "category_id": _map_labels(
+            _column(label_list, 1)[:, 0].astype(np.int64), labels, counts, image_ids, "predictions"
+        ),
+    }
+    if want_boxes:
+        columns["bbox"] = _boxes_xywh(boxes)
+    if want_masks:
+        columns["rles"], columns["mask_sizes"] = rles, sizes
+    if want_points:
+        columns["keypoints"] = _points(keypoints, image_ids, "predictions")
+    _check_finite(columns, counts, image_ids, "predictions")
+    return columns
+
+
+def _check_arrays(item: Mapping, keys: tuple, what: str, n: int, image_ids: list[int]) -> None:
+    for key in keys:
+        value = item.get(key)
+        if value is not None and not hasattr(value, "shape"):
+            raise TypeError(
+                f"{what}[{n}] (image_id={image_ids[n]}): '{key}' must be a tensor, got "
+                f"{type(value).__name__}"
+            )
+
+
+def _mask_shape_ok(shape, num: int) -> bool:
+    return (len(shape) == 3 or (len(shape) == 4 and shape[1] == 1)) and shape[0] == num
+
+
+def _points(keypoints: list, image_ids: list[int], what: str) -> np.ndarray:
+    ks = {int(k.shape[1]) for k in keypoints}
+    if len(ks) > 1:
+        raise ValueError(
+            f"{what}: keypoints of one batch have different K {sorted(ks)} "
+            f"(image_ids {image_ids}); every instance must have the same keypoints"
+        )
+    k = ks.pop() if ks else 0
+    return _column(keypoints, 3 * k).reshape(-1, k, 3)
+
+
+def _map_labels(values, labels: LabelMap, counts, image_ids, what: str) -> np.ndarray:
+    try:
+        return labels(values, what)
+    except ValueError:
+        # Redo image by image so the message names the image.
+        start = 0
+        for n, count in enumerate(counts):
+            labels(values[start : start + count], f"{what}[{n}] (image_id={image_ids[n]})")
+            start += count
+        raise
+
+
+def _check_finite(columns: dict, counts, image_ids, what: str) -> None:
+    for key in ("score", "bbox", "area", "keypoints"):
+        values = columns.get(key)
+        if values is None or np.isfinite(values).all():
+            continue
+        flat = values.reshape(len(values), values.size // max(len(values), 1))
+        row = int(np.flatnonzero(~np.isfinite(flat).all(axis=1))[0])
+        image = int(np.searchsorted(np.cumsum(counts), row, side="right"))
+        raise ValueError(
+            f"{what}[{image}] (image_id={image_ids[image]}): '{key}' has NaN or infinite values"
+        )
+
+
+def detections_from_columns(
+    columns: Mapping[str, Any], iou_type: str, image_id: np.ndarray, sizes: np.ndarray | None
+) -> Annotations:
+    """Detections of one iou type from prediction columns, with ``loadRes``' derived fields.
+
+    ``image_id`` and ``sizes`` (``[D, 2]`` mask height and width, segm only) are per row.
+    """
+    rles = None
+    if iou_type == "segm":
+        rles = [{"size": s, "counts": c} for s, c in zip(sizes.tolist(), columns["rles"])]
+    keypoints = columns.get("keypoints")
+    return detections_like_load_res(
+        iou_type,
+        image_id,
+        columns["category_id"],
+        columns["score"],
+        bbox=columns.get("bbox"),
+        rles=rles,
+        keypoints=None if keypoints is None else flat_points(keypoints),
+    )
+
+
+def target_columns(
+    targets: Sequence[Mapping[str, Any]],
+    image_ids: list[int],
+    iou_types: set[str],
+    *,
+    labels: LabelMap,
+    encoder: MaskEncoder | None = None,
+) -> dict[str, Any]:
+    """One batch of ground-truth targets as columns (counts per image, one row per instance).
+
+    ``area`` defaults to the mask pixel count where masks exist, else the box area; ``iscrowd``
+    to 0. Masks are encoded only for segm, keypoints kept only for keypoints.
+    """
+    encoder = MaskEncoder() if encoder is None else encoder
+    counts, boxes, label_list, areas, crowds, rles, keypoints, sizes = ([] for _ in range(8))
+    for n, target in enumerate(targets):
+        try:
+            box, label = target["boxes"], target["labels"]
+        except (KeyError, TypeError):
+            where = f"targets[{n}] (image_id={image_ids[n]})"
+            has_boxes = isinstance(target, Mapping) and "boxes" in target
+            raise _missing(target, "labels" if has_boxes else "boxes", where) from None
+        masks, area, crowd = target.get("masks"), target.get("area"), target.get("iscrowd")
+        try:
+            num = box.shape[0]
+            bad = (
+                box.shape != (num, 4)
+                or label.shape != (num,)
+                or (masks is not None and (masks.ndim != 3 or masks.shape[0] != num))
+                or (area is not None and area.shape != (num,))
+                or (crowd is not None and crowd.shape != (num,))
+            )
+        except (AttributeError, IndexError):
+            keys = ("boxes", "labels", "masks", "area", "iscrowd")
+            _check_arrays(target, keys, "targets", n, image_ids)
+            bad = True
+        if bad:
+            raise ValueError(
+                f"targets[{n}] (image_id={image_ids[n]}): expected 'boxes' [N, 4], 'labels', "
+                "'area', 'iscrowd' [N], 'masks' [N, H, W]; got "
+                + ", ".join(
+                    f"'{key}' {tuple(target[key].shape)}"
+                    for key in ("boxes", "labels", "area", "iscrowd", "masks")
+                    if key in target and hasattr(target[key], "shape")
+                )
+            )
+        sizes.append((int(masks.shape[1]), int(masks.shape[2])) if masks is not None else (0, 0))
+        if area is None:
+            area = _pixel_counts(masks) if masks is not None else _box_area(box)
+        if "segm" in iou_types:
+            if masks is None:
+                raise ValueError(
+                    f"targets[{n}] (image_id={image_ids[n]}): segm evaluation needs "
+                    "ground-truth 'masks'"
+                )
+            rles += [r["counts"] for r in encoder(masks, 0.5)]
+        if "keypoints" in iou_types:
+            point = target.get("keypoints")
+            if point is None or point.ndim != 3 or point.shape[0] != num or point.shape[2] != 3:
+                raise ValueError(
+                    f"targets[{n}] (image_id={image_ids[n]}): keypoints evaluation needs "
+                    f"'keypoints' [{num}, K, 3], got "
+                    f"{None if point is None else tuple(point.shape)}"
+                )
+            keypoints.append(point)
+        counts.append(num)
+        boxes.append(box)
+        label_list.append(label)
+        areas.append(area)
+        crowds.append(np.zeros(num) if crowd is None else crowd)
+    columns = {
+        "counts": np.asarray(counts, dtype=np.int64),
+        "sizes": np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
+        "category_id": _map_labels(
+            _column(label_list, 1)[:, 0].astype(np.int64), labels, counts, image_ids, "targets"
+        ),
+        "bbox": _boxes_xywh(boxes),
+        "area": _column(areas, 1)[:, 0],
+        "iscrowd": (_column(crowds, 1)[:, 0] != 0).astype(np.int64),
+    }
+    if "segm" in iou_types:
+        columns["rles"] = rles
+    if "keypoints" in iou_types:
+        columns["keypoints"] = _points(keypoints, image_ids, "targets")
+    _check_finite(columns, counts, image_ids, "targets")
+    return columns
+
+
+def _pixel_counts(masks):
+    if isinstance(masks, torch.Tensor):
+        return (masks != 0).flatten(1).sum(1)
+    array = np.asarray(masks)
+    flat = array.reshape(array.shape[0], array.shape[1] * array.shape[2])
+    return np.count_nonzero(flat, axis=1)
+
+
+def _box_area(boxes):
+    if not isinstance(boxes, torch.Tensor):
+        boxes = torch.as_tensor(np.asarray(boxes, dtype=np.float64))
+    boxes = boxes.to(torch.float64)
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def flat_points(keypoints: np.ndarray) -> np.ndarray:
+    """``[n, K, 3]`` keypoints as COCO's flat ``[n, K * 3]`` rows (also for ``n = 0``)."""
+    return keypoints.reshape(len(keypoints), keypoints.shape[1] * 3)
+
+
+def merge_sizes(sizes: np.ndarray, mask_sizes: list | None, ids: list[int]) -> np.ndarray:
+    """Image sizes ``[B, 2]`` from the ground truth, else from the predicted masks (checked)."""
+    if not mask_sizes:
+        return sizes
+    predicted = np.asarray(mask_sizes, dtype=np.int64).reshape(-1, 2)
+    known = (sizes > 0).all(axis=1)
+    bad = known & (sizes != predicted).any(axis=1)
+    if bad.any():
+        n = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"predictions[{n}] (image_id={ids[n]}): masks are {tuple(predicted[n].tolist())} "
+            f"(H, W) but the image's ground truth is {tuple(sizes[n].tolist())}; predicted "
+            "masks must be pasted at the evaluated image's size"
+        )
+    return np.where(known[:, None], sizes, predicted)
+
+
+def block_ground_truth(block: Block, iou_type: str) -> Annotations:
+    """The ground truth stored in a block (built from targets) as annotations of one type."""
+    gt = block.gt
+    rles = keypoints = num_keypoints = None
+    if iou_type == "segm":
+        heights = np.repeat(block.heights, block.gt_counts).tolist()
+        widths = np.repeat(block.widths, block.gt_counts).tolist()
+        rles = [{"size": [h, w], "counts": c} for h, w, c in zip(heights, widths, gt["rles"])]
+    if iou_type == "keypoints":
+        keypoints = flat_points(gt["keypoints"])
+        num_keypoints = (gt["keypoints"][..., 2] > 0).sum(1)
+    return Annotations(
+        image_id=np.repeat(block.image_ids, block.gt_counts),
+        category_id=gt["category_id"],
+        bbox=gt["bbox"],
+        area=gt["area"],
+        iscrowd=gt["iscrowd"],
+        rles=rles,
+        keypoints=keypoints,
+        num_keypoints=num_keypoints,
+    )
+
+
+def block_detections(block: Block, iou_type: str) -> Annotations:
+    """The detections stored in a block as annotations of one type."""
+    sizes = None
+    if iou_type == "segm":  # only masks need their image's size
+        sizes = np.repeat(np.stack([block.heights, block.widths], axis=1), block.dt_counts, 0)
+    return detections_from_columns(
+        block.dt, iou_type, np.repeat(block.image_ids, block.dt_counts), sizes
+    )
