@@ -313,3 +313,20 @@ def test_written_results_reproduce_the_metrics_in_pycocotools(iou_type, tmp_path
         reference.summarize()
     assert [metrics[k] for k in STAT_NAMES[iou_type]] == reference.stats.tolist()
     assert len(json.loads(path.read_text())) == sum(len(p["scores"]) for p in predictions)
+
+
+def test_many_updates_grow_the_columns_without_changing_a_number():
+    predictions, targets = case("segm", seed=13, num_images=300, max_side=40, max_random=10)
+    assert sum(len(p["scores"]) for p in predictions) > 2048  # the columns grow twice
+    one_batch = CocoEvaluator("segm")
+    one_batch.update(predictions, targets)
+    one_by_one = CocoEvaluator("segm")
+    for prediction, target in zip(predictions, targets):
+        one_by_one.update([prediction], [target])
+    one_by_one.update(predictions[:3], targets[:3])  # stored long ago, identical: skipped
+    assert one_by_one.num_images == 300
+    assert one_by_one.compute() == one_batch.compute()
+    assert one_by_one.results("segm") == one_batch.results("segm")
+    changed = {**predictions[1], "scores": predictions[1]["scores"] + 0.01}
+    with pytest.raises(ValueError, match="already updated with different"):
+        one_by_one.update([changed], targets[1:2])

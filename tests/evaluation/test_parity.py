@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from coco_reference import STAT_NAMES, coco_dicts, pycocotools_eval
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -65,6 +66,7 @@ def test_chunked_backends_equal_pycocotools(iou_type, monkeypatch):
     import detkit.evaluation.backends as backends
 
     monkeypatch.setattr(backends, "_CHUNK_IMAGES", 2)
+    monkeypatch.setattr(backends, "_CHUNK_IMAGES_PYCOCOTOOLS", 2)
     for seed in range(3):
         predictions, targets = _detection_case(
             np.random.default_rng(seed), iou_type, 5, {"max_gt": 6, "empty_predictions": 0.2}
@@ -73,3 +75,27 @@ def test_chunked_backends_equal_pycocotools(iou_type, monkeypatch):
         for backend in BACKENDS:
             metrics = run(backend, iou_type, predictions, targets)
             assert_equal_to_pycocotools(metrics, reference, iou_type)
+
+
+def test_hundreds_of_masks_in_one_image():
+    """pycocotools' area() overflows a uint8 counter beyond 255 masks per call (numpy 2)."""
+    rng = np.random.default_rng(0)
+    masks = torch.from_numpy((rng.random((300, 1, 12, 12)) < 0.5).astype(np.float32))
+    target = {
+        "boxes": torch.tensor([[0.0, 0.0, 12.0, 12.0]] * 2),
+        "labels": torch.tensor([1, 2]),
+        "masks": masks[:2, 0].to(torch.uint8),
+        "area": masks[:2, 0].sum((1, 2)),
+        "iscrowd": torch.zeros(2, dtype=torch.int64),
+        "image_id": 3,
+    }
+    prediction = {
+        "boxes": torch.zeros(300, 4),
+        "labels": torch.from_numpy(rng.integers(1, 3, 300)),
+        "scores": torch.from_numpy(rng.random(300).astype(np.float32)),
+        "masks": masks,
+    }
+    reference = pycocotools_eval(*coco_dicts([prediction], [target], "segm"), "segm")
+    for backend in BACKENDS:
+        metrics = run(backend, "segm", [prediction], [target], max_dets=(1, 10, 100))
+        assert_equal_to_pycocotools(metrics, reference, "segm")

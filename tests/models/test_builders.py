@@ -233,3 +233,28 @@ def test_torchvision_weights_three_ways_give_one_model(coco_like_hub, monkeypatc
     # the same three trainable stages (layer2-4) and frozen batch norm as torchvision's builder
     assert trainable_names(ours) == trainable_names(theirs) == trainable_names(from_file)
     assert not any(n.startswith("backbone.body.layer1") for n in trainable_names(ours))
+
+
+def test_backbone_weights_from_a_local_file(tmp_path):
+    torch.manual_seed(3)
+    classifier = torchvision.models.mobilenet_v3_large()
+    classifier.features[1].block[0][1].running_var.fill_(2.0)  # a statistic to recognise
+    torch.save(classifier.state_dict(), tmp_path / "mobilenet_v3_large.pth")
+    ours = fasterrcnn(
+        "mobilenet_v3_large", num_classes=2, weights_backbone=tmp_path / "mobilenet_v3_large.pth"
+    )
+    theirs = detection_model(
+        "fasterrcnn_mobilenet_v3_large_320_fpn",
+        num_classes=2,
+        weights_backbone=str(tmp_path / "mobilenet_v3_large.pth"),
+    )
+    # torchvision's detection builders build MobileNet with BatchNorm2d's default eps (1e-5)
+    # and freeze it as such; detkit keeps the classification model's own (0.001)
+    for body, eps in ((ours.backbone.body, 0.001), (theirs.backbone.body, 1e-5)):
+        assert torch.equal(body["3"].block[0][0].weight, classifier.features[3].block[0][0].weight)
+        bn = body["1"].block[0][1]
+        assert isinstance(bn, FrozenBatchNorm2d) and bn.eps == eps
+        torch.testing.assert_close(bn.running_var, torch.full_like(bn.running_var, 2.0))
+        # pretrained: the 3 deepest of MobileNet's 6 stages train (blocks 7 to 16)
+        trained = {n.split(".")[0] for n, p in body.named_parameters() if p.requires_grad}
+        assert trained == {str(i) for i in range(7, 17)}

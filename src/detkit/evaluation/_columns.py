@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from detkit.evaluation._coco import Annotations, detections_like_load_res, encode_masks
+from detkit.evaluation._coco import Annotations, MaskEncoder, detections_like_load_res
 from detkit.evaluation._params import LabelMap
 from detkit.evaluation._store import Block
 
@@ -38,9 +38,18 @@ def _column(values: list, width: int) -> np.ndarray:
     """
     if not values:
         return np.zeros((0, width))
+    try:  # the common case, CPU tensors without grad (or numpy arrays): no torch call at all
+        arrays = [v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for v in values]
+    except (RuntimeError, TypeError):  # on an accelerator, needing grad, or bfloat16
+        arrays = _host_arrays(values)
+    joined = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    return joined.reshape(-1, width).astype(np.float64)
+
+
+def _host_arrays(values: list) -> list[np.ndarray]:
     first = values[0]
     if isinstance(first, torch.Tensor) and first.device.type != "cpu":
-        try:
+        try:  # concatenated where they are, copied to the host once
             values = [torch.cat([v.detach() for v in values]).cpu()]
         except RuntimeError:  # tensors on several devices
             values = [v.detach().cpu() for v in values]
@@ -49,9 +58,8 @@ def _column(values: list, width: int) -> np.ndarray:
         if isinstance(value, torch.Tensor):
             value = value.detach().cpu()
             value = (value.float() if value.dtype == torch.bfloat16 else value).numpy()
-        arrays.append(value)
-    joined = np.concatenate(arrays) if len(arrays) > 1 else np.asarray(arrays[0])
-    return joined.reshape(-1, width).astype(np.float64)
+        arrays.append(np.asarray(value))
+    return arrays
 
 
 def _boxes_xywh(values: list) -> np.ndarray:
@@ -67,8 +75,10 @@ def prediction_columns(
     *,
     mask_threshold: float,
     labels: LabelMap,
+    encoder: MaskEncoder | None = None,
 ) -> dict[str, Any]:
     """One batch of predictions as columns: counts per image, then one row per detection."""
+    encoder = MaskEncoder() if encoder is None else encoder
     boxes, scores, label_list, rles, keypoints, sizes = [], [], [], [], [], []
     counts = []
     want_boxes, want_masks = "bbox" in iou_types, "segm" in iou_types
@@ -85,21 +95,23 @@ def prediction_columns(
                 if not isinstance(prediction, Mapping) or key not in prediction:
                     raise _missing(prediction, key, where) from None
             raise
-        _check_arrays(
-            prediction,
-            ("scores", "labels", "boxes", "masks", "keypoints"),
-            "predictions",
-            n,
-            image_ids,
-        )
-        num = score.shape[0]
-        if (
-            score.shape != (num,)
-            or label.shape != (num,)
-            or (want_boxes and box.shape != (num, 4))
-            or (want_masks and not _mask_shape_ok(mask.shape, num))
-            or (want_points and (point.ndim != 3 or point.shape[0] != num or point.shape[2] != 3))
-        ):
+        try:
+            num = score.shape[0]
+            bad = (
+                score.shape != (num,)
+                or label.shape != (num,)
+                or (want_boxes and box.shape != (num, 4))
+                or (want_masks and not _mask_shape_ok(mask.shape, num))
+                or (
+                    want_points
+                    and (point.ndim != 3 or point.shape[:1] + point.shape[2:] != (num, 3))
+                )
+            )
+        except (AttributeError, IndexError):
+            keys = ("scores", "labels", "boxes", "masks", "keypoints")
+            _check_arrays(prediction, keys, "predictions", n, image_ids)
+            bad = True
+        if bad:
             raise ValueError(
                 f"predictions[{n}] (image_id={image_ids[n]}): expected 'scores' [N], 'labels' "
                 "[N], 'boxes' [N, 4], 'masks' [N, 1, H, W], 'keypoints' [N, K, 3]; got "
@@ -116,7 +128,7 @@ def prediction_columns(
             boxes.append(box)
         if want_masks:
             sizes.append((int(mask.shape[-2]), int(mask.shape[-1])))
-            rles += [r["counts"] for r in encode_masks(mask, mask_threshold)]
+            rles += [r["counts"] for r in encoder(mask, mask_threshold)]
         if want_points:
             keypoints.append(point)
     columns = {
@@ -187,7 +199,7 @@ def _check_finite(columns: dict, counts, image_ids, what: str) -> None:
 
 
 def detections_from_columns(
-    columns: Mapping[str, Any], iou_type: str, image_id: np.ndarray, sizes: np.ndarray
+    columns: Mapping[str, Any], iou_type: str, image_id: np.ndarray, sizes: np.ndarray | None
 ) -> Annotations:
     """Detections of one iou type from prediction columns, with ``loadRes``' derived fields.
 
@@ -214,12 +226,14 @@ def target_columns(
     iou_types: set[str],
     *,
     labels: LabelMap,
+    encoder: MaskEncoder | None = None,
 ) -> dict[str, Any]:
     """One batch of ground-truth targets as columns (counts per image, one row per instance).
 
     ``area`` defaults to the mask pixel count where masks exist, else the box area; ``iscrowd``
     to 0. Masks are encoded only for segm, keypoints kept only for keypoints.
     """
+    encoder = MaskEncoder() if encoder is None else encoder
     counts, boxes, label_list, areas, crowds, rles, keypoints, sizes = ([] for _ in range(8))
     for n, target in enumerate(targets):
         try:
@@ -229,17 +243,20 @@ def target_columns(
             has_boxes = isinstance(target, Mapping) and "boxes" in target
             raise _missing(target, "labels" if has_boxes else "boxes", where) from None
         masks, area, crowd = target.get("masks"), target.get("area"), target.get("iscrowd")
-        _check_arrays(
-            target, ("boxes", "labels", "masks", "area", "iscrowd"), "targets", n, image_ids
-        )
-        num = box.shape[0]
-        if (
-            box.shape != (num, 4)
-            or label.shape != (num,)
-            or (masks is not None and (masks.ndim != 3 or masks.shape[0] != num))
-            or (area is not None and area.shape != (num,))
-            or (crowd is not None and crowd.shape != (num,))
-        ):
+        try:
+            num = box.shape[0]
+            bad = (
+                box.shape != (num, 4)
+                or label.shape != (num,)
+                or (masks is not None and (masks.ndim != 3 or masks.shape[0] != num))
+                or (area is not None and area.shape != (num,))
+                or (crowd is not None and crowd.shape != (num,))
+            )
+        except (AttributeError, IndexError):
+            keys = ("boxes", "labels", "masks", "area", "iscrowd")
+            _check_arrays(target, keys, "targets", n, image_ids)
+            bad = True
+        if bad:
             raise ValueError(
                 f"targets[{n}] (image_id={image_ids[n]}): expected 'boxes' [N, 4], 'labels', "
                 "'area', 'iscrowd' [N], 'masks' [N, H, W]; got "
@@ -258,7 +275,7 @@ def target_columns(
                     f"targets[{n}] (image_id={image_ids[n]}): segm evaluation needs "
                     "ground-truth 'masks'"
                 )
-            rles += [r["counts"] for r in encode_masks(masks, 0.5)]
+            rles += [r["counts"] for r in encoder(masks, 0.5)]
         if "keypoints" in iou_types:
             point = target.get("keypoints")
             if point is None or point.ndim != 3 or point.shape[0] != num or point.shape[2] != 3:
@@ -353,10 +370,9 @@ def block_ground_truth(block: Block, iou_type: str) -> Annotations:
 
 def block_detections(block: Block, iou_type: str) -> Annotations:
     """The detections stored in a block as annotations of one type."""
-    sizes = np.stack([block.heights, block.widths], axis=1)
+    sizes = None
+    if iou_type == "segm":  # only masks need their image's size
+        sizes = np.repeat(np.stack([block.heights, block.widths], axis=1), block.dt_counts, 0)
     return detections_from_columns(
-        block.dt,
-        iou_type,
-        np.repeat(block.image_ids, block.dt_counts),
-        np.repeat(sizes, block.dt_counts, axis=0),
+        block.dt, iou_type, np.repeat(block.image_ids, block.dt_counts), sizes
     )

@@ -7,7 +7,6 @@ one row per ground-truth instance and one per detection (numpy columns; RLE coun
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +29,8 @@ def _join(values: list):
 def _same(a, b) -> bool:
     if isinstance(a, list):
         return a == b
+    if a.size == 0 and b.size == 0:  # empty keypoints may differ in their K
+        return True
     return a.shape == b.shape and bool(np.array_equal(a, b))
 
 
@@ -91,8 +92,82 @@ def same_payload(a: list, b: list) -> bool:
     return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
 
 
+class _Column:
+    """A numpy column that grows by doubling: few, large allocations.
+
+    Many small arrays kept per update, between the large short-lived ones a model's outputs
+    make, fragment the heap; resident memory then grows by gigabytes over a segm run.
+    """
+
+    def __init__(self, like: np.ndarray):
+        self.data = np.empty((0, *like.shape[1:]), dtype=like.dtype)
+        self.size = 0
+
+    def extend(self, values: np.ndarray) -> None:
+        end = self.size + len(values)
+        if end > len(self.data):
+            grown = np.empty(
+                (max(end, 2 * len(self.data), 1024), *self.data.shape[1:]), self.data.dtype
+            )
+            grown[: self.size] = self.data[: self.size]
+            self.data = grown
+        self.data[self.size : end] = values
+        self.size = end
+
+    def view(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        return self.data[start : self.size if stop is None else stop]
+
+
+class _BytesColumn:
+    """Byte strings (RLE counts) packed in one growing buffer, with their end offsets."""
+
+    def __init__(self) -> None:
+        self.data = _Column(np.zeros(0, dtype=np.uint8))
+        self.ends = _Column(np.zeros(0, dtype=np.int64))
+
+    @property
+    def size(self) -> int:
+        return self.ends.size
+
+    def extend(self, items: list[bytes]) -> None:
+        if not items:
+            return
+        base = int(self.ends.data[self.ends.size - 1]) if self.ends.size else 0
+        lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+        self.data.extend(np.frombuffer(b"".join(items), dtype=np.uint8))
+        self.ends.extend(base + np.cumsum(lengths))
+
+    def view(self, start: int = 0, stop: int | None = None) -> list[bytes]:
+        ends = self.ends.view(start, stop).tolist()
+        first = int(self.ends.data[start - 1]) if start else 0
+        buffer = self.data.view()
+        return [buffer[a:b].tobytes() for a, b in zip([first, *ends[:-1]], ends)]
+
+
+class _Columns:
+    """Named columns, list-valued ones (RLE counts) packed as bytes."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, _Column | _BytesColumn] = {}
+        self.empty: dict = {}  # each key's empty value, for keys with no rows yet
+
+    def extend(self, values: dict) -> None:
+        for key, value in values.items():
+            if key not in self.columns:
+                if not len(value):
+                    self.empty.setdefault(key, value[:0])
+                    continue
+                self.columns[key] = _BytesColumn() if isinstance(value, list) else _Column(value)
+            self.columns[key].extend(value)
+
+    def view(self, start: int = 0, stop: int | None = None) -> dict:
+        out = dict(self.empty)
+        out.update({key: column.view(start, stop) for key, column in self.columns.items()})
+        return out
+
+
 class Store:
-    """Blocks appended by ``update``; each image id is stored once.
+    """The images ``update`` added, each image id once, in growing columns.
 
     An image seen again with identical ground truth and detections is skipped (a repeated
     batch, or a sample a sampler padded); with different content it is an error, since the
@@ -103,23 +178,27 @@ class Store:
         self.reset()
 
     def reset(self) -> None:
-        self._blocks: list[Block] = []
-        self._starts: list[int] = []
-        self._sequence: dict[int, int] = {}  # image id -> order of arrival
+        self._images = _Columns()  # per image: ids, heights, widths, row counts
+        self._gt = _Columns()
+        self._dt = _Columns()
+        self._sequence: dict[int, int] = {}  # image id -> position in the columns
 
     @property
     def num_images(self) -> int:
         return len(self._sequence)
 
-    def image_ids(self) -> list[int]:
-        return list(self._sequence)
-
-    def _payload(self, sequence: int) -> list:
-        index = bisect.bisect_right(self._starts, sequence) - 1
-        return self._blocks[index].payload(sequence - self._starts[index])
+    def _payload(self, position: int) -> list:
+        # Row offsets from the counts: only repeated images need them.
+        images = self._images.view()
+        out = [images["heights"][position], images["widths"][position]]
+        for part, counts in ((self._gt, images["gt_counts"]), (self._dt, images["dt_counts"])):
+            start = int(counts[:position].sum())
+            rows = part.view(start, start + int(counts[position]))
+            out += [rows[key] for key in sorted(rows)]
+        return out
 
     def add(self, block: Block) -> int:
-        """Append a block; returns how many images were skipped as identical repeats."""
+        """Append a block's images; returns how many were skipped as identical repeats."""
         ids = block.image_ids.tolist()
         skipped = 0
         if len(set(ids)) != len(ids) or any(i in self._sequence for i in ids):
@@ -143,18 +222,35 @@ class Store:
             block = block.select(keep)
             ids = block.image_ids.tolist()
             skipped = int((~keep).sum())
+        if not ids:
+            return skipped
         start = len(self._sequence)
         for offset, image_id in enumerate(ids):
             self._sequence[image_id] = start + offset
-        if ids:
-            self._starts.append(start)
-            self._blocks.append(block)
+        self._images.extend(
+            {
+                "image_ids": block.image_ids,
+                "heights": block.heights,
+                "widths": block.widths,
+                "gt_counts": block.gt_counts,
+                "dt_counts": block.dt_counts,
+            }
+        )
+        self._gt.extend(block.gt)
+        self._dt.extend(block.dt)
         return skipped
 
     def merged(self) -> Block | None:
         """All stored images as one block (``None`` when nothing was stored)."""
-        if not self._blocks:
+        if not self._sequence:
             return None
-        merged = Block.concat(self._blocks)
-        self._blocks, self._starts = [merged], [0]
-        return merged
+        images = self._images.view()
+        return Block(
+            image_ids=images["image_ids"],
+            heights=images["heights"],
+            widths=images["widths"],
+            gt_counts=images["gt_counts"],
+            dt_counts=images["dt_counts"],
+            gt=self._gt.view(),
+            dt=self._dt.view(),
+        )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import importlib.util
 import io
 import warnings
@@ -41,6 +42,11 @@ __all__ = ["BACKENDS", "available_backends"]
 
 #: Every backend name, fastest first (``"auto"`` takes the first one installed).
 BACKENDS = ("hotcoco", "pycocotools")
+
+# Images per chunk. pycocotools' per-chunk state (dicts, indexes, IoU matrices) is several
+# times hotcoco's, so its chunks are smaller; the per-image results are kept either way.
+_CHUNK_IMAGES = 512
+_CHUNK_IMAGES_PYCOCOTOOLS = 64
 
 
 def available_backends() -> list[str]:
@@ -83,10 +89,32 @@ def quiet(verbose: bool) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _garbage_collection_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a backend builds its many dicts.
+
+    Each allocation burst triggers full collections that walk every object of the process
+    (a few hundred thousand with torch loaded): building 4,000 dicts took 12 ms instead of
+    1 ms. Nothing built here forms reference cycles; collection resumes afterwards.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def evaluate(
     backend: str, images: Images, gt: Annotations, dt: Annotations, params: EvalParams
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run one backend; returns ``(precision, recall)`` as pycocotools' ``accumulate`` does."""
+    with _garbage_collection_paused():
+        return _evaluate(backend, images, gt, dt, params)
+
+
+def _evaluate(backend, images, gt, dt, params):
     if backend == "hotcoco":
         return _hotcoco(images, gt, dt, params)
     from pycocotools.coco import COCO
@@ -105,7 +133,7 @@ def _pycocotools(coco_class, make_eval, images, gt, dt, params):
     categories = category_dicts(params.category_ids)
     chunks, ids = [], []
     evaluator = None
-    for image_rows, gt_rows, dt_rows in _chunks(images, gt, dt, _CHUNK_IMAGES):
+    for image_rows, gt_rows, dt_rows in _chunks(images, gt, dt, _CHUNK_IMAGES_PYCOCOTOOLS):
         chunk = Images(
             images.ids[image_rows], images.heights[image_rows], images.widths[image_rows]
         )
@@ -144,9 +172,6 @@ def _set_params(p, params: EvalParams, *, image_ids: list[int]) -> None:
     p.areaRngLbl = list(params.area_labels)
     if params.keypoint_sigmas is not None:
         p.kpt_oks_sigmas = params.keypoint_sigmas.copy()
-
-
-_CHUNK_IMAGES = 512
 
 
 def _chunks(images: Images, gt: Annotations, dt: Annotations, size: int):

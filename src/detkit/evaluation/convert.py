@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from detkit.evaluation._coco import encode_masks, result_dicts
+from detkit.evaluation._coco import MaskEncoder, result_dicts
 from detkit.evaluation._columns import _numpy, detections_from_columns, prediction_columns
 from detkit.evaluation._params import IOU_TYPES, LabelMap
 from detkit.types import normalize_image_id
@@ -61,7 +61,9 @@ def masks_to_rle(masks: torch.Tensor | np.ndarray, *, threshold: float = 0.5) ->
     >>> rle["size"], int(mask_utils.area(rle))
     ([3, 4], 4)
     """
-    return encode_masks(masks, threshold)
+    if not isinstance(masks, torch.Tensor):
+        masks = np.asarray(masks)
+    return MaskEncoder()(masks, threshold)
 
 
 def coco_results(

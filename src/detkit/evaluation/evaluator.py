@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from detkit.distributed import all_gather, get_rank, get_world_size, is_main_process
 from detkit.evaluation import backends
-from detkit.evaluation._coco import Annotations, Images, result_dicts
+from detkit.evaluation._coco import Annotations, Images, MaskEncoder, result_dicts
 from detkit.evaluation._columns import (
     block_detections,
     block_ground_truth,
@@ -127,6 +127,7 @@ class CocoEvaluator:
             raise ValueError(f"mask_threshold must be in [0, 1), got {mask_threshold!r}")
         self._mask_threshold = float(mask_threshold)
         self._store = Store()
+        self._encoder = MaskEncoder(fast=self.backend == "hotcoco")
         self._num_keypoints: int | None = None
         self._last: dict | None = None
 
@@ -144,6 +145,7 @@ class CocoEvaluator:
     def reset(self) -> None:
         """Forget every image, ground truth and prediction seen so far."""
         self._store.reset()
+        self._encoder = MaskEncoder(fast=self.backend == "hotcoco")
         self._num_keypoints = None
         self._last = None
 
@@ -177,13 +179,18 @@ class CocoEvaluator:
         ids = [self._image_id(target, n) for n, target in enumerate(targets)]
         types = set(self.iou_types)
         if self._gt_index is None:
-            gt = target_columns(targets, ids, types, labels=self._labels)
+            gt = target_columns(targets, ids, types, labels=self._labels, encoder=self._encoder)
             sizes = gt.pop("sizes")
         else:
             gt = {"counts": np.zeros(len(ids), dtype=np.int64)}
             sizes = np.array([self._gt_index.sizes[i] for i in ids], dtype=np.int64).reshape(-1, 2)
         dt = prediction_columns(
-            predictions, ids, types, mask_threshold=self._mask_threshold, labels=self._labels
+            predictions,
+            ids,
+            types,
+            mask_threshold=self._mask_threshold,
+            labels=self._labels,
+            encoder=self._encoder,
         )
         sizes = merge_sizes(sizes, dt.pop("mask_sizes", None), ids)
         self._check_keypoints(gt, dt, ids)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from detkit.evaluation._coco import Annotations, annotation_dicts, category_dicts
+from detkit.evaluation._coco import Annotations, MaskEncoder, annotation_dicts, category_dicts
 from detkit.evaluation._columns import flat_points, target_columns
 from detkit.evaluation._params import LabelMap
 from detkit.types import image_size, normalize_image_id
@@ -67,6 +67,7 @@ def coco_ground_truth(
     ([{'id': 4, 'height': 8, 'width': 8}], [0.0, 0.0, 2.0, 3.0], 1)
     """
     labels = LabelMap(label_to_category)
+    encoder = MaskEncoder()
     images, annotations, seen = [], [], set()
     for n, sample in enumerate(_samples(dataset)):
         image, target = sample
@@ -82,7 +83,7 @@ def coco_ground_truth(
             iou_types.add("segm")
         if target.get("keypoints") is not None:
             iou_types.add("keypoints")
-        columns = target_columns([target], [image_id], iou_types, labels=labels)
+        columns = target_columns([target], [image_id], iou_types, labels=labels, encoder=encoder)
         images.append({"id": image_id, "height": height, "width": width})
         annotations += annotation_dicts(
             _annotations(columns, image_id, height, width), None, json_safe=True
