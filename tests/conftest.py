@@ -35,3 +35,42 @@ def synthetic_root(tmp_path_factory):
         negative_fraction=0.2,
         thin_fraction=0.5,
     )
+
+
+@pytest.fixture
+def http_server():
+    """A local HTTP server on 127.0.0.1 serving ``routes``: ``{path: bytes or (bytes, headers)}``.
+
+    A route given as ``(body, {"Content-Length": "999"})`` lets a test announce more bytes than
+    it sends, i.e. simulate a transfer cut short.
+    """
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    routes: dict[str, object] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            route = routes.get(self.path)
+            if route is None:
+                self.send_error(404)
+                return
+            body, headers = route if isinstance(route, tuple) else (route, {})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", headers.get("Content-Length", str(len(body))))
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+            self.close_connection = True
+
+        def log_message(self, *args):  # keep test output quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    yield base, routes
+    server.shutdown()
+    server.server_close()

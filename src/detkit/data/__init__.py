@@ -8,6 +8,7 @@ from detkit.data import transforms
 from detkit.data.coco import CocoJsonDataset
 from detkit.data.coco_synthetic import write_synthetic_coco
 from detkit.data.collate import collate_fn
+from detkit.data.download import DownloadError, download_file, extract_zip
 from detkit.data.grouping import compute_aspect_ratios, create_aspect_ratio_groups
 from detkit.data.instance_mask import InstanceMaskDataset
 from detkit.data.samplers import GroupedBatchSampler, InferenceSampler
@@ -15,12 +16,15 @@ from detkit.data.synthetic import write_synthetic_pennfudan
 
 __all__ = [
     "CocoJsonDataset",
+    "DownloadError",
     "GroupedBatchSampler",
     "InferenceSampler",
     "InstanceMaskDataset",
     "collate_fn",
     "compute_aspect_ratios",
     "create_aspect_ratio_groups",
+    "download_file",
+    "extract_zip",
     "write_synthetic_coco",
     "write_synthetic_pennfudan",
 ]

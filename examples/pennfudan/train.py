@@ -1,0 +1,361 @@
+"""Fine-tune a detector on Penn-Fudan pedestrians with detkit: TorchVision's tutorial as a script.
+
+The tutorial's run (downloads the data and COCO weights)::
+
+    python examples/pennfudan/train.py --download --weights DEFAULT
+
+Offline, in about five minutes on a laptop CPU (synthetic pedestrians, random initialisation)::
+
+    python examples/pennfudan/train.py --demo
+
+Several processes (CPU: gloo; GPUs: nccl)::
+
+    torchrun --nproc_per_node=2 examples/pennfudan/train.py --demo
+
+Writes to ``--output-dir``: a checkpoint per epoch, ``metrics.json`` (per-epoch losses and
+COCO statistics) and ``predictions/`` (pictures of predictions on test images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import (
+    CLASS_NAMES,
+    MODELS,
+    build_model,
+    eval_transforms,
+    prepare_data,
+    train_transforms,
+)
+from dataset import PennFudanDataset
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, Subset
+
+from detkit.data import (
+    GroupedBatchSampler,
+    InferenceSampler,
+    collate_fn,
+    create_aspect_ratio_groups,
+)
+from detkit.distributed import barrier, init_distributed, is_main_process, unwrap_model, wrap_ddp
+from detkit.engine import evaluate, load_checkpoint, save_checkpoint, train_one_epoch
+from detkit.visualize import draw_prediction, make_grid, save_image
+
+logger = logging.getLogger("pennfudan")
+
+#: What ``--demo`` changes; any flag given explicitly still wins.
+DEMO = {
+    "synthetic": 160,
+    "synthetic_size": (128, 224),
+    "data_root": Path("runs/demo/data"),
+    "output_dir": Path("runs/demo"),
+    "model": "lite:mobilenet_v3_large",
+    "weights": "none",
+    "min_size": 160,
+    "max_size": 224,
+    "epochs": 6,
+    "batch_size": 4,
+    "lr": 0.02,
+    "warmup_iters": 50,
+    "lr_step_size": 5,
+    "test_size": 30,
+    "workers": 0,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path("data/PennFudanPed"),
+        help="the folder holding PNGImages/ and PedMasks/ (default: %(default)s)",
+    )
+    data.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch and extract the official archive when --data-root has no data",
+    )
+    data.add_argument(
+        "--synthetic",
+        type=int,
+        metavar="N",
+        help="write N synthetic Penn-Fudan-layout images to --data-root and train on them",
+    )
+    data.add_argument(
+        "--synthetic-size",
+        type=int,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        help="side lengths of the synthetic images (default: Penn-Fudan's, 250 1000)",
+    )
+    data.add_argument("--test-size", type=int, default=50, help="images held out for evaluation")
+    data.add_argument(
+        "--aspect-ratio-group-factor",
+        type=int,
+        default=3,
+        help="batch images of similar aspect ratio (k of the references; -1: off)",
+    )
+    data.add_argument("--workers", type=int, default=2, help="data loading processes")
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model", default="maskrcnn_resnet50_fpn", help=f"one of {', '.join(MODELS)}"
+    )
+    model.add_argument(
+        "--weights",
+        default="DEFAULT",
+        help="detector weights: DEFAULT (COCO, the tutorial's), none, or a file",
+    )
+    model.add_argument(
+        "--weights-backbone",
+        default=None,
+        help="backbone weights when --weights is none: DEFAULT (ImageNet), or a file",
+    )
+    model.add_argument(
+        "--min-size", type=int, help="the model's resize: shorter side (default 800)"
+    )
+    model.add_argument("--max-size", type=int, help="the model's resize: longer side at most")
+    train = parser.add_argument_group("training")
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--batch-size", type=int, default=2, help="images per process and step")
+    train.add_argument("--lr", type=float, default=0.005)
+    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--weight-decay", type=float, default=0.0005)
+    train.add_argument("--lr-step-size", type=int, default=3, help="StepLR: epochs per decay")
+    train.add_argument("--lr-gamma", type=float, default=0.1, help="StepLR: decay factor")
+    train.add_argument(
+        "--warmup-iters", type=int, help="linear warmup steps (default: the references')"
+    )
+    train.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
+    train.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    train.add_argument("--seed", type=int, default=0, help="split, data order and initialisation")
+    train.add_argument("--print-freq", type=int, default=10)
+    out = parser.add_argument_group("output")
+    out.add_argument("--output-dir", type=Path, default=Path("runs/pennfudan"))
+    out.add_argument(
+        "--resume", help="a checkpoint to continue from, or 'last' for the newest in --output-dir"
+    )
+    out.add_argument(
+        "--num-pictures", type=int, default=8, help="test images to draw predictions on"
+    )
+    out.add_argument("--score-threshold", type=float, default=0.5, help="for the pictures")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="offline demo: synthetic data, random init, small images, ~5 min on a CPU",
+    )
+    parser.set_defaults(synthetic_size=(250, 1000))
+    args = parser.parse_args(argv)
+    if args.demo:
+        parser.set_defaults(**DEMO)
+        args = parser.parse_args(argv)
+    return args
+
+
+def make_loaders(args: argparse.Namespace, root: Path, distributed: bool):
+    train_set = PennFudanDataset(root, transforms=train_transforms())
+    test_set = PennFudanDataset(root, transforms=eval_transforms())
+    if not 0 < args.test_size < len(train_set):
+        raise SystemExit(
+            f"--test-size must be between 1 and {len(train_set) - 1} for {len(train_set)} images"
+        )
+    # The tutorial's split: a seeded permutation, the last test_size images for testing.
+    order = torch.randperm(
+        len(train_set), generator=torch.Generator().manual_seed(args.seed)
+    ).tolist()
+    train_set = Subset(train_set, order[: -args.test_size])
+    test_set = Subset(test_set, order[-args.test_size :])
+
+    generator = torch.Generator().manual_seed(args.seed)
+    if distributed:
+        sampler = DistributedSampler(train_set, seed=args.seed)
+    else:
+        sampler = RandomSampler(train_set, generator=generator)
+    if args.aspect_ratio_group_factor >= 0:
+        groups = create_aspect_ratio_groups(train_set, k=args.aspect_ratio_group_factor)
+        batches = GroupedBatchSampler(sampler, groups, args.batch_size)
+    else:
+        batches = BatchSampler(sampler, args.batch_size, drop_last=False)
+    train_loader = DataLoader(
+        train_set, batch_sampler=batches, num_workers=args.workers, collate_fn=collate_fn
+    )
+    test_loader = DataLoader(
+        test_set,
+        batch_size=args.batch_size,
+        sampler=InferenceSampler(test_set),
+        num_workers=args.workers,
+        collate_fn=collate_fn,
+    )
+    return train_loader, test_loader, batches, generator
+
+
+def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
+    if resume is None:
+        return None
+    if resume == "last":
+        found = sorted(output_dir.glob("checkpoint_*.pt"))
+        if not found:
+            raise SystemExit(f"--resume last: no checkpoint_*.pt in '{output_dir}'")
+        return found[-1]
+    path = Path(resume)
+    if not path.is_file():
+        raise SystemExit(f"--resume: no checkpoint file '{path}'")
+    return path
+
+
+def draw_pictures(
+    model, test_loader, device, output_dir: Path, count: int, threshold: float
+) -> Path | None:
+    """Predictions on the first ``count`` test images: one PNG each, and a grid of all."""
+    if count <= 0:
+        return None
+    folder = output_dir / "predictions"
+    pictures = []
+    model.eval()
+    with torch.inference_mode():
+        for images, targets in test_loader:
+            outputs = model([image.to(device) for image in images])
+            for image, target, output in zip(images, targets, outputs):
+                picture = draw_prediction(
+                    image, output, score_threshold=threshold, label_names=CLASS_NAMES
+                )
+                save_image(picture, folder / f"image_{int(target['image_id']):04d}.png")
+                pictures.append(picture)
+                if len(pictures) == count:
+                    break
+            if len(pictures) == count:
+                break
+    return save_image(make_grid(pictures, ncols=4), output_dir / "predictions.png")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    info = init_distributed()
+    logging.basicConfig(
+        level=logging.INFO if is_main_process() else logging.WARNING,
+        format="%(message)s",
+        force=True,
+    )
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device) if args.device else info.device
+
+    root = args.data_root
+    if is_main_process():
+        root = prepare_data(
+            root,
+            download=args.download,
+            synthetic=args.synthetic,
+            seed=args.seed,
+            size_range=tuple(args.synthetic_size),
+        )
+    barrier()
+    train_loader, test_loader, batches, generator = make_loaders(args, root, info.distributed)
+
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    model = build_model(config).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(
+        params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=args.lr_step_size, gamma=args.lr_gamma
+    )
+    scaler = torch.amp.GradScaler(device.type) if args.amp and device.type == "cuda" else None
+
+    output_dir = args.output_dir
+    metrics_path = output_dir / "metrics.json"
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    resume = resolve_resume(args.resume, output_dir)
+    if resume is not None:
+        state = load_checkpoint(
+            resume,
+            model=model,
+            optimizer=optimizer,
+            lr_scheduler=scheduler,
+            scaler=scaler,
+            generators={"train": generator},
+        )
+        start_epoch = state["epoch"] + 1
+        if metrics_path.is_file():
+            history = [
+                e
+                for e in json.loads(metrics_path.read_text())["epochs"]
+                if e["epoch"] < start_epoch
+            ]
+        logger.info("resumed from %s: continuing at epoch %d", resume, start_epoch)
+    model = wrap_ddp(model, device)
+    if is_main_process():
+        output_dir.mkdir(parents=True, exist_ok=True)
+
+    metrics: dict[str, Any] = {}
+    for epoch in range(start_epoch, args.epochs):
+        started = time.perf_counter()
+        if hasattr(batches, "set_epoch"):
+            batches.set_epoch(epoch)
+        losses = train_one_epoch(
+            model,
+            optimizer,
+            train_loader,
+            device,
+            epoch,
+            print_freq=args.print_freq,
+            lr_scheduler=scheduler,
+            lr_scheduler_interval="epoch",
+            warmup_iters=args.warmup_iters,
+            scaler=scaler,
+        )
+        save_checkpoint(
+            output_dir / f"checkpoint_{epoch:03d}.pt",
+            model=unwrap_model(model),
+            epoch=epoch,
+            optimizer=optimizer,
+            lr_scheduler=scheduler,
+            scaler=scaler,
+            config=config,
+            generators={"train": generator},
+        )
+        metrics = evaluate(model, test_loader, device)
+        history.append(
+            {
+                "epoch": epoch,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": round(time.perf_counter() - started, 1),
+                "losses": losses,
+                **metrics,
+            }
+        )
+        if is_main_process():
+            metrics_path.write_text(json.dumps({"config": config, "epochs": history}, indent=2))
+            summary = "  ".join(
+                f"{t} AP {metrics[t]['AP']:.3f} AP50 {metrics[t]['AP50']:.3f}"
+                for t in ("bbox", "segm", "keypoints")
+                if t in metrics
+            )
+            logger.info("epoch %d done in %.0f s: %s", epoch, history[-1]["seconds"], summary)
+    if is_main_process():
+        grid = draw_pictures(
+            unwrap_model(model),
+            test_loader,
+            device,
+            output_dir,
+            args.num_pictures,
+            args.score_threshold,
+        )
+        logger.info("metrics: %s", metrics_path)
+        if grid is not None:
+            logger.info("pictures: %s and %s", grid, output_dir / "predictions")
+    return {"epochs": history, "metrics": metrics}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+import hashlib
+import io
+import socket
+import zipfile
+
+import pytest
+
+from detkit.data.download import DownloadError, download_file, extract_zip
+
+
+def make_zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+GOOD = make_zip(
+    {"PennFudanPed/PNGImages/a.png": b"image", "PennFudanPed/PedMasks/a_mask.png": b"m"}
+)
+
+
+def test_good_download_and_extract(http_server, tmp_path):
+    base, routes = http_server
+    routes["/data.zip"] = GOOD
+    path = download_file(
+        f"{base}/data.zip",
+        tmp_path / "data.zip",
+        sha256=hashlib.sha256(GOOD).hexdigest(),
+        md5=hashlib.md5(GOOD).hexdigest(),
+        size=len(GOOD),
+    )
+    assert path.read_bytes() == GOOD
+    tops = extract_zip(path, tmp_path / "out")
+    assert tops == [tmp_path / "out" / "PennFudanPed"]
+    assert (tmp_path / "out/PennFudanPed/PNGImages/a.png").read_bytes() == b"image"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["PennFudanPed"]  # no staging left
+
+
+@pytest.mark.parametrize(
+    "checks,message",
+    [
+        ({"sha256": "0" * 64}, "sha256 mismatch"),
+        ({"md5": "0" * 32}, "md5 mismatch"),
+        ({"size": 10}, "expected 10 bytes"),
+    ],
+)
+def test_bad_checksum_leaves_nothing(http_server, tmp_path, checks, message):
+    base, routes = http_server
+    routes["/data.zip"] = GOOD
+    with pytest.raises(DownloadError, match=message):
+        download_file(f"{base}/data.zip", tmp_path / "data.zip", **checks)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_transfer_leaves_nothing(http_server, tmp_path):
+    base, routes = http_server
+    routes["/data.zip"] = (GOOD[:100], {"Content-Length": str(len(GOOD))})
+    with pytest.raises(DownloadError, match=r"data\.zip"):
+        download_file(f"{base}/data.zip", tmp_path / "data.zip")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_http_error(http_server, tmp_path):
+    base, _ = http_server
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        download_file(f"{base}/missing.zip", tmp_path / "x.zip")
+
+
+def test_offline_message(tmp_path):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(DownloadError, match=r"could not download .* offline") as info:
+        download_file(f"http://127.0.0.1:{port}/data.zip", tmp_path / "data.zip", timeout=5)
+    assert str(tmp_path / "data.zip") in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["../evil.txt", "/abs/evil.txt", "ok/../../evil.txt"])
+def test_zip_slip_refused_before_writing(tmp_path, name):
+    archive = tmp_path / "evil.zip"
+    archive.write_bytes(make_zip({"good/file.txt": b"x", name: b"evil"}))
+    with pytest.raises(ValueError, match="would land outside the target folder"):
+        extract_zip(archive, tmp_path / "out")
+    assert not (tmp_path / "evil.txt").exists()
+    assert not (tmp_path / "out" / "good").exists()
+
+
+def test_symlink_member_refused(tmp_path):
+    archive = tmp_path / "link.zip"
+    info = zipfile.ZipInfo("data/link")
+    info.external_attr = 0o120777 << 16
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr(info, "/etc/passwd")
+    with pytest.raises(ValueError, match="symbolic link"):
+        extract_zip(archive, tmp_path / "out")
+
+
+def test_corrupt_archive_and_existing_folder(tmp_path):
+    (tmp_path / "bad.zip").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="cannot open zip archive"):
+        extract_zip(tmp_path / "bad.zip", tmp_path / "out")
+    (tmp_path / "good.zip").write_bytes(GOOD)
+    extract_zip(tmp_path / "good.zip", tmp_path / "out")
+    with pytest.raises(ValueError, match=r"\['PennFudanPed'\] already exist"):
+        extract_zip(tmp_path / "good.zip", tmp_path / "out")
