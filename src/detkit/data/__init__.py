@@ -4,7 +4,7 @@ Everything here returns samples in the target contract of :mod:`detkit.types`. P
 transforms live in :mod:`detkit.data.transforms` (``from detkit.data import transforms as T``).
 """
 
-from detkit.data import transforms
+from detkit.data import transforms as transforms  # the subpackage, for `detkit.data.transforms`
 from detkit.data.coco import CocoJsonDataset
 from detkit.data.coco_synthetic import write_synthetic_coco
 from detkit.data.collate import collate_fn
