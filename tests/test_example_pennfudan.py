@@ -160,3 +160,24 @@ def test_download_truncated_transfer(served, tmp_path):
     with pytest.raises(SystemExit, match="cut short"):
         common.prepare_data(tmp_path / "PennFudanPed", download=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_torchrun_two_processes_on_cpu(tmp_path):
+    """``torchrun --nproc_per_node=2 train.py``: gloo, a shared split, each test image counted once."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(train.__file__)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    argv = tiny_demo(tmp_path, "--test-size", "5", "--num-pictures", "1")
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(script), *argv],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (epoch,) = json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"]
+    assert epoch["num_images"] == 5  # 5 test images over 2 ranks: none dropped, none doubled
+    assert torch.load(tmp_path / "run" / "checkpoint_000.pt", weights_only=True)["epoch"] == 0
