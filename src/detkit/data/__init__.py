@@ -10,8 +10,9 @@ from detkit.data.coco_synthetic import write_synthetic_coco
 from detkit.data.collate import collate_fn
 from detkit.data.download import DownloadError, download_file, extract_zip
 from detkit.data.grouping import compute_aspect_ratios, create_aspect_ratio_groups
+from detkit.data.inference_sampler import InferenceSampler
 from detkit.data.instance_mask import InstanceMaskDataset
-from detkit.data.samplers import GroupedBatchSampler, InferenceSampler
+from detkit.data.samplers import GroupedBatchSampler
 from detkit.data.synthetic import write_synthetic_pennfudan
 
 __all__ = [
