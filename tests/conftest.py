@@ -37,17 +37,10 @@ def synthetic_root(tmp_path_factory):
     )
 
 
-@pytest.fixture
-def http_server():
-    """A local HTTP server on 127.0.0.1 serving ``routes``: ``{path: bytes or (bytes, headers)}``.
-
-    A route given as ``(body, {"Content-Length": "999"})`` lets a test announce more bytes than
-    it sends, i.e. simulate a transfer cut short.
-    """
+def _serve(routes, tls=None):
+    """Start a threaded HTTP(S) server on 127.0.0.1 for ``routes``; return (server, base URL)."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    routes: dict[str, object] = {}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -68,9 +61,52 @@ def http_server():
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    scheme = "https" if tls is not None else "http"
+    return server, f"{scheme}://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.fixture
+def http_server():
+    """A local HTTP server on 127.0.0.1 serving ``routes``: ``{path: bytes or (bytes, headers)}``.
+
+    A route given as ``(body, {"Content-Length": "999"})`` lets a test announce more bytes than
+    it sends, i.e. simulate a transfer cut short.
+    """
+    routes: dict[str, object] = {}
+    server, base = _serve(routes)
     yield base, routes
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def https_server(tmp_path_factory):
+    """Like ``http_server``, over TLS with a self-signed certificate for 127.0.0.1.
+
+    Yields ``(base, routes, certificate_path)``: clients that do not trust the certificate
+    fail verification, as they do against a server with an incomplete certificate chain.
+    """
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    routes: dict[str, object] = {}
+    server, base = _serve(routes, tls)
+    yield base, routes, cert
     server.shutdown()
     server.server_close()

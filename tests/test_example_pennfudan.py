@@ -126,7 +126,7 @@ def served(http_server, monkeypatch):
 
     def serve(body, *, md5=None, headers=None):
         routes["/PennFudanPed.zip"] = (body, headers) if headers else body
-        monkeypatch.setattr(common, "PENNFUDAN_URL", f"{base}/PennFudanPed.zip")
+        monkeypatch.setattr(common, "PENNFUDAN_URLS", (f"{base}/PennFudanPed.zip",))
         monkeypatch.setattr(common, "PENNFUDAN_MD5", md5 or hashlib.md5(body).hexdigest())
 
     return serve
@@ -137,6 +137,31 @@ def test_download_good_zip(served, tmp_path):
     root = common.prepare_data(tmp_path / "PennFudanPed", download=True)
     assert (root / "PNGImages" / "FudanPed00001.png").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["PennFudanPed", "PennFudanPed.zip"]
+
+
+def test_download_falls_back_to_the_mirror(http_server, monkeypatch, tmp_path):
+    base, routes = http_server
+    body = pennfudan_zip()
+    routes["/mirror/PennFudanPed.zip"] = body
+    urls = (f"{base}/gone/PennFudanPed.zip", f"{base}/mirror/PennFudanPed.zip")
+    monkeypatch.setattr(common, "PENNFUDAN_URLS", urls)
+    monkeypatch.setattr(common, "PENNFUDAN_MD5", hashlib.md5(body).hexdigest())
+    root = common.prepare_data(tmp_path / "PennFudanPed", download=True)
+    assert (root / "PedMasks" / "FudanPed00001_mask.png").is_file()
+
+
+def test_download_reports_every_failed_url(http_server, monkeypatch, tmp_path):
+    base, routes = http_server
+    routes["/bad/PennFudanPed.zip"] = b"not the archive"
+    urls = (f"{base}/gone/PennFudanPed.zip", f"{base}/bad/PennFudanPed.zip")
+    monkeypatch.setattr(common, "PENNFUDAN_URLS", urls)
+    with pytest.raises(SystemExit) as info:
+        common.prepare_data(tmp_path / "PennFudanPed", download=True)
+    message = str(info.value)
+    assert f"{urls[0]} failed: HTTP 404" in message
+    assert f"{urls[1]}: md5 mismatch" in message
+    assert "--demo" in message
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_download_bad_checksum(served, tmp_path):

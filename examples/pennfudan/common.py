@@ -17,9 +17,14 @@ from detkit.models import detection_model, fasterrcnn, fpn_backbone, maskrcnn
 
 logger = logging.getLogger("pennfudan")
 
-#: The official archive. Its publishers give no checksum; this MD5 is the one the Avalanche
-#: library pins for the same URL (avalanche/benchmarks/datasets/penn_fudan).
-PENNFUDAN_URL = "https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip"
+#: The official archive, then the Internet Archive's raw copy of it ("id_": the bytes, no
+#: page around them) for when the university's server is down. Its publishers give no
+#: checksum; this MD5 is the one the Avalanche library pins for the official URL
+#: (avalanche/benchmarks/datasets/penn_fudan), and it guards the mirror as well.
+PENNFUDAN_URLS = (
+    "https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip",
+    "https://web.archive.org/web/2023id_/https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip",
+)
 PENNFUDAN_MD5 = "5aaa3dee905cef73325923716e38fc6d"
 
 CLASS_NAMES = ["background", "person"]
@@ -150,13 +155,19 @@ def prepare_data(
         )
     archive = root.parent / "PennFudanPed.zip"
     if not archive.is_file():
-        logger.info("downloading %s", PENNFUDAN_URL)
-        try:
-            download_file(PENNFUDAN_URL, archive, md5=PENNFUDAN_MD5)
-        except DownloadError as exc:
+        failures = []
+        for url in PENNFUDAN_URLS:
+            logger.info("downloading %s", url)
+            try:
+                download_file(url, archive, md5=PENNFUDAN_MD5)
+                break
+            except DownloadError as exc:
+                logger.warning("%s", exc)
+                failures.append(str(exc))
+        else:
             raise SystemExit(
-                f"{exc}\n(Without network access, try --demo or --synthetic N.)"
-            ) from None
+                "\n".join(failures) + "\n(Without network access, try --demo or --synthetic N.)"
+            )
     try:
         extracted = extract_zip(archive, root.parent)
     except ValueError as exc:

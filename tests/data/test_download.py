@@ -77,6 +77,22 @@ def test_offline_message(tmp_path):
     assert str(tmp_path / "data.zip") in str(info.value)
 
 
+def test_unverifiable_certificate_says_so(https_server, tmp_path, monkeypatch):
+    """An HTTPS server whose certificate chain Python cannot verify (Penn-Fudan's is such a
+    server on some machines) gets an error about the certificate and how to fix it."""
+    base, routes, certificate = https_server
+    routes["/data.zip"] = b"payload"
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    with pytest.raises(DownloadError, match=r"TLS certificate could not be verified") as info:
+        download_file(f"{base}/data.zip", tmp_path / "data.zip", timeout=10)
+    assert "SSL_CERT_FILE" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+    # The advice works: trusting the certificate through SSL_CERT_FILE makes the download pass.
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
+    path = download_file(f"{base}/data.zip", tmp_path / "data.zip", timeout=10)
+    assert path.read_bytes() == b"payload"
+
+
 @pytest.mark.parametrize("name", ["../evil.txt", "/abs/evil.txt", "ok/../../evil.txt"])
 def test_zip_slip_refused_before_writing(tmp_path, name):
     archive = tmp_path / "evil.zip"

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import shutil
+import ssl
 import stat
 import tempfile
 import urllib.error
@@ -53,7 +54,8 @@ def download_file(
 
     Raises:
         DownloadError: naming the URL and what went wrong (unreachable / offline, HTTP error,
-            truncated transfer, size or checksum mismatch).
+            a TLS certificate that cannot be verified, truncated transfer, size or checksum
+            mismatch).
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
@@ -87,6 +89,14 @@ def download_file(
             raise DownloadError(f"downloading {url} failed: HTTP {exc.code} {exc.reason}") from exc
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise DownloadError(
+                    f"could not download {url}: the server's TLS certificate could not be "
+                    f"verified ({reason.verify_message}). Some servers send an incomplete "
+                    "certificate chain; point Python at a complete CA bundle (for instance "
+                    "SSL_CERT_FILE=$(python -m certifi), with certifi installed), or fetch the "
+                    f"file with a browser and place it at '{path}'."
+                ) from exc
             raise DownloadError(
                 f"could not download {url}: {reason}. If this machine is offline, fetch the file "
                 f"on another machine and place it at '{path}' (or point the program at the "
