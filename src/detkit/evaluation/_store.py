@@ -2,7 +2,8 @@
 
 A :class:`Block` holds one ``update`` call: per image its id, size and instance counts, then
 one row per ground-truth instance and one per detection (numpy columns; RLE counts as bytes).
-:class:`Store` appends blocks and enforces the duplicate-image rule.
+:class:`Store` appends blocks and enforces the duplicate-image rule; :func:`gather_to_main`
+brings every process's block to rank 0.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch.distributed as dist
+
+from detkit.distributed import all_gather, get_rank, get_world_size
 
 
 def _take(value, rows: np.ndarray):
@@ -254,3 +258,23 @@ class Store:
             gt=self._gt.view(),
             dt=self._dt.view(),
         )
+
+
+def gather_to_main(local: Block | None) -> list[Block | None]:
+    """Every rank's block on rank 0 (an empty list elsewhere), collective under torch.distributed.
+
+    Images that a lower rank also holds (``DistributedSampler`` pads the last ranks' shards
+    with images from the first) are dropped first, so each image counts once.
+    """
+    world_size = get_world_size()
+    if world_size == 1:
+        return [local]
+    ids = np.zeros(0, dtype=np.int64) if local is None else local.image_ids
+    every = all_gather(ids)
+    rank = get_rank()
+    if local is not None and rank > 0:
+        keep = ~np.isin(local.image_ids, np.concatenate(every[:rank]))
+        local = local.select(keep) if not keep.all() else local
+    gathered: list | None = [None] * world_size if rank == 0 else None
+    dist.gather_object(local, gathered, dst=0)
+    return gathered or []

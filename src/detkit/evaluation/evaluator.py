@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch.distributed as dist
 
-from detkit.distributed import all_gather, get_rank, get_world_size, is_main_process
+from detkit.distributed import get_world_size, is_main_process
 from detkit.evaluation import backends
 from detkit.evaluation._coco import Annotations, Images, MaskEncoder, result_dicts
 from detkit.evaluation._columns import (
@@ -31,7 +31,7 @@ from detkit.evaluation._params import (
     iou_types_tuple,
     keypoint_sigmas,
 )
-from detkit.evaluation._store import Block, Store
+from detkit.evaluation._store import Block, Store, gather_to_main
 from detkit.evaluation._summary import compute_stats, format_table, undefined_stats
 from detkit.evaluation.io import GroundTruthIndex
 from detkit.types import normalize_image_id
@@ -250,7 +250,7 @@ class CocoEvaluator:
             AR100, ARs, ARm, ARl``; for keypoints ``AP, AP50, AP75, APm, APl, AR, AR50, AR75,
             ARm, ARl``), ``-1.0`` where undefined (no ground truth in range).
         """
-        parts = self._gather_to_main()
+        parts = gather_to_main(self._store.merged())
         outcome: Any = None
         if is_main_process():
             try:
@@ -268,21 +268,6 @@ class CocoEvaluator:
         if self.verbose and is_main_process():
             logger.info("COCO evaluation (%s backend):\n%s", self.backend, self.summary())
         return outcome
-
-    def _gather_to_main(self) -> list[Block | None]:
-        local = self._store.merged()
-        world_size = get_world_size()
-        if world_size == 1:
-            return [local]
-        ids = np.zeros(0, dtype=np.int64) if local is None else local.image_ids
-        every = all_gather(ids)
-        rank = get_rank()
-        if local is not None and rank > 0:
-            keep = ~np.isin(local.image_ids, np.concatenate(every[:rank]))
-            local = local.select(keep) if not keep.all() else local
-        gathered: list | None = [None] * world_size if rank == 0 else None
-        dist.gather_object(local, gathered, dst=0)
-        return gathered or []
 
     def _evaluate(self, block: Block | None) -> dict[str, Any]:
         result: dict[str, Any] = {"num_images": 0 if block is None else len(block)}
@@ -392,7 +377,7 @@ class CocoEvaluator:
             the path on the main process, ``None`` elsewhere.
         """
         iou_type = self._result_type(iou_type)
-        parts = self._gather_to_main()
+        parts = gather_to_main(self._store.merged())
         if not is_main_process():
             return None
         blocks = [p for p in parts if p is not None and len(p)]
