@@ -206,3 +206,22 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     (epoch,) = json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"]
     assert epoch["num_images"] == 5  # 5 test images over 2 ranks: none dropped, none doubled
     assert torch.load(tmp_path / "run" / "checkpoint_000.pt", weights_only=True)["epoch"] == 0
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_every_epoch_reshuffles_the_distributed_sampler(grouped):
+    """With or without aspect-ratio grouping, each epoch's order under torchrun is new."""
+    from torch.utils.data import BatchSampler, DistributedSampler
+
+    from detkit.data import GroupedBatchSampler
+
+    sampler = DistributedSampler(range(40), num_replicas=2, rank=0, seed=0)
+    batches = (
+        GroupedBatchSampler(sampler, [0] * 40, 2) if grouped else BatchSampler(sampler, 2, False)
+    )
+    orders = []
+    for epoch in range(3):
+        common.set_epoch(batches, epoch)
+        orders.append([i for batch in batches for i in batch])
+    assert sampler.epoch == 2
+    assert orders[0] != orders[1] != orders[2]

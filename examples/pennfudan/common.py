@@ -181,6 +181,18 @@ def prepare_data(
     return root
 
 
+def set_epoch(batches: Any, epoch: int) -> None:
+    """Tell the batch sampler, or the sampler inside it, which epoch starts (reshuffling).
+
+    GroupedBatchSampler passes the epoch on; torch's BatchSampler has no ``set_epoch``, so
+    without grouping the DistributedSampler inside it needs the call directly, or every
+    epoch would see the same order.
+    """
+    target = batches if hasattr(batches, "set_epoch") else getattr(batches, "sampler", None)
+    if hasattr(target, "set_epoch"):
+        target.set_epoch(epoch)
+
+
 def load_trained(checkpoint: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a train.py checkpoint was trained with and load its weights."""
     state = load_checkpoint(checkpoint, restore_rng=False)

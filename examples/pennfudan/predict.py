@@ -20,6 +20,7 @@ import torch
 from common import CLASS_NAMES, load_trained
 from PIL import Image
 
+from detkit.engine import infer_iou_types
 from detkit.evaluation import coco_results
 from detkit.visualize import draw_prediction, save_image
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"--images: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in '{args.images}'"
         )
     model, _ = load_trained(args.checkpoint, device)
-    has_masks = getattr(model.roi_heads, "has_mask", lambda: False)()
+    has_masks = "segm" in infer_iou_types(model)
 
     images, results = [], []
     with torch.inference_mode():

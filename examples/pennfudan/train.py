@@ -32,6 +32,7 @@ from common import (
     build_model,
     eval_transforms,
     prepare_data,
+    set_epoch,
     train_transforms,
 )
 from dataset import PennFudanDataset
@@ -300,8 +301,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, args.epochs):
         started = time.perf_counter()
-        if hasattr(batches, "set_epoch"):
-            batches.set_epoch(epoch)
+        set_epoch(batches, epoch)
         losses = train_one_epoch(
             model,
             optimizer,
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         save_checkpoint(
             output_dir / f"checkpoint_{epoch:03d}.pt",
-            model=unwrap_model(model),
+            model=model,
             epoch=epoch,
             optimizer=optimizer,
             lr_scheduler=scheduler,

@@ -135,6 +135,16 @@ def test_load_errors_say_what_is_wrong(tmp_path):
         load_checkpoint(tmp_path / "weights.pt", generators={"loader": torch.Generator()})
 
 
+def test_unreadable_checkpoint_is_a_value_error_naming_the_file(tmp_path):
+    model, _, _ = small_setup()
+    good = save_checkpoint(tmp_path / "good.pt", model=model, epoch=0)
+    (tmp_path / "truncated.pt").write_bytes(good.read_bytes()[:100])
+    torch.save({"config": argparse.Namespace(lr=0.1)}, tmp_path / "pickled.pt")
+    for name in ("truncated.pt", "pickled.pt"):
+        with pytest.raises(ValueError, match=rf"cannot read checkpoint '.*{name}' safely"):
+            load_checkpoint(tmp_path / name, model=model)
+
+
 def test_rng_state_round_trip_covers_torch_python_and_numpy():
     state = get_rng_state()
     first = (torch.rand(3), random.random(), np.random.rand(3))

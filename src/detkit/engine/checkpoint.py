@@ -106,8 +106,6 @@ def _plain(value: Any, where: str) -> Any:
     if type(value) in _SCALARS or isinstance(value, _TORCH_VALUES):
         return value
     # Subclasses (enums, torch.__version__'s TorchVersion) are not plain for weights_only.
-    if isinstance(value, bool):
-        return bool(value)
     if isinstance(value, (str, bytes, int, float)):
         base = next(t for t in (str, bytes, int, float) if isinstance(value, t))
         return base.__str__(value) if base is str else base(value)
@@ -324,7 +322,9 @@ def load_checkpoint(
 
     Raises:
         FileNotFoundError: when ``path`` does not exist.
-        ValueError: when the file is not a detkit checkpoint, or lacks a state asked for.
+        ValueError: naming the file, when it cannot be read with ``weights_only=True``
+            (corrupt, truncated, or holding pickled objects), is not a detkit checkpoint, or
+            lacks a state asked for.
 
     >>> import tempfile
     >>> path = save_checkpoint(Path(tempfile.mkdtemp()) / "last.pt", model=nn.Linear(2, 1),
@@ -336,7 +336,13 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: '{path}'")
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # corrupt, truncated, or holding pickled objects
+        raise ValueError(
+            f"cannot read checkpoint '{path}' safely (torch.load with weights_only=True): "
+            f"{str(error).splitlines()[0]}"
+        ) from error
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != _FORMAT:
         keys = sorted(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint)
         raise ValueError(
