@@ -106,6 +106,29 @@ def test_image_modes_become_rgb(tmp_path, image_mode):
         np.testing.assert_array_equal(image.numpy(), expected)
 
 
+@pytest.mark.parametrize(
+    "save_options", [{"bits": 1}, {"bits": 2}, {"bits": 4}, {"optimize": True}]
+)
+def test_low_bit_palette_masks(tmp_path, save_options):
+    """Palette PNGs of 1-4 bits a pixel (``optimize=True`` writes them for few ids) keep their
+    ids: torchvision's decoder leaves such rows unpacked, so they must not go through it."""
+    id_mask = np.zeros((9, 13), np.uint8)
+    id_mask[1:4, 2:6] = 1
+    if "bits" not in save_options or save_options["bits"] > 1:
+        id_mask[5:8, 7:12] = 2
+    image_path, mask_path = write_sample(tmp_path, "x", id_mask)
+    mask = Image.fromarray(id_mask, mode="P")
+    mask.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0])
+    mask.save(mask_path, **save_options)
+    assert Image.open(mask_path).mode == "P" and mask_path.read_bytes()[24] < 8
+    dataset = InstanceMaskDataset([(image_path, mask_path)])
+    np.testing.assert_array_equal(dataset.load_id_mask(0), id_mask)
+    _ids, masks, boxes = reference_target(id_mask)
+    _image, target = dataset[0]
+    np.testing.assert_array_equal(target["masks"].numpy(), masks)
+    np.testing.assert_array_equal(target["boxes"].numpy(), boxes)
+
+
 def test_jpeg_images_and_binary_masks(tmp_path):
     Image.new("RGB", (8, 6), (200, 10, 10)).save(tmp_path / "a.jpg")
     mask = np.zeros((6, 8), bool)

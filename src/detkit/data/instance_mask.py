@@ -17,6 +17,7 @@ from detkit.ops import _split_id_mask
 try:
     from torchvision.io import ImageReadMode as _ImageReadMode
     from torchvision.io import decode_image as _tv_decode_image
+    from torchvision.io import read_file as _tv_read_file
 except ImportError:  # torchvision without image decoding: PIL does all the work
     _tv_decode_image = None
 from detkit.types import Target
@@ -208,18 +209,22 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
         torchvision's decoder writes straight into a tensor, about 1 ms an image faster than
         PIL, whose pixels reach numpy only through ``tobytes()`` copies; PIL takes over for
         whatever torchvision cannot read (other formats and modes, or a future torchvision
-        without ``torchvision.io`` decoding) and reports corrupt files.
+        without ``torchvision.io`` decoding) and reports corrupt files. Palette PNGs of fewer
+        than 8 bits a pixel (what ``Image.save(..., optimize=True)`` writes for masks with few
+        ids) go to PIL too: torchvision leaves their rows unpacked, returning garbage ids.
         """
         if _tv_decode_image is not None:
             try:
                 with warnings.catch_warnings():
                     # torchvision 0.29 deprecates its decoders in favour of TorchCodec.
                     warnings.simplefilter("ignore", DeprecationWarning)
-                    tensor = _tv_decode_image(
-                        str(path), mode=_ImageReadMode.RGB if rgb else _ImageReadMode.UNCHANGED
-                    )
-                if tensor.dtype == torch.uint8 or (not rgb and tensor.shape[0] == 1):
-                    return tensor
+                    data = _tv_read_file(str(path))
+                    if rgb or not _is_low_bit_palette_png(data):
+                        tensor = _tv_decode_image(
+                            data, mode=_ImageReadMode.RGB if rgb else _ImageReadMode.UNCHANGED
+                        )
+                        if tensor.dtype == torch.uint8 or (not rgb and tensor.shape[0] == 1):
+                            return tensor
             except RuntimeError:
                 pass
         try:
@@ -336,6 +341,18 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_low_bit_palette_png(data: torch.Tensor) -> bool:
+    """Whether the file bytes ``data`` are a palette PNG with 1, 2 or 4 bits a pixel."""
+    head = data[:26].numpy().tobytes()
+    return (
+        len(head) == 26
+        and head[:8] == _PNG_SIGNATURE
+        and head[12:16] == b"IHDR"
+        and head[24] < 8  # bit depth
+        and head[25] == 3  # colour type: palette
+    )
 
 
 def _header_size(idx: int, path: Path) -> tuple[int, int]:
