@@ -292,3 +292,20 @@ def test_photometric_and_conversions_leave_the_target_alone():
     assert torch.equal(T.PILToTensor()(Image.fromarray(array), None)[0], image)
     with pytest.raises(TypeError, match="PILToTensor"):
         T.PILToTensor()(array, None)
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [T.RandomHorizontalFlip(1.0), T.Resize((16, 16)), T.SanitizeBoxes()],
+    ids=lambda t: type(t).__name__,
+)
+def test_a_none_field_is_named_not_crashed_on(transform):
+    """``masks=None`` breaks the contract: every transform says so instead of failing inside."""
+    target = {
+        "boxes": torch.tensor([[1.0, 1.0, 5.0, 5.0]]),
+        "labels": torch.tensor([1]),
+        "masks": None,
+        "image_id": 4,
+    }
+    with pytest.raises(ValueError, match=r"image_id=4.*field 'masks' must be a tensor"):
+        transform(torch.zeros(3, 8, 8, dtype=torch.uint8), target)

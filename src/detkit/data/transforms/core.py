@@ -66,7 +66,7 @@ def per_instance_keys(target: Mapping[str, Any]) -> list[str]:
     keys = []
     for key, value in target.items():
         if key == "image_id" or not isinstance(value, torch.Tensor):
-            if key in PER_INSTANCE_FIELDS and key != "boxes" and value is not None:
+            if key in PER_INSTANCE_FIELDS and key != "boxes":
                 raise ValueError(
                     f"{_where(target)}: field '{key}' must be a tensor, got {type(value).__name__}"
                 )
