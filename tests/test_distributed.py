@@ -82,6 +82,40 @@ def test_wrap_ddp_refuses_a_wrapped_model():
         distributed.wrap_ddp(nn.DataParallel(nn.Linear(1, 1)))
 
 
+def _describe_twice(rank: int, port: int, queue) -> None:
+    """A process started without torchrun's variables: init, then init again."""
+    first = distributed.init_distributed(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2
+    )
+    again = distributed.init_distributed()
+    queue.put((rank, first.local_rank, again.local_rank, again.world_size))
+    distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+def test_a_second_init_describes_the_group_as_the_first(clean_env):
+    """Without LOCAL_RANK the local rank is the global rank, on the first call and later ones
+    (on a GPU machine the second call would otherwise point every rank at cuda:0)."""
+    import multiprocessing
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    processes = [
+        context.Process(target=_describe_twice, args=(rank, port, queue)) for rank in range(2)
+    ]
+    for process in processes:
+        process.start()
+    results = sorted(queue.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    assert results == [(0, 0, 0, 2), (1, 1, 1, 2)]
+
+
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory):
     """Run tests/engine/ddp_worker.py under torchrun with 2 gloo processes, once."""

@@ -202,7 +202,8 @@ def init_distributed(
     (0, 1, None)
     """
     if is_dist_avail_and_initialized():
-        local = get_local_rank() if local_rank is None else local_rank
+        # As on the first call: LOCAL_RANK, else the global rank (one process per device).
+        local = _env_int("LOCAL_RANK", default=get_rank()) if local_rank is None else local_rank
         name = str(dist.get_backend())
         device = _default_device(local) if name == "nccl" else torch.device("cpu")
         return DistributedInfo(get_rank(), get_world_size(), local, name, device)
