@@ -330,3 +330,56 @@ def test_many_updates_grow_the_columns_without_changing_a_number():
     changed = {**predictions[1], "scores": predictions[1]["scores"] + 0.01}
     with pytest.raises(ValueError, match="already updated with different"):
         one_by_one.update([changed], targets[1:2])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_keypoint_batches_before_and_after_real_ones(backend):
+    """An update with no images, or instances with no keypoints yet ([0, 0, 3]), neither
+    crashes nor fixes K: the metrics equal those of the real batch alone."""
+    predictions, targets = case("keypoints", seed=5)
+    evaluator = CocoEvaluator("keypoints", backend=backend)
+    evaluator.update([], [])
+    empty_target = {
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.int64),
+        "keypoints": torch.zeros(0, 0, 3),
+        "image_id": 999,
+    }
+    empty_prediction = {
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.int64),
+        "scores": torch.zeros(0),
+        "keypoints": torch.zeros(0, 0, 3),
+    }
+    evaluator.update([empty_prediction], [empty_target])
+    evaluator.update(predictions, targets)
+    evaluator.update([], [])
+    metrics = evaluator.compute()["keypoints"]
+    alone = compute(predictions, targets, "keypoints", backend=backend)["keypoints"]
+    # Image 999 has neither ground truth nor detections: it changes nothing.
+    assert [metrics[k] for k in STAT_NAMES["keypoints"]] == [
+        alone[k] for k in STAT_NAMES["keypoints"]
+    ]
+    reference = pycocotools_eval(
+        *coco_dicts([empty_prediction, *predictions], [empty_target, *targets], "keypoints"),
+        "keypoints",
+    )
+    assert [metrics[k] for k in STAT_NAMES["keypoints"]] == reference.stats.tolist()
+
+
+def test_results_file_is_replaced_atomically(tmp_path, monkeypatch):
+    """A failure while writing leaves the previous results file whole and no temporary file."""
+    predictions, targets = case(seed=3)
+    evaluator = CocoEvaluator()
+    evaluator.update(predictions, targets)
+    path = evaluator.write_results(tmp_path / "results.json")
+    before = path.read_text()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        evaluator.write_results(path)
+    assert path.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]

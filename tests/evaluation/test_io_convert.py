@@ -49,6 +49,14 @@ def test_xyxy_to_xywh_keeps_float64_and_is_exact_for_float32():
     assert xyxy_to_xywh(boxes64).tolist() == [[0.1, 0.2, 100.7 - 0.1, 50.3 - 0.2]]
     with pytest.raises(ValueError, match=r"\[N, 4\]"):
         xyxy_to_xywh(torch.zeros(2, 3))
+    halves = torch.tensor([[1.0, 2.0, 4.5, 8.0]], dtype=torch.bfloat16)  # exact in bf16
+    assert xyxy_to_xywh(halves).tolist() == [[1.0, 2.0, 3.5, 6.0]]
+    assert xyxy_to_xywh(np.zeros((0, 4), np.float32)).shape == (0, 4)
+
+
+def test_coco_results_of_nothing_is_an_empty_list():
+    for iou_type in ("bbox", "segm", "keypoints"):
+        assert coco_results([], [], iou_type=iou_type) == []
 
 
 def test_coco_results_formats():

@@ -18,12 +18,6 @@ from detkit.evaluation._params import LabelMap
 from detkit.evaluation._store import Block
 
 
-def _numpy(value: Any) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
 def _missing(item: Any, key: str, where: str) -> Exception:
     if not isinstance(item, Mapping):
         return TypeError(f"{where}: expected a dict, got {type(item).__name__}")
@@ -170,7 +164,8 @@ def _points(keypoints: list, image_ids: list[int], what: str) -> np.ndarray:
             f"(image_ids {image_ids}); every instance must have the same keypoints"
         )
     k = ks.pop() if ks else 0
-    return _column(keypoints, 3 * k).reshape(-1, k, 3)
+    n = sum(int(p.shape[0]) for p in keypoints)
+    return _column(keypoints, 3 * k).reshape(n, k, 3) if n else np.zeros((0, k, 3))
 
 
 def _map_labels(values, labels: LabelMap, counts, image_ids, what: str) -> np.ndarray:
@@ -345,15 +340,15 @@ def merge_sizes(sizes: np.ndarray, mask_sizes: list | None, ids: list[int]) -> n
     return np.where(known[:, None], sizes, predicted)
 
 
-def block_ground_truth(block: Block, iou_type: str) -> Annotations:
+def block_ground_truth(block: Block, iou_types) -> Annotations:
     """The ground truth stored in a block (built from targets) as annotations of one type."""
     gt = block.gt
     rles = keypoints = num_keypoints = None
-    if iou_type == "segm":
+    if "segm" in iou_types and "rles" in gt:
         heights = np.repeat(block.heights, block.gt_counts).tolist()
         widths = np.repeat(block.widths, block.gt_counts).tolist()
         rles = [{"size": [h, w], "counts": c} for h, w, c in zip(heights, widths, gt["rles"])]
-    if iou_type == "keypoints":
+    if "keypoints" in iou_types and "keypoints" in gt:
         keypoints = flat_points(gt["keypoints"])
         num_keypoints = (gt["keypoints"][..., 2] > 0).sum(1)
     return Annotations(

@@ -108,6 +108,8 @@ class _Column:
         self.size = 0
 
     def extend(self, values: np.ndarray) -> None:
+        if not len(values):  # an empty batch's trailing shape may be stale (keypoints' K)
+            return
         end = self.size + len(values)
         if end > len(self.data):
             grown = np.empty(
@@ -260,15 +262,16 @@ class Store:
         )
 
 
-def gather_to_main(local: Block | None) -> list[Block | None]:
-    """Every rank's block on rank 0 (an empty list elsewhere), collective under torch.distributed.
+def gather_to_main(local: Block | None) -> Block | None:
+    """Every rank's images as one block on rank 0 (``None`` elsewhere, or when there are none),
+    collective under torch.distributed.
 
     Images that a lower rank also holds (``DistributedSampler`` pads the last ranks' shards
     with images from the first) are dropped first, so each image counts once.
     """
     world_size = get_world_size()
     if world_size == 1:
-        return [local]
+        return local
     ids = np.zeros(0, dtype=np.int64) if local is None else local.image_ids
     every = all_gather(ids)
     rank = get_rank()
@@ -277,4 +280,5 @@ def gather_to_main(local: Block | None) -> list[Block | None]:
         local = local.select(keep) if not keep.all() else local
     gathered: list | None = [None] * world_size if rank == 0 else None
     dist.gather_object(local, gathered, dst=0)
-    return gathered or []
+    blocks = [b for b in gathered or [] if b is not None and len(b)]
+    return Block.concat(blocks) if blocks else None

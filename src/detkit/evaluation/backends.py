@@ -117,19 +117,19 @@ def evaluate(
 def _evaluate(backend, images, gt, dt, params):
     if backend == "hotcoco":
         return _hotcoco(images, gt, dt, params)
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    return _pycocotools(COCO, lambda g, d: COCOeval(g, d, params.iou_type), images, gt, dt, params)
+    return _pycocotools(images, gt, dt, params)
 
 
-def _pycocotools(coco_class, make_eval, images, gt, dt, params):
+def _pycocotools(images, gt, dt, params):
     """pycocotools' API, a chunk of images at a time, then one ``accumulate``.
 
     COCO objects are built from dicts (``loadRes`` copies the ground truth and crashes on an
     empty list). Evaluating in chunks keeps only one chunk's dicts alive; the per-image
     results of every chunk are merged in image-id order, as one ``evaluate`` would leave them.
     """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     categories = category_dicts(params.category_ids)
     chunks, ids = [], []
     evaluator = None
@@ -139,7 +139,7 @@ def _pycocotools(coco_class, make_eval, images, gt, dt, params):
         )
         cocos = []
         for anns in (gt.take(gt_rows), dt.take(dt_rows)):
-            coco = coco_class()
+            coco = COCO()
             coco.dataset = {
                 "images": image_dicts(chunk),
                 "categories": categories,
@@ -147,7 +147,7 @@ def _pycocotools(coco_class, make_eval, images, gt, dt, params):
             }
             coco.createIndex()
             cocos.append(coco)
-        evaluator = make_eval(*cocos)
+        evaluator = COCOeval(*cocos, params.iou_type)
         _set_params(evaluator.params, params, image_ids=chunk.ids.tolist())
         evaluator.evaluate()
         p = evaluator.params

@@ -15,8 +15,14 @@ import numpy as np
 import torch
 
 from detkit.evaluation._coco import MaskEncoder, result_dicts
-from detkit.evaluation._columns import _numpy, detections_from_columns, prediction_columns
+from detkit.evaluation._columns import (
+    _boxes_xywh,
+    block_detections,
+    merge_sizes,
+    prediction_columns,
+)
 from detkit.evaluation._params import IOU_TYPES, LabelMap
+from detkit.evaluation._store import Block
 from detkit.types import normalize_image_id
 
 __all__ = ["coco_results", "masks_to_rle", "xyxy_to_xywh"]
@@ -34,11 +40,10 @@ def xyxy_to_xywh(boxes: torch.Tensor | np.ndarray) -> np.ndarray:
     >>> xyxy_to_xywh(torch.tensor([[1.0, 2.0, 4.0, 8.0]]))
     array([[1., 2., 3., 6.]])
     """
-    array = _numpy(boxes).astype(np.float64, copy=True)
-    if array.ndim != 2 or array.shape[1] != 4:
-        raise ValueError(f"boxes must have shape [N, 4], got {tuple(array.shape)}")
-    array[:, 2:] -= array[:, :2]
-    return array
+    shape = tuple(np.shape(boxes))
+    if len(shape) != 2 or shape[1] != 4:
+        raise ValueError(f"boxes must have shape [N, 4], got {shape}")
+    return _boxes_xywh([boxes])
 
 
 def masks_to_rle(masks: torch.Tensor | np.ndarray, *, threshold: float = 0.5) -> list[dict]:
@@ -107,10 +112,13 @@ def coco_results(
         mask_threshold=mask_threshold,
         labels=LabelMap(label_to_category),
     )
-    rows = np.repeat(np.asarray(ids, dtype=np.int64), batch["counts"])
-    sizes = np.repeat(
-        np.asarray(batch.get("mask_sizes", np.zeros((len(ids), 2))), dtype=np.int64).reshape(-1, 2),
-        batch["counts"],
-        axis=0,
+    sizes = merge_sizes(np.zeros((len(ids), 2), np.int64), batch.pop("mask_sizes", None), ids)
+    block = Block(
+        image_ids=np.asarray(ids, dtype=np.int64),
+        heights=sizes[:, 0],
+        widths=sizes[:, 1],
+        gt_counts=np.zeros(len(ids), dtype=np.int64),
+        dt_counts=batch.pop("counts"),
+        dt=batch,
     )
-    return result_dicts(detections_from_columns(batch, iou_type, rows, sizes), iou_type)
+    return result_dicts(block_detections(block, iou_type), iou_type)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -33,7 +32,7 @@ from detkit.evaluation._params import (
 )
 from detkit.evaluation._store import Block, Store, gather_to_main
 from detkit.evaluation._summary import compute_stats, format_table, undefined_stats
-from detkit.evaluation.io import GroundTruthIndex
+from detkit.evaluation.io import GroundTruthIndex, write_json
 from detkit.types import normalize_image_id
 
 __all__ = ["CocoEvaluator"]
@@ -225,10 +224,9 @@ class CocoEvaluator:
         for what, columns in (("targets", gt), ("predictions", dt)):
             if "keypoints" not in columns:
                 continue
-            k = columns["keypoints"].shape[1]
-            if not len(columns["keypoints"]):
-                columns["keypoints"] = columns["keypoints"].reshape(0, self._num_keypoints or k, 3)
+            if not len(columns["keypoints"]):  # K of an empty batch means nothing
                 continue
+            k = columns["keypoints"].shape[1]
             where = f"{what} of image_ids {ids}"
             if self._num_keypoints is not None and k != self._num_keypoints:
                 raise ValueError(
@@ -250,12 +248,11 @@ class CocoEvaluator:
             AR100, ARs, ARm, ARl``; for keypoints ``AP, AP50, AP75, APm, APl, AR, AR50, AR75,
             ARm, ARl``), ``-1.0`` where undefined (no ground truth in range).
         """
-        parts = gather_to_main(self._store.merged())
+        block = gather_to_main(self._store.merged())
         outcome: Any = None
         if is_main_process():
             try:
-                blocks = [p for p in parts if p is not None and len(p)]
-                outcome = self._evaluate(Block.concat(blocks) if blocks else None)
+                outcome = self._evaluate(block)
             except Exception as error:  # sent to every rank, raised there too
                 outcome = error
         if get_world_size() > 1:
@@ -323,7 +320,7 @@ class CocoEvaluator:
     def _ground_truth(self, block: Block, iou_type: str) -> Annotations:
         if self._gt_index is not None:
             return self._gt_index.annotations(block.image_ids.tolist(), iou_type)
-        return block_ground_truth(block, iou_type)
+        return block_ground_truth(block, {iou_type})
 
     def _detections(self, block: Block, iou_type: str, categories: list[int]) -> Annotations:
         dt = block_detections(block, iou_type)
@@ -362,11 +359,7 @@ class CocoEvaluator:
         Args:
             iou_type: which payload (default: the first of ``iou_types``).
         """
-        iou_type = self._result_type(iou_type)
-        block = self._store.merged()
-        if block is None:
-            return []
-        return result_dicts(block_detections(block, iou_type), iou_type)
+        return _result_rows(self._store.merged(), self._result_type(iou_type))
 
     def write_results(self, path: str | os.PathLike, iou_type: str | None = None) -> Path | None:
         """Write every process's predictions as a COCO results json (collective).
@@ -377,18 +370,10 @@ class CocoEvaluator:
             the path on the main process, ``None`` elsewhere.
         """
         iou_type = self._result_type(iou_type)
-        parts = gather_to_main(self._store.merged())
+        block = gather_to_main(self._store.merged())
         if not is_main_process():
             return None
-        blocks = [p for p in parts if p is not None and len(p)]
-        rows = (
-            result_dicts(block_detections(Block.concat(blocks), iou_type), iou_type)
-            if blocks
-            else []
-        )
-        path = Path(path)
-        path.write_text(json.dumps(rows))
-        return path
+        return write_json(_result_rows(block, iou_type), path)
 
     def _result_type(self, iou_type: str | None) -> str:
         iou_type = self.iou_types[0] if iou_type is None else iou_type
@@ -397,3 +382,7 @@ class CocoEvaluator:
                 f"iou_type {iou_type!r} is not among this evaluator's {self.iou_types}"
             )
         return iou_type
+
+
+def _result_rows(block: Block | None, iou_type: str) -> list[dict]:
+    return [] if block is None else result_dicts(block_detections(block, iou_type), iou_type)

@@ -20,8 +20,9 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from detkit.evaluation._coco import Annotations, MaskEncoder, annotation_dicts, category_dicts
-from detkit.evaluation._columns import flat_points, target_columns
+from detkit.evaluation._columns import block_ground_truth, target_columns
 from detkit.evaluation._params import LabelMap
+from detkit.evaluation._store import Block
 from detkit.types import image_size, normalize_image_id
 
 __all__ = ["coco_ground_truth", "write_coco_ground_truth"]
@@ -85,9 +86,15 @@ def coco_ground_truth(
             iou_types.add("keypoints")
         columns = target_columns([target], [image_id], iou_types, labels=labels, encoder=encoder)
         images.append({"id": image_id, "height": height, "width": width})
-        annotations += annotation_dicts(
-            _annotations(columns, image_id, height, width), None, json_safe=True
+        block = Block(
+            image_ids=np.array([image_id]),
+            heights=np.array([height]),
+            widths=np.array([width]),
+            gt_counts=columns.pop("counts"),
+            dt_counts=np.zeros(1, dtype=np.int64),
+            gt=columns,
         )
+        annotations += annotation_dicts(block_ground_truth(block, iou_types), None, json_safe=True)
     for number, ann in enumerate(annotations, start=1):
         ann["id"] = number
     categories = {ann["category_id"] for ann in annotations}
@@ -98,22 +105,6 @@ def coco_ground_truth(
         if category_names is not None and entry["id"] in category_names:
             entry["name"] = str(category_names[entry["id"]])
     return {"images": images, "annotations": annotations, "categories": entries}
-
-
-def _annotations(columns: dict, image_id: int, height: int, width: int) -> Annotations:
-    n = len(columns["category_id"])
-    keypoints = columns.get("keypoints")
-    rles = columns.get("rles")
-    return Annotations(
-        image_id=np.full(n, image_id, dtype=np.int64),
-        category_id=columns["category_id"],
-        bbox=columns["bbox"],
-        area=columns["area"],
-        iscrowd=columns["iscrowd"],
-        rles=None if rles is None else [{"size": [height, width], "counts": c} for c in rles],
-        keypoints=None if keypoints is None else flat_points(keypoints),
-        num_keypoints=None if keypoints is None else (keypoints[..., 2] > 0).sum(1),
-    )
 
 
 def write_coco_ground_truth(dataset: Any, path: str | os.PathLike, **options: Any) -> Path:
@@ -127,8 +118,19 @@ def write_coco_ground_truth(dataset: Any, path: str | os.PathLike, **options: An
     ...     json.loads(path.read_text())["categories"]
     [{'id': 1, 'name': '1', 'supercategory': ''}]
     """
+    return write_json(coco_ground_truth(dataset, **options), path)
+
+
+def write_json(data: Any, path: str | os.PathLike) -> Path:
+    """Write ``data`` as json atomically: a crash leaves the old file or the new, never half."""
     path = Path(path)
-    path.write_text(json.dumps(coco_ground_truth(dataset, **options)))
+    text = json.dumps(data)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
