@@ -43,14 +43,9 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
         # numpy's boolean reductions are several times faster than torch's on one CPU thread.
         array = masks.numpy()
         present = array if array.dtype == np.bool_ else array != 0
-        return _bool_masks_to_boxes(present)
+        return _boxes_from_presence(present.any(axis=2), present.any(axis=1))
     present = masks != 0
     return _boxes_from_presence(present.any(dim=2), present.any(dim=1))
-
-
-def _bool_masks_to_boxes(present: np.ndarray) -> torch.Tensor:
-    """:func:`masks_to_boxes` for a boolean numpy array ``[N, H, W]``."""
-    return _boxes_from_presence(present.any(axis=2), present.any(axis=1))
 
 
 def _boxes_from_presence(rows, cols) -> torch.Tensor:

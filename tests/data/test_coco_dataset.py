@@ -340,7 +340,7 @@ def test_transforms_pickling_and_no_decode_for_metadata(coco_root, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("decoded an image")
 
-    monkeypatch.setattr(coco_module, "_read_rgb", refuse)
+    monkeypatch.setattr(coco_module, "decode", refuse)
     assert dataset.get_height_and_width(0) == (40, 50)
     assert dataset.get_target(0)["image_id"] == dataset.ids[0]
     with pytest.raises(IndexError, match="index 6 is out of range"):

@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile
 from torch.utils.data import ConcatDataset, Subset
 
-import detkit.data.coco as coco_module
-import detkit.data.instance_mask as instance_mask_module
+import detkit.data._image_io as image_io
 from detkit.data import (
     CocoJsonDataset,
     InstanceMaskDataset,
@@ -56,8 +55,7 @@ def forbid_decoding(monkeypatch):
         raise Decoded("a pixel decode happened")
 
     def arm():
-        monkeypatch.setattr(instance_mask_module, "_tv_decode_image", refuse)
-        monkeypatch.setattr(coco_module, "_tv_decode_image", refuse)
+        monkeypatch.setattr(image_io, "_tv_decode_image", refuse)
         monkeypatch.setattr(Image.Image, "load", refuse)
         monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
         return attempts

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import detkit.data.instance_mask as instance_mask_module
+import detkit.data._image_io as image_io
 from detkit.data import InstanceMaskDataset, write_synthetic_pennfudan
 from detkit.types import validate_target
 
@@ -216,7 +216,7 @@ def test_get_height_and_width_reads_headers_only(tmp_path, monkeypatch):
     def no_decode(*args, **kwargs):
         raise AssertionError("pixels were decoded")
 
-    monkeypatch.setattr(instance_mask_module, "_tv_decode_image", no_decode)
+    monkeypatch.setattr(image_io, "_tv_decode_image", no_decode)
     monkeypatch.setattr(Image.Image, "load", no_decode)
     assert [dataset.get_height_and_width(i) for i in range(4)] == [(5, 9), (6, 9), (7, 9), (7, 13)]
 
@@ -299,7 +299,7 @@ def test_unreadable_file(tmp_path, monkeypatch):
                 raise PermissionError(13, "Permission denied", str(path))
             return real_open(path, *args, **kwargs)
 
-        monkeypatch.setattr(instance_mask_module, "_tv_decode_image", None)
+        monkeypatch.setattr(image_io, "_tv_decode_image", None)
         monkeypatch.setattr(Image, "open", refuse)
     with pytest.raises(PermissionError, match=f"cannot read image file '{image_path}'"):
         dataset[0]

@@ -10,17 +10,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from pycocotools import mask as mask_utils
 
 from detkit.data._coco_json import load_json, parse
+from detkit.data._image_io import decode
+from detkit.ops import box_area, masks_area
 from detkit.types import Target
-
-try:
-    from torchvision.io import ImageReadMode as _ImageReadMode
-    from torchvision.io import decode_image as _tv_decode_image
-except ImportError:  # pragma: no cover - torchvision without image decoding
-    _tv_decode_image = None
 
 __all__ = ["CocoJsonDataset"]
 
@@ -193,7 +188,7 @@ class CocoJsonDataset(torch.utils.data.Dataset):
         idx = self._index(idx)
         path = self.image_path(idx)
         where = f"image id {self.ids[idx]}"
-        image = _read_rgb(path, where)
+        image = decode(path, where, "image", rgb=True)
         expected = self.get_height_and_width(idx)
         if tuple(image.shape[1:]) != expected:
             raise ValueError(
@@ -221,13 +216,11 @@ class CocoJsonDataset(torch.utils.data.Dataset):
             where = f"image id {self.ids[idx]} ('{self.image_path(idx)}')"
             masks = _decode_masks(segms, height, width, parsed.ann_ids[start:end], where)
             target["masks"] = torch.from_numpy(masks)
-            missing = np.isnan(area)
-            if missing.any():
-                area[missing] = masks[missing].reshape(int(missing.sum()), -1).sum(1)
-        elif np.isnan(area).any():
-            missing = np.isnan(area)
-            box_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-            area[missing] = box_area.numpy()[missing]
+        missing = np.isnan(area)
+        if missing.any():  # no area in the file: the mask's pixel count, else the box's area
+            rows = torch.from_numpy(missing)
+            fill = masks_area(target["masks"][rows]) if self.with_masks else box_area(boxes[rows])
+            area[missing] = fill.numpy()
         if parsed.keypoints is not None:
             target["keypoints"] = torch.from_numpy(parsed.keypoints[start:end].copy())
         target["area"] = torch.from_numpy(area)
@@ -278,24 +271,3 @@ def _decode_masks(
                     ) from exc
             raise
     return np.ascontiguousarray(decoded.transpose(2, 0, 1))
-
-
-def _read_rgb(path: Path, where: str) -> torch.Tensor:
-    """RGB uint8 ``Tensor[3, H, W]``: torchvision's decoder, PIL for what it cannot read."""
-    if _tv_decode_image is not None:
-        try:
-            with warnings.catch_warnings():
-                # torchvision 0.29 deprecates its decoders in favour of TorchCodec.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                image = _tv_decode_image(str(path), mode=_ImageReadMode.RGB)
-            if image.dtype == torch.uint8:
-                return image
-        except RuntimeError:
-            pass
-    try:
-        with Image.open(path) as pil:
-            return torch.from_numpy(np.array(pil.convert("RGB"))).permute(2, 0, 1)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{where}: image file not found: '{path}'") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"{where}: cannot decode image '{path}' (corrupt?): {exc}") from exc

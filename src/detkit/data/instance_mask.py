@@ -3,32 +3,21 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
+from detkit.data._image_io import ID_MASK_MODES, decode, header_size
 from detkit.ops import _split_id_mask
-
-try:
-    from torchvision.io import ImageReadMode as _ImageReadMode
-    from torchvision.io import decode_image as _tv_decode_image
-    from torchvision.io import read_file as _tv_read_file
-except ImportError:  # torchvision without image decoding: PIL does all the work
-    _tv_decode_image = None
 from detkit.types import Target
 
 __all__ = ["InstanceMaskDataset"]
 
 PathLike = str | os.PathLike
 Transforms = Callable[[Any, Target], tuple[Any, Target]]
-
-# Mask modes that hold one integer per pixel. "1" is a binary mask (one instance).
-_ID_MASK_MODES = ("1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N")
 
 
 class InstanceMaskDataset(torch.utils.data.Dataset):
@@ -189,75 +178,20 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _fail(self, idx: int, path: Path, what: str, exc: BaseException) -> OSError | ValueError:
-        """The error to raise when ``path`` cannot be read, naming the sample and the file."""
-        if isinstance(exc, FileNotFoundError) or not path.exists():
-            return FileNotFoundError(f"sample {idx}: {what} file not found: '{path}'")
-        if path.is_dir():
-            return ValueError(f"sample {idx}: {what} path '{path}' is a directory, not a file")
-        if isinstance(exc, PermissionError) or not os.access(path, os.R_OK):
-            return PermissionError(
-                f"sample {idx}: cannot read {what} file '{path}' (permission denied)"
-            )
-        return ValueError(
-            f"sample {idx}: cannot decode {what} file '{path}' (corrupt or truncated?): {exc}"
-        )
-
-    def _decode(self, idx: int, path: Path, what: str, *, rgb: bool) -> torch.Tensor:
-        """Decode ``path`` to a uint8/uint16 ``Tensor[C, H, W]`` (RGB when ``rgb``).
-
-        torchvision's decoder writes straight into a tensor, about 1 ms an image faster than
-        PIL, whose pixels reach numpy only through ``tobytes()`` copies; PIL takes over for
-        whatever torchvision cannot read (other formats and modes, or a future torchvision
-        without ``torchvision.io`` decoding) and reports corrupt files. Palette PNGs of fewer
-        than 8 bits a pixel (what ``Image.save(..., optimize=True)`` writes for masks with few
-        ids) go to PIL too: torchvision leaves their rows unpacked, returning garbage ids.
-        """
-        if _tv_decode_image is not None:
-            try:
-                with warnings.catch_warnings():
-                    # torchvision 0.29 deprecates its decoders in favour of TorchCodec.
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    data = _tv_read_file(str(path))
-                    if rgb or not _is_low_bit_palette_png(data):
-                        tensor = _tv_decode_image(
-                            data, mode=_ImageReadMode.RGB if rgb else _ImageReadMode.UNCHANGED
-                        )
-                        if tensor.dtype == torch.uint8 or (not rgb and tensor.shape[0] == 1):
-                            return tensor
-            except RuntimeError:
-                pass
-        try:
-            image = Image.open(path)
-            image.load()
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise self._fail(idx, path, what, exc) from exc
-        if rgb:
-            return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
-        if image.mode not in _ID_MASK_MODES:
-            raise ValueError(
-                f"sample {idx}: {what} file '{path}' has PIL mode {image.mode!r}; an id mask must "
-                f"have one integer channel (modes {', '.join(_ID_MASK_MODES)})"
-            )
-        array = np.array(image)
-        return torch.from_numpy(array.view(np.uint8) if array.dtype == np.bool_ else array)[None]
-
     def load_image(self, idx: int) -> torch.Tensor:
         """Decode sample ``idx``'s image as an RGB uint8 ``Tensor[3, H, W]``."""
-        image = self._decode(idx, self.image_path(idx), "image", rgb=True)
-        self._sizes[idx] = (int(image.shape[1]), int(image.shape[2]))
-        return image
+        return decode(self.image_path(idx), f"sample {idx}", "image", rgb=True)
 
     def load_id_mask(self, idx: int) -> np.ndarray:
         """Decode sample ``idx``'s instance-id mask as an integer array ``[H, W]``."""
         return self._read_mask(idx, self.mask_path(idx), "mask")
 
     def _read_mask(self, idx: int, path: Path, what: str) -> np.ndarray:
-        mask = self._decode(idx, path, what, rgb=False)
+        mask = decode(path, f"sample {idx}", what, rgb=False)
         if mask.shape[0] != 1:
             raise ValueError(
                 f"sample {idx}: {what} file '{path}' has {mask.shape[0]} channels; an id mask must "
-                f"have one integer channel (PIL modes {', '.join(_ID_MASK_MODES)})"
+                f"have one integer channel (PIL modes {', '.join(ID_MASK_MODES)})"
             )
         return mask[0].numpy()
 
@@ -268,7 +202,7 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
         """
         size = self._sizes.get(idx)
         if size is None:
-            size = self._sizes[idx] = _header_size(idx, self.image_path(idx))
+            size = self._sizes[idx] = header_size(self.image_path(idx), f"sample {idx}")
         return size
 
     def get_target(self, idx: int, id_mask: np.ndarray) -> Target:
@@ -338,34 +272,3 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
                 f"entirely on background (class 0) in semantic mask '{path}'"
             )
         return torch.from_numpy(labels.astype(np.int64))
-
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _is_low_bit_palette_png(data: torch.Tensor) -> bool:
-    """Whether the file bytes ``data`` are a palette PNG with 1, 2 or 4 bits a pixel."""
-    head = data[:26].numpy().tobytes()
-    return (
-        len(head) == 26
-        and head[:8] == _PNG_SIGNATURE
-        and head[12:16] == b"IHDR"
-        and head[24] < 8  # bit depth
-        and head[25] == 3  # colour type: palette
-    )
-
-
-def _header_size(idx: int, path: Path) -> tuple[int, int]:
-    """``(height, width)`` from an image file's header: 24 bytes for a PNG, else PIL's parser."""
-    try:
-        with open(path, "rb") as file:
-            head = file.read(24)
-        if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
-            return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
-        with Image.open(path) as image:
-            width, height = image.size
-    except FileNotFoundError:
-        raise FileNotFoundError(f"sample {idx}: image file not found: '{path}'") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"sample {idx}: cannot read the header of image '{path}': {exc}") from exc
-    return height, width

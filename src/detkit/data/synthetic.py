@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from detkit.ops import instance_ids
+
 __all__ = ["write_synthetic_pennfudan"]
 
 _MASK_MODES = ("L", "P", "I;16")
@@ -164,7 +166,7 @@ def write_synthetic_pennfudan(
 
         # Occlusion may hide an earlier figure completely: renumber ids to 1..N.
         ids_mask = np.asarray(mask)
-        present = _ids(mask)
+        present = instance_ids(ids_mask)
         lookup = np.zeros(256, dtype=np.uint8)
         lookup[present] = np.arange(1, len(present) + 1, dtype=np.uint8)
         ids_mask = lookup[ids_mask]
@@ -175,11 +177,6 @@ def write_synthetic_pennfudan(
             root / "PedMasks" / f"{name}_mask.png", compress_level=compress_level
         )
     return root
-
-
-def _ids(mask: Image.Image) -> np.ndarray:
-    counts = np.bincount(np.asarray(mask).ravel(), minlength=256)
-    return np.flatnonzero(counts[1:]) + 1
 
 
 def _mask_image(ids_mask: np.ndarray, mode: str) -> Image.Image:
