@@ -25,7 +25,12 @@ from detkit.data.transforms.core import (
     _where,
     select_instances,
 )
-from detkit.data.transforms.keypoints import _flip_setting, _require_flip_indices, hide_outside
+from detkit.data.transforms.keypoints import (
+    _flip_repr,
+    _flip_setting,
+    _require_flip_indices,
+    hide_outside,
+)
 from detkit.types import image_size
 
 __all__ = ["V2Transform"]
@@ -143,12 +148,7 @@ class V2Transform(Transform):
         self._mirrors = _has_mirror(transform)
 
     def _repr_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = {"transform": self.transform}
-        if self.flip_indices is not None:
-            args["flip_indices"] = self.flip_indices
-        if not self.swap_left_right:
-            args["swap_left_right"] = False
-        return args
+        return {"transform": self.transform, **_flip_repr(self.flip_indices, self.swap_left_right)}
 
     def _transform(self, image: Any, target: Mapping[str, Any] | None) -> tuple[Any, Any]:
         name = type(self).__name__
@@ -214,7 +214,9 @@ class V2Transform(Transform):
         moved = (new_height, new_width) != canvas or not torch.equal(points[-3:], probes)
 
         kept_all = index.shape[0] == num and torch.equal(index, sample["labels"])
-        result = dict(target) if kept_all else select_instances(target, index)
+        # masks and keypoints are replaced below: selecting them first would copy for nothing.
+        rest = {key: value for key, value in target.items() if key not in ("masks", "keypoints")}
+        result = rest if kept_all else select_instances(rest, index)
         result["boxes"] = out_boxes
         if "masks" in target:
             result["masks"] = out["masks"].as_subclass(torch.Tensor)

@@ -15,10 +15,10 @@ from torchvision.transforms.v2 import functional as F
 
 from detkit.data.transforms.core import Transform, _check_sample, _where
 from detkit.data.transforms.keypoints import (
+    _flip_repr,
     _flip_setting,
+    _mirror_checked,
     _require_flip_indices,
-    horizontal_flip_keypoints,
-    vertical_flip_keypoints,
 )
 
 __all__ = ["RandomHorizontalFlip", "RandomVerticalFlip"]
@@ -77,12 +77,7 @@ class _RandomFlip(Transform):
         self.swap_left_right = bool(swap_left_right)
 
     def _repr_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = {"p": self.p}
-        if self.flip_indices is not None:
-            args["flip_indices"] = self.flip_indices
-        if not self.swap_left_right:
-            args["swap_left_right"] = False
-        return args
+        return {"p": self.p, **_flip_repr(self.flip_indices, self.swap_left_right)}
 
     def _transform(self, image: Any, target: Mapping[str, Any] | None) -> tuple[Any, Any]:
         name = type(self).__name__
@@ -107,8 +102,10 @@ class _RandomFlip(Transform):
         if "masks" in target:
             out["masks"] = self._flip_masks(target["masks"])
         if keypoints is not None:
-            mirror = vertical_flip_keypoints if self._vertical else horizontal_flip_keypoints
-            out["keypoints"] = mirror(keypoints, extent, self.flip_indices)
+            # Shape and permutation were checked above (_check_sample, _require_flip_indices).
+            out["keypoints"] = _mirror_checked(
+                keypoints, int(self._vertical), extent, self.flip_indices
+            )
         # A mirror image has the same areas: ``area`` is kept, whatever it was computed from.
         return image, out
 

@@ -23,6 +23,7 @@ permutation ``flip_indices``: output keypoint ``k`` is input keypoint ``flip_ind
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -242,13 +243,21 @@ def _mirror(
         raise ValueError(
             f"keypoints must be a Tensor[N, K, 3] (x, y, visibility), got shape {tuple(keypoints.shape)}"
         )
+    index = None if flip_indices is None else check_flip_indices(flip_indices, keypoints.shape[1])
+    return _mirror_checked(keypoints, axis, extent, index)
+
+
+def _mirror_checked(
+    keypoints: torch.Tensor, axis: int, extent: float, index: tuple[int, ...] | None
+) -> torch.Tensor:
+    """:func:`_mirror` for a ``[N, K, 3]`` tensor and a permutation validated for its ``K``:
+    the transforms check both once per sample before they flip."""
     out = keypoints.clone()
     visible = out[..., 2] > 0
     # Invisible rows stay (0, 0, 0) rather than moving to the mirrored origin.
     out[..., axis] = torch.where(visible, extent - out[..., axis], out[..., axis])
-    if flip_indices is not None:
-        index = check_flip_indices(flip_indices, keypoints.shape[1])
-        out = out[:, list(index)]
+    if index is not None:
+        out = out.index_select(1, torch.tensor(index, device=out.device))
     return out
 
 
@@ -308,6 +317,14 @@ def _flip_setting(
             "(flip_indices to swap left and right, swap_left_right=False to mirror only)"
         )
     return check_flip_indices(flip_indices)
+
+
+def _flip_repr(flip_indices: tuple[int, ...] | None, swap_left_right: bool) -> dict[str, Any]:
+    """The flip arguments a transform's ``repr`` shows (only those that differ from defaults)."""
+    args: dict[str, Any] = {} if flip_indices is None else {"flip_indices": flip_indices}
+    if not swap_left_right:
+        args["swap_left_right"] = False
+    return args
 
 
 def _require_flip_indices(
