@@ -293,10 +293,8 @@ def convert_frozen_batchnorm(module: nn.Module) -> nn.Module:
 
 def _frozen_copy(bn: nn.modules.batchnorm._BatchNorm) -> FrozenBatchNorm2d:
     frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps)
-    like = {"device": frozen.weight.device, "dtype": frozen.weight.dtype}
     if bn.weight is not None:
-        like = {"device": bn.weight.device, "dtype": bn.weight.dtype}
-    frozen.to(**like)
+        frozen.to(device=bn.weight.device, dtype=bn.weight.dtype)
     with torch.no_grad():
         if bn.affine:
             frozen.weight.copy_(bn.weight)
@@ -310,14 +308,11 @@ def _frozen_copy(bn: nn.modules.batchnorm._BatchNorm) -> FrozenBatchNorm2d:
 def has_trained_statistics(model: nn.Module) -> bool:
     """Whether any batch norm carries statistics other than a fresh layer's (0 mean, 1 var)."""
     for m in model.modules():
-        stats = (
-            (m.running_mean, m.running_var)
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
-            else (m.running_mean, m.running_var)
-            if isinstance(m, FrozenBatchNorm2d)
-            else None
-        )
-        if stats is not None and (bool(stats[0].any()) or not bool((stats[1] == 1).all())):
+        if (
+            isinstance(m, (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d))
+            and m.running_mean is not None
+            and (bool(m.running_mean.any()) or not bool((m.running_var == 1).all()))
+        ):
             return True
     return False
 

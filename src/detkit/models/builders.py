@@ -54,7 +54,7 @@ from detkit.models._sources import (
     resolve,
 )
 from detkit.models.backbones import _make_fpn_backbone, _make_trunk_backbone
-from detkit.models.heads import _check_classes
+from detkit.models.heads import CLASS_KEY, KEYPOINT_KEY, _check_classes
 from detkit.models.weights import _load_state, _set_frozen_batchnorm_eps, read_state_dict
 
 __all__ = ["fasterrcnn", "keypointrcnn", "maskrcnn"]
@@ -66,8 +66,6 @@ _TORCHVISION_WEIGHTS = {
 }
 _SIZES = (32, 64, 128, 256, 512)
 _RATIOS = (0.5, 1.0, 2.0)
-_CLASS_KEY = "roi_heads.box_predictor.cls_score.weight"
-_KEYPOINT_KEY = "roi_heads.keypoint_predictor.kps_score_lowres.weight"
 
 
 def _anchor_generator(feature_strides: Mapping[str, int]) -> AnchorGenerator:
@@ -132,10 +130,10 @@ def _build(
             num_keypoints = len(source.meta["keypoint_names"])
     elif source is not None:
         state = read_state_dict(source)
-        if num_classes is None and _CLASS_KEY in state:
-            num_classes = int(state[_CLASS_KEY].shape[0])
-        if num_keypoints is None and _KEYPOINT_KEY in state:
-            num_keypoints = int(state[_KEYPOINT_KEY].shape[1])
+        if num_classes is None and CLASS_KEY in state:
+            num_classes = int(state[CLASS_KEY].shape[0])
+        if num_keypoints is None and KEYPOINT_KEY in state:
+            num_keypoints = int(state[KEYPOINT_KEY].shape[1])
     if num_classes is None:
         raise ValueError(
             "num_classes is required: your classes plus one for the background (2 for one class)"

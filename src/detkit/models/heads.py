@@ -43,6 +43,9 @@ __all__ = [
 
 _FAMILIES = "FasterRCNN, MaskRCNN, KeypointRCNN, RetinaNet, FCOS, SSD and SSDlite"
 _PRIOR = 0.01  # focal-loss prior of RetinaNet and FCOS: every class starts at p = 0.01
+# State-dict keys whose shapes say how many classes and keypoints a saved R-CNN predicts.
+CLASS_KEY = "roi_heads.box_predictor.cls_score.weight"
+KEYPOINT_KEY = "roi_heads.keypoint_predictor.kps_score_lowres.weight"
 
 
 def _check_count(value: object, argument: str, minimum: int, hint: str) -> int:

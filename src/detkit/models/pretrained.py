@@ -35,12 +35,16 @@ from detkit.models._sources import (
     legacy_eps_zero,
     resolve,
 )
-from detkit.models.heads import _check_classes, replace_heads, replace_keypoint_predictor
+from detkit.models.heads import (
+    CLASS_KEY,
+    KEYPOINT_KEY,
+    _check_classes,
+    replace_heads,
+    replace_keypoint_predictor,
+)
 from detkit.models.weights import _load_state, _set_frozen_batchnorm_eps, read_state_dict
 
 __all__ = ["detection_model"]
-
-_KEYPOINT_KEY = "roi_heads.keypoint_predictor.kps_score_lowres.weight"
 
 
 def detection_model(
@@ -141,8 +145,8 @@ def detection_model(
     if state is not None:
         if num_classes is None:
             _fit_heads_to(model, state)
-        elif isinstance(model, KeypointRCNN) and num_keypoints is None and _KEYPOINT_KEY in state:
-            replace_keypoint_predictor(model, int(state[_KEYPOINT_KEY].shape[1]))
+        elif isinstance(model, KeypointRCNN) and num_keypoints is None and KEYPOINT_KEY in state:
+            replace_keypoint_predictor(model, int(state[KEYPOINT_KEY].shape[1]))
         _load_state(model, state, str(source), strict=True, quoted=f"weights file {str(source)!r}")
     elif backbone_source is not None:
         _load_backbone_file(model, backbone_source)
@@ -174,7 +178,7 @@ def _fit_heads_to(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     """Give ``model`` the class (and keypoint) count of the heads stored in ``state``."""
     classes = None
     if isinstance(model, FasterRCNN):
-        weight = state.get("roi_heads.box_predictor.cls_score.weight")
+        weight = state.get(CLASS_KEY)
         classes = None if weight is None else int(weight.shape[0])
     elif isinstance(model, (RetinaNet, FCOS)):
         weight = state.get("head.classification_head.cls_logits.weight")
@@ -189,8 +193,8 @@ def _fit_heads_to(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
         classes = None if weight is None else int(weight.shape[0]) // anchors
     if classes is not None and classes >= 2:
         replace_heads(model, classes)
-    if isinstance(model, KeypointRCNN) and _KEYPOINT_KEY in state:
-        replace_keypoint_predictor(model, int(state[_KEYPOINT_KEY].shape[1]))
+    if isinstance(model, KeypointRCNN) and KEYPOINT_KEY in state:
+        replace_keypoint_predictor(model, int(state[KEYPOINT_KEY].shape[1]))
 
 
 def _load_backbone_file(model: nn.Module, path: Path) -> None:
