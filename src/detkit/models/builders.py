@@ -158,9 +158,7 @@ def _build(
         defaults["keypoint_roi_pool"] = MultiScaleRoIAlign(pools, output_size=14, sampling_ratio=2)
     model = family(body, num_classes=num_classes, **{**defaults, **kwargs})
     if state is not None:
-        name = repr(source) if isinstance(source, WeightsEnum) else str(source)
-        quoted = name if isinstance(source, WeightsEnum) else f"weights file {name!r}"
-        _load_state(model, state, name, strict=True, quoted=quoted)
+        _load_state(model, state, source, strict=True)
         if legacy_eps_zero(source):
             _set_frozen_batchnorm_eps(model, 0.0)
     return model

@@ -147,7 +147,7 @@ def detection_model(
             _fit_heads_to(model, state)
         elif isinstance(model, KeypointRCNN) and num_keypoints is None and KEYPOINT_KEY in state:
             replace_keypoint_predictor(model, int(state[KEYPOINT_KEY].shape[1]))
-        _load_state(model, state, str(source), strict=True, quoted=f"weights file {str(source)!r}")
+        _load_state(model, state, source, strict=True)
     elif backbone_source is not None:
         _load_backbone_file(model, backbone_source)
     _freeze_backbone(model, name, trainable_layers, pretrained=source or backbone_source)
@@ -213,13 +213,7 @@ def _load_backbone_file(model: nn.Module, path: Path) -> None:
     for prefix in ("", "features."):
         picked = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if all(k in picked for k in own):
-            _load_state(
-                trunk,
-                {k: picked[k] for k in own},
-                str(path),
-                strict=True,
-                quoted=f"weights file {str(path)!r}",
-            )
+            _load_state(trunk, {k: picked[k] for k in own}, path, strict=True)
             return
     missing = [k for k in own if k not in state and f"features.{k}" not in state]
     raise ValueError(

@@ -204,27 +204,35 @@ def load_weights(
     ValueError: state dict does not fit Sequential: 2 tensors differ in shape: '0.weight' [3, 4] in the source, [2, 4] in the model; ...
     """
     if isinstance(source, WeightsEnum):
-        name, quoted = repr(source), repr(source)
         state = fetch(source, "weights", progress=progress)
     elif isinstance(source, (str, os.PathLike)):
-        name, quoted = str(source), f"weights file {str(source)!r}"
         state = read_state_dict(source)
     elif isinstance(source, Mapping):
-        name = quoted = "state dict"
         state = _unwrap(source, "state dict")
     else:
         raise TypeError(
             f"source must be a weights enum, a file path or a state dict, got {type(source).__name__}"
         )
-    report = _load_state(model, state, name, strict=strict, quoted=quoted)
+    report = _load_state(model, state, source, strict=strict)
     if not isinstance(source, Mapping) and legacy_eps_zero(source):
         _set_frozen_batchnorm_eps(model, 0.0)
     return report
 
 
+def _describe(source: Any) -> tuple[str, str]:
+    """``(name, quoted)`` of a weights source: its name in reports and its name in errors."""
+    if isinstance(source, WeightsEnum):
+        return repr(source), repr(source)
+    if isinstance(source, Mapping):
+        return "state dict", "state dict"
+    return str(source), f"weights file {str(source)!r}"
+
+
 def _load_state(
-    model: nn.Module, state: Mapping[str, torch.Tensor], source: str, *, strict: bool, quoted: str
+    model: nn.Module, state: Mapping[str, torch.Tensor], source: Any, *, strict: bool
 ) -> LoadReport:
+    """Load ``state`` (read from ``source``: an enum, a path or a state dict) into ``model``."""
+    source, quoted = _describe(source)
     kind = type(model).__name__
     own = model.state_dict()
     prefixes = _head_prefixes(model)
