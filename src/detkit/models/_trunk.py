@@ -202,8 +202,11 @@ def group_stages(
 
 
 def build_trunk(model: nn.Module, *, for_fpn: bool = False) -> Trunk:
-    kind = model_name(model)
-    blocks = trunk_blocks(model, for_fpn=for_fpn)
+    return trunk_from_blocks(trunk_blocks(model, for_fpn=for_fpn), model_name(model))
+
+
+def trunk_from_blocks(blocks: list[tuple[str, nn.Module]], kind: str) -> Trunk:
+    """A trunk of named blocks already taken apart (``kind``: the family, e.g. ``"ResNet"``)."""
     strides, channels = probe(blocks, kind)
     return Trunk(kind, blocks, strides, channels, group_stages(blocks, strides, kind))
 

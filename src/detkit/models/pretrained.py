@@ -237,11 +237,7 @@ def _freeze_backbone(
     if not pretrained and trainable_layers is None:
         return  # torchvision trains everything of a model that starts from scratch
     kind = "MobileNetV3" if "mobilenet" in name else "ResNet"
-    blocks = list(body.named_children())
-    strides, channels = _trunk.probe(blocks, kind)
-    trunk = _trunk.Trunk(
-        kind, blocks, strides, channels, _trunk.group_stages(blocks, strides, kind)
-    )
+    trunk = _trunk.trunk_from_blocks(list(body.named_children()), kind)
     trainable = _trunk.validate_trainable_layers(trunk, trainable_layers, bool(pretrained))
     _trunk.freeze(trunk, trainable, frozen_batchnorm=bool(pretrained))
     for block_name, block in trunk.blocks:
