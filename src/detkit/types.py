@@ -4,9 +4,10 @@ Every dataset, transform, model helper and evaluator in detkit speaks this contr
 the one torchvision's detection models (Faster / Mask / Keypoint R-CNN, RetinaNet, FCOS, SSD)
 take in training mode.
 
-**Image.** Datasets return a ``uint8`` tensor ``Tensor[3, H, W]``; transforms also accept PIL
-images. Models want ``float`` ``Tensor[3, H, W]`` with values in ``0..1``, which is what
-``ToDtype(torch.float32, scale=True)`` from :mod:`detkit.data.transforms` produces.
+**Image.** Datasets return a ``uint8`` :class:`torchvision.tv_tensors.Image`
+``[3, H, W]``; transforms also accept PIL images and plain tensors. Models want ``float``
+``[3, H, W]`` with values in ``0..1``, which is what ``ToDtype(torch.float32, scale=True)``
+(detkit's or torchvision v2's) produces.
 
 **Target** (a ``dict``; see :class:`Target`), for ``N`` instances in an image of height ``H``
 and width ``W``:
@@ -22,6 +23,17 @@ area          float ``[N]``           mask pixel count where masks exist, else b
 iscrowd       int64 ``[N]``           ``1`` marks a crowd region (ignored in COCO evaluation)
 image_id      ``int``                 identifies the image; a 0-d integer tensor is accepted
 ============  ======================  ==========================================================
+
+**Carriers.** Datasets carry the fields as :mod:`torchvision.tv_tensors`, as torchvision's
+own detection tutorial does, so that every ``torchvision.transforms.v2`` transform moves the
+image and its whole target together: ``boxes`` is a
+:class:`~torchvision.tv_tensors.BoundingBoxes` (format XYXY, ``canvas_size=(H, W)``),
+``masks`` a :class:`~torchvision.tv_tensors.Mask` and ``keypoints`` a
+:class:`~detkit.tv_tensors.KeyPointsWithVisibility` (which keeps the visibility column and
+swaps left and right on flips); :func:`to_tv_tensors` wraps a sample that way. They are
+tensors: torchvision's detection models take them as they are. Plain tensors are accepted
+everywhere as input, with ``boxes`` read as XYXY; a ``BoundingBoxes`` in another format
+(``XYWH``, ``CXCYWH``) is converted to XYXY, never misread.
 
 **Box convention.** Coordinates are continuous: pixel ``i`` covers ``[i, i + 1)``, so a box
 lies in ``[0, W] x [0, H]`` and the box of a mask whose pixels span columns ``xmin..xmax`` and
@@ -43,11 +55,14 @@ wrong.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
 import torch
 from PIL import Image
+from torchvision import tv_tensors
+
+from detkit.tv_tensors import KeyPointsWithVisibility, plain, to_xyxy
 
 __all__ = [
     "BOX_FORMAT",
@@ -58,6 +73,8 @@ __all__ = [
     "empty_target",
     "image_size",
     "normalize_image_id",
+    "sample_name",
+    "to_tv_tensors",
     "validate_target",
 ]
 
@@ -193,13 +210,72 @@ def empty_target(
     return target
 
 
-def _describe(image_id: Any, source: str | None) -> str:
-    parts = []
+def sample_name(
+    target: Mapping[str, Any] | None = None,
+    *,
+    image_id: Any = None,
+    source: Any = None,
+) -> str:
+    """How every detkit error names a sample: its ``image_id`` and its file, where known.
+
+    Args:
+        target: the sample's target; its ``image_id`` is used unless ``image_id`` is given.
+        image_id: the sample's image id.
+        source: the sample's file (or another description of where it comes from).
+
+    >>> sample_name({"image_id": torch.tensor(7)}, source="images/0007.png")
+    "sample image_id=7 ('images/0007.png')"
+    >>> sample_name()
+    'sample'
+    """
+    if image_id is None and isinstance(target, Mapping):
+        image_id = target.get("image_id")
+    if isinstance(image_id, torch.Tensor) and image_id.numel() == 1:
+        image_id = image_id.item()
+    parts = ["sample"]
     if image_id is not None:
         parts.append(f"image_id={image_id}")
     if source:
-        parts.append(str(source))
-    return "sample " + " ".join(parts) if parts else "sample"
+        parts.append(f"('{source}')")
+    return " ".join(parts)
+
+
+def to_tv_tensors(
+    image: Any, target: Mapping[str, Any], *, flip_indices: Sequence[int] | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """The sample with the contract's tv_tensor carriers (see the module docs).
+
+    A plain tensor image becomes a :class:`~torchvision.tv_tensors.Image` (a PIL image is
+    kept); plain ``boxes`` become XYXY :class:`~torchvision.tv_tensors.BoundingBoxes`, and
+    ``BoundingBoxes`` in another format are converted to XYXY; plain ``masks`` become a
+    :class:`~torchvision.tv_tensors.Mask` and plain ``keypoints`` a
+    :class:`~detkit.tv_tensors.KeyPointsWithVisibility` (with ``flip_indices``). Fields that
+    already have their carrier, and every other field, are kept as they are; no data is
+    copied and the inputs are not modified.
+
+    >>> image, target = to_tv_tensors(torch.zeros(3, 4, 6, dtype=torch.uint8),
+    ...                               {"boxes": torch.tensor([[0.0, 0.0, 2.0, 2.0]])})
+    >>> type(image).__name__, target["boxes"].canvas_size, target["boxes"].format.name
+    ('Image', (4, 6), 'XYXY')
+    """
+    canvas = image_size(image)
+    if isinstance(image, torch.Tensor) and not isinstance(image, tv_tensors.TVTensor):
+        image = image.as_subclass(tv_tensors.Image)
+    out = dict(target)
+    boxes = out.get("boxes")
+    if isinstance(boxes, tv_tensors.BoundingBoxes):
+        out["boxes"] = to_xyxy(boxes)
+    elif isinstance(boxes, torch.Tensor):
+        out["boxes"] = tv_tensors.BoundingBoxes(plain(boxes), format="XYXY", canvas_size=canvas)
+    masks = out.get("masks")
+    if isinstance(masks, torch.Tensor) and not isinstance(masks, tv_tensors.Mask):
+        out["masks"] = plain(masks).as_subclass(tv_tensors.Mask)
+    keypoints = out.get("keypoints")
+    if isinstance(keypoints, torch.Tensor) and not isinstance(keypoints, KeyPointsWithVisibility):
+        out["keypoints"] = KeyPointsWithVisibility(
+            plain(keypoints), canvas_size=canvas, flip_indices=flip_indices
+        )
+    return image, out
 
 
 def validate_target(image: Any, target: Mapping[str, Any], *, source: str | None = None) -> None:
@@ -207,14 +283,20 @@ def validate_target(image: Any, target: Mapping[str, Any], *, source: str | None
 
     Args:
         image: the sample's image (PIL image or ``Tensor[C, H, W]``); gives the canvas size.
-        target: the target dict (see :class:`Target`).
+        target: the target dict (see :class:`Target`), with plain tensors or the tv_tensor
+            carriers of the module docs.
         source: where the sample comes from (a file path, say), added to error messages.
+
+    ``boxes`` given as a :class:`~torchvision.tv_tensors.BoundingBoxes` in another format
+    than XYXY are checked after conversion to XYXY; their ``canvas_size`` must be the image's
+    size (a transform that moved the image without its boxes leaves it behind).
 
     Raises:
         InvalidTargetError: naming the sample (``image_id`` and ``source``), the field and what
             is wrong: a missing ``boxes`` / ``labels``, a wrong dtype or rank, fields with
             different numbers of instances, a degenerate or out-of-canvas box, a non-finite
-            value, label 0, masks of the wrong size, keypoints without a last dimension of 3.
+            value, label 0, masks of the wrong size, keypoints without a last dimension of 3,
+            a tv_tensor whose ``canvas_size`` differs from the image's size.
 
     >>> image = torch.zeros(3, 10, 10)
     >>> target = {"boxes": torch.tensor([[0.0, 0.0, 5.0, 5.0]]), "labels": torch.tensor([1])}
@@ -229,11 +311,11 @@ def validate_target(image: Any, target: Mapping[str, Any], *, source: str | None
         image_id = None if raw_id is None else normalize_image_id(raw_id)
     except TypeError as exc:
         raise InvalidTargetError(
-            f"{_describe(raw_id, source)}: field 'image_id': {exc}",
+            f"{sample_name(image_id=raw_id, source=source)}: field 'image_id': {exc}",
             image_id=raw_id,
             field="image_id",
         ) from None
-    where = _describe(image_id, source)
+    where = sample_name(image_id=image_id, source=source)
 
     def fail(field: str, message: str) -> InvalidTargetError:
         return InvalidTargetError(
@@ -259,6 +341,16 @@ def validate_target(image: Any, target: Mapping[str, Any], *, source: str | None
         value = target[key]
         if not isinstance(value, torch.Tensor):
             raise fail(key, f"expected a tensor, got {type(value).__name__}")
+        canvas = getattr(value, "canvas_size", None)
+        if canvas is not None and tuple(canvas) != (height, width):
+            raise fail(
+                key,
+                f"its canvas_size {tuple(canvas)} differs from the image size {(height, width)}: "
+                "a transform moved the image without this field",
+            )
+        if key == "boxes":
+            value = to_xyxy(value)
+        value = plain(value)
         if value.ndim != rank:
             raise fail(key, f"expected {rank} dimensions, got shape {tuple(value.shape)}")
         if dtype is not None and value.dtype != dtype:

@@ -229,15 +229,44 @@ def test_per_instance_keys_and_errors():
     target["track_ids"] = torch.tensor([5, 6])
     target["image_tags"] = torch.tensor([1, 2, 3])  # per-image: not N long
     keys = T.per_instance_keys(target)
-    assert keys == ["boxes", "labels", "masks", "area", "iscrowd", "track_ids"]
+    # Only the contract's fields count unless others are declared: an undeclared tensor that
+    # happens to be N long is never touched.
+    assert keys == ["boxes", "labels", "masks", "area", "iscrowd"]
     kept = T.select_instances(target, torch.tensor([False, True]))
-    assert kept["track_ids"].tolist() == [6] and kept["image_tags"].tolist() == [1, 2, 3]
+    assert kept["track_ids"].tolist() == [5, 6] and kept["image_tags"].tolist() == [1, 2, 3]
+    assert kept["labels"].tolist() == [target["labels"][1].item()]
     assert kept["image_id"] == 9 and target["track_ids"].tolist() == [5, 6]
     bad = dict(target, labels=torch.tensor([1, 2, 3]))
     with pytest.raises(
         ValueError, match=r"image_id=9: field 'labels' has shape \(3,\) but there are 2"
     ):
         T.RandomHorizontalFlip()(torch.zeros(3, 32, 32), bad)
+
+
+def test_declared_fields_stay_aligned_and_undeclared_ones_are_left_alone():
+    """Issue 13: ``orig_size`` with two instances used to be filtered, ``names`` not."""
+    from torchvision.transforms import v2
+
+    target = make_target([[0, 0, 8, 8], [10, 10, 10.5, 12], [4, 4, 20, 20]], image_id=2)
+    target["names"] = ["anna", "ben", "cleo"]
+    target["track_ids"] = torch.tensor([7, 8, 9])
+    target["orig_size"] = torch.tensor([32, 32, 3])  # three numbers, three instances
+    image = torch.zeros(3, 32, 32, dtype=torch.uint8)
+    for sanitize in (T.SanitizeBoxes(), v2.SanitizeBoundingBoxes()):
+        pipeline = T.Compose([sanitize], instance_fields=["names", "track_ids"])
+        _, out = pipeline(image, target)
+        assert out["names"] == ["anna", "cleo"], sanitize
+        assert out["track_ids"].tolist() == [7, 9]
+        assert out["iscrowd"].tolist() == target["iscrowd"][[0, 2]].tolist()
+        assert out["area"].tolist() == target["area"][[0, 2]].tolist()
+        assert out["orig_size"].tolist() == [32, 32, 3]
+    assert target["names"] == ["anna", "ben", "cleo"]  # the input is not modified
+    with pytest.raises(ValueError, match=r"field 'names' has shape length 2 but there are 3"):
+        T.Compose([T.SanitizeBoxes()], instance_fields=["names"])(
+            image, {**target, "names": ["a", "b"]}
+        )
+    with pytest.raises(ValueError, match="field 'names' must be a tensor or a list"):
+        T.Compose([T.SanitizeBoxes()], instance_fields=["names"])(image, {**target, "names": "abc"})
 
 
 def test_bad_inputs_are_named():
@@ -256,11 +285,10 @@ def test_bad_inputs_are_named():
         T.RandomHorizontalFlip()(torch.zeros(3, 32, 32), {"labels": torch.tensor([1])})
 
 
-def test_compose_wraps_torchvision_v2_and_rejects_non_callables():
+def test_compose_runs_torchvision_v2_and_rejects_non_callables():
     from torchvision.transforms import v2
 
     pipeline = T.Compose([v2.RandomHorizontalFlip(p=1.0), T.ToDtype(torch.float32, scale=True)])
-    assert isinstance(pipeline.transforms[0], T.V2Transform)
     _, out = pipeline(
         torch.zeros(3, 8, 10, dtype=torch.uint8), make_target([[0, 0, 2, 2]], height=8, width=10)
     )
@@ -269,6 +297,9 @@ def test_compose_wraps_torchvision_v2_and_rejects_non_callables():
 
     with pytest.raises(TypeError, match=r"transforms\[0\] is RandomHorizontalFlip .*\(v1\)"):
         T.Compose([v1.RandomHorizontalFlip()])
+    # ... also inside a v2.Compose, where v2 would call it with (image, target) and fail.
+    with pytest.raises(TypeError, match=r"transforms\[1\]\[0\] is Resize .*\(v1\)"):
+        T.Compose([T.ToImage(), v2.Compose([v1.Resize(8)])])
     with pytest.raises(TypeError, match=r"transforms\[1\] must be callable"):
         T.Compose([T.ToImage(), 3])
     assert "RandomHorizontalFlip" in repr(pipeline)

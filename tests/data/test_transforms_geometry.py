@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from strategies import keypoint_targets, make_target, random_image
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from detkit.data import transforms as T
@@ -70,7 +71,7 @@ def test_geometric_transforms_keep_targets_valid_and_aligned(
     snapshot_image, snapshot = image.clone(), copy.deepcopy(target)
     torch.manual_seed(seed)
     pipeline = [GEOMETRIC[name](), T.SanitizeBoxes()] if sanitize else [GEOMETRIC[name]()]
-    out_image, out = T.Compose(pipeline)(image, target)
+    out_image, out = T.Compose(pipeline, instance_fields=["track_ids"])(image, target)
 
     assert torch.equal(image, snapshot_image)
     assert_same_target(target, snapshot)  # inputs are never modified
@@ -151,6 +152,7 @@ def test_crop_hides_keypoints_that_leave_the_image():
 def test_crops_drop_the_instances_they_cut_away(crop):
     target = make_target([[0, 0, 4, 4], [20, 14, 32, 24]], [1, 2], height=H, width=W)
     target["track_ids"] = torch.tensor([5, 6])
+    crop = T.Compose([crop], instance_fields=["track_ids"])
     dropped = 0
     for seed in range(30):
         torch.manual_seed(seed)
@@ -253,19 +255,23 @@ def test_two_flips_rotate_without_swapping():
     _, out = T.V2Transform(both, flip_indices=FLIP3)(torch.zeros(3, H, W), target)
     assert out["boxes"].tolist() == [[22.0, 17.0, 30.0, 21.0]]
     assert out["keypoints"].tolist() == [[[29.0, 20.0, 2.0], [27.0, 18.0, 1.0], [24.0, 19.0, 2.0]]]
-    with pytest.raises(ValueError, match="no flip_indices"):  # even when the coin says no
+    with pytest.raises(ValueError, match="without flip_indices"):  # even when the coin says no
         T.V2Transform(v2.RandomHorizontalFlip(0.0))(torch.zeros(3, H, W), target)
 
 
-def test_adapter_finds_mirrors_it_cannot_see_by_type():
-    def mirror(sample):  # a plain function, not an nn.Module: found by the canvas corners
-        return {k: v2.functional.horizontal_flip(v) for k, v in sample.items()}
+def test_a_callable_using_v2_functionals_mirrors_keypoints_with_their_permutation():
+    def mirror(image, target):  # a plain function: the keypoints' flip kernel does the swap
+        flip = v2.functional.horizontal_flip
+        moved = {k: flip(v) for k, v in target.items() if isinstance(v, tv_tensors.TVTensor)}
+        return flip(image), {**target, **moved}
 
     target = make_target([[2, 3, 10, 7]], height=H, width=W, image_id=11)
     target["keypoints"] = torch.tensor([[[3.0, 4.0, 2.0], [5.0, 6.0, 1.0], [8.0, 5.0, 2.0]]])
+    del target["area"], target["iscrowd"]
     _, out = T.V2Transform(mirror, flip_indices=FLIP3)(torch.zeros(3, H, W), target)
     assert out["keypoints"].tolist() == [[[29.0, 4.0, 2.0], [24.0, 5.0, 2.0], [27.0, 6.0, 1.0]]]
-    with pytest.raises(ValueError, match="image_id=11 has keypoints"):
+    assert out["boxes"].tolist() == [[22.0, 3.0, 30.0, 7.0]]
+    with pytest.raises(ValueError, match=r"image_id=11.*no flip_indices"):
         T.V2Transform(mirror)(torch.zeros(3, H, W), target)
 
 
@@ -274,13 +280,21 @@ def test_adapter_follows_v2_sanitize_and_rejects_unsaid_drops():
     target["boxes"][1, 2] = 2.5  # 0.5 px wide: below v2's min_size
     target["track_ids"] = torch.tensor([7, 8, 9])
     target["keypoints"] = torch.arange(18, dtype=torch.float32).reshape(3, 2, 3) % 3
-    _, out = T.V2Transform(v2.SanitizeBoundingBoxes())(torch.zeros(3, H, W), target)
-    assert out["labels"].tolist() == [1, 3] and out["track_ids"].tolist() == [7, 9]
-    assert out["masks"].shape[0] == 2 and torch.equal(out["keypoints"], target["keypoints"][[0, 2]])
-    with pytest.raises(ValueError, match="dropped boxes without saying which"):
-        T.V2Transform(v2.SanitizeBoundingBoxes(labels_getter=None))(torch.zeros(3, H, W), target)
-    with pytest.raises(ValueError, match="removed keypoints"):
-        T.V2Transform(v2.SanitizeKeyPoints())(torch.zeros(3, H, W), target)
+    keypoints = torch.where(target["keypoints"][..., 2:] == 0, 0.0, target["keypoints"])
+    target["keypoints"] = keypoints
+    for sanitize in (v2.SanitizeBoundingBoxes(), v2.SanitizeBoundingBoxes(labels_getter=None)):
+        pipeline = T.Compose([T.V2Transform(sanitize)], instance_fields=["track_ids"])
+        _, out = pipeline(torch.zeros(3, H, W), target)
+        assert out["labels"].tolist() == [1, 3] and out["track_ids"].tolist() == [7, 9]
+        assert out["masks"].shape[0] == 2
+        assert torch.equal(out["keypoints"], keypoints[[0, 2]])
+        assert out["iscrowd"].tolist() == [0, 0] and out["area"].tolist() == [64.0, 64.0]
+
+    def drop_the_last_box(image, target):  # drops boxes and labels by hand, nothing else
+        return image, {**target, "boxes": target["boxes"][:-1], "labels": target["labels"][:-1]}
+
+    with pytest.raises(ValueError, match="dropped boxes without dropping the rest"):
+        T.V2Transform(drop_the_last_box)(torch.zeros(3, H, W), target)
     with pytest.raises(TypeError, match="already a detkit transform"):
         T.V2Transform(T.Resize(4))
 
@@ -295,13 +309,23 @@ def test_adapter_returns_xyxy_plain_tensors_and_handles_no_target():
     assert none is None and type(resized) is torch.Tensor and resized.shape == (3, 5, 6)
 
 
-def test_adapter_recomputes_area_only_when_geometry_moves():
-    target = make_target([[2, 3, 10, 7]], height=H, width=W)
-    target["area"] = torch.tensor([123.0])  # say, from a polygon: kept by photometric changes
+def test_adapter_recomputes_area_only_for_instances_that_change_size():
+    target = make_target([[2, 3, 10, 7], [20, 4, 30, 20]], height=H, width=W)
+    target["area"] = torch.tensor([123.0, 45.0])  # say, from polygons
     _, same = T.V2Transform(v2.ColorJitter(brightness=0.5))(random_image(0, H, W), target)
-    assert same["area"].tolist() == [123.0]
+    assert same["area"].tolist() == [123.0, 45.0]
     _, moved = T.V2Transform(v2.Pad([1, 1, 1, 1]))(random_image(0, H, W), target)
-    assert moved["area"].tolist() == [32.0]
+    assert moved["area"].tolist() == [123.0, 45.0]  # shifted, not resized: same objects
+
+    def left_part(image, target):  # the left 25 columns: cuts the second instance
+        def crop(value):
+            return v2.functional.crop(value, top=0, left=0, height=H, width=25)
+
+        moved = {k: crop(v) for k, v in target.items() if isinstance(v, tv_tensors.TVTensor)}
+        return crop(image), {**target, **moved}
+
+    _, cut = T.V2Transform(left_part)(random_image(0, H, W), target)
+    assert cut["area"].tolist() == [123.0, float(target["masks"][1][:, :25].sum())]
 
 
 # -- SanitizeBoxes -------------------------------------------------------------------------------
@@ -316,7 +340,8 @@ def test_sanitize_drops_instances_with_all_their_fields():
     target["keypoints"] = torch.arange(4 * 2 * 3, dtype=torch.float32).reshape(4, 2, 3)
     target["track_ids"] = torch.tensor([10, 11, 12, 13])
     snapshot = copy.deepcopy(target)
-    _, out = T.SanitizeBoxes(min_size=1.5)(torch.zeros(3, 10, 12), target)
+    sanitize = T.Compose([T.SanitizeBoxes(min_size=1.5)], instance_fields=["track_ids"])
+    _, out = sanitize(torch.zeros(3, 10, 12), target)
     assert out["labels"].tolist() == [1, 4] and out["track_ids"].tolist() == [10, 13]
     assert out["boxes"].tolist() == [[0.0, 0.0, 12.0, 4.0], [6.0, 0.0, 10.0, 3.0]]
     assert torch.equal(out["keypoints"], target["keypoints"][[0, 3]])
@@ -368,14 +393,17 @@ def test_sanitize_python_and_vectorized_box_checks_agree(rows, clamp, min_size, 
             kept,
             (widths >= max(min_size, 1e-30))
             & (heights >= max(min_size, 1e-30))
-            & (widths * heights >= min_area),
+            & (widths * heights >= min_area)
+            # Infinite boxes are dropped, never clipped into full-image boxes (issue 13).
+            & torch.isfinite(boxes).all(1),
         )
 
 
 def test_sanitize_many_boxes_takes_the_vectorized_path():
     boxes = torch.tensor([[i % 30, 0.0, i % 30 + (i % 3), 5.0] for i in range(100)])
     target = {"boxes": boxes, "labels": torch.arange(1, 101), "track_ids": torch.arange(100)}
-    _, out = T.SanitizeBoxes(min_area=5)(torch.zeros(3, 24, 32), target)
+    sanitize = T.Compose([T.SanitizeBoxes(min_area=5)], instance_fields=["track_ids"])
+    _, out = sanitize(torch.zeros(3, 24, 32), target)
     expected = [i for i in range(100) if i % 3]  # 1 x 5 boxes sit right on min_area
     assert out["track_ids"].tolist() == expected
     assert torch.equal(out["boxes"], boxes[expected])

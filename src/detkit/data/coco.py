@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
+from torchvision import tv_tensors
 
 from detkit.data._coco_json import load_json, parse
 from detkit.data._image_io import decode
+from detkit.data.transforms.keypoints import flip_indices_from_names
+from detkit.data.transforms.pipeline import apply_transforms, check_transforms
 from detkit.ops import box_area, masks_area
+from detkit.tv_tensors import KeyPointsWithVisibility, check_flip_indices
 from detkit.types import Target
 
 __all__ = ["CocoJsonDataset"]
@@ -26,18 +30,24 @@ Transforms = Callable[[Any, Target], tuple[Any, Target]]
 class CocoJsonDataset(torch.utils.data.Dataset):
     """Images and a COCO-format annotation file (CVAT, Label Studio, Roboflow exports, COCO).
 
-    Sample ``idx`` is ``(image, target)`` in the contract of :mod:`detkit.types`: ``image`` a
-    uint8 ``Tensor[3, H, W]`` (RGB), and ``target`` with
+    Sample ``idx`` is ``(image, target)`` in the contract of :mod:`detkit.types`, carried as
+    torchvision tv_tensors so that any ``torchvision.transforms.v2`` transform moves every
+    field with the image: ``image`` a uint8 :class:`~torchvision.tv_tensors.Image`
+    ``[3, H, W]`` (RGB), and ``target`` with
 
-    * ``boxes`` float ``Tensor[N, 4]``: the file's ``bbox`` ``[x, y, w, h]`` as XYXY
-      ``[x, y, x + w, y + h]`` (COCO boxes already use continuous pixel coordinates);
+    * ``boxes`` float :class:`~torchvision.tv_tensors.BoundingBoxes` ``[N, 4]``: the file's
+      ``bbox`` ``[x, y, w, h]`` as XYXY ``[x, y, x + w, y + h]`` (COCO boxes already use
+      continuous pixel coordinates), ``canvas_size=(H, W)``;
     * ``labels`` int64 ``Tensor[N]``: category ids mapped to contiguous labels ``1..C`` in
       ascending order of id (see :attr:`label_to_category`);
-    * ``masks`` uint8 ``Tensor[N, H, W]`` (see ``with_masks``), decoded by pycocotools from
+    * ``masks`` uint8 :class:`~torchvision.tv_tensors.Mask` ``[N, H, W]`` (see
+      ``with_masks``), decoded by pycocotools from
       polygons, compressed RLE or uncompressed RLE (crowd regions), exactly as pycocotools'
       ``COCO.annToMask`` does;
-    * ``keypoints`` float ``Tensor[N, K, 3]`` (see ``with_keypoints``): ``(x, y, v)`` with
-      ``v = 0`` points set to ``(0, 0, 0)``; instances without keypoints get all-zero rows;
+    * ``keypoints`` float :class:`~detkit.tv_tensors.KeyPointsWithVisibility` ``[N, K, 3]``
+      (see ``with_keypoints``): ``(x, y, v)`` with ``v = 0`` points set to ``(0, 0, 0)``;
+      instances without keypoints get all-zero rows. Flips swap left and right keypoints
+      through :attr:`flip_indices`;
     * ``area`` float ``Tensor[N]``: the file's ``area`` (computed only where it is missing:
       the mask pixel count with masks, else the box area);
     * ``iscrowd`` int64 ``Tensor[N]`` (``0`` where missing) and ``image_id``: the COCO image id.
@@ -58,7 +68,9 @@ class CocoJsonDataset(torch.utils.data.Dataset):
     Args:
         image_root: folder the images' ``file_name`` entries are relative to.
         annotation_file: the COCO ``.json`` file.
-        transforms: optional paired transform ``transforms(image, target) -> (image, target)``.
+        transforms: optional paired transform ``transforms(image, target) -> (image, target)``:
+            detkit's, torchvision v2's or any mix; it runs through
+            :func:`~detkit.data.transforms.apply_transforms`, which keeps every field aligned.
         keep_negatives: keep images without annotations (default); ``False`` drops them.
         with_masks: produce ``masks``. ``None`` (default) decides once for the whole file:
             masks when any annotation has a ``segmentation`` (then every annotation needs one);
@@ -69,6 +81,13 @@ class CocoJsonDataset(torch.utils.data.Dataset):
             error rather than clipped; default ``1.0``.
         drop_degenerate: skip degenerate boxes with a logged warning instead of raising.
         check_files: check at construction that every image file exists.
+        flip_indices: the keypoints' left/right permutation for flips. By default it is
+            derived from the keypoint names of the file's categories with
+            :func:`~detkit.data.transforms.flip_indices_from_names` (``left_eye`` /
+            ``right_eye`` and the other common conventions); without names it is unknown,
+            and a flip of keypoints raises an error asking for it.
+        instance_fields: keys of extra per-instance fields a subclass adds to its targets,
+            kept aligned by the transforms.
 
     Attributes:
         ids (list[int]): the COCO image id of every sample, in order.
@@ -82,6 +101,7 @@ class CocoJsonDataset(torch.utils.data.Dataset):
         num_keypoints (int): ``K`` (``0`` without keypoints).
         with_masks (bool): whether targets hold ``masks``.
         with_keypoints (bool): whether targets hold ``keypoints``.
+        flip_indices (tuple[int, ...] | None): the keypoints' left/right permutation.
 
     Raises:
         FileNotFoundError: for a missing annotation file or image files.
@@ -112,9 +132,14 @@ class CocoJsonDataset(torch.utils.data.Dataset):
         box_tolerance: float = 1.0,
         drop_degenerate: bool = False,
         check_files: bool = True,
+        flip_indices: Sequence[int] | None = None,
+        instance_fields: Sequence[str] = (),
     ) -> None:
-        if transforms is not None and not callable(transforms):
-            raise TypeError(f"transforms must be callable, got {type(transforms).__name__}")
+        if transforms is not None:
+            check_transforms(transforms)
+        if isinstance(instance_fields, str):
+            raise TypeError(f"instance_fields must be a sequence of keys, got {instance_fields!r}")
+        self.instance_fields = tuple(instance_fields)
         if not box_tolerance >= 0:
             raise ValueError(f"box_tolerance must be >= 0 pixels, got {box_tolerance}")
         self.image_root = Path(image_root)
@@ -139,8 +164,18 @@ class CocoJsonDataset(torch.utils.data.Dataset):
         ]
         self.num_classes = len(self.categories) + 1
         self.num_keypoints = 0 if parsed.keypoints is None else int(parsed.keypoints.shape[1])
+        self.flip_indices = self._flip_indices(flip_indices)
         if check_files:
             self._check_files()
+
+    def _flip_indices(self, given: Sequence[int] | None) -> tuple[int, ...] | None:
+        if given is not None:
+            return check_flip_indices(given, self.num_keypoints or None)
+        for category in self.categories:
+            names = category.get("keypoints")
+            if isinstance(names, list) and len(names) == self.num_keypoints > 0:
+                return flip_indices_from_names([str(name) for name in names])
+        return None
 
     def _check_files(self) -> None:
         missing = [
@@ -207,7 +242,7 @@ class CocoJsonDataset(torch.utils.data.Dataset):
         boxes = torch.from_numpy(parsed.boxes[start:end].copy())
         area = parsed.area[start:end].copy()
         target: Target = {
-            "boxes": boxes,
+            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
             "labels": torch.from_numpy(parsed.labels[start:end].copy()),
             "image_id": self.ids[idx],
         }
@@ -215,24 +250,34 @@ class CocoJsonDataset(torch.utils.data.Dataset):
             segms = parsed.segmentations[start:end]  # type: ignore[index]
             where = f"image id {self.ids[idx]} ('{self.image_path(idx)}')"
             masks = _decode_masks(segms, height, width, parsed.ann_ids[start:end], where)
-            target["masks"] = torch.from_numpy(masks)
+            target["masks"] = tv_tensors.Mask(torch.from_numpy(masks))
         missing = np.isnan(area)
         if missing.any():  # no area in the file: the mask's pixel count, else the box's area
             rows = torch.from_numpy(missing)
             fill = masks_area(target["masks"][rows]) if self.with_masks else box_area(boxes[rows])
             area[missing] = fill.numpy()
         if parsed.keypoints is not None:
-            target["keypoints"] = torch.from_numpy(parsed.keypoints[start:end].copy())
+            target["keypoints"] = KeyPointsWithVisibility(
+                torch.from_numpy(parsed.keypoints[start:end].copy()),
+                canvas_size=(height, width),
+                flip_indices=self.flip_indices,
+            )
         target["area"] = torch.from_numpy(area)
         target["iscrowd"] = torch.from_numpy(parsed.iscrowd[start:end].copy())
         return target
 
     def __getitem__(self, idx: int) -> tuple[Any, Target]:
         idx = self._index(idx)
-        image = self.load_image(idx)
+        image = tv_tensors.Image(self.load_image(idx))
         target = self.get_target(idx)
         if self.transforms is not None:
-            return self.transforms(image, target)
+            return apply_transforms(
+                self.transforms,
+                image,
+                target,
+                instance_fields=self.instance_fields,
+                source=self.image_path(idx),
+            )
         return image, target
 
 

@@ -9,8 +9,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torchvision import tv_tensors
 
 from detkit.data._image_io import ID_MASK_MODES, decode, header_size
+from detkit.data.transforms.pipeline import apply_transforms, check_transforms
 from detkit.ops import _split_id_mask
 from detkit.types import Target
 
@@ -39,19 +41,28 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
       pixels have;
     * overriding :meth:`instance_labels` (and :meth:`instance_iscrowd` for crowd flags).
 
-    Images are returned as uint8 ``Tensor[3, H, W]`` (grayscale, palette and RGBA images are
-    converted to RGB); masks may be 8-bit (``L`` or palette ``P``) or 16-bit PNGs.
+    Samples are torchvision tv_tensors, as torchvision's detection tutorial has them: the
+    image a uint8 :class:`~torchvision.tv_tensors.Image` ``[3, H, W]`` (grayscale, palette
+    and RGBA images are converted to RGB), ``boxes`` a
+    :class:`~torchvision.tv_tensors.BoundingBoxes` (XYXY, ``canvas_size=(H, W)``) and
+    ``masks`` a :class:`~torchvision.tv_tensors.Mask`, so any ``torchvision.transforms.v2``
+    transform moves them together. Instance masks may be 8-bit (``L`` or palette ``P``) or
+    16-bit PNGs.
 
     Args:
         samples: ``(image_path, mask_path)`` pairs, one per sample.
-        transforms: optional paired transform ``transforms(image, target) -> (image, target)``
-            (see :mod:`detkit.data.transforms`).
+        transforms: optional paired transform ``transforms(image, target) -> (image, target)``:
+            detkit's (:mod:`detkit.data.transforms`), torchvision v2's (a ``v2.Compose`` as in
+            torchvision's tutorial) or any mix; it runs through
+            :func:`~detkit.data.transforms.apply_transforms`, which keeps every field aligned.
         labels: label of every instance, or a mapping ``{instance_id: label}``. Labels start
             at 1 (0 is background).
         semantic_masks: optional class-id mask path per sample (same order as ``samples``).
         crowd_ids: instance ids to flag as ``iscrowd = 1`` in every sample.
         check_files: check at construction that every listed file exists, so a missing mask
             is reported at once rather than mid-epoch.
+        instance_fields: keys of extra per-instance fields a subclass adds to its targets
+            (tensors or lists with one entry per instance), kept aligned by the transforms.
 
     Raises:
         ValueError: for an empty ``samples``, a malformed pair or a label below 1.
@@ -65,8 +76,10 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
         >>> pairs = [(p, root / "PedMasks" / f"{p.stem}_mask.png") for p in images]
         >>> dataset = InstanceMaskDataset(pairs)
         >>> image, target = dataset[0]
-        >>> image.dtype, image.shape[0], target["boxes"].shape[1], target["labels"].unique().tolist()
-        (torch.uint8, 3, 4, [1])
+        >>> type(image).__name__, image.dtype, image.shape[0], target["labels"].unique().tolist()
+        ('Image', torch.uint8, 3, [1])
+        >>> target["boxes"].format.name, target["boxes"].canvas_size == tuple(image.shape[1:])
+        ('XYXY', True)
         >>> dataset.get_height_and_width(0) == tuple(image.shape[1:])
         True
     """
@@ -80,6 +93,7 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
         semantic_masks: Sequence[PathLike] | None = None,
         crowd_ids: Collection[int] = (),
         check_files: bool = True,
+        instance_fields: Sequence[str] = (),
     ) -> None:
         pairs = []
         for i, pair in enumerate(samples):
@@ -107,8 +121,11 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
             self._label = int(labels)
         if bad:
             raise ValueError(f"labels must be >= 1 (0 is background), got {bad}")
-        if transforms is not None and not callable(transforms):
-            raise TypeError(f"transforms must be callable, got {type(transforms).__name__}")
+        if transforms is not None:
+            check_transforms(transforms)
+        if isinstance(instance_fields, str):
+            raise TypeError(f"instance_fields must be a sequence of keys, got {instance_fields!r}")
+        self.instance_fields = tuple(instance_fields)
         self.samples: list[tuple[Path, Path]] = pairs
         self.transforms = transforms
         self.semantic_masks: list[Path] | None = semantic_masks
@@ -219,10 +236,11 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
                 f"sample {idx} (mask '{self.mask_path(idx)}'): label {int(labels.min())} is "
                 "invalid: labels start at 1 (0 is background)"
             )
+        height, width = id_mask.shape
         return {
-            "boxes": boxes,
+            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
             "labels": labels.to(torch.int64),
-            "masks": torch.from_numpy(present).view(torch.uint8),
+            "masks": tv_tensors.Mask(torch.from_numpy(present).view(torch.uint8)),
             "area": torch.from_numpy(areas.astype(np.float32)),
             "iscrowd": self.instance_iscrowd(idx, ids, id_mask).to(torch.int64),
             "image_id": self.image_id(idx),
@@ -241,8 +259,15 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
                 f"{image.shape[2]}x{image.shape[1]}"
             )
         target = self.get_target(idx, id_mask)
+        image = tv_tensors.Image(image)
         if self.transforms is not None:
-            return self.transforms(image, target)
+            return apply_transforms(
+                self.transforms,
+                image,
+                target,
+                instance_fields=self.instance_fields,
+                source=self.image_path(idx),
+            )
         return image, target
 
     def _labels_from_semantic(self, idx: int, ids: np.ndarray, id_mask: np.ndarray) -> torch.Tensor:

@@ -2,9 +2,11 @@
 
 Every transform takes and returns ``(image, target)`` in the target contract of
 :mod:`detkit.types` (``image`` a PIL image or a ``Tensor[C, H, W]``, ``target`` a dict of
-plain tensors, or ``None`` at inference), so a pipeline plugs straight into
-:class:`~detkit.data.InstanceMaskDataset` (``transforms=``) and torchvision's detection
-models. torchvision v2 does the geometry of images, boxes and masks; detkit adds what v2
+tv_tensors or plain tensors, or ``None`` at inference), so a pipeline plugs straight into
+the datasets' ``transforms=`` and torchvision's detection models. Plain
+``torchvision.transforms.v2`` transforms work too, in any position: the datasets and
+:class:`Compose` run every pipeline through :func:`apply_transforms`, which keeps all fields
+aligned. torchvision v2 does the geometry of images, boxes and masks; detkit adds what v2
 lacks:
 
 * keypoints ``Tensor[N, K, 3]`` keep their visibility through every geometric transform,
@@ -12,7 +14,8 @@ lacks:
   (``flip_indices``; a flip of keypoints without a permutation is an error);
 * ``area`` is recomputed after geometric transforms (from masks, else from boxes);
 * instances are dropped from every per-instance field at once (boxes, labels, masks,
-  keypoints, area, iscrowd and any extra tensor with first dimension ``N``);
+  keypoints, area, iscrowd and the fields you declare with ``instance_fields=``), whichever
+  transform drops them (``v2.SanitizeBoundingBoxes`` included);
 * inputs are never modified, and ``N = 0`` targets work everywhere.
 
 Random parameters come from torch's global generator: ``torch.manual_seed`` reproduces a
@@ -28,7 +31,7 @@ import torch  # noqa: F401  (used by the doctest above)
 from detkit.data.transforms import keypoints as _keypoints
 from detkit.data.transforms import presets as _presets
 from detkit.data.transforms.adapter import V2Transform
-from detkit.data.transforms.core import Compose, Transform, per_instance_keys, select_instances
+from detkit.data.transforms.core import Transform, per_instance_keys, select_instances
 from detkit.data.transforms.flips import RandomHorizontalFlip, RandomVerticalFlip
 from detkit.data.transforms.geometry import (
     FixedSizeCrop,
@@ -51,6 +54,7 @@ from detkit.data.transforms.photometric import (
     ToDtype,
     ToImage,
 )
+from detkit.data.transforms.pipeline import Compose, apply_transforms, check_transforms
 from detkit.data.transforms.presets import (
     eval_preset,
     hflip_preset,
@@ -94,7 +98,9 @@ __all__ = [
     "ToImage",
     "Transform",
     "V2Transform",
+    "apply_transforms",
     "check_flip_indices",
+    "check_transforms",
     "eval_preset",
     "flip_indices_from_names",
     "hflip_preset",

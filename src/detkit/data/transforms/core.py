@@ -1,84 +1,218 @@
-"""The machinery every detkit transform shares: the base class, ``Compose`` and the
-per-instance bookkeeping that keeps a target's fields aligned.
+"""The machinery every detkit transform shares: the base class and the per-instance
+bookkeeping that keeps a target's fields aligned.
 
-A *per-instance field* is a target value whose first dimension is the number of instances
-``N`` (the number of boxes): ``boxes``, ``labels``, ``masks``, ``keypoints``, ``area``,
-``iscrowd``, and any other tensor a user adds with first dimension ``N`` (say
-``target["track_ids"]``). ``image_id`` never is. When a transform drops instances, it
-drops them from every per-instance field at once (:func:`select_instances`).
+A *per-instance field* is a target value with one entry per instance: the contract's
+``boxes``, ``labels``, ``masks``, ``keypoints``, ``area`` and ``iscrowd``, plus the fields a
+user declares (``instance_fields=`` of the datasets and of
+:class:`~detkit.data.transforms.Compose`; a declared field may be a tensor or a list, such as
+``target["names"]``). Nothing else is ever touched: a tensor that merely happens to be ``N``
+long (``orig_size`` with two instances) is left as it is. When a transform drops instances,
+it drops them from every per-instance field at once (:func:`select_instances`).
+
+While a pipeline runs (:func:`~detkit.data.transforms.apply_transforms`), the target also
+holds an *instance tracker* under :data:`TRACKER_KEY`: a small
+:class:`~torchvision.tv_tensors.Mask` subclass that ``v2.SanitizeBoundingBoxes`` filters
+together with the boxes, so that fields torchvision does not know (``area``, ``iscrowd``,
+keypoints, declared fields) follow the instances it keeps. The tracker is removed before
+the sample leaves the pipeline.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as F
 
 from detkit.ops import box_area, masks_area
-from detkit.types import PER_INSTANCE_FIELDS, image_size
+from detkit.tv_tensors import GEOMETRIC_FUNCTIONALS, plain, to_xyxy
+from detkit.types import PER_INSTANCE_FIELDS, image_size, sample_name
 
-__all__ = [
-    "Compose",
-    "Transform",
-    "per_instance_keys",
-    "select_instances",
-]
+# The module's helpers shared with the other transform modules (check_sample, settle,
+# recompute_area, drop_collapsed, InstanceTracker, TRACKER_KEY) are public names documented
+# here but not exported from the package.
+__all__ = ["Transform", "per_instance_keys", "select_instances"]
 
 ImageLike = Any  # a PIL image or a Tensor[C, H, W]
 
 logger = logging.getLogger(__name__)
 
+#: Key of the instance tracker in a target while a pipeline runs (see the module docs).
+TRACKER_KEY = "__detkit_instances__"
 
-def _where(target: Mapping[str, Any] | None) -> str:
-    """How error messages name a sample: by its ``image_id`` when it has one."""
-    if target is not None and "image_id" in target:
-        image_id = target["image_id"]
-        if isinstance(image_id, torch.Tensor) and image_id.numel() == 1:
-            image_id = image_id.item()
-        return f"sample image_id={image_id}"
-    return "sample"
+
+class InstanceTracker(tv_tensors.Mask):
+    """``[N, 2]`` int64 rows ``(original index, current row)``, one per surviving instance.
+
+    A :class:`~torchvision.tv_tensors.Mask` so that ``v2.SanitizeBoundingBoxes`` filters it
+    with the boxes; its own kernels leave its values alone under every geometric transform and
+    keep its ``canvas_size`` equal to the image's, which v2 compares across a sample.
+    """
+
+    canvas_size: tuple[int, int]
+
+    @classmethod
+    def new(cls, num: int, canvas_size: tuple[int, int]) -> InstanceTracker:
+        rows = torch.arange(num, dtype=torch.int64)
+        return cls.wrap_as(torch.stack([rows, rows], dim=1), canvas_size)
+
+    @classmethod
+    def wrap_as(cls, tensor: torch.Tensor, canvas_size: tuple[int, int]) -> InstanceTracker:
+        tracker = tensor.as_subclass(cls)
+        tracker.canvas_size = canvas_size
+        return tracker
+
+    @classmethod
+    def wrap(cls, tensor: torch.Tensor, like: Any, **kwargs: Any) -> InstanceTracker:  # type: ignore[override]
+        return cls.wrap_as(tensor, kwargs.get("canvas_size", like.canvas_size))
+
+    @classmethod
+    def _wrap_output(cls, output: Any, args: Sequence[Any] = (), kwargs: Any = None) -> Any:
+        like = next(x for x in args if isinstance(x, InstanceTracker))
+        if isinstance(output, torch.Tensor) and not isinstance(output, InstanceTracker):
+            return cls.wrap(output, like)
+        return output
+
+
+def _keep_values(functional: Any) -> Any:
+    """A tracker kernel: values unchanged, canvas as ``functional`` makes it for boxes."""
+
+    def kernel(tracker: InstanceTracker, *args: Any, **kwargs: Any) -> InstanceTracker:
+        probe = tv_tensors.BoundingBoxes(
+            torch.zeros(0, 4), format="XYXY", canvas_size=tracker.canvas_size
+        )
+        canvas = functional(probe, *args, **kwargs).canvas_size
+        return InstanceTracker.wrap_as(plain(tracker), canvas)
+
+    return kernel
+
+
+for _functional in GEOMETRIC_FUNCTIONALS:
+    F.register_kernel(_functional, InstanceTracker)(_keep_values(_functional))
+for _functional in (F.horizontal_flip, F.vertical_flip, F.to_dtype):
+    F.register_kernel(_functional, InstanceTracker)(lambda tracker, *args, **kwargs: tracker)
+F.register_kernel(F.get_size, InstanceTracker)(lambda tracker: list(tracker.canvas_size))
+
+
+def _declared(target: Mapping[str, Any]) -> tuple[str, ...]:
+    state = target.get(TRACKER_KEY)
+    return tuple(state["fields"]) if isinstance(state, Mapping) else ()
 
 
 def per_instance_keys(target: Mapping[str, Any]) -> list[str]:
-    """The keys of ``target`` whose values are per-instance tensors (first dimension ``N``).
+    """The keys of ``target`` that hold per-instance fields, in the target's order.
 
-    ``N`` is the number of boxes. The standard fields (``boxes``, ``labels``, ``masks``,
-    ``keypoints``, ``area``, ``iscrowd``) count when present; so does any other tensor with at
-    least one dimension whose first dimension is ``N``. ``image_id`` never counts.
+    The contract's fields (``boxes``, ``labels``, ``masks``, ``keypoints``, ``area``,
+    ``iscrowd``) count when present, and so do the fields declared for the running pipeline
+    (``instance_fields=``). Other keys never count, whatever their length.
 
     Raises:
-        ValueError: when ``boxes`` is missing or a standard field's first dimension is not
-            ``N``, naming the sample's ``image_id``.
+        ValueError: when ``boxes`` is not a ``Tensor[N, 4]``, or a per-instance field is not
+            a tensor (lists are allowed for declared fields) or has a length other than ``N``,
+            naming the sample and the field.
 
     >>> target = {"boxes": torch.zeros(2, 4), "labels": torch.ones(2, dtype=torch.int64),
     ...           "track_ids": torch.tensor([7, 9]), "image_id": 3}
     >>> per_instance_keys(target)
-    ['boxes', 'labels', 'track_ids']
+    ['boxes', 'labels']
     """
     boxes = target.get("boxes")
     if not isinstance(boxes, torch.Tensor) or boxes.ndim != 2 or boxes.shape[-1] != 4:
         shown = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
-        raise ValueError(f"{_where(target)}: field 'boxes' must be a Tensor[N, 4], got {shown}")
+        raise ValueError(
+            f"{sample_name(target)}: field 'boxes' must be a Tensor[N, 4], got {shown}"
+        )
     num = boxes.shape[0]
+    declared = _declared(target)
     keys = []
     for key, value in target.items():
-        if key == "image_id" or not isinstance(value, torch.Tensor):
-            if key in PER_INSTANCE_FIELDS and key != "boxes":
-                raise ValueError(
-                    f"{_where(target)}: field '{key}' must be a tensor, got {type(value).__name__}"
-                )
+        if key not in PER_INSTANCE_FIELDS and key not in declared:
             continue
-        if value.ndim >= 1 and value.shape[0] == num:
-            keys.append(key)
-        elif key in PER_INSTANCE_FIELDS:
+        if isinstance(value, torch.Tensor):
+            length = value.shape[0] if value.ndim else None
+        elif key in declared and isinstance(value, (list, tuple)):
+            length = len(value)
+        else:
+            allowed = "a tensor or a list" if key in declared else "a tensor"
             raise ValueError(
-                f"{_where(target)}: field '{key}' has shape {tuple(value.shape)} but there are "
-                f"{num} boxes: every per-instance field needs first dimension N = {num}"
+                f"{sample_name(target)}: field '{key}' must be {allowed}, got "
+                f"{type(value).__name__}"
             )
+        if length != num:
+            shown = tuple(value.shape) if isinstance(value, torch.Tensor) else f"length {length}"
+            raise ValueError(
+                f"{sample_name(target)}: field '{key}' has shape {shown} but there are {num} "
+                f"boxes: every per-instance field needs first dimension N = {num}"
+            )
+        keys.append(key)
     return keys
+
+
+def _index(value: Any, keep: torch.Tensor) -> Any:
+    if isinstance(value, (list, tuple)):
+        rows = keep.nonzero().flatten() if keep.dtype == torch.bool else keep
+        return type(value)(value[i] for i in rows.tolist())
+    if isinstance(value, tv_tensors.TVTensor):
+        return tv_tensors.wrap(plain(value)[keep.to(value.device)], like=value)
+    return value[keep.to(value.device)]
+
+
+def settle(target: Mapping[str, Any]) -> dict[str, Any]:
+    """Realign fields left behind by a transform that dropped instances it knew of.
+
+    ``v2.SanitizeBoundingBoxes`` drops boxes, masks and labels, and the instance tracker
+    (see the module docs) with them, but no other field. This indexes every per-instance
+    field still at its earlier length with the tracker, so that all of them agree again.
+    Without a tracker the target is returned as a new dict, unchanged.
+
+    Raises:
+        ValueError: when a field can be realigned neither way (its length is neither the
+            number of boxes nor the number before the drop), or a transform dropped boxes
+            without the tracker (a callable that filters some fields by hand).
+    """
+    out = dict(target)
+    state = target.get(TRACKER_KEY)
+    if not isinstance(state, Mapping):
+        return out
+    tracker = state["instances"]
+    num = target["boxes"].shape[0]
+    if tracker.shape[0] != num:
+        raise ValueError(
+            f"{sample_name(target)}: a transform left {num} boxes but kept {tracker.shape[0]} "
+            "instances in its bookkeeping: it dropped boxes without dropping the rest of each "
+            "instance. Drop instances with detkit's SanitizeBoxes or select_instances, or with "
+            "v2.SanitizeBoundingBoxes"
+        )
+    before = state["count"]
+    if before == num:
+        return out
+    rows = plain(tracker)[:, 1]
+    for key in _declared(target) + PER_INSTANCE_FIELDS:
+        value = target.get(key)
+        if value is None or key == "boxes":
+            continue
+        length = len(value) if isinstance(value, (list, tuple)) else value.shape[0]
+        if length == before:
+            out[key] = _index(value, rows)
+        elif length != num:
+            raise ValueError(
+                f"{sample_name(target)}: field '{key}' has {length} entries but {num} instances "
+                f"remain (of {before}): it cannot be realigned"
+            )
+    out[TRACKER_KEY] = _reset(state, plain(tracker)[:, 0])
+    return out
+
+
+def _reset(state: Mapping[str, Any], original: torch.Tensor) -> dict[str, Any]:
+    """The tracker state after a realignment: rows numbered afresh, count updated."""
+    tracker = state["instances"]
+    rows = torch.arange(original.shape[0], dtype=torch.int64)
+    fresh = tracker.wrap(torch.stack([original, rows], dim=1), like=tracker)
+    return {**state, "instances": fresh, "count": original.shape[0]}
 
 
 def select_instances(target: Mapping[str, Any], keep: torch.Tensor) -> dict[str, Any]:
@@ -90,38 +224,54 @@ def select_instances(target: Mapping[str, Any], keep: torch.Tensor) -> dict[str,
 
     Returns:
         a new dict; per-instance fields (see :func:`per_instance_keys`) are indexed with
-        ``keep``, everything else is carried over as is.
+        ``keep`` and keep their tv_tensor class, everything else is carried over as is.
 
     >>> target = {"boxes": torch.tensor([[0.0, 0, 2, 2], [1, 1, 1, 3]]),
     ...           "labels": torch.tensor([4, 5]), "image_id": 0}
     >>> select_instances(target, torch.tensor([True, False]))["labels"]
     tensor([4])
     """
+    target = settle(target)
     keys = per_instance_keys(target)
     out = dict(target)
     for key in keys:
-        out[key] = target[key][keep]
+        out[key] = _index(target[key], keep)
+    state = target.get(TRACKER_KEY)
+    if isinstance(state, Mapping):
+        out[TRACKER_KEY] = _reset(state, plain(state["instances"])[keep, 0])
     return out
 
 
-def _check_sample(image: ImageLike, target: Mapping[str, Any], name: str) -> tuple[int, int]:
+def check_sample(image: ImageLike, target: Mapping[str, Any], name: str) -> tuple[int, int]:
     """Cheap shape checks of a sample before a transform; returns ``(height, width)``.
 
     The full contract check is :func:`detkit.types.validate_target`; this catches what would
-    make a transform misbehave silently (masks or keypoints of the wrong shape).
+    make a transform misbehave silently (fields of the wrong length, masks or keypoints of
+    the wrong shape, boxes in a format other than XYXY).
+
+    Args:
+        image: a PIL image or a ``Tensor[C, H, W]``.
+        target: the target dict.
+        name: the transform's name, for error messages.
     """
     height, width = _image_size(image, name)
     per_instance_keys(target)
+    boxes = target["boxes"]
+    if to_xyxy(boxes) is not boxes:
+        raise ValueError(
+            f"{name}: {sample_name(target)}: field 'boxes' is in {boxes.format.name} format; "
+            "run the sample through Compose (or convert it with detkit.tv_tensors.to_xyxy)"
+        )
     masks = target.get("masks")
     if masks is not None and (masks.ndim != 3 or tuple(masks.shape[1:]) != (height, width)):
         raise ValueError(
-            f"{name}: {_where(target)}: field 'masks' must be a Tensor[N, {height}, {width}] "
-            f"matching the {width}x{height} (WxH) image, got shape {tuple(masks.shape)}"
+            f"{name}: {sample_name(target)}: field 'masks' must be a Tensor[N, {height}, "
+            f"{width}] matching the {width}x{height} (WxH) image, got shape {tuple(masks.shape)}"
         )
     keypoints = target.get("keypoints")
     if keypoints is not None and (keypoints.ndim != 3 or keypoints.shape[-1] != 3):
         raise ValueError(
-            f"{name}: {_where(target)}: field 'keypoints' must be a Tensor[N, K, 3] "
+            f"{name}: {sample_name(target)}: field 'keypoints' must be a Tensor[N, K, 3] "
             f"(x, y, visibility), got shape {tuple(keypoints.shape)}"
         )
     return height, width
@@ -137,32 +287,56 @@ def _image_size(image: ImageLike, name: str) -> tuple[int, int]:
     return image_size(image)
 
 
-def _recompute_area(target: dict[str, Any]) -> None:
-    """Set ``area`` from the masks when present, else from the boxes (only if it exists)."""
-    if "area" not in target:
-        return
+def recompute_area(target: Mapping[str, Any], rows: torch.Tensor | None = None) -> dict[str, Any]:
+    """A new target whose ``area`` is recomputed: from the masks, else from the boxes.
+
+    Only when the target has an ``area``; ``rows`` (a boolean ``Tensor[N]``) limits the
+    recomputation to some instances (the others keep theirs). The dtype and class are kept.
+
+    >>> recompute_area({"boxes": torch.tensor([[0.0, 0, 2, 3]]), "area": torch.tensor([1.0])})["area"]
+    tensor([6.])
+    """
+    out = dict(target)
+    area = target.get("area")
+    if area is None:
+        return out
     masks = target.get("masks")
-    area = masks_area(masks) if masks is not None else box_area(target["boxes"])
-    target["area"] = area.to(target["area"].dtype)
+    if rows is None:
+        new = masks_area(plain(masks)) if masks is not None else box_area(plain(target["boxes"]))
+    else:
+        new = plain(area).clone()
+        if bool(rows.any()):
+            index = rows.to(new.device)
+            fresh = (
+                masks_area(plain(masks)[rows.to(masks.device)])
+                if masks is not None
+                else box_area(plain(target["boxes"])[rows])
+            )
+            new[index] = fresh.to(new.dtype)
+    new = new.to(area.dtype)
+    out["area"] = tv_tensors.wrap(new, like=area) if isinstance(area, tv_tensors.TVTensor) else new
+    return out
 
 
-def _drop_degenerate(target: dict[str, Any]) -> dict[str, Any]:
+def drop_collapsed(target: Mapping[str, Any]) -> dict[str, Any]:
     """Drop instances whose box has no width or height (what crops leave of lost objects)."""
-    boxes = target["boxes"]
+    boxes = plain(target["boxes"])
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     if bool(keep.all()):
-        return target
-    logger.debug("%s: dropped %d instance(s) cut away", _where(target), int((~keep).sum()))
+        return dict(target)
+    logger.debug("%s: dropped %d instance(s) cut away", sample_name(target), int((~keep).sum()))
     return select_instances(target, keep)
 
 
 class Transform:
     """Base class of detkit's paired transforms: ``(image, target) -> (image, target)``.
 
-    ``image`` is a PIL image or a ``Tensor[C, H, W]``; ``target`` is a dict in the target
-    contract (:mod:`detkit.types`), or ``None`` at inference (only the image is transformed
-    then). Every transform returns a new target dict and never modifies its inputs, so a
-    target cached by a dataset stays intact. Random parameters are drawn from torch's global
+    ``image`` is a PIL image or a ``Tensor[C, H, W]`` (a ``tv_tensors.Image`` included);
+    ``target`` is a dict in the target contract (:mod:`detkit.types`), with plain tensors or
+    tv_tensors, or ``None`` at inference (only the image is transformed then). Every
+    transform returns a new target dict whose fields keep their classes (a
+    ``tv_tensors.BoundingBoxes`` stays one), and never modifies its inputs, so a target
+    cached by a dataset stays intact. Random parameters are drawn from torch's global
     generator, so ``torch.manual_seed`` reproduces a pipeline.
 
     Subclasses implement ``_transform(image, target)`` (``target`` may be ``None``) and may
@@ -182,10 +356,14 @@ class Transform:
     def __call__(
         self, image: ImageLike, target: Mapping[str, Any] | None = None
     ) -> tuple[Any, Any]:
-        if target is not None and not isinstance(target, Mapping):
-            raise TypeError(
-                f"{type(self).__name__}: target must be a dict or None, got {type(target).__name__}"
-            )
+        if target is not None:
+            if not isinstance(target, Mapping):
+                raise TypeError(
+                    f"{type(self).__name__}: target must be a dict or None, got "
+                    f"{type(target).__name__}"
+                )
+            if TRACKER_KEY in target:
+                target = settle(target)
         return self._transform(image, target)
 
     def _transform(self, image: ImageLike, target: Any) -> tuple[Any, Any]:
@@ -197,55 +375,3 @@ class Transform:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._repr_args().items())
         return f"{type(self).__name__}({args})"
-
-
-class Compose(Transform):
-    """Apply transforms one after the other.
-
-    Each entry is a detkit transform or any callable ``(image, target) -> (image, target)``.
-    A ``torchvision.transforms.v2`` transform is wrapped in :class:`V2Transform`
-    automatically: called directly on a detkit target, v2 would see plain tensors and leave
-    the boxes unchanged while moving the image.
-
-    Args:
-        transforms: the transforms, applied in order.
-
-    >>> from detkit.data.transforms import RandomHorizontalFlip, ToDtype
-    >>> pipeline = Compose([RandomHorizontalFlip(p=1.0), ToDtype(torch.float32, scale=True)])
-    >>> image, target = pipeline(torch.full((3, 2, 4), 255, dtype=torch.uint8),
-    ...                          {"boxes": torch.tensor([[0.0, 0, 1, 2]]), "labels": torch.tensor([1])})
-    >>> image.dtype, target["boxes"].tolist()
-    (torch.float32, [[3.0, 0.0, 4.0, 2.0]])
-    """
-
-    def __init__(self, transforms: Iterable[Callable[..., Any]]) -> None:
-        from torchvision.transforms import v2
-
-        from detkit.data.transforms.adapter import V2Transform
-
-        items = []
-        for i, transform in enumerate(transforms):
-            if isinstance(transform, v2.Transform):
-                transform = V2Transform(transform)
-            elif type(transform).__module__.startswith("torchvision.transforms.transforms"):
-                raise TypeError(
-                    f"transforms[{i}] is {type(transform).__name__} from torchvision.transforms "
-                    "(v1), which takes the image alone and would leave the target behind; use "
-                    "detkit's transform of that name or torchvision.transforms.v2's"
-                )
-            elif not callable(transform):
-                raise TypeError(
-                    f"transforms[{i}] must be callable (image, target) -> (image, target), got "
-                    f"{type(transform).__name__}"
-                )
-            items.append(transform)
-        self.transforms = items
-
-    def _transform(self, image: ImageLike, target: Any) -> tuple[Any, Any]:
-        for transform in self.transforms:
-            image, target = transform(image, target)
-        return image, target
-
-    def __repr__(self) -> str:
-        lines = "".join(f"\n    {t!r}," for t in self.transforms)
-        return f"Compose([{lines}\n])"

@@ -11,15 +11,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-from detkit.data.transforms.core import Transform, _check_sample, _where
+from detkit.data.transforms.core import Transform, check_sample
 from detkit.data.transforms.keypoints import (
-    _flip_repr,
-    _flip_setting,
-    _mirror_checked,
-    _require_flip_indices,
+    flip_arguments_repr,
+    flip_setting,
+    mirror_keypoints,
+    require_flip_indices,
 )
+from detkit.tv_tensors import KeyPointsWithVisibility, plain
+from detkit.types import sample_name
 
 __all__ = ["RandomHorizontalFlip", "RandomVerticalFlip"]
 
@@ -73,22 +76,26 @@ class _RandomFlip(Transform):
         swap_left_right: bool = True,
     ) -> None:
         self.p = _check_probability(p)
-        self.flip_indices = _flip_setting(flip_indices, swap_left_right)
+        self.flip_indices = flip_setting(flip_indices, swap_left_right)
         self.swap_left_right = bool(swap_left_right)
 
     def _repr_args(self) -> dict[str, Any]:
-        return {"p": self.p, **_flip_repr(self.flip_indices, self.swap_left_right)}
+        return {"p": self.p, **flip_arguments_repr(self.flip_indices, self.swap_left_right)}
 
     def _transform(self, image: Any, target: Mapping[str, Any] | None) -> tuple[Any, Any]:
         name = type(self).__name__
+        flip_indices = self.flip_indices
         if target is not None:
-            height, width = _check_sample(image, target, name)
+            height, width = check_sample(image, target, name)
             keypoints = target.get("keypoints")
             if keypoints is not None:
+                if flip_indices is None and self.swap_left_right:
+                    # The keypoints' own permutation (KeyPointsWithVisibility), if they carry one.
+                    flip_indices = getattr(keypoints, "flip_indices", None)
                 # Checked before the coin is tossed, so that a missing permutation fails on
                 # the first sample rather than on a random one.
-                _require_flip_indices(
-                    self.flip_indices, self.swap_left_right, keypoints, _where(target), name
+                require_flip_indices(
+                    flip_indices, self.swap_left_right, keypoints, sample_name(target), name
                 )
         # The same draw as torchvision's flips, so a seed flips the same samples.
         if torch.rand(1).item() >= self.p:
@@ -98,16 +105,26 @@ class _RandomFlip(Transform):
             return image, None
         out = dict(target)
         extent = height if self._vertical else width
-        out["boxes"] = _mirror_boxes(target["boxes"], extent, self._vertical)
+        boxes = target["boxes"]
+        mirrored = _mirror_boxes(plain(boxes), extent, self._vertical)
+        out["boxes"] = _like(mirrored, boxes)
         if "masks" in target:
-            out["masks"] = self._flip_masks(target["masks"])
+            masks = target["masks"]
+            out["masks"] = _like(self._flip_masks(plain(masks)), masks)
         if keypoints is not None:
-            # Shape and permutation were checked above (_check_sample, _require_flip_indices).
-            out["keypoints"] = _mirror_checked(
-                keypoints, int(self._vertical), extent, self.flip_indices
+            # Shape and permutation were checked above (check_sample, require_flip_indices).
+            out["keypoints"] = mirror_keypoints(
+                keypoints, int(self._vertical), extent, flip_indices
             )
         # A mirror image has the same areas: ``area`` is kept, whatever it was computed from.
         return image, out
+
+
+def _like(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``tensor`` with the tv_tensor class (and metadata) of ``like``, if it has one."""
+    if isinstance(like, (tv_tensors.TVTensor, KeyPointsWithVisibility)):
+        return tv_tensors.wrap(tensor, like=like)
+    return tensor
 
 
 class RandomHorizontalFlip(_RandomFlip):

@@ -22,10 +22,14 @@ permutation ``flip_indices``: output keypoint ``k`` is input keypoint ``flip_ind
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
+
+from detkit.tv_tensors import KeyPointsWithVisibility, check_flip_indices, hide_outside, plain
 
 __all__ = [
     "COCO_PERSON_FLIP_INDICES",
@@ -36,6 +40,8 @@ __all__ = [
     "horizontal_flip_keypoints",
     "vertical_flip_keypoints",
 ]
+# flip_setting, flip_arguments_repr, require_flip_indices and mirror_keypoints are shared
+# with the flip transforms and the v2 adapter: documented here, not exported.
 
 #: The 17 keypoints of a COCO person, in annotation order.
 COCO_PERSON_KEYPOINT_NAMES: tuple[str, ...] = (
@@ -89,8 +95,11 @@ def flip_indices_from_names(
     Args:
         names: the ``K`` keypoint names, in the order of the keypoints tensor.
         pairs: ``(left, right)`` name pairs that trade places on a flip. When omitted, pairs
-            are found by name: every name containing ``left`` (or starting with ``l_``)
-            is paired with the same name saying ``right`` (``r_``), case preserved.
+            are found by name, case preserved, in the common conventions: the word ``left``
+            / ``right`` (``left_eye``, ``LeftEye``, ``frontLeft``), a prefix letter
+            (``l_eye``, ``R.hand``), a suffix letter (``wing_l``, ``hand.R``) or a camel-case
+            letter (``eyeL``, ``LEye``). A name that looks sided but has no twin is left in
+            place with a :class:`UserWarning` naming it.
 
     Returns:
         ``flip_indices`` of length ``K``: output keypoint ``k`` is input keypoint
@@ -102,6 +111,8 @@ def flip_indices_from_names(
 
     >>> flip_indices_from_names(["head", "left_hand", "right_hand"])
     (0, 2, 1)
+    >>> flip_indices_from_names(["beak", "wing_l", "wing_r", "eyeR", "eyeL"])
+    (0, 2, 1, 4, 3)
     >>> flip_indices_from_names(["tip", "port", "starboard"], [("port", "starboard")])
     (0, 2, 1)
     >>> flip_indices_from_names(COCO_PERSON_KEYPOINT_NAMES) == COCO_PERSON_FLIP_INDICES
@@ -135,20 +146,57 @@ def flip_indices_from_names(
     return tuple(flip)
 
 
+# Where a keypoint name says its side, and what the side word is: "left_eye", "LeftEye",
+# "frontLeft" (a whole word), "l_eye" / "L.hand" (a prefix letter), "wing_l" / "hand.R" (a
+# suffix letter), "eyeL" / "LEye" / "lEye" (a camel-case letter).
+_SIDED = (
+    re.compile(
+        r"(?:^|(?<=[^A-Za-z]))(left|right|Left|Right|LEFT|RIGHT)(?![a-z])"
+        r"|(?<=[a-z])(Left|Right|LEFT|RIGHT)(?![a-z])"
+    ),
+    re.compile(r"^([lLrR])(?=[_\-. ])"),
+    re.compile(r"(?<=[_\-. ])([lLrR])$"),
+    re.compile(r"(?<=[a-z0-9])([LR])$"),
+    re.compile(r"^([LR])(?=[A-Z][a-z])|^([lr])(?=[A-Z])"),
+)
+_TWIN = {"left": "right", "right": "left", "l": "r", "r": "l"}
+
+
+def _side(name: str) -> tuple[str, str] | None:
+    """``(side, name with the side word replaced by its twin)``, or ``None`` if unsided."""
+    for pattern in _SIDED:
+        match = pattern.search(name)
+        if match is None:
+            continue
+        word = match.group(match.lastindex or 0)
+        start, end = match.span(match.lastindex or 0)
+        twin = _same_case(word, _TWIN[word.lower()])
+        return word.lower()[0], name[:start] + twin + name[end:]
+    return None
+
+
 def _pairs_by_name(names: list[str]) -> list[tuple[str, str]]:
     known = set(names)
     pairs = []
+    lonely = []
     for name in names:
-        lower = name.lower()
-        if "left" in lower:
-            start = lower.index("left")
-            twin = name[:start] + _same_case(name[start : start + 4], "right") + name[start + 4 :]
-        elif lower.startswith("l_"):
-            twin = _same_case(name[0], "r") + name[1:]
-        else:
+        sided = _side(name)
+        if sided is None:
             continue
+        side, twin = sided
         if twin in known:
-            pairs.append((name, twin))
+            if side == "l":
+                pairs.append((name, twin))
+        else:
+            lonely.append(name)
+    if lonely:
+        warnings.warn(
+            f"flip_indices_from_names: {lonely} look like left/right keypoints but have no "
+            "twin among the names; they will not be swapped on flips. Pass pairs= to pair "
+            "them explicitly.",
+            UserWarning,
+            stacklevel=3,
+        )
     return pairs
 
 
@@ -160,82 +208,6 @@ def _same_case(model: str, word: str) -> str:
     return word
 
 
-def check_flip_indices(
-    flip_indices: Sequence[int], num_keypoints: int | None = None
-) -> tuple[int, ...]:
-    """Validate a flip permutation and return it as a tuple of ints.
-
-    A left/right swap undone by a second flip must be a permutation that is its own
-    inverse (``flip_indices[flip_indices[k]] == k``).
-
-    Args:
-        flip_indices: the permutation to check.
-        num_keypoints: the expected length ``K``, when known.
-
-    Raises:
-        ValueError: naming what is wrong: the length, an index out of range, a repeated
-            index, or a swap that a second flip would not undo.
-        TypeError: for non-integer entries.
-
-    >>> check_flip_indices([0, 2, 1])
-    (0, 2, 1)
-    >>> check_flip_indices([1, 2, 0])
-    Traceback (most recent call last):
-    ...
-    ValueError: flip_indices: [1, 2, 0] is not its own inverse: keypoint 0 becomes 1 but 1 becomes 2 (a left/right swap must exchange pairs)
-    """
-    if isinstance(flip_indices, torch.Tensor):
-        flip_indices = flip_indices.tolist()
-    values = list(flip_indices)
-    for value in values:
-        if isinstance(value, bool) or not hasattr(value, "__index__"):
-            raise TypeError(f"flip_indices must hold integers, got {value!r} in {values}")
-    values = [int(v) for v in values]
-    k = len(values)
-    if num_keypoints is not None and k != num_keypoints:
-        raise ValueError(
-            f"flip_indices has {k} entries but the keypoints have K = {num_keypoints}: "
-            "it needs one entry per keypoint"
-        )
-    for value in values:
-        if not 0 <= value < k:
-            raise ValueError(f"flip_indices: index {value} is out of range for {k} keypoints")
-    if len(set(values)) != k:
-        raise ValueError(f"flip_indices: {values} repeats an index; it must be a permutation")
-    for i, j in enumerate(values):
-        if values[j] != i:
-            raise ValueError(
-                f"flip_indices: {values} is not its own inverse: keypoint {i} becomes {j} but {j} "
-                f"becomes {values[j]} (a left/right swap must exchange pairs)"
-            )
-    return tuple(values)
-
-
-def hide_outside(keypoints: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Mark keypoints outside the ``width x height`` canvas as not labelled.
-
-    A keypoint whose ``(x, y)`` lies outside ``[0, width] x [0, height]`` (or is not finite)
-    gets visibility ``0``, and every row with visibility ``0`` becomes ``(0, 0, 0)``, as the
-    contract wants. The input is not modified.
-
-    Args:
-        keypoints: ``Tensor[N, K, 3]`` (``x, y, visibility``).
-        height: canvas height ``H``.
-        width: canvas width ``W``.
-
-    Returns:
-        a new ``Tensor[N, K, 3]``.
-
-    >>> hide_outside(torch.tensor([[[3.0, 1.0, 2.0], [5.5, 1.0, 2.0]]]), height=4, width=5)
-    tensor([[[3., 1., 2.],
-             [0., 0., 0.]]])
-    """
-    x, y, v = keypoints[..., 0], keypoints[..., 1], keypoints[..., 2]
-    inside = (x >= 0) & (x <= width) & (y >= 0) & (y <= height) & (v > 0)
-    # where() rather than a product, so that a NaN coordinate becomes 0 too.
-    return torch.where(inside.unsqueeze(-1), keypoints, torch.zeros((), dtype=keypoints.dtype))
-
-
 def _mirror(
     keypoints: torch.Tensor, axis: int, extent: float, flip_indices: Sequence[int] | None
 ) -> torch.Tensor:
@@ -244,20 +216,30 @@ def _mirror(
             f"keypoints must be a Tensor[N, K, 3] (x, y, visibility), got shape {tuple(keypoints.shape)}"
         )
     index = None if flip_indices is None else check_flip_indices(flip_indices, keypoints.shape[1])
-    return _mirror_checked(keypoints, axis, extent, index)
+    return mirror_keypoints(keypoints, axis, extent, index)
 
 
-def _mirror_checked(
-    keypoints: torch.Tensor, axis: int, extent: float, index: tuple[int, ...] | None
+def mirror_keypoints(
+    keypoints: torch.Tensor, axis: int, extent: float, index: Sequence[int] | None
 ) -> torch.Tensor:
-    """:func:`_mirror` for a ``[N, K, 3]`` tensor and a permutation validated for its ``K``:
-    the transforms check both once per sample before they flip."""
-    out = keypoints.clone()
+    """Mirror ``[N, K, 3]`` keypoints along ``axis`` (0: ``x -> extent - x``, 1: ``y``) and
+    reorder them with ``index``, a permutation already checked for their ``K``.
+
+    The kernel of the flips (which check shape and permutation once per sample); invisible
+    rows stay ``(0, 0, 0)``. The input is not modified and keeps its class.
+
+    >>> mirror_keypoints(torch.tensor([[[1.0, 2.0, 2.0], [0.0, 0.0, 0.0]]]), 0, 10, (1, 0))
+    tensor([[[0., 0., 0.],
+             [9., 2., 2.]]])
+    """
+    out = plain(keypoints).clone()
     visible = out[..., 2] > 0
     # Invisible rows stay (0, 0, 0) rather than moving to the mirrored origin.
     out[..., axis] = torch.where(visible, extent - out[..., axis], out[..., axis])
     if index is not None:
         out = out.index_select(1, torch.tensor(index, device=out.device))
+    if isinstance(keypoints, KeyPointsWithVisibility):
+        return KeyPointsWithVisibility.wrap(out, like=keypoints)
     return out
 
 
@@ -305,10 +287,16 @@ def vertical_flip_keypoints(
     return _mirror(keypoints, 1, height, flip_indices)
 
 
-def _flip_setting(
+def flip_setting(
     flip_indices: Sequence[int] | None, swap_left_right: bool
 ) -> tuple[int, ...] | None:
-    """Validate a transform's ``flip_indices`` / ``swap_left_right`` arguments."""
+    """Validate a transform's ``flip_indices`` / ``swap_left_right`` arguments.
+
+    Returns the checked permutation, or ``None`` when none was given.
+
+    >>> flip_setting([0, 2, 1], True)
+    (0, 2, 1)
+    """
     if flip_indices is None:
         return None
     if not swap_left_right:
@@ -319,22 +307,40 @@ def _flip_setting(
     return check_flip_indices(flip_indices)
 
 
-def _flip_repr(flip_indices: tuple[int, ...] | None, swap_left_right: bool) -> dict[str, Any]:
-    """The flip arguments a transform's ``repr`` shows (only those that differ from defaults)."""
+def flip_arguments_repr(
+    flip_indices: tuple[int, ...] | None, swap_left_right: bool
+) -> dict[str, Any]:
+    """The flip arguments a transform's ``repr`` shows (only those that differ from defaults).
+
+    >>> flip_arguments_repr(None, False)
+    {'swap_left_right': False}
+    """
     args: dict[str, Any] = {} if flip_indices is None else {"flip_indices": flip_indices}
     if not swap_left_right:
         args["swap_left_right"] = False
     return args
 
 
-def _require_flip_indices(
+def require_flip_indices(
     flip_indices: tuple[int, ...] | None,
     swap_left_right: bool,
     keypoints: torch.Tensor,
     where: str,
     name: str,
 ) -> None:
-    """Raise unless a mirrored sample's keypoints can be relabelled left/right correctly."""
+    """Raise unless a mirrored sample's keypoints can be relabelled left/right correctly.
+
+    Args:
+        flip_indices: the transform's permutation (``None`` when it has none).
+        swap_left_right: the transform's ``swap_left_right``.
+        keypoints: the sample's ``[N, K, 3]`` keypoints.
+        where: the sample's name (:func:`detkit.types.sample_name`).
+        name: the transform's name.
+
+    Raises:
+        ValueError: without a permutation for ``K > 0`` keypoints (unless
+            ``swap_left_right=False``), or with one of another length.
+    """
     k = keypoints.shape[1]
     if flip_indices is None:
         if swap_left_right and k:

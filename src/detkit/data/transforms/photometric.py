@@ -13,6 +13,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from detkit.data.transforms.core import Transform
+from detkit.tv_tensors import plain
 
 __all__ = [
     "PILToTensor",
@@ -30,27 +31,20 @@ class _ImageOnly(Transform):
         return self._image(image), None if target is None else dict(target)
 
 
-def _plain(tensor: torch.Tensor) -> torch.Tensor:
-    if isinstance(tensor, tv_tensors.TVTensor):
-        return tensor.as_subclass(torch.Tensor)
-    return tensor
-
-
 class ToImage(_ImageOnly):
-    """Convert a PIL image or an ``H x W x C`` numpy array to a ``Tensor[C, H, W]``.
+    """Convert a PIL image or an ``H x W x C`` numpy array to a ``tv_tensors.Image[C, H, W]``.
 
-    The dtype is kept (``uint8`` for ordinary images); tensors pass through unchanged and
-    ``tv_tensors.Image`` becomes a plain tensor, as the target contract wants.
+    The dtype is kept (``uint8`` for ordinary images); tensors pass through unchanged.
 
     >>> from PIL import Image
     >>> image, _ = ToImage()(Image.new("RGB", (5, 2)), None)
-    >>> image.shape, image.dtype
-    (torch.Size([3, 2, 5]), torch.uint8)
+    >>> type(image).__name__, image.shape, image.dtype
+    ('Image', torch.Size([3, 2, 5]), torch.uint8)
     """
 
     def _image(self, image: Any) -> torch.Tensor:
         if isinstance(image, Image.Image):
-            return F.pil_to_tensor(image)
+            return tv_tensors.Image(F.pil_to_tensor(image))
         if isinstance(image, np.ndarray):
             if image.ndim == 2:
                 image = image[:, :, None]
@@ -61,9 +55,9 @@ class ToImage(_ImageOnly):
             image = np.ascontiguousarray(image)
             if not image.flags.writeable:  # torch.from_numpy warns on read-only arrays
                 image = image.copy()
-            return torch.from_numpy(image).permute(2, 0, 1)
+            return tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))
         if isinstance(image, torch.Tensor):
-            return _plain(image)
+            return image
         raise TypeError(
             f"ToImage: image must be a PIL image, a numpy array or a tensor, got "
             f"{type(image).__name__}"
@@ -71,7 +65,7 @@ class ToImage(_ImageOnly):
 
 
 class PILToTensor(_ImageOnly):
-    """Convert a PIL image to a ``uint8`` ``Tensor[C, H, W]``; tensors pass through.
+    """Convert a PIL image to a plain ``uint8`` ``Tensor[C, H, W]``; tensors pass through.
 
     >>> from PIL import Image
     >>> PILToTensor()(Image.new("L", (3, 2)), None)[0].shape
@@ -82,7 +76,7 @@ class PILToTensor(_ImageOnly):
         if isinstance(image, Image.Image):
             return F.pil_to_tensor(image)
         if isinstance(image, torch.Tensor):
-            return _plain(image)
+            return image
         raise TypeError(f"PILToTensor: image must be a PIL image, got {type(image).__name__}")
 
 
@@ -121,7 +115,8 @@ class ToDtype(_ImageOnly):
             )
         if image.dtype == self.dtype:
             return image
-        return F.to_dtype_image(_plain(image), self.dtype, scale=self.scale)
+        out = F.to_dtype_image(plain(image), self.dtype, scale=self.scale)
+        return tv_tensors.wrap(out, like=image) if isinstance(image, tv_tensors.TVTensor) else out
 
 
 class RandomPhotometricDistort(_ImageOnly):
@@ -167,6 +162,6 @@ class RandomPhotometricDistort(_ImageOnly):
         return self._args
 
     def _image(self, image: Any) -> Any:
-        if isinstance(image, torch.Tensor):
-            return _plain(self._distort(_plain(image)))
+        if isinstance(image, tv_tensors.TVTensor):
+            return tv_tensors.wrap(self._distort(plain(image)), like=image)
         return self._distort(image)

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 
 import torch
 
-from detkit.data.transforms.core import Compose
 from detkit.data.transforms.flips import RandomHorizontalFlip
 from detkit.data.transforms.geometry import (
     FixedSizeCrop,
@@ -28,6 +27,7 @@ from detkit.data.transforms.geometry import (
     ScaleJitter,
 )
 from detkit.data.transforms.photometric import RandomPhotometricDistort, ToDtype, ToImage
+from detkit.data.transforms.pipeline import Compose
 from detkit.data.transforms.sanitize import SanitizeBoxes
 
 __all__ = [

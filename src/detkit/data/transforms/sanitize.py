@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
+from torchvision import tv_tensors
 
-from detkit.data.transforms.core import Transform, _check_sample, _where, select_instances
+from detkit.data.transforms.core import Transform, check_sample, select_instances
+from detkit.tv_tensors import plain
+from detkit.types import sample_name
 
 __all__ = ["SanitizeBoxes"]
 
@@ -22,11 +26,12 @@ class SanitizeBoxes(Transform):
     After crops and large downscales some boxes are too small to learn from, and a box of
     zero width is what makes torchvision's models fail with *"All bounding boxes should have
     positive height and width"*. This transform removes such instances from ``boxes``,
-    ``labels``, ``masks``, ``keypoints``, ``area``, ``iscrowd`` and any extra per-instance
-    tensor at once. Its output passes :func:`detkit.types.validate_target` as far as boxes
+    ``labels``, ``masks``, ``keypoints``, ``area``, ``iscrowd`` and the extra per-instance
+    fields declared for the pipeline (``Compose(..., instance_fields=...)``) at once. Its output passes :func:`detkit.types.validate_target` as far as boxes
     go. Put it at the end of a training pipeline (the presets do).
 
-    An instance is dropped when its box is not finite, has width or height ``<= 0`` or below
+    An instance is dropped when its box is not finite (NaN or infinite: checked before any
+    clamping, so an infinite box never becomes a full-image one), has width or height ``<= 0`` or below
     ``min_size``, or area below ``min_area``; when it has a mask that is empty (the object
     was cropped away while its clipped box survived) and ``drop_empty_masks``; and, without
     ``clamp``, when its box pokes out of the canvas. With ``clamp`` (default), boxes are
@@ -40,10 +45,10 @@ class SanitizeBoxes(Transform):
 
     >>> target = {"boxes": torch.tensor([[0.0, 0, 4, 4], [2, 2, 2, 3], [1, 1, 9, 3]]),
     ...           "labels": torch.tensor([1, 2, 3]), "area": torch.tensor([16.0, 0, 16]),
-    ...           "track_ids": torch.tensor([10, 11, 12]), "image_id": 0}
+    ...           "iscrowd": torch.tensor([0, 0, 1]), "image_id": 0}
     >>> _, out = SanitizeBoxes()(torch.zeros(3, 5, 5), target)
-    >>> out["boxes"].tolist(), out["labels"].tolist(), out["track_ids"].tolist()
-    ([[0.0, 0.0, 4.0, 4.0], [1.0, 1.0, 5.0, 3.0]], [1, 3], [10, 12])
+    >>> out["boxes"].tolist(), out["labels"].tolist(), out["iscrowd"].tolist()
+    ([[0.0, 0.0, 4.0, 4.0], [1.0, 1.0, 5.0, 3.0]], [1, 3], [0, 1])
     """
 
     def __init__(
@@ -74,19 +79,25 @@ class SanitizeBoxes(Transform):
     def _transform(self, image: Any, target: Mapping[str, Any] | None) -> tuple[Any, Any]:
         if target is None:
             return image, None
-        height, width = _check_sample(image, target, type(self).__name__)
-        boxes = target["boxes"]
+        height, width = check_sample(image, target, type(self).__name__)
+        boxes = plain(target["boxes"])
         out = dict(target)
         keep, clamped = _check_boxes(
             boxes, height, width, self.min_size, self.min_area, clamp=self.clamp
         )
         if clamped is not None:
-            out["boxes"] = clamped
+            like = target["boxes"]
+            out["boxes"] = (
+                tv_tensors.wrap(clamped, like=like)
+                if isinstance(like, tv_tensors.TVTensor)
+                else clamped
+            )
         masks = target.get("masks")
         if self.drop_empty_masks and masks is not None and masks.shape[0]:
             if masks[0].numel():
                 # amax is the quickest torch reduction over uint8 here.
-                keep = np.asarray(keep) & (masks.flatten(1).amax(dim=1).cpu().numpy() != 0)
+                empty = plain(masks).flatten(1).amax(dim=1).cpu().numpy() == 0
+                keep = np.asarray(keep) & ~empty
             else:
                 keep = np.zeros(len(keep), dtype=bool)
         if keep.all() if isinstance(keep, np.ndarray) else all(keep):
@@ -95,7 +106,7 @@ class SanitizeBoxes(Transform):
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "SanitizeBoxes: %s: dropped %d of %d instances (indices %s)",
-                _where(target),
+                sample_name(target),
                 int((~keep).sum()),
                 keep.size,
                 np.flatnonzero(~keep).tolist(),
@@ -130,6 +141,8 @@ def _check_boxes(
     changed = False
     for box in boxes.tolist():
         x1, y1, x2, y2 = box
+        # Checked before clamping: an infinite edge would be clipped into a full-image box.
+        finite = all(map(math.isfinite, box))
         if clamp:
             x1, x2 = min(max(x1, 0.0), width), min(max(x2, 0.0), width)
             y1, y2 = min(max(y1, 0.0), height), min(max(y2, 0.0), height)
@@ -139,7 +152,7 @@ def _check_boxes(
         ok = w > 0 and h > 0 and w >= min_size and h >= min_size and w * h >= min_area
         if not clamp:
             ok = ok and x1 >= 0 and y1 >= 0 and x2 <= width and y2 <= height
-        keep.append(ok)
+        keep.append(ok and finite)
     clamped = None
     if changed:
         dtype = boxes.dtype if boxes.is_floating_point() else torch.float32
@@ -160,6 +173,7 @@ def _check_boxes_vectorized(
     if not np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float32)
     clamped = None
+    finite = np.isfinite(array).all(axis=1)
     if clamp:
         limits = np.array([width, height, width, height], dtype=array.dtype)
         inside = np.clip(array, 0, limits)
@@ -172,4 +186,4 @@ def _check_boxes_vectorized(
         keep &= sizes[:, 0] * sizes[:, 1] >= min_area
         if not clamp:
             keep &= (array >= 0).all(axis=1) & (array[:, 2] <= width) & (array[:, 3] <= height)
-    return keep, clamped
+    return keep & finite, clamped
