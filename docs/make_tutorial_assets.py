@@ -38,14 +38,14 @@ GENERATED = ROOT / "docs" / "_generated"
 def dataset_assets(root: Path) -> None:
     dataset = PennFudanDataset(root)
     image, target = dataset[0]
-    lines = [f"image: {image.dtype} {tuple(image.shape)}"]
+    lines = [f"image: {type(image).__name__} {image.dtype} {tuple(image.shape)}"]
     for key, value in target.items():
         lines.append(
-            f"{key}: {value.dtype} {tuple(value.shape)}"
+            f"{key}: {type(value).__name__} {value.dtype} {tuple(value.shape)}"
             if isinstance(value, torch.Tensor)
             else f"{key}: {value!r}"
         )
-    lines.append(f"boxes: {target['boxes'].tolist()}")
+    lines += ["", ">>> target['boxes']", repr(target["boxes"])]
     (GENERATED / "dataset_sample.txt").write_text("\n".join(lines) + "\n")
     pictures = [draw_target(*dataset[i], label_names=["background", "person"]) for i in range(4)]
     save_image(make_grid(pictures, ncols=4), IMAGES / "tutorial_dataset.png")
