@@ -158,6 +158,9 @@ def apply_transforms(
     >>> target["boxes"]  # a plain tensor in, a plain tensor out: v2 alone would not move it
     tensor([[ 8.,  0., 10.,  2.]])
     """
+    if isinstance(transforms, Compose):  # one pass of the bookkeeping, not two
+        fields = (*instance_fields, *transforms.instance_fields)
+        return _apply(transforms, transforms._chain, image, target, fields, source)
     return _apply(transforms, transforms, image, target, instance_fields, source)
 
 
@@ -241,8 +244,9 @@ def _apply(
         origin = plain(result[TRACKER_KEY]["instances"])[:, 0]
         result = _after_geometry(result, boxes_in, origin)
         del result[TRACKER_KEY]
-    per_instance_keys({**result, TRACKER_KEY: {"fields": fields}})
-    _check_canvas(new_image, result, where)
+        # detkit's own transforms keep these invariants; other code is checked.
+        per_instance_keys({**result, TRACKER_KEY: {"fields": fields}})
+        _check_canvas(new_image, result, where)
     if plain_image and isinstance(new_image, tv_tensors.TVTensor):
         new_image = plain(new_image)
     for key in plain_keys & result.keys():
