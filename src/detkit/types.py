@@ -56,7 +56,7 @@ wrong.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 import torch
 from PIL import Image
@@ -69,11 +69,13 @@ __all__ = [
     "PER_INSTANCE_FIELDS",
     "InvalidTargetError",
     "Prediction",
+    "Problem",
     "Target",
     "empty_target",
     "image_size",
     "normalize_image_id",
     "sample_name",
+    "target_problems",
     "to_tv_tensors",
     "validate_target",
 ]
@@ -278,7 +280,186 @@ def to_tv_tensors(
     return image, out
 
 
-def validate_target(image: Any, target: Mapping[str, Any], *, source: str | None = None) -> None:
+class Problem(NamedTuple):
+    """One way a sample breaks the contract: the ``field`` at fault and what is wrong.
+
+    >>> Problem("labels", "label 0 at instance 2: labels start at 1 (0 is background)").field
+    'labels'
+    """
+
+    field: str
+    message: str
+
+
+def _indices(mask: torch.Tensor, limit: int = 5) -> str:
+    rows = mask.nonzero().flatten().tolist()
+    shown = ", ".join(str(i) for i in rows[:limit])
+    return f"{shown}, ... ({len(rows)} in all)" if len(rows) > limit else shown
+
+
+def target_problems(
+    image: Any, target: Mapping[str, Any], *, num_classes: int | None = None
+) -> list[Problem]:
+    """Every way ``(image, target)`` breaks the target contract, in the order checked.
+
+    The checks of :func:`validate_target`, which raises the first of them. A malformed field
+    (missing, wrong type, dtype or rank, fields disagreeing on ``N``) ends the list, since the
+    value checks need well-formed fields; value problems (degenerate, out-of-image or
+    non-finite boxes, bad labels, keypoints, areas, crowd flags) are all reported, each naming
+    the instances at fault.
+
+    Args:
+        image: the sample's image (PIL image or ``Tensor[C, H, W]``).
+        target: the target dict.
+        num_classes: when given, labels must also be below it (the model's ``num_classes``).
+
+    >>> target = {"boxes": torch.tensor([[0.0, 0, 5, 5], [3, 3, 3, 4], [0, 0, 12, 2]]),
+    ...           "labels": torch.tensor([1, 1, 0])}
+    >>> for problem in target_problems(torch.zeros(3, 10, 10), target):
+    ...     print(problem.field, "|", problem.message)
+    boxes | box 1 [3.0, 3.0, 3.0, 4.0] has zero or negative width or height (x2 <= x1 or y2 <= y1)
+    boxes | box 2 [0.0, 0.0, 12.0, 2.0] lies outside the 10x10 (WxH) image (boxes are XYXY in [0, 10] x [0, 10])
+    labels | label 0 at instance 2: labels start at 1 (0 is background)
+    """
+    problems: list[Problem] = []
+
+    def add(field: str, message: str) -> list[Problem]:
+        problems.append(Problem(field, message))
+        return problems
+
+    if not isinstance(target, Mapping):
+        return add("target", f"target must be a dict, got {type(target).__name__}")
+    if target.get("image_id") is not None:
+        try:
+            normalize_image_id(target["image_id"])
+        except TypeError as exc:
+            return add("image_id", str(exc))
+    try:
+        height, width = image_size(image)
+    except TypeError as exc:
+        return add("image", str(exc))
+    if isinstance(image, torch.Tensor) and image.ndim != 3:
+        return add("image", f"expected a Tensor[C, H, W], got shape {tuple(image.shape)}")
+    for key in ("boxes", "labels"):
+        if key not in target:
+            return add(key, "missing (torchvision detection models need 'boxes' and 'labels')")
+
+    def tensor(key: str, rank: int, *, floating: bool = False, dtype=None) -> torch.Tensor | None:
+        value = target[key]
+        if not isinstance(value, torch.Tensor):
+            add(key, f"expected a tensor, got {type(value).__name__}")
+            return None
+        canvas = getattr(value, "canvas_size", None)
+        if canvas is not None and tuple(canvas) != (height, width):
+            add(
+                key,
+                f"its canvas_size {tuple(canvas)} differs from the image size {(height, width)}: "
+                "a transform moved the image without this field",
+            )
+            return None
+        value = plain(to_xyxy(value) if key == "boxes" else value)
+        if value.ndim != rank:
+            add(key, f"expected {rank} dimensions, got shape {tuple(value.shape)}")
+        elif dtype is not None and value.dtype != dtype:
+            add(key, f"expected dtype {dtype}, got {value.dtype}")
+        elif floating and not value.is_floating_point():
+            add(key, f"expected a floating-point dtype, got {value.dtype}")
+        else:
+            return value
+        return None
+
+    boxes = tensor("boxes", 2, floating=True)
+    if boxes is not None and boxes.shape[1] != 4:
+        return add("boxes", f"expected shape [N, 4], got {tuple(boxes.shape)}")
+    labels = tensor("labels", 1, dtype=torch.int64)
+    fields = {"boxes": boxes, "labels": labels}
+    masks = keypoints = area = iscrowd = None
+    if "masks" in target:
+        masks = fields["masks"] = tensor("masks", 3, dtype=torch.uint8)
+        if masks is not None and tuple(masks.shape[1:]) != (height, width):
+            add(
+                "masks",
+                f"mask size {tuple(masks.shape[1:])} differs from the image size {(height, width)}",
+            )
+            masks = fields["masks"] = None
+    if "keypoints" in target:
+        keypoints = fields["keypoints"] = tensor("keypoints", 3, floating=True)
+        if keypoints is not None and keypoints.shape[2] != 3:
+            add(
+                "keypoints",
+                f"expected shape [N, K, 3] (x, y, visibility), got {tuple(keypoints.shape)}",
+            )
+            keypoints = fields["keypoints"] = None
+    if "area" in target:
+        area = fields["area"] = tensor("area", 1, floating=True)
+    if "iscrowd" in target:
+        iscrowd = fields["iscrowd"] = tensor("iscrowd", 1, dtype=torch.int64)
+    if problems or boxes is None or labels is None:
+        return problems
+    num = boxes.shape[0]
+    counts = {key: value.shape[0] for key, value in fields.items() if value is not None}
+    if len(set(counts.values())) > 1:
+        shown = ", ".join(f"{k}: {v}" for k, v in counts.items())
+        return add(
+            next(k for k, v in counts.items() if v != num), f"fields disagree on N ({shown})"
+        )
+    if not num:
+        return problems
+
+    finite = torch.isfinite(boxes).all(1)
+    if not bool(finite.all()):
+        add("boxes", f"boxes {_indices(~finite)} contain NaN or infinite values")
+    bad = finite & ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
+    for i in bad.nonzero().flatten().tolist():
+        add(
+            "boxes",
+            f"box {i} {boxes[i].tolist()} has zero or negative width or height "
+            "(x2 <= x1 or y2 <= y1)",
+        )
+    outside = finite & ((boxes[:, :2] < 0).any(1) | (boxes[:, 2] > width) | (boxes[:, 3] > height))
+    for i in outside.nonzero().flatten().tolist():
+        add(
+            "boxes",
+            f"box {i} {boxes[i].tolist()} lies outside the {width}x{height} (WxH) image "
+            f"(boxes are XYXY in [0, {width}] x [0, {height}])",
+        )
+    for i in (labels <= 0).nonzero().flatten().tolist():
+        add(
+            "labels", f"label {int(labels[i])} at instance {i}: labels start at 1 (0 is background)"
+        )
+    if num_classes is not None:
+        for i in (labels >= num_classes).nonzero().flatten().tolist():
+            add(
+                "labels",
+                f"label {int(labels[i])} at instance {i} is not below num_classes = "
+                f"{num_classes} (labels run from 1 to num_classes - 1)",
+            )
+    if keypoints is not None:
+        if not bool(torch.isfinite(keypoints).all()):
+            add("keypoints", "contains NaN or infinite values")
+        vis = keypoints[..., 2]
+        if ((vis != 0) & (vis != 1) & (vis != 2)).any():
+            add("keypoints", "visibility must be 0, 1 or 2 (COCO convention)")
+        hidden = keypoints[vis == 0]
+        if hidden.numel() and (hidden != 0).any():
+            add("keypoints", "keypoints with visibility 0 must be (0, 0, 0)")
+    if area is not None:
+        if not bool(torch.isfinite(area).all()):
+            add("area", "contains NaN or infinite values")
+        elif (area < 0).any():
+            add("area", f"areas must be non-negative (instances {_indices(area < 0)})")
+    if iscrowd is not None and ((iscrowd != 0) & (iscrowd != 1)).any():
+        add("iscrowd", "values must be 0 or 1")
+    return problems
+
+
+def validate_target(
+    image: Any,
+    target: Mapping[str, Any],
+    *,
+    source: str | None = None,
+    num_classes: int | None = None,
+) -> None:
     """Check one ``(image, target)`` sample against the target contract.
 
     Args:
@@ -286,10 +467,12 @@ def validate_target(image: Any, target: Mapping[str, Any], *, source: str | None
         target: the target dict (see :class:`Target`), with plain tensors or the tv_tensor
             carriers of the module docs.
         source: where the sample comes from (a file path, say), added to error messages.
+        num_classes: when given, labels must also be below it (the model's ``num_classes``).
 
     ``boxes`` given as a :class:`~torchvision.tv_tensors.BoundingBoxes` in another format
     than XYXY are checked after conversion to XYXY; their ``canvas_size`` must be the image's
-    size (a transform that moved the image without its boxes leaves it behind).
+    size (a transform that moved the image without its boxes leaves it behind). All checks
+    are :func:`target_problems`'; this raises the first problem found.
 
     Raises:
         InvalidTargetError: naming the sample (``image_id`` and ``source``), the field and what
@@ -306,128 +489,16 @@ def validate_target(image: Any, target: Mapping[str, Any], *, source: str | None
     ...
     detkit.types.InvalidTargetError: sample: field 'boxes': box 0 [2.0, 1.0, 2.0, 5.0] has zero or negative width or height (x2 <= x1 or y2 <= y1)
     """
+    problems = target_problems(image, target, num_classes=num_classes)
+    if not problems:
+        return
+    field, message = problems[0]
     raw_id = target.get("image_id") if isinstance(target, Mapping) else None
     try:
         image_id = None if raw_id is None else normalize_image_id(raw_id)
-    except TypeError as exc:
-        raise InvalidTargetError(
-            f"{sample_name(image_id=raw_id, source=source)}: field 'image_id': {exc}",
-            image_id=raw_id,
-            field="image_id",
-        ) from None
+    except TypeError:
+        image_id = raw_id
     where = sample_name(image_id=image_id, source=source)
-
-    def fail(field: str, message: str) -> InvalidTargetError:
-        return InvalidTargetError(
-            f"{where}: field '{field}': {message}", image_id=image_id, field=field
-        )
-
-    if not isinstance(target, Mapping):
-        raise InvalidTargetError(
-            f"{where}: target must be a dict, got {type(target).__name__}", field="target"
-        )
-    try:
-        height, width = image_size(image)
-    except TypeError as exc:
-        raise fail("image", str(exc)) from None
-    if isinstance(image, torch.Tensor) and image.ndim != 3:
-        raise fail("image", f"expected a Tensor[C, H, W], got shape {tuple(image.shape)}")
-
-    for key in ("boxes", "labels"):
-        if key not in target:
-            raise fail(key, "missing (torchvision detection models need 'boxes' and 'labels')")
-
-    def tensor(key: str, rank: int, *, floating: bool | None = None, dtype=None) -> torch.Tensor:
-        value = target[key]
-        if not isinstance(value, torch.Tensor):
-            raise fail(key, f"expected a tensor, got {type(value).__name__}")
-        canvas = getattr(value, "canvas_size", None)
-        if canvas is not None and tuple(canvas) != (height, width):
-            raise fail(
-                key,
-                f"its canvas_size {tuple(canvas)} differs from the image size {(height, width)}: "
-                "a transform moved the image without this field",
-            )
-        if key == "boxes":
-            value = to_xyxy(value)
-        value = plain(value)
-        if value.ndim != rank:
-            raise fail(key, f"expected {rank} dimensions, got shape {tuple(value.shape)}")
-        if dtype is not None and value.dtype != dtype:
-            raise fail(key, f"expected dtype {dtype}, got {value.dtype}")
-        if floating and not value.is_floating_point():
-            raise fail(key, f"expected a floating-point dtype, got {value.dtype}")
-        if floating and not torch.isfinite(value).all():
-            raise fail(key, "contains NaN or infinite values")
-        return value
-
-    boxes = tensor("boxes", 2, floating=True)
-    if boxes.shape[1] != 4:
-        raise fail("boxes", f"expected shape [N, 4], got {tuple(boxes.shape)}")
-    num = boxes.shape[0]
-    labels = tensor("labels", 1, dtype=torch.int64)
-
-    shapes = {"boxes": num}
-    shapes["labels"] = labels.shape[0]
-    if "masks" in target:
-        masks = tensor("masks", 3, dtype=torch.uint8)
-        if tuple(masks.shape[1:]) != (height, width):
-            raise fail(
-                "masks",
-                f"mask size {tuple(masks.shape[1:])} differs from the image size {(height, width)}",
-            )
-        shapes["masks"] = masks.shape[0]
-    if "keypoints" in target:
-        keypoints = tensor("keypoints", 3, floating=True)
-        if keypoints.shape[2] != 3:
-            raise fail(
-                "keypoints",
-                f"expected shape [N, K, 3] (x, y, visibility), got {tuple(keypoints.shape)}",
-            )
-        shapes["keypoints"] = keypoints.shape[0]
-    if "area" in target:
-        area = tensor("area", 1, floating=True)
-        shapes["area"] = area.shape[0]
-    if "iscrowd" in target:
-        iscrowd = tensor("iscrowd", 1, dtype=torch.int64)
-        shapes["iscrowd"] = iscrowd.shape[0]
-    if len(set(shapes.values())) > 1:
-        counts = ", ".join(f"{k}: {v}" for k, v in shapes.items())
-        raise fail(
-            next(k for k, v in shapes.items() if v != num), f"fields disagree on N ({counts})"
-        )
-
-    if num:
-        bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-        if bad.any():
-            i = int(bad.nonzero()[0])
-            raise fail(
-                "boxes",
-                f"box {i} {boxes[i].tolist()} has zero or negative width or height "
-                "(x2 <= x1 or y2 <= y1)",
-            )
-        outside = (boxes[:, :2] < 0).any(1) | (boxes[:, 2] > width) | (boxes[:, 3] > height)
-        if outside.any():
-            i = int(outside.nonzero()[0])
-            raise fail(
-                "boxes",
-                f"box {i} {boxes[i].tolist()} lies outside the {width}x{height} (WxH) image "
-                f"(boxes are XYXY in [0, {width}] x [0, {height}])",
-            )
-        if (labels <= 0).any():
-            i = int((labels <= 0).nonzero()[0])
-            raise fail(
-                "labels",
-                f"label {int(labels[i])} at instance {i}: labels start at 1 (0 is background)",
-            )
-        if "keypoints" in target:
-            vis = keypoints[..., 2]
-            if ((vis != 0) & (vis != 1) & (vis != 2)).any():
-                raise fail("keypoints", "visibility must be 0, 1 or 2 (COCO convention)")
-            hidden = keypoints[vis == 0]
-            if hidden.numel() and (hidden != 0).any():
-                raise fail("keypoints", "keypoints with visibility 0 must be (0, 0, 0)")
-        if "area" in target and (area < 0).any():
-            raise fail("area", "areas must be non-negative")
-        if "iscrowd" in target and ((iscrowd != 0) & (iscrowd != 1)).any():
-            raise fail("iscrowd", "values must be 0 or 1")
+    if field == "target":
+        raise InvalidTargetError(f"{where}: {message}", field="target")
+    raise InvalidTargetError(f"{where}: field '{field}': {message}", image_id=image_id, field=field)

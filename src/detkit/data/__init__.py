@@ -5,6 +5,7 @@ transforms live in :mod:`detkit.data.transforms` (``from detkit.data import tran
 """
 
 from detkit.data import transforms as transforms  # the subpackage, for `detkit.data.transforms`
+from detkit.data.auditing import AuditReport, SampleProblem, audit, best_anchor_iou
 from detkit.data.coco import CocoJsonDataset
 from detkit.data.coco_synthetic import write_synthetic_coco
 from detkit.data.collate import collate_fn
@@ -16,11 +17,15 @@ from detkit.data.samplers import GroupedBatchSampler
 from detkit.data.synthetic import write_synthetic_pennfudan
 
 __all__ = [
+    "AuditReport",
     "CocoJsonDataset",
     "DownloadError",
     "GroupedBatchSampler",
     "InferenceSampler",
     "InstanceMaskDataset",
+    "SampleProblem",
+    "audit",
+    "best_anchor_iou",
     "collate_fn",
     "compute_aspect_ratios",
     "create_aspect_ratio_groups",
