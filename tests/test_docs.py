@@ -119,7 +119,6 @@ WIDE_DOCSTRINGS = {
         "detkit.data.transforms.V2Transform",
     },
     "detkit/data/transforms/core.py": {
-        "detkit.data.transforms.Compose",
         "detkit.data.transforms.per_instance_keys",
     },
     "detkit/data/transforms/flips.py": {
@@ -135,14 +134,17 @@ WIDE_DOCSTRINGS = {
         "detkit.data.transforms.ScaleJitter",
     },
     "detkit/data/transforms/keypoints.py": {
-        "detkit.data.transforms.check_flip_indices",
         "detkit.data.transforms.flip_indices_from_names",
-        "detkit.data.transforms.hide_outside",
         "detkit.data.transforms.vertical_flip_keypoints",
     },
     "detkit/data/transforms/photometric.py": {
         "detkit.data.transforms.RandomPhotometricDistort",
         "detkit.data.transforms.ToDtype",
+    },
+    "detkit/data/transforms/pipeline.py": {
+        "detkit.data.transforms.Compose",
+        "detkit.data.transforms.apply_transforms",
+        "detkit.data.transforms.check_transforms",
     },
     "detkit/data/transforms/presets.py": {
         "detkit.data.transforms.eval_preset",
@@ -194,8 +196,15 @@ WIDE_DOCSTRINGS = {
     "detkit/models/weights.py": {
         "detkit.models.weights.load_weights",
     },
+    "detkit/tv_tensors.py": {
+        "detkit.data.transforms.check_flip_indices",
+        "detkit.data.transforms.hide_outside",
+        "detkit.tv_tensors",
+        "detkit.tv_tensors.to_xyxy",
+    },
     "detkit/types.py": {
         "detkit.types.Target",
+        "detkit.types.to_tv_tensors",
         "detkit.types.validate_target",
     },
     "detkit/visualize.py": {
