@@ -72,7 +72,9 @@ class PublicNames(SphinxDirective):
     """``.. public-names:: detkit.data``: a table of a module's ``__all__``, one line each.
 
     Built from ``__all__`` with autosummary at build time, so it never goes stale; each row
-    links to the entry on the module's API page.
+    links to the entry on the module's API page. Rows are grouped by the module whose page
+    documents them, and each group is read in that module's context, so that the
+    cross-references of the one-line summaries resolve as they do on that page.
     """
 
     required_arguments = 1
@@ -80,19 +82,29 @@ class PublicNames(SphinxDirective):
     def run(self) -> list[nodes.Node]:
         module = importlib.import_module(self.arguments[0])
         documented = documented_names()
-        rows = []
+        groups: dict[str, list[str]] = {}
         for attr in module.__all__:
             if attr == "__version__":
                 continue
             name = documented.get(id(getattr(module, attr)))
             if name is None:
                 raise self.error(f"{module.__name__}.{attr} is on no API page")
-            rows.append(f"   ~{name}")
-        source = StringList(
-            [".. autosummary::", "   :nosignatures:", "", *rows], source=self.get_source_info()[0]
-        )
+            where, _, short = name.rpartition(".")
+            groups.setdefault(where, []).append(f"   {short}")
         container = nodes.container()
-        self.state.nested_parse(source, self.content_offset, container)
+        context = self.env.ref_context
+        previous = context.get("py:module")
+        for where, rows in groups.items():
+            context["py:module"] = where
+            source = StringList(
+                [".. autosummary::", "   :nosignatures:", "", *rows],
+                source=self.get_source_info()[0],
+            )
+            self.state.nested_parse(source, self.content_offset, container)
+        if previous is None:
+            context.pop("py:module", None)
+        else:
+            context["py:module"] = previous
         return container.children
 
 
