@@ -90,6 +90,11 @@ PAGES_TO_REWRAP = {"guides/transforms.rst", "guides/contract.rst", "tutorial.rst
 # Docstrings whose examples are wider than their place on the API pages, by source file
 # (relative to src/), each rewrapped by the file's owner.
 WIDE_DOCSTRINGS = {
+    "detkit/data/auditing.py": {
+        "detkit.data.AuditReport",
+        "detkit.data.SampleProblem",
+        "detkit.data.best_anchor_iou",
+    },
     "detkit/data/coco_synthetic.py": {
         "detkit.data.write_synthetic_coco",
     },
@@ -203,11 +208,13 @@ WIDE_DOCSTRINGS = {
         "detkit.tv_tensors.to_xyxy",
     },
     "detkit/types.py": {
+        "detkit.types.Problem",
         "detkit.types.Target",
+        "detkit.types.target_problems",
         "detkit.types.to_tv_tensors",
         "detkit.types.validate_target",
     },
-    "detkit/visualize.py": {
+    "detkit/visualize/draw.py": {
         "detkit.visualize.draw_instances",
         "detkit.visualize.draw_prediction",
         "detkit.visualize.draw_target",
