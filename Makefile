@@ -2,19 +2,32 @@
 # `make test` runs the test suite and builds the docs. Each creates .venv when it is missing.
 PYTHON ?= python3
 VENV ?= .venv
-PY := $(VENV)/bin/python
+# Windows (make under Git Bash / MSYS) puts the venv's interpreter in Scripts/.
+PY := $(VENV)/$(if $(filter Windows_NT,$(OS)),Scripts/python.exe,bin/python)
 STAMP := $(VENV)/.detkit-installed
+
+# The torch build. By default pip's usual index gives the releases this project is tested
+# with. TORCH_INDEX installs torch and torchvision from another wheel index instead, e.g. the
+# CPU-only build on a machine without an NVIDIA GPU (a few hundred MB instead of ~3 GB):
+#   make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# or one CUDA version's build (.../whl/cu128); TORCH_EXTRA_INDEX adds an index beside pip's
+# usual one. To change the build of an existing .venv, run `make clean` first.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+TORCH_INDEX ?=
+TORCH_EXTRA_INDEX ?=
+TORCH_PIP_ARGS := $(strip $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) \
+	$(if $(TORCH_EXTRA_INDEX),--extra-index-url $(TORCH_EXTRA_INDEX)))
 
 .PHONY: install test lint docs demo benchmarks clean
 
 install: $(STAMP)
 
-# Reinstall when the project's metadata changes; torch and torchvision are pinned to the
-# releases this project is tested with (pip takes them from the local wheel cache when present).
+# Reinstall when the project's metadata changes. torch and torchvision go first, from the
+# chosen index, so that installing detkit finds its torch requirement met.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(PY) -m pip install --quiet $(TORCH_PIP_ARGS) $(TORCH)
 	$(PY) -m pip install --quiet -e ".[dev,fast]"
 	touch $(STAMP)
 
@@ -39,4 +52,4 @@ benchmarks: $(STAMP)
 	for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) docs/_build .pytest_cache .hypothesis runs
+	rm -rf $(VENV) docs/_build .pytest_cache .hypothesis runs build dist src/*.egg-info
