@@ -181,8 +181,6 @@ WRONG_NAME = re.compile(r"pip install [\"']?detkit\b(?![-_.])")
 # remove each once it names torch-detkit.
 WRONG_NAME_KNOWN = {
     "src/detkit/evaluation/backends.py",
-    "src/detkit/visualize/__init__.py",
-    "src/detkit/visualize/plots.py",
 }
 
 

@@ -127,7 +127,7 @@ def test_the_picture_is_written_and_matplotlib_is_optional(pairs, tmp_path, monk
     assert (tmp_path / "audit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(figure.axes) == 3
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    with pytest.raises(ImportError, match=r"pip install \"detkit\[plot\]\""):
+    with pytest.raises(ImportError, match=r"pip install \"torch-detkit\[plot\]\""):
         plot_audit(report)
 
 

@@ -3,7 +3,7 @@
 * :mod:`detkit.visualize.draw`: ground truth and predictions drawn onto images (boxes,
   masks, keypoints, labels, scores), with torchvision's drawing utilities;
 * :mod:`detkit.visualize.plots`: figures made with matplotlib (an optional dependency:
-  ``pip install "detkit[plot]"``), such as a dataset audit's histograms.
+  ``pip install "torch-detkit[plot]"``), such as a dataset audit's histograms.
 """
 
 from detkit.visualize.draw import (

@@ -1,4 +1,4 @@
-"""Figures drawn with matplotlib, an optional dependency (``pip install "detkit[plot]"``).
+"""Figures drawn with matplotlib, an optional dependency (``pip install "torch-detkit[plot]"``).
 
 Each function takes plain data (a report or a history, read by attribute or key, so this
 module imports nothing from :mod:`detkit.data` or :mod:`detkit.engine`), draws a figure with
@@ -23,7 +23,7 @@ def _figure(width: float, height: float) -> Any:
     except ImportError as exc:
         raise ImportError(
             "this picture needs matplotlib, which is not installed: "
-            'pip install "detkit[plot]" (or pip install matplotlib)'
+            'pip install "torch-detkit[plot]" (or pip install matplotlib)'
         ) from exc
     return Figure(figsize=(width, height), layout="constrained")
 

@@ -70,12 +70,12 @@ from detkit.data.transforms.sanitize import SanitizeBoxes
 #: The 17 keypoints of a COCO person, in annotation order (``nose``, ``left_eye``, ...).
 COCO_PERSON_KEYPOINT_NAMES = _keypoints.COCO_PERSON_KEYPOINT_NAMES
 
-#: Left/right permutation of :data:`COCO_PERSON_KEYPOINT_NAMES` for flips: output keypoint
-#: ``k`` is input keypoint ``COCO_PERSON_FLIP_INDICES[k]`` (the nose stays, every left
-#: keypoint trades places with its right twin).
+#: Left/right permutation of :data:`COCO_PERSON_KEYPOINT_NAMES` for flips (output keypoint
+#: ``k`` is input keypoint ``COCO_PERSON_FLIP_INDICES[k]``); the nose stays, every left
+#: keypoint trades places with its right twin.
 COCO_PERSON_FLIP_INDICES = _keypoints.COCO_PERSON_FLIP_INDICES
 
-#: Padding colour of the references' zoom-out and fixed-size crop: the ImageNet mean in 0..255.
+#: Padding colour of the references' zoom-out and fixed-size crop (the ImageNet mean, 0..255).
 REFERENCE_MEAN = _presets.REFERENCE_MEAN
 
 __all__ = [
