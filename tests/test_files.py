@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from detkit import files
-from detkit.files import atomic_write, plain_text, remove_stale_temporaries, unsafe_load_reason
+from detkit.files import atomic_write, load_error_reason, plain_text, remove_stale_temporaries
 
 
 def test_writes_text_and_bytes_and_creates_the_folder(tmp_path):
@@ -137,7 +137,7 @@ def test_plain_text_strips_terminal_codes():
     assert plain_text("no codes: [1m stays") == "no codes: [1m stays"
 
 
-def test_unsafe_load_reason_is_one_plain_line(tmp_path):
+def test_load_error_reason_is_one_plain_line(tmp_path):
     import argparse
 
     import torch
@@ -146,8 +146,16 @@ def test_unsafe_load_reason_is_one_plain_line(tmp_path):
     with pytest.raises(Exception) as caught:
         torch.load(tmp_path / "pickled.pt", weights_only=True)
     assert "\x1b" in str(caught.value)  # torch's own text carries codes: the test can fail
-    reason = unsafe_load_reason(caught.value)
+    reason = load_error_reason(caught.value)
     assert reason == (
         "it holds a pickled argparse.Namespace, which torch.load(weights_only=True) refuses to run"
     )
-    assert unsafe_load_reason(RuntimeError("\x1b[1mfirst\x1b[0m\nsecond")) == "first"
+    assert load_error_reason(RuntimeError("\x1b[1mfirst\x1b[0m\nsecond")) == "first"
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    with pytest.raises(Exception) as caught:
+        torch.load(tmp_path / "notes.pt", weights_only=True)
+    assert load_error_reason(caught.value) == (
+        "torch.load(weights_only=True) refused it: Unsupported operand 110"
+    )
+    reason = load_error_reason(caught.value, tmp_path / "notes.pt")
+    assert reason == "it is not a file written by torch.save"

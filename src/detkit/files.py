@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "plain_text", "remove_stale_temporaries", "unsafe_load_reason"]
+__all__ = ["atomic_write", "load_error_reason", "plain_text", "remove_stale_temporaries"]
 
 #: Seconds a temporary file must have been left unchanged before it counts as abandoned.
 STALE_AFTER = 60.0
@@ -200,20 +200,34 @@ def plain_text(text: str) -> str:
     return _ESCAPE.sub("", text)
 
 
-def unsafe_load_reason(error: BaseException) -> str:
-    """One plain line saying why ``torch.load(..., weights_only=True)`` refused a file.
+def load_error_reason(error: BaseException, path: str | os.PathLike[str] | None = None) -> str:
+    """One plain line saying why ``torch.load(path, weights_only=True)`` failed.
 
-    torch's message spans a dozen lines with terminal codes; the line that matters names the
-    pickled class the file needs (``argparse.Namespace``, a model class ...). Other errors
-    (a truncated or corrupt file) give their first line.
+    torch's messages span a dozen lines with terminal codes and advice about PyTorch 2.6; what
+    matters is one of: the file is no ``torch.save`` file at all (told by its first bytes when
+    ``path`` is given), it needs a pickled class (``argparse.Namespace``, a model class ...),
+    or the line after ``WeightsUnpickler error:``. Other errors (a truncated zip) give their
+    first line.
 
-    >>> unsafe_load_reason(ValueError("Weights only load failed.\\n\\tWeightsUnpickler error: "
-    ...                               "Unsupported global: GLOBAL argparse.Namespace was not ..."))
+    >>> load_error_reason(ValueError("Weights only load failed.\\n\\tWeightsUnpickler error: "
+    ...                              "Unsupported global: GLOBAL argparse.Namespace was not ..."))
     'it holds a pickled argparse.Namespace, which torch.load(weights_only=True) refuses to run'
     """
+    if path is not None:
+        try:
+            with open(path, "rb") as file:
+                head = file.read(4)
+        except OSError:
+            head = b""
+        # torch.save writes a zip archive (PK\x03\x04) or, in its legacy format, a pickle.
+        if head and not head.startswith((b"PK\x03\x04", b"\x80")):
+            return "it is not a file written by torch.save"
     text = plain_text(str(error))
     found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if found:
         return f"it holds a pickled {found[1]}, which torch.load(weights_only=True) refuses to run"
+    found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    if found:
+        return f"torch.load(weights_only=True) refused it: {found[1].strip()}"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__

@@ -19,7 +19,7 @@ from torch import nn
 from detkit.distributed import all_gather, barrier, get_rank, get_world_size, is_main_process
 from detkit.distributed import unwrap_model as _unwrap
 from detkit.engine.compatibility import check_restorable, type_family
-from detkit.files import atomic_write, unsafe_load_reason
+from detkit.files import atomic_write, load_error_reason
 
 __all__ = ["get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
 
@@ -324,7 +324,7 @@ def load_checkpoint(
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # corrupt, truncated, or holding pickled objects
         raise ValueError(
-            f"cannot read checkpoint '{path}' safely: {unsafe_load_reason(error)}. "
+            f"cannot read checkpoint '{path}' safely: {load_error_reason(error, path)}. "
             "save_checkpoint writes plain data, so this file was not written by it (or is "
             "damaged); load it with torch.load(weights_only=False) only if you trust it"
         ) from error
