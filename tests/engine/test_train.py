@@ -625,3 +625,14 @@ def test_float_images_outside_0_1_are_refused_on_the_first_batch(scale, shift, a
             model, torch.optim.SGD(model.parameters(), lr=0.1), loader(samples, 2), "cpu", 0
         )
     assert model.seen == []  # refused before the first forward pass
+
+
+def test_a_loader_without_length_ending_mid_group_checks_the_gradients_too():
+    model = InfiniteGradient()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batches = iter(list(loader(linear_samples(4), 2)))  # no len(): the group is cut short
+    with pytest.raises(NonFiniteLossError) as caught:
+        train_one_epoch(model, optimizer, batches, "cpu", 0, accumulation_steps=4, progress=False)
+    assert caught.value.image_ids == [0, 1, 2, 3]
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

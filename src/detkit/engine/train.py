@@ -315,16 +315,12 @@ def train_one_epoch(
             pending += 1
             reduced = reduce_dict(loss_dict)
             names = list(reduced)
-            grad_norm = (
-                _grad_norm(params, optimizer, scaler, max_grad_norm) if last_in_group else None
-            )
+            norms = _grad_norms(params, optimizer, scaler, max_grad_norm) if last_in_group else []
             # One device-to-host copy per batch: logged values, loss and gradient checks.
             with torch.no_grad():
-                stacked = torch.stack(list(reduced.values())).float()
-                if grad_norm is not None:
-                    stacked = torch.cat([stacked, grad_norm.detach().float().reshape(1)])
-                values = stacked.tolist()
-            norm_value = values.pop() if grad_norm is not None else None
+                values = torch.stack([*reduced.values(), *norms]).float().tolist()
+            norm_values = values[len(names) :]
+            values = values[: len(names)]
             loss_value = math.fsum(values)
             if not math.isfinite(loss_value):
                 raise non_finite_error(epoch, iteration, loss_dict, batch[1], "non-finite loss")
@@ -334,9 +330,9 @@ def train_one_epoch(
             factor = warmup_factor_at(first_step + steps_done, warmup_iters, warmup_factor)
             lr = float(optimizer.param_groups[0]["lr"]) * factor
             if last_in_group:
-                if norm_value is not None and scaler is None and not math.isfinite(norm_value):
+                if scaler is None and not all(map(math.isfinite, norm_values)):
                     raise non_finite_gradient_error(
-                        model, epoch, iteration, loss_dict, group_targets, norm_value
+                        model, epoch, iteration, loss_dict, group_targets, math.hypot(*norm_values)
                     )
                 _optimizer_step(optimizer, scaler, factor)
                 optimizer.zero_grad(set_to_none=True)
@@ -345,8 +341,8 @@ def train_one_epoch(
                 steps_done += 1
                 pending = 0
                 group_targets = []
-                if max_grad_norm is not None and norm_value is not None:
-                    metric_logger.update(grad_norm=norm_value)
+                if max_grad_norm is not None:
+                    metric_logger.update(grad_norm=norm_values[0])
 
             scalars = dict(zip(names, values))
             metric_logger.update(loss=loss_value, **scalars, lr=lr)
@@ -364,10 +360,11 @@ def train_one_epoch(
         )
     if pending:
         # A loader without a length ends mid-group: step on what was accumulated.
-        grad_norm = _grad_norm(params, optimizer, scaler, max_grad_norm)
-        if grad_norm is not None and scaler is None and not math.isfinite(float(grad_norm)):
+        norms = _grad_norms(params, optimizer, scaler, max_grad_norm)
+        norm_values = torch.stack(norms).float().tolist() if norms else []
+        if scaler is None and not all(map(math.isfinite, norm_values)):
             raise non_finite_gradient_error(
-                model, epoch, iteration, loss_dict, group_targets, float(grad_norm)
+                model, epoch, iteration, loss_dict, group_targets, math.hypot(*norm_values)
             )
         factor = warmup_factor_at(first_step + steps_done, warmup_iters, warmup_factor)
         _optimizer_step(optimizer, scaler, factor)
@@ -379,26 +376,33 @@ def train_one_epoch(
     return {name: metric_logger[name].global_avg for name in loss_names}
 
 
-def _grad_norm(
+def _grad_norms(
     params: list[torch.Tensor],
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
     max_grad_norm: float | None,
-) -> torch.Tensor | None:
-    """The gradients' total L2 norm, clipping them to ``max_grad_norm`` when given.
+) -> list[torch.Tensor]:
+    """Norms whose finiteness says whether the gradients are finite, still on the device.
 
-    One fused norm over all gradients (``torch._foreach_norm`` inside torch's functions), still
-    on the device: the caller reads it with the losses, in one copy. Without clipping and with
-    a scaler, ``None``: the scaler finds non-finite gradients itself and skips the step.
+    With clipping, the one total norm ``clip_grad_norm_`` computes (and logs); otherwise the
+    per-tensor norms of one fused ``torch._foreach_norm``, which the caller reads with the
+    losses, in one copy (stacking them into a total first would cost another kernel for
+    nothing). Without clipping and with a scaler, none: the scaler finds non-finite gradients
+    itself and skips the step.
     """
     if max_grad_norm is not None:
         if scaler is not None:
             scaler.unscale_(optimizer)
-        return torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        return [torch.nn.utils.clip_grad_norm_(params, max_grad_norm)]
     if scaler is not None:
-        return None
+        return []
     grads = [p.grad for p in params if p.grad is not None]
-    return torch.nn.utils.get_total_norm(grads) if grads else None
+    if not grads:
+        return []
+    first = grads[0]
+    if all(g.device == first.device and g.dtype == first.dtype for g in grads):
+        return list(torch._foreach_norm(grads))
+    return [torch.nn.utils.get_total_norm(grads).to(first.device, torch.float32)]
 
 
 def _optimizer_step(
