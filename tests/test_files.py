@@ -159,3 +159,71 @@ def test_load_error_reason_is_one_plain_line(tmp_path):
     )
     reason = load_error_reason(caught.value, tmp_path / "notes.pt")
     assert reason == "it is not a file written by torch.save"
+
+
+# -- no detkit exception text carries terminal escape codes (issue 14, item 7) --------------------
+
+
+def provoked_errors(tmp_path, http_server):
+    """Every error of the checkpoint, weights, download and engine paths a test can provoke,
+    including those that wrap third-party messages (torch.load's carry escape codes)."""
+    import argparse
+
+    import torch
+    from torch import nn
+
+    from detkit.data import DownloadError, download_file
+    from detkit.engine import load_checkpoint, save_checkpoint, train_one_epoch
+    from detkit.models import read_state_dict
+    from detkit.types import check_image_range
+
+    base, routes = http_server
+    routes["/short"] = (b"abc", {"Content-Length": "10"})
+    torch.save({"args": argparse.Namespace(lr=0.1)}, tmp_path / "pickled.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    good = save_checkpoint(tmp_path / "good.pt", model=nn.Linear(2, 1), epoch=0)
+    (tmp_path / "truncated.pt").write_bytes(good.read_bytes()[:120])
+    torch.save(nn.Linear(2, 1).state_dict(), tmp_path / "bare.pt")
+
+    class Colourful(nn.Module):
+        def forward(self, images, targets):
+            raise RuntimeError("\x1b[1;31mCUDA error\x1b[0m: device-side assert")
+
+    samples = [(torch.rand(3, 4, 4), {"image_id": i}) for i in range(2)]
+    loader = torch.utils.data.DataLoader(samples, batch_size=2, collate_fn=lambda b: tuple(zip(*b)))
+    linear = nn.Linear(2, 1)
+    attempts = [
+        lambda: load_checkpoint(tmp_path / "pickled.pt"),
+        lambda: load_checkpoint(tmp_path / "text.pt"),
+        lambda: load_checkpoint(tmp_path / "truncated.pt"),
+        lambda: load_checkpoint(tmp_path / "bare.pt"),
+        lambda: load_checkpoint(tmp_path),
+        lambda: load_checkpoint(good, model=nn.Linear(3, 1)),
+        lambda: load_checkpoint(good, optimizer=torch.optim.SGD(linear.parameters(), lr=0.1)),
+        lambda: read_state_dict(tmp_path / "pickled.pt"),
+        lambda: read_state_dict(tmp_path / "text.pt"),
+        lambda: download_file(f"{base}/missing", tmp_path / "x.bin"),
+        lambda: download_file(f"{base}/short", tmp_path / "x.bin"),
+        lambda: download_file(f"{base}/short", tmp_path, md5="0" * 32),
+        lambda: check_image_range(torch.full((3, 2, 2), 255.0), image_id=1),
+        lambda: train_one_epoch(
+            Colourful(), torch.optim.SGD(linear.parameters(), lr=0.1), loader, "cpu", 0
+        ),
+    ]
+    errors = []
+    for attempt in attempts:
+        try:
+            attempt()
+        except (OSError, ValueError, TypeError, RuntimeError, DownloadError) as error:
+            errors.append(error)
+    assert len(errors) == len(attempts)  # each one failed as intended
+    return errors
+
+
+def test_no_detkit_error_text_carries_escape_codes(tmp_path, http_server):
+    errors = provoked_errors(tmp_path, http_server)
+    for error in errors:
+        assert "\x1b" not in str(error), repr(error)
+    # Errors about unreadable files are one line.
+    for error in errors[:5] + errors[7:9]:
+        assert "\n" not in str(error), repr(error)
