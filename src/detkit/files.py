@@ -29,8 +29,8 @@ from typing import IO, Any
 
 __all__ = ["atomic_write", "load_error_reason", "plain_text", "remove_stale_temporaries"]
 
-#: Seconds a temporary file must have been left unchanged before it counts as abandoned.
-STALE_AFTER = 60.0
+# Seconds a temporary file must have been left unchanged before it counts as abandoned.
+_STALE_AFTER = 60.0
 # Without a way to ask whether the writing process still lives (Windows), wait longer.
 _STALE_AFTER_UNKNOWN_OWNER = 3600.0
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
@@ -66,8 +66,8 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
 
     A file counts as abandoned when its name is one :func:`atomic_write` gives, the process
     named in it no longer runs (where the system can tell; on Windows it is not asked and the
-    file must be an hour old instead) and it has not been modified for :data:`STALE_AFTER`
-    seconds, so a write in progress in another process is never touched. Files that cannot be
+    file must be an hour old instead) and it has not been modified for a minute, so a write
+    in progress in another process is never touched. Files that cannot be
     removed are left alone.
 
     Args:
@@ -98,7 +98,7 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
             continue
         try:
             age = now - entry.stat(follow_symlinks=False).st_mtime
-            if age < (STALE_AFTER if alive is False else _STALE_AFTER_UNKNOWN_OWNER):
+            if age < (_STALE_AFTER if alive is False else _STALE_AFTER_UNKNOWN_OWNER):
                 continue
             os.unlink(entry.path)
         except OSError:

@@ -18,7 +18,7 @@ from torch import nn
 
 from detkit.distributed import all_gather, barrier, get_rank, get_world_size, is_main_process
 from detkit.distributed import unwrap_model as _unwrap
-from detkit.engine.compatibility import check_restorable, type_family
+from detkit.engine._compatibility import check_restorable, type_family
 from detkit.files import atomic_write, load_error_reason
 
 __all__ = ["get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
@@ -304,10 +304,12 @@ def load_checkpoint(
         FileNotFoundError: when ``path`` does not exist (or is a folder).
         ValueError: naming the file, when it cannot be read with ``weights_only=True``
             (corrupt, truncated, or holding pickled objects), is not a detkit checkpoint,
-            lacks a state asked for, or does not fit the objects passed (another class count,
-            optimizer type, parameter groups ...: see
-            :func:`detkit.engine.compatibility.check_restorable`). Everything is checked first:
-            on this error nothing has been restored.
+            lacks a state asked for, or does not fit the objects passed. Everything is checked
+            before anything is restored, and on this error nothing has been: the model's
+            tensor names (with ``strict``) and shapes, told as class or keypoint counts where
+            they say so ("checkpoint has 3 classes, model has 5"); the optimizer's type
+            ("checkpoint's optimizer is SGD, yours is Adam"), parameter groups and state
+            shapes; the scheduler's type; a GradScaler's state; the generators' states.
 
     >>> import tempfile
     >>> path = save_checkpoint(Path(tempfile.mkdtemp()) / "last.pt", model=nn.Linear(2, 1),

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from detkit.distributed import is_main_process, unwrap_model
-from detkit.engine.errors import check_images, forward_error
+from detkit.engine._failures import check_images, forward_error
 from detkit.engine.logger import MetricLogger
 from detkit.engine.train import ScalarHook, move_to_device
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from detkit.distributed import is_main_process, reduce_dict
-from detkit.engine.errors import (
+from detkit.engine._failures import (
     check_images,
     forward_error,
     non_finite_error,

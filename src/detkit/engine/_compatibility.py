@@ -15,8 +15,6 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["check_restorable", "type_family"]
-
 _SHOWN = 3
 # Optimizer state entries shaped like their parameter, in torch's optimizers.
 _PARAMETER_SHAPED = (
