@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = torch.device(args.device) if args.device else info.device
 
     output_dir = args.output_dir
+    resume = resolve_resume(args.resume, output_dir)  # a bad --resume fails before any work
     root = args.data_root
     if is_main_process():
         # Before any long work: an unwritable folder must not surface after the first epoch.
@@ -306,7 +307,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     metrics_path = output_dir / "metrics.json"
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    resume = resolve_resume(args.resume, output_dir)
     if resume is not None:
         try:
             state = load_checkpoint(

@@ -205,6 +205,7 @@ def forward_error(
     message = f"{original} [batch image_ids {ids}" + (f"; {cause}]" if cause else "]")
     try:
         wrapped = type(error)(message)
+        wrapped.__dict__.update(error.__dict__)  # e.g. an InvalidTargetError's image_id
     except Exception:
         wrapped = RuntimeError(f"{type(error).__name__}: {message}")
     wrapped.image_ids = ids  # type: ignore[attr-defined]
