@@ -78,8 +78,9 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
-    >>> _ = (folder / ".last.pt.999999999.0123abcd.tmp").write_bytes(b"half a checkpoint")
-    >>> os.utime(folder / ".last.pt.999999999.0123abcd.tmp", (0, 0))  # long untouched
+    >>> left = folder / ".last.pt.999999999.0123abcd.tmp"  # pid 999999999: gone
+    >>> _ = left.write_bytes(b"half a checkpoint")
+    >>> os.utime(left, (0, 0))  # untouched for a long time
     >>> [p.name for p in remove_stale_temporaries(folder)]
     ['.last.pt.999999999.0123abcd.tmp']
     """
@@ -194,8 +195,8 @@ def atomic_write(
 def plain_text(text: str) -> str:
     """``text`` without terminal escape sequences (colours, bold), for exception messages.
 
-    >>> plain_text("Weights only load failed, \\x1b[1mdo this only if you trust it\\x1b[0m.")
-    'Weights only load failed, do this only if you trust it.'
+    >>> plain_text("Load failed, \\x1b[1mdo this only if you trust it\\x1b[0m.")
+    'Load failed, do this only if you trust it.'
     """
     return _ESCAPE.sub("", text)
 
@@ -209,9 +210,10 @@ def load_error_reason(error: BaseException, path: str | os.PathLike[str] | None 
     or the line after ``WeightsUnpickler error:``. Other errors (a truncated zip) give their
     first line.
 
-    >>> load_error_reason(ValueError("Weights only load failed.\\n\\tWeightsUnpickler error: "
-    ...                              "Unsupported global: GLOBAL argparse.Namespace was not ..."))
-    'it holds a pickled argparse.Namespace, which torch.load(weights_only=True) refuses to run'
+    >>> message = ("Weights only load failed.\\n\\tWeightsUnpickler error: "
+    ...            "Unsupported global: GLOBAL argparse.Namespace was not allowed")
+    >>> print(load_error_reason(ValueError(message))[:42])
+    it holds a pickled argparse.Namespace, whi
     """
     if path is not None:
         try:
