@@ -15,6 +15,11 @@ everything but the loop machinery vanishes; that cost in microseconds, divided b
 detector's iteration time, estimates the overhead without the detector's run-to-run noise
 (which, on a shared machine, can exceed the overhead itself).
 
+A third measurement times what the engine's gradient check adds to each optimizer step (issue
+13: a finite loss with an infinite gradient must not step): one fused ``torch._foreach_norm``
+over the detector's gradients, read in the same copy as the losses, timed in a tight loop and
+divided by the bare loop's iteration time.
+
 Goal (issue 7): at most 3% slower per iteration.
 
 Run: ``python benchmarks/bench_engine.py [--images 32] [--batch-size 4] [--rounds 9]``
@@ -132,6 +137,26 @@ def fixed_cost(batch_size: int, rounds: int) -> tuple[float, float]:
     return statistics.median(times["bare"]), statistics.median(times["engine"])
 
 
+def gradient_check_cost(model: nn.Module, repeats: int = 2000) -> float:
+    """Median seconds of the engine's per-step gradient check on ``model``'s gradients."""
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    grads = [p.grad for p in model.parameters()]
+    losses = [torch.tensor(1.0) for _ in range(4)]
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            # The engine stacks the losses alone without the check: time only the difference.
+            torch.stack([*losses, *torch._foreach_norm(grads)]).tolist()
+        with_check = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(repeats):
+            torch.stack(losses).tolist()
+        times.append((with_check - (time.perf_counter() - start)) / repeats)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=32)
@@ -194,6 +219,10 @@ def main() -> None:
         f"   estimated ratio : {(detector + overhead) / detector:.4f}  (fixed cost over the tiny "
         f"detector's {detector * 1000:.1f} ms iteration; goal <= 1.03)"
     )
+    check = gradient_check_cost(tiny_detector())
+    print("-- gradient check per optimizer step (fused norm of every gradient, tight loop)")
+    print(f"   cost            : {check * 1e6:8.1f} us")
+    print(f"   share           : {check / detector:.4%} of the tiny detector's iteration")
 
 
 if __name__ == "__main__":

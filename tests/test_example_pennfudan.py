@@ -93,8 +93,193 @@ def test_resume_continues_from_the_saved_epoch(demo_run, tmp_path):
     assert torch.load(run / "checkpoint_001.pt", weights_only=True)["epoch"] == 1
 
 
+def resume_without_training(demo_run, tmp_path, metrics: bytes | None):
+    """--resume last from the demo's epoch-0 checkpoint with --epochs 1: no epoch left to run."""
+    source, _ = demo_run
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint_000.pt").write_bytes((source / "run" / "checkpoint_000.pt").read_bytes())
+    if metrics is not None:
+        (run / "metrics.json").write_bytes(metrics)
+    argv = tiny_demo(tmp_path, "--resume", "last", "--num-pictures", "0")
+    argv[argv.index("--data-root") + 1] = str(source / "data")
+    return run, train.main(argv)
+
+
+def test_resume_survives_a_damaged_metrics_file(demo_run, tmp_path, capsys):
+    damaged = b'{"config": {}, "epochs": [{"epoch": 0, "loss'  # cut off by a full disk
+    run, result = resume_without_training(demo_run, tmp_path, damaged)
+    assert result["epochs"] == []
+    (aside,) = run.glob("metrics.json.corrupt-*")
+    assert aside.read_bytes() == damaged  # kept, not lost
+    assert not (run / "metrics.json").exists()
+    err = capsys.readouterr().err  # main's logging.basicConfig(force=True) replaces caplog's
+    assert f"{run / 'metrics.json'} is damaged (Unterminated string" in err
+    assert f"moved it to {aside}; starting a fresh metrics history" in err
+
+
+def test_resume_survives_a_missing_metrics_file(demo_run, tmp_path, capsys):
+    _, result = resume_without_training(demo_run, tmp_path, None)
+    assert result["epochs"] == []
+    assert "metrics.json not found: starting a fresh metrics history" in capsys.readouterr().err
+
+
+def test_metrics_json_is_written_atomically(demo_run, tmp_path, monkeypatch):
+    import errno
+
+    path = tmp_path / "metrics.json"
+    path.write_text('{"epochs": []}')
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(common.os, "fsync", no_space)
+    with pytest.raises(OSError, match=r"No space left on device: '.*metrics\.json'"):
+        common.write_json(path, {"epochs": [{"epoch": 0}]})
+    monkeypatch.undo()
+    assert path.read_text() == '{"epochs": []}'
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+# -- ordinary mistakes: one line on stderr, exit status 2; bugs keep their traceback --------------
+
+
+def cli(capsys, main, argv):
+    """``run_cli``'s exit status and stderr (argparse's own exit included)."""
+    try:
+        status = common.run_cli(main, argv)
+    except SystemExit as exit:
+        status = exit.code
+    return status, capsys.readouterr().err
+
+
+def assert_one_line(err, *parts):
+    """The error is the last line of stderr, alone (log lines of the run may precede it)."""
+    assert err.endswith("\n") and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert errors == [err.splitlines()[-1]], err
+    for part in parts:
+        assert part in errors[0], err
+
+
+def test_bad_data_root_is_one_line_and_status_2(tmp_path, capsys):
+    argv = ["--data-root", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "run")]
+    status, err = cli(capsys, train.main, argv)
+    assert status == 2
+    assert_one_line(err, "error: no Penn-Fudan data at", str(tmp_path / "nowhere"))
+
+
+def test_unwritable_output_dir_is_one_line_and_status_2(tmp_path, capsys, monkeypatch):
+    (tmp_path / "taken").write_text("a file")
+    status, err = cli(
+        capsys, train.main, tiny_demo(tmp_path, "--output-dir", str(tmp_path / "taken"))
+    )
+    assert status == 2
+    assert_one_line(err, f"--output-dir '{tmp_path / 'taken'}' is a file, not a folder")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(common.tempfile, "TemporaryFile", refuse)
+    status, err = cli(capsys, train.main, tiny_demo(tmp_path))
+    assert status == 2
+    assert_one_line(err, f"--output-dir '{tmp_path / 'run'}' is not writable: Permission denied")
+
+
+def test_bad_resume_file_is_one_line_and_status_2(demo_run, tmp_path, capsys):
+    source, _ = demo_run
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    for resume, expected in [
+        (junk, f"--resume: cannot read checkpoint '{junk}' safely"),
+        (tmp_path / "missing.pt", "--resume: no checkpoint file"),
+        (tmp_path, "is a directory, not a checkpoint file"),
+    ]:
+        argv = tiny_demo(tmp_path, "--resume", str(resume))
+        argv[argv.index("--data-root") + 1] = str(source / "data")
+        status, err = cli(capsys, train.main, argv)
+        assert status == 2
+        assert_one_line(err, expected)
+
+
+def test_bad_arguments_are_one_line_and_status_2(tmp_path, capsys):
+    status, err = cli(capsys, train.main, tiny_demo(tmp_path, "--batch-size", "0"))
+    assert status == 2
+    assert_one_line(err, "argument --batch-size: must be at least 1, got 0 (see --help)")
+    status, err = cli(capsys, train.main, ["--epochs", "many"])
+    assert status == 2
+    assert_one_line(err, "argument --epochs: invalid positive_int value: 'many'")
+
+
+def test_a_full_disk_is_one_line_but_a_bug_keeps_its_traceback(tmp_path, capsys, monkeypatch):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "data" / "x.png"))
+
+    monkeypatch.setattr(train, "prepare_data", full)
+    status, err = cli(capsys, train.main, tiny_demo(tmp_path))
+    assert status == 2
+    assert_one_line(err, "[Errno 28] No space left on device:", "x.png")
+
+    def bug(*args, **kwargs):
+        raise KeyError("a programming error")
+
+    monkeypatch.setattr(train, "prepare_data", bug)
+    with pytest.raises(KeyError, match="a programming error"):
+        common.run_cli(train.main, tiny_demo(tmp_path))
+
+
+def test_predict_skips_unreadable_files_and_writes_the_rest(
+    demo_run, tmp_path, monkeypatch, capsys
+):
+    source, _ = demo_run
+    images = tmp_path / "images"
+    images.mkdir()
+    good = sorted((source / "data" / "PNGImages").glob("*.png"))[:2]
+    for path in good:
+        (images / path.name).write_bytes(path.read_bytes())
+    (images / "notes.png").write_text("not an image")
+    (images / "folder.png").mkdir()
+    Image.new("RGB", (130, 100)).save(images / "big.png")  # 1x-2x PIL's limit: PIL only warns
+    Image.new("RGB", (200, 200)).save(images / "bomb.png")  # over 2x: PIL raises on open
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    out = tmp_path / "out"
+    argv = ["--checkpoint", str(source / "run" / "checkpoint_000.pt"), "--output-dir", str(out),
+            "--score-threshold", "0", "--images", str(images), str(tmp_path / "gone.png")]  # fmt: skip
+    status = common.run_cli(predict.main, argv)
+    assert status == 0
+    skipped = {
+        "big.png": "130x100 = 13000 pixels is more than PIL's limit of 10000",
+        "bomb.png": "could be decompression bomb",
+        "folder.png": "it is a directory, not an image file",
+        "notes.png": "cannot identify image file",
+        "gone.png": "No such file or directory",
+    }
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("skipping")]
+    assert len(lines) == len(skipped)
+    for name, reason in skipped.items():
+        (line,) = [m for m in lines if f"/{name}'" in m]
+        assert reason in line and "\n" not in line
+    meta = json.loads((out / "images.json").read_text())
+    assert [m["file_name"] for m in meta] == [p.name for p in good]
+    assert sorted(p.name for p in out.glob("*.png")) == [p.name for p in good]
+    assert isinstance(json.loads((out / "results.json").read_text()), list)
+
+
+def test_predict_bad_checkpoint_is_one_line(tmp_path, capsys):
+    (tmp_path / "x.pt").write_text("junk")
+    argv = ["--checkpoint", str(tmp_path / "x.pt"), "--images", str(tmp_path),
+            "--output-dir", str(tmp_path / "out")]  # fmt: skip
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    status, err = cli(capsys, predict.main, argv)
+    assert status == 2
+    assert_one_line(err, "--checkpoint: cannot read checkpoint", "x.pt' safely")
+
+
 def test_missing_data_says_what_to_do(tmp_path):
-    with pytest.raises(SystemExit, match="--download"):
+    with pytest.raises(common.UserError, match="--download"):
         common.prepare_data(tmp_path / "PennFudanPed")
 
 
@@ -139,6 +324,35 @@ def test_download_good_zip(served, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["PennFudanPed", "PennFudanPed.zip"]
 
 
+def test_an_archive_in_place_is_verified_before_extraction(served, tmp_path):
+    good = pennfudan_zip()
+    served(good)
+    # Another archive where the download would go (a damaged or different file): it must not
+    # be extracted; a fresh download replaces it.
+    other = zip_bytes({"PennFudanPed/PNGImages/Impostor.png": b"x"})
+    (tmp_path / "PennFudanPed.zip").write_bytes(other)
+    root = common.prepare_data(tmp_path / "PennFudanPed", download=True)
+    assert sorted(p.name for p in (root / "PNGImages").iterdir()) == ["FudanPed00001.png"]
+    assert (tmp_path / "PennFudanPed.zip").read_bytes() == good
+
+
+def test_an_archive_in_place_that_fails_its_checksum_offline_is_not_extracted(
+    http_server, monkeypatch, tmp_path
+):
+    base, _ = http_server  # serves nothing: as good as offline
+    good = pennfudan_zip()
+    monkeypatch.setattr(common, "PENNFUDAN_URLS", (f"{base}/PennFudanPed.zip",))
+    monkeypatch.setattr(common, "PENNFUDAN_MD5", hashlib.md5(good).hexdigest())
+    (tmp_path / "PennFudanPed.zip").write_bytes(good[:-10])
+    with pytest.raises(common.UserError, match=r"was already there but does not match \(md5"):
+        common.prepare_data(tmp_path / "PennFudanPed", download=True)
+    assert not (tmp_path / "PennFudanPed").exists()
+    # And a verified archive in place is extracted without any request.
+    (tmp_path / "PennFudanPed.zip").write_bytes(good)
+    root = common.prepare_data(tmp_path / "PennFudanPed", download=True)
+    assert (root / "PNGImages" / "FudanPed00001.png").is_file()
+
+
 def test_download_falls_back_to_the_mirror(http_server, monkeypatch, tmp_path):
     base, routes = http_server
     body = pennfudan_zip()
@@ -155,7 +369,7 @@ def test_download_reports_every_failed_url(http_server, monkeypatch, tmp_path):
     routes["/bad/PennFudanPed.zip"] = b"not the archive"
     urls = (f"{base}/gone/PennFudanPed.zip", f"{base}/bad/PennFudanPed.zip")
     monkeypatch.setattr(common, "PENNFUDAN_URLS", urls)
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(common.UserError) as info:
         common.prepare_data(tmp_path / "PennFudanPed", download=True)
     message = str(info.value)
     assert f"{urls[0]} failed: HTTP 404" in message
@@ -166,14 +380,14 @@ def test_download_reports_every_failed_url(http_server, monkeypatch, tmp_path):
 
 def test_download_bad_checksum(served, tmp_path):
     served(pennfudan_zip(), md5="0" * 32)
-    with pytest.raises(SystemExit, match="md5 mismatch"):
+    with pytest.raises(common.UserError, match="md5 mismatch"):
         common.prepare_data(tmp_path / "PennFudanPed", download=True)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_download_zip_slip_refused(served, tmp_path):
     served(zip_bytes({"PennFudanPed/a.txt": b"a", "../escaped.txt": b"evil"}))
-    with pytest.raises(SystemExit, match="would land outside the target folder"):
+    with pytest.raises(common.UserError, match="would land outside the target folder"):
         common.prepare_data(tmp_path / "data" / "PennFudanPed", download=True)
     assert not (tmp_path / "escaped.txt").exists()
     assert not (tmp_path / "data" / "PennFudanPed").exists()
@@ -182,7 +396,7 @@ def test_download_zip_slip_refused(served, tmp_path):
 def test_download_truncated_transfer(served, tmp_path):
     body = pennfudan_zip()
     served(body[:50], headers={"Content-Length": str(len(body))})
-    with pytest.raises(SystemExit, match="cut short"):
+    with pytest.raises(common.UserError, match="cut short"):
         common.prepare_data(tmp_path / "PennFudanPed", download=True)
     assert list(tmp_path.iterdir()) == []
 

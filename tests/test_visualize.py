@@ -108,3 +108,51 @@ def test_grid_and_save(tmp_path):
     path = save_image(grid, tmp_path / "sub" / "grid.png")
     assert Image.open(path).size == (46, 66)
     np.testing.assert_array_equal(np.asarray(Image.open(path)), grid.permute(1, 2, 0).numpy())
+
+
+def test_save_image_is_atomic_and_names_the_file_on_a_full_disk(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    path = save_image(blank(6, 8), tmp_path / "picture.png")
+    before = path.read_bytes()
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError, match=r"No space left on device: '.*picture\.png'"):
+        save_image(torch.full((3, 6, 8), 255, dtype=torch.uint8), path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before  # the previous picture, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["picture.png"]
+    jpeg = save_image(blank(6, 8), tmp_path / "picture.JPG")
+    assert Image.open(jpeg).format == "JPEG"
+    with pytest.raises(ValueError, match=r"'.*picture\.txt'.*suffix '\.txt'"):
+        save_image(blank(6, 8), tmp_path / "picture.txt")
+
+
+def test_figures_are_saved_through_atomic_write(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    pytest.importorskip("matplotlib")
+    from detkit.data import CocoJsonDataset, audit, write_synthetic_coco
+    from detkit.visualize import plot_audit
+
+    root = write_synthetic_coco(tmp_path / "data", num_images=4, seed=0)
+    report = audit(CocoJsonDataset(root / "images", root / "annotations.json"))
+    path = tmp_path / "audit.png"
+    plot_audit(report, path)
+    before = path.read_bytes()
+    assert before.startswith(b"\x89PNG")
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError, match=r"No space left on device: '.*audit\.png'"):
+        plot_audit(report, path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before  # the previous figure, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.png", "data"]

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import errno
+import json
 import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +21,125 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
 from detkit.data import DownloadError, download_file, extract_zip, write_synthetic_pennfudan
 from detkit.data import transforms as T
 from detkit.engine import load_checkpoint
+from detkit.files import atomic_write
 from detkit.models import detection_model, fasterrcnn, fpn_backbone, maskrcnn
 
 logger = logging.getLogger("pennfudan")
+
+# The system's reasons a write fails that are the machine's state, not a bug: a full disk,
+# a quota, no permission, a read-only file system.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+class UserError(Exception):
+    """A mistake in the command line or in the files it names: one line, exit status 2.
+
+    Raised where the scripts read what the user gave (``--data-root``, ``--output-dir``,
+    ``--resume``, ``--weights`` ...); :func:`run_cli` prints it without a traceback, which
+    stays for programming errors.
+    """
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported in one line (not the whole usage) and status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer of at least 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (multi-line messages joined with '; ')."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines) or type(error).__name__
+
+
+def run_cli(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> int:
+    """Run a script's ``main``; report ordinary mistakes in one line with exit status 2.
+
+    :class:`UserError` and writes that fail because of the machine's state (a full disk, no
+    permission: ``OSError`` with such an ``errno``) are printed as ``script: error: ...``.
+    Anything else is a bug and keeps its traceback.
+    """
+    prog = Path(sys.argv[0]).name or "pennfudan"
+    try:
+        main(argv)
+    except UserError as error:
+        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def check_output_dir(folder: Path, option: str = "--output-dir") -> None:
+    """Create ``folder`` and make sure files can be written there, before any long work."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{option} '{folder}' is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UserError(
+            f"{option} '{folder}' is not writable: {error.strerror or one_line(error)}"
+        ) from error
+
+
+def write_json(path: Path, data: Any, **kwargs: Any) -> None:
+    """Write ``data`` as JSON atomically: a full disk never leaves a truncated file."""
+    with atomic_write(path, "w") as file:
+        json.dump(data, file, **kwargs)
+
+
+def read_history(path: Path, before_epoch: int) -> list[dict[str, Any]]:
+    """The epochs of ``metrics.json`` before ``before_epoch``, to continue it on resume.
+
+    A missing file gives an empty history with a warning. A damaged one (invalid JSON, say,
+    from a disk that filled up while an older version wrote it in place) is moved aside to
+    ``metrics.json.corrupt-<time>``, with a warning, and the history starts afresh: losing
+    the old curve must not stop the run from resuming.
+    """
+    if not path.is_file():
+        logger.warning("%s not found: starting a fresh metrics history", path)
+        return []
+    try:
+        epochs = json.loads(path.read_text(encoding="utf-8"))["epochs"]
+        history = [e for e in epochs if int(e["epoch"]) < before_epoch]
+        if not all(isinstance(e, dict) for e in history):
+            raise TypeError("an epoch entry is not an object")
+    except (ValueError, KeyError, TypeError, IndexError) as error:
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        if aside.exists():
+            aside = aside.with_name(f"{aside.name}-{os.getpid()}")
+        os.replace(path, aside)
+        logger.warning(
+            "%s is damaged (%s): moved it to %s; starting a fresh metrics history",
+            path,
+            one_line(error),
+            aside,
+        )
+        return []
+    return history
+
 
 #: The official archive, then the Internet Archive's raw copy of it ("id_": the bytes, no
 #: page around them) for when the university's server is down. Its publishers give no
@@ -148,33 +272,37 @@ def prepare_data(
     if (root / "PNGImages").is_dir():
         return root
     if not download:
-        raise SystemExit(
+        raise UserError(
             f"no Penn-Fudan data at '{root}'. Pass --download to fetch it, --data-root to point at "
             "an extracted copy (the folder holding PNGImages/ and PedMasks/), or --demo / "
             "--synthetic N to train on generated data without a download."
         )
     archive = root.parent / "PennFudanPed.zip"
-    if not archive.is_file():
-        failures = []
-        for url in PENNFUDAN_URLS:
-            logger.info("downloading %s", url)
-            try:
-                download_file(url, archive, md5=PENNFUDAN_MD5)
-                break
-            except DownloadError as exc:
-                logger.warning("%s", exc)
-                failures.append(str(exc))
+    failures = []
+    for url in PENNFUDAN_URLS:
+        # An archive already in place is checked against the pinned MD5 like a download, and
+        # replaced by a fresh download when it does not match.
+        if archive.is_file():
+            logger.info("checking %s against its pinned MD5", archive)
         else:
-            raise SystemExit(
-                "\n".join(failures) + "\n(Without network access, try --demo or --synthetic N.)"
-            )
+            logger.info("downloading %s", url)
+        try:
+            download_file(url, archive, md5=PENNFUDAN_MD5)
+            break
+        except DownloadError as exc:
+            logger.warning("%s", exc)
+            failures.append(str(exc))
+    else:
+        raise UserError(
+            "; ".join(failures) + " (Without network access, try --demo or --synthetic N.)"
+        )
     try:
         extracted = extract_zip(archive, root.parent)
     except ValueError as exc:
-        raise SystemExit(f"{exc}\nDelete '{archive}' and try again.") from None
+        raise UserError(f"{exc}. Delete '{archive}' and try again.") from None
     logger.info("extracted %s", ", ".join(str(p) for p in extracted))
     if not (root / "PNGImages").is_dir():
-        raise SystemExit(
+        raise UserError(
             f"the archive extracted {[p.name for p in extracted]} into '{root.parent}', but "
             f"'{root}' has no PNGImages/: pass --data-root {root.parent / 'PennFudanPed'}"
         )
@@ -195,12 +323,22 @@ def set_epoch(batches: Any, epoch: int) -> None:
 
 def load_trained(checkpoint: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a train.py checkpoint was trained with and load its weights."""
-    state = load_checkpoint(checkpoint, restore_rng=False)
+    try:
+        state = load_checkpoint(checkpoint, restore_rng=False)
+    except (OSError, ValueError) as error:
+        raise UserError(f"--checkpoint: {error}") from error
     config = dict(state.get("config") or {})
     if "model" not in config:
-        raise SystemExit(
-            f"'{checkpoint}' was not written by examples/pennfudan/train.py (no config)"
+        raise UserError(
+            f"--checkpoint: '{checkpoint}' was not written by examples/pennfudan/train.py "
+            "(no config)"
         )
     model = build_model({**config, "weights": None, "weights_backbone": None})
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise UserError(
+            f"--checkpoint: '{checkpoint}' does not fit the model its config describes: "
+            f"{one_line(error)}"
+        ) from error
     return model.to(device).eval(), config

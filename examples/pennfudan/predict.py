@@ -1,23 +1,36 @@
-"""Run a model trained by train.py on a folder of images: annotated pictures and COCO results.
+"""Run a model trained by train.py on images: annotated pictures and COCO results.
 
     python examples/pennfudan/predict.py --checkpoint runs/demo/checkpoint_005.pt \\
         --images runs/demo/data/PNGImages --output-dir runs/demo/predict
 
-Writes one annotated PNG per image, ``results.json`` (COCO results: ``image_id``,
-``category_id``, ``bbox`` as XYWH, ``score``, and ``segmentation`` as RLE for Mask R-CNN) and
-``images.json`` (the COCO ``images`` list: which file each ``image_id`` is).
+``--images`` takes folders and image files. Writes one annotated PNG per image,
+``results.json`` (COCO results: ``image_id``, ``category_id``, ``bbox`` as XYWH, ``score``, and
+``segmentation`` as RLE for Mask R-CNN) and ``images.json`` (the COCO ``images`` list: which file
+each ``image_id`` is). A file that cannot be read as an image (not an image, damaged, a folder,
+more pixels than PIL's decompression-bomb limit) is skipped with a one-line message; the others
+are processed and written.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import CLASS_NAMES, load_trained
+from common import (
+    CLASS_NAMES,
+    ArgumentParser,
+    UserError,
+    check_output_dir,
+    load_trained,
+    one_line,
+    run_cli,
+    write_json,
+)
 from PIL import Image
 
 from detkit.engine import infer_iou_types
@@ -30,45 +43,88 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--checkpoint", type=Path, required=True, help="a checkpoint written by train.py"
     )
-    parser.add_argument("--images", type=Path, required=True, help="a folder of images")
+    parser.add_argument(
+        "--images", type=Path, nargs="+", required=True, help="image files and folders of images"
+    )
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument("--score-threshold", type=float, default=0.5, help="for the pictures")
     parser.add_argument("--device", help="cpu, cuda ... (default: cuda when available)")
     return parser.parse_args(argv)
 
 
+def list_images(inputs: list[Path]) -> list[Path]:
+    """The image files of ``inputs``: folders give their files with an image suffix."""
+    files: list[Path] = []
+    for entry in inputs:
+        if entry.is_dir():
+            found = sorted(p for p in entry.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                logger.warning(
+                    "no image files (%s) in '%s'", ", ".join(sorted(IMAGE_SUFFIXES)), entry
+                )
+            files += found
+        else:
+            files.append(entry)  # a missing file is reported, and skipped, when it is read
+    if not files:
+        raise UserError(f"--images: no image files in {', '.join(map(str, inputs))}")
+    return files
+
+
+def read_image(path: Path) -> Image.Image:
+    """``path`` decoded as RGB, refusing more pixels than PIL's limit before decoding them.
+
+    Raises:
+        ValueError: for a folder, or an image above ``PIL.Image.MAX_IMAGE_PIXELS``.
+        OSError: for a missing, unreadable or damaged file, or one that is not an image.
+    """
+    if path.is_dir():
+        raise ValueError("it is a directory, not an image file")
+    limit = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        # Above the limit PIL only warns (up to twice it): refuse here instead, from the header.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            opened = Image.open(path)
+        except Image.DecompressionBombError as error:
+            raise ValueError(str(error)) from error
+        with opened:
+            pixels = opened.width * opened.height
+            if limit is not None and pixels > limit:
+                raise ValueError(
+                    f"{opened.width}x{opened.height} = {pixels} pixels is more than PIL's limit of "
+                    f"{limit} (PIL.Image.MAX_IMAGE_PIXELS): a decompression bomb?"
+                )
+            return opened.convert("RGB")
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.checkpoint.is_dir():
+        raise UserError(f"--checkpoint: '{args.checkpoint}' is a directory, not a checkpoint file")
     if not args.checkpoint.is_file():
-        raise SystemExit(f"--checkpoint: no file '{args.checkpoint}'")
-    files = (
-        sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if args.images.is_dir()
-        else []
-    )
-    if not files:
-        raise SystemExit(
-            f"--images: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in '{args.images}'"
-        )
+        raise UserError(f"--checkpoint: no file '{args.checkpoint}'")
+    files = list_images(args.images)
+    check_output_dir(args.output_dir)
     model, _ = load_trained(args.checkpoint, device)
     has_masks = "segm" in infer_iou_types(model)
 
-    images, results = [], []
+    images, results, skipped = [], [], []
     with torch.inference_mode():
         for image_id, path in enumerate(files, start=1):
             try:
-                with Image.open(path) as opened:
-                    pil = opened.convert("RGB")
-            except OSError as exc:
-                raise SystemExit(f"cannot read image '{path}': {exc}") from None
+                pil = read_image(path)
+            except (OSError, ValueError, EOFError) as error:
+                logger.warning("skipping '%s': %s", path, one_line(error))
+                skipped.append(str(path))
+                continue
             image = torch.from_numpy(np.array(pil)).permute(2, 0, 1).float().div(255)
             (prediction,) = model([image.to(device)])
             prediction = {k: v.cpu() for k, v in prediction.items()}
@@ -84,16 +140,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 for row, segm in zip(rows, coco_results([prediction], [image_id], iou_type="segm")):
                     row["segmentation"] = segm["segmentation"]
             results += rows
-    (args.output_dir / "results.json").write_text(json.dumps(results))
-    (args.output_dir / "images.json").write_text(json.dumps(images, indent=1))
+    write_json(args.output_dir / "results.json", results)
+    write_json(args.output_dir / "images.json", images, indent=1)
     logger.info(
-        "%d images, %d detections: pictures and results.json in %s",
-        len(files),
+        "%d images, %d detections: pictures and results.json in %s%s",
+        len(images),
         len(results),
         args.output_dir,
+        f" ({len(skipped)} skipped: {', '.join(skipped)})" if skipped else "",
     )
     return results
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

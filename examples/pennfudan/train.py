@@ -19,8 +19,8 @@ COCO statistics) and ``predictions/`` (pictures of predictions on test images).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,11 +29,19 @@ import torch
 from common import (
     CLASS_NAMES,
     MODELS,
+    ArgumentParser,
+    UserError,
     build_model,
+    check_output_dir,
     eval_transforms,
+    non_negative_int,
+    positive_int,
     prepare_data,
+    read_history,
+    run_cli,
     set_epoch,
     train_transforms,
+    write_json,
 )
 from dataset import PennFudanDataset
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, Subset
@@ -71,7 +79,7 @@ DEMO = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     data = parser.add_argument_group("data")
@@ -88,25 +96,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     data.add_argument(
         "--synthetic",
-        type=int,
+        type=positive_int,
         metavar="N",
         help="write N synthetic Penn-Fudan-layout images to --data-root and train on them",
     )
     data.add_argument(
         "--synthetic-size",
-        type=int,
+        type=positive_int,
         nargs=2,
         metavar=("MIN", "MAX"),
         help="side lengths of the synthetic images (default: Penn-Fudan's, 250 1000)",
     )
-    data.add_argument("--test-size", type=int, default=50, help="images held out for evaluation")
+    data.add_argument(
+        "--test-size", type=positive_int, default=50, help="images held out for evaluation"
+    )
     data.add_argument(
         "--aspect-ratio-group-factor",
         type=int,
         default=3,
         help="batch images of similar aspect ratio (k of the references; -1: off)",
     )
-    data.add_argument("--workers", type=int, default=2, help="data loading processes")
+    data.add_argument("--workers", type=non_negative_int, default=2, help="data loading processes")
     model = parser.add_argument_group("model")
     model.add_argument(
         "--model", default="maskrcnn_resnet50_fpn", help=f"one of {', '.join(MODELS)}"
@@ -126,27 +136,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     model.add_argument("--max-size", type=int, help="the model's resize: longer side at most")
     train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=2, help="images per process and step")
+    train.add_argument("--epochs", type=positive_int, default=10)
+    train.add_argument(
+        "--batch-size", type=positive_int, default=2, help="images per process and step"
+    )
     train.add_argument("--lr", type=float, default=0.005)
     train.add_argument("--momentum", type=float, default=0.9)
     train.add_argument("--weight-decay", type=float, default=0.0005)
-    train.add_argument("--lr-step-size", type=int, default=3, help="StepLR: epochs per decay")
+    train.add_argument(
+        "--lr-step-size", type=positive_int, default=3, help="StepLR: epochs per decay"
+    )
     train.add_argument("--lr-gamma", type=float, default=0.1, help="StepLR: decay factor")
     train.add_argument(
-        "--warmup-iters", type=int, help="linear warmup steps (default: the references')"
+        "--warmup-iters",
+        type=non_negative_int,
+        help="linear warmup steps (default: the references')",
     )
     train.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
     train.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     train.add_argument("--seed", type=int, default=0, help="split, data order and initialisation")
-    train.add_argument("--print-freq", type=int, default=10)
+    train.add_argument("--print-freq", type=positive_int, default=10)
     out = parser.add_argument_group("output")
     out.add_argument("--output-dir", type=Path, default=Path("runs/pennfudan"))
     out.add_argument(
         "--resume", help="a checkpoint to continue from, or 'last' for the newest in --output-dir"
     )
     out.add_argument(
-        "--num-pictures", type=int, default=8, help="test images to draw predictions on"
+        "--num-pictures",
+        type=non_negative_int,
+        default=8,
+        help="test images to draw predictions on",
     )
     out.add_argument("--score-threshold", type=float, default=0.5, help="for the pictures")
     parser.add_argument(
@@ -163,10 +182,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def make_loaders(args: argparse.Namespace, root: Path, distributed: bool):
-    train_set = PennFudanDataset(root, transforms=train_transforms())
-    test_set = PennFudanDataset(root, transforms=eval_transforms())
+    try:
+        train_set = PennFudanDataset(root, transforms=train_transforms())
+        test_set = PennFudanDataset(root, transforms=eval_transforms())
+    except (OSError, ValueError) as error:
+        raise UserError(f"--data-root: {error}") from error
     if not 0 < args.test_size < len(train_set):
-        raise SystemExit(
+        raise UserError(
             f"--test-size must be between 1 and {len(train_set) - 1} for {len(train_set)} images"
         )
     # The tutorial's split: a seeded permutation, the last test_size images for testing.
@@ -205,11 +227,13 @@ def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
     if resume == "last":
         found = sorted(output_dir.glob("checkpoint_*.pt"))
         if not found:
-            raise SystemExit(f"--resume last: no checkpoint_*.pt in '{output_dir}'")
+            raise UserError(f"--resume last: no checkpoint_*.pt in '{output_dir}'")
         return found[-1]
     path = Path(resume)
+    if path.is_dir():
+        raise UserError(f"--resume: '{path}' is a directory, not a checkpoint file")
     if not path.is_file():
-        raise SystemExit(f"--resume: no checkpoint file '{path}'")
+        raise UserError(f"--resume: no checkpoint file '{path}'")
     return path
 
 
@@ -249,8 +273,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     device = torch.device(args.device) if args.device else info.device
 
+    output_dir = args.output_dir
+    resume = resolve_resume(args.resume, output_dir)  # a bad --resume fails before any work
     root = args.data_root
     if is_main_process():
+        # Before any long work: an unwritable folder must not surface after the first epoch.
+        check_output_dir(output_dir)
         root = prepare_data(
             root,
             download=args.download,
@@ -262,7 +290,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train_loader, test_loader, batches, generator = make_loaders(args, root, info.distributed)
 
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    model = build_model(config).to(device)
+    try:
+        model = build_model(config)
+    except (OSError, ValueError) as error:  # an unknown --model, a bad --weights file, offline
+        raise UserError(f"cannot build the model ({args.model}): {error}") from error
+    model = model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(
         params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay
@@ -272,31 +304,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     scaler = torch.amp.GradScaler(device.type) if args.amp and device.type == "cuda" else None
 
-    output_dir = args.output_dir
     metrics_path = output_dir / "metrics.json"
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    resume = resolve_resume(args.resume, output_dir)
     if resume is not None:
-        state = load_checkpoint(
-            resume,
-            model=model,
-            optimizer=optimizer,
-            lr_scheduler=scheduler,
-            scaler=scaler,
-            generators={"train": generator},
-        )
+        try:
+            state = load_checkpoint(
+                resume,
+                model=model,
+                optimizer=optimizer,
+                lr_scheduler=scheduler,
+                scaler=scaler,
+                generators={"train": generator},
+            )
+        except (OSError, ValueError) as error:
+            raise UserError(f"--resume: {error}") from error
         start_epoch = state["epoch"] + 1
-        if metrics_path.is_file():
-            history = [
-                e
-                for e in json.loads(metrics_path.read_text())["epochs"]
-                if e["epoch"] < start_epoch
-            ]
+        if is_main_process():
+            history = read_history(metrics_path, start_epoch)
         logger.info("resumed from %s: continuing at epoch %d", resume, start_epoch)
     model = wrap_ddp(model, device)
-    if is_main_process():
-        output_dir.mkdir(parents=True, exist_ok=True)
 
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, args.epochs):
@@ -335,7 +362,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }
         )
         if is_main_process():
-            metrics_path.write_text(json.dumps({"config": config, "epochs": history}, indent=2))
+            write_json(metrics_path, {"config": config, "epochs": history}, indent=2)
             summary = "  ".join(
                 f"{t} AP {metrics[t]['AP']:.3f} AP50 {metrics[t]['AP50']:.3f}"
                 for t in ("bbox", "segm", "keypoints")
@@ -358,4 +385,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

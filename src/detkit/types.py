@@ -502,3 +502,67 @@ def validate_target(
     if field == "target":
         raise InvalidTargetError(f"{where}: {message}", field="target")
     raise InvalidTargetError(f"{where}: field '{field}': {message}", image_id=image_id, field=field)
+
+
+#: How far outside ``0..1`` a float image may stray before :func:`check_image_range` objects:
+#: bicubic resizing overshoots a little at sharp edges; images in 0..255 or normalised with a
+#: mean and standard deviation stray far further.
+IMAGE_RANGE_TOLERANCE = 0.1
+
+
+def check_image_range(image: Any, *, source: str | None = None, image_id: Any = None) -> None:
+    """Check that a float image tensor holds values in ``0..1``, as detection models expect.
+
+    The usual slip is ``ToDtype(torch.float32)`` without ``scale=True``: it keeps the values
+    in ``0..255``, and the model trains (badly) without a word. Normalising with a mean and
+    standard deviation is another (torchvision's detection models normalise inside). Integer
+    images (``uint8`` from the datasets) and PIL images pass: their range is their dtype's.
+    Values up to :data:`IMAGE_RANGE_TOLERANCE` outside ``0..1`` are accepted.
+
+    Args:
+        image: a ``Tensor[C, H, W]`` (or any tensor), or a PIL image.
+        source: where the image comes from (a file path, say), for the message.
+        image_id: the sample's ``image_id``, for the message.
+
+    Raises:
+        InvalidTargetError: (field ``"image"``) naming the sample, the values found and what
+            to do; also for NaN or infinite values.
+
+    >>> check_image_range(torch.rand(3, 4, 4))
+    >>> try:
+    ...     check_image_range(torch.full((3, 4, 4), 200.0), image_id=7)
+    ... except InvalidTargetError as error:
+    ...     print(str(error)[:67])
+    sample image_id=7: field 'image': float values span [200, 200], not
+    """
+    if not isinstance(image, torch.Tensor) or not image.is_floating_point() or not image.numel():
+        return
+    low, high = (float(v) for v in torch.aminmax(image.detach()))
+    where = sample_name(image_id=image_id, source=source)
+    if not (abs(low) < float("inf") and abs(high) < float("inf")):  # NaN compares False
+        raise InvalidTargetError(
+            f"{where}: field 'image': contains NaN or infinite values",
+            image_id=image_id,
+            field="image",
+        )
+    if low >= -IMAGE_RANGE_TOLERANCE and high <= 1 + IMAGE_RANGE_TOLERANCE:
+        return
+    if low >= -IMAGE_RANGE_TOLERANCE:
+        advice = (
+            "the values look like 0..255: convert with ToDtype(torch.float32, scale=True) "
+            "(without scale=True, ToDtype keeps 0..255), or divide by 255"
+        )
+    else:
+        advice = (
+            "the image looks normalised with a mean and standard deviation: leave that out, "
+            "torchvision's detection models normalise inside (their transform's image_mean "
+            "and image_std)"
+        )
+    raise InvalidTargetError(
+        f"{where}: field 'image': float values span [{low:.4g}, {high:.4g}], not 0..1: {advice}",
+        image_id=image_id,
+        field="image",
+    )
+
+
+__all__ += ["IMAGE_RANGE_TOLERANCE", "check_image_range"]

@@ -121,3 +121,75 @@ def test_corrupt_archive_and_existing_folder(tmp_path):
     extract_zip(tmp_path / "good.zip", tmp_path / "out")
     with pytest.raises(ValueError, match=r"\['PennFudanPed'\] already exist"):
         extract_zip(tmp_path / "good.zip", tmp_path / "out")
+
+
+# -- a file already in place is verified like a download ----------------------------------------
+
+
+def test_a_verified_file_already_in_place_is_kept_without_a_request(http_server, tmp_path):
+    base, _ = http_server  # no route: any request would fail with HTTP 404
+    (tmp_path / "data.zip").write_bytes(GOOD)
+    path = download_file(
+        f"{base}/data.zip", tmp_path / "data.zip", md5=hashlib.md5(GOOD).hexdigest()
+    )
+    assert path.read_bytes() == GOOD
+
+
+def test_a_damaged_file_in_place_is_replaced_by_a_fresh_download(http_server, tmp_path):
+    base, routes = http_server
+    routes["/data.zip"] = GOOD
+    (tmp_path / "data.zip").write_bytes(GOOD[:-7])  # an earlier download cut short
+    path = download_file(
+        f"{base}/data.zip", tmp_path / "data.zip", sha256=hashlib.sha256(GOOD).hexdigest()
+    )
+    assert path.read_bytes() == GOOD
+    assert [p.name for p in tmp_path.iterdir()] == ["data.zip"]
+
+
+def test_a_damaged_file_in_place_that_cannot_be_replaced_says_both(http_server, tmp_path):
+    base, _ = http_server
+    (tmp_path / "data.zip").write_bytes(b"something else")
+    with pytest.raises(DownloadError) as caught:
+        download_file(f"{base}/data.zip", tmp_path / "data.zip", md5=hashlib.md5(GOOD).hexdigest())
+    message = str(caught.value)
+    assert (
+        f"'{tmp_path / 'data.zip'}' was already there but does not match (md5 mismatch" in message
+    )
+    assert "downloading a fresh copy failed" in message and "HTTP 404" in message
+    assert (tmp_path / "data.zip").read_bytes() == b"something else"  # the user's file stays
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_partial_download(
+    http_server, tmp_path, monkeypatch
+):
+    import errno
+    import os
+
+    base, routes = http_server
+    routes["/data.zip"] = GOOD
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError, match=r"No space left on device: '.*data\.zip'") as caught:
+        download_file(f"{base}/data.zip", tmp_path / "data.zip")
+    assert caught.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_temporary_file_of_a_killed_download_is_removed_by_the_next(http_server, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    base, routes = http_server
+    routes["/data.zip"] = GOOD
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    leftover = tmp_path / f".data.zip.{int(gone.stdout)}.0123abcd.tmp"
+    leftover.write_bytes(GOOD[:10])
+    os.utime(leftover, (0, 0))
+    download_file(f"{base}/data.zip", tmp_path / "data.zip")
+    assert [p.name for p in tmp_path.iterdir()] == ["data.zip"]

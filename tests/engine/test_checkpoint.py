@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import os
 import random
@@ -215,6 +216,31 @@ def test_process_killed_while_saving_leaves_the_previous_checkpoint_loadable(tmp
     assert checkpoint["epoch"] == 0
     leftovers = [name for name in os.listdir(tmp_path) if name != "last.pt"]
     assert len(leftovers) == 1 and leftovers[0].startswith(".last.pt.")  # the dead write
+    # The next run's first save into the folder removes what the killed one left (once it
+    # has lain untouched for a minute: a write in progress elsewhere is never removed).
+    os.utime(tmp_path / leftovers[0], (0, 0))
+    script = "import sys; from torch import nn; from detkit.engine import save_checkpoint; "
+    script += "save_checkpoint(sys.argv[1], model=nn.Linear(64, 64), epoch=1)"
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "last.pt")], env=env, check=True)
+    assert sorted(os.listdir(tmp_path)) == ["last.pt"]
+
+
+def test_a_full_disk_names_the_checkpoint_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    model, optimizer, _ = small_setup()
+    path = save_checkpoint(tmp_path / "last.pt", model=model, optimizer=optimizer, epoch=0)
+    before = path.read_bytes()
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError) as caught:
+        save_checkpoint(path, model=model, optimizer=optimizer, epoch=1)
+    monkeypatch.undo()
+    assert caught.value.errno == errno.ENOSPC
+    assert str(caught.value) == f"[Errno 28] No space left on device: '{path}'"
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["last.pt"]
 
 
 def train_run(samples, *, seed_model: int = 0):
@@ -305,3 +331,126 @@ def test_resume_restores_a_loader_generator(tmp_path):
     load_checkpoint(tmp_path / "g.pt", generators={"loader": fresh})
     assert order(fresh) == expected
     assert order(torch.Generator().manual_seed(1)) != expected
+
+
+# -- load_checkpoint checks that everything fits before restoring anything --------------------
+
+
+def snapshot(*modules):
+    return [{k: v.clone() for k, v in m.state_dict().items()} for m in modules]
+
+
+def unchanged(before, *modules):
+    return all(
+        all(torch.equal(state[k], v) for k, v in m.state_dict().items())
+        for state, m in zip(before, modules)
+    )
+
+
+def test_sgd_state_into_adam_is_refused_before_the_model_is_touched(tmp_path):
+    model, optimizer, _ = small_setup()
+    take_a_step(model, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, 1))
+    path = save_checkpoint(tmp_path / "sgd.pt", model=model, optimizer=optimizer, epoch=0)
+    fresh, _, _ = small_setup(seed=4)
+    adam = torch.optim.Adam(fresh.parameters())
+    before = snapshot(fresh)
+    with pytest.raises(ValueError) as caught:
+        load_checkpoint(path, model=fresh, optimizer=adam)
+    assert str(caught.value) == (
+        f"cannot restore from checkpoint '{path}': checkpoint's optimizer is SGD, yours is Adam"
+    )
+    assert unchanged(before, fresh)
+    assert adam.state_dict()["state"] == {}
+
+
+def test_a_checkpoint_of_an_older_detkit_without_types_still_names_the_optimizer_clash(tmp_path):
+    model, optimizer, _ = small_setup()
+    take_a_step(model, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, 1))
+    path = save_checkpoint(tmp_path / "old.pt", model=model, optimizer=optimizer, epoch=0)
+    checkpoint = torch.load(path, weights_only=True)
+    del checkpoint["types"]
+    torch.save(checkpoint, path)
+    with pytest.raises(ValueError, match=r"options .*momentum.*nesterov.*yours \(Adam\) has"):
+        load_checkpoint(path, optimizer=torch.optim.Adam(model.parameters()))
+
+
+def test_another_class_count_is_named_and_nothing_is_restored(tmp_path):
+    from detkit.models import replace_heads
+
+    saved = replace_heads(tiny_detector(seed=0), 3)
+    path = save_checkpoint(tmp_path / "three.pt", model=saved, epoch=2)
+    model = replace_heads(tiny_detector(seed=1), 5)
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"'.*three\.pt': checkpoint has 3 classes, model has 5 "):
+        load_checkpoint(path, model=model)
+    assert unchanged(before, model)
+
+
+def test_keypoint_count_and_missing_tensors_are_named(tmp_path):
+    path = save_checkpoint(tmp_path / "k.pt", model=tiny_detector(keypoints=17), epoch=0)
+    with pytest.raises(ValueError, match="checkpoint has 17 keypoints, model has 5"):
+        load_checkpoint(path, model=tiny_detector(keypoints=5))
+    with pytest.raises(ValueError, match=r"the checkpoint has \d+ tensors \('roi_heads\.keypoint"):
+        load_checkpoint(path, model=tiny_detector())
+    load_checkpoint(path, model=tiny_detector(), strict=False)  # loads what matches
+
+
+def test_other_parameter_groups_and_schedulers_are_named(tmp_path):
+    model, optimizer, scheduler = small_setup()
+    take_a_step(model, optimizer, scheduler)
+    path = save_checkpoint(
+        tmp_path / "a.pt", model=model, optimizer=optimizer, lr_scheduler=scheduler, epoch=0
+    )
+    fresh, _, _ = small_setup(seed=2)
+    before = snapshot(fresh)
+    two_groups = torch.optim.SGD(
+        [{"params": fresh[0].parameters()}, {"params": fresh[2].parameters()}], lr=0.1, momentum=0.9
+    )
+    with pytest.raises(
+        ValueError, match="checkpoint's optimizer has 1 parameter groups, yours has 2"
+    ):
+        load_checkpoint(path, model=fresh, optimizer=two_groups)
+    fewer = torch.optim.SGD(fresh[2].parameters(), lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match=r"hold \[4\] parameters, yours \[2\]"):
+        load_checkpoint(path, model=fresh, optimizer=fewer)
+    reordered = torch.optim.SGD(list(fresh.parameters())[::-1], lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match=r"parameter 0's momentum_buffer is \[4, 3\]"):
+        load_checkpoint(path, model=fresh, optimizer=reordered)
+    same = torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(same, T_max=10)
+    with pytest.raises(ValueError, match="checkpoint's lr_scheduler is StepLR, yours is CosineAnn"):
+        load_checkpoint(path, model=fresh, optimizer=same, lr_scheduler=cosine)
+    assert unchanged(before, fresh)
+    assert same.state_dict()["state"] == {}
+
+
+def test_a_missing_generator_or_scaler_state_restores_nothing(tmp_path):
+    model, optimizer, _ = small_setup()
+    path = save_checkpoint(
+        tmp_path / "a.pt",
+        model=model,
+        optimizer=optimizer,
+        scaler=torch.amp.GradScaler("cpu", enabled=False),
+        epoch=0,
+    )
+    fresh, _, _ = small_setup(seed=3)
+    before = snapshot(fresh)
+    with pytest.raises(ValueError, match="no state for generator 'loader'"):
+        load_checkpoint(path, model=fresh, generators={"loader": torch.Generator()})
+    with pytest.raises(ValueError, match="checkpoint's GradScaler was disabled"):
+        load_checkpoint(path, model=fresh, scaler=torch.amp.GradScaler("cpu"))
+    assert unchanged(before, fresh)
+
+
+def test_a_pickled_file_gives_one_plain_line(tmp_path):
+    torch.save({"args": argparse.Namespace(lr=0.1), "model": {}}, tmp_path / "reference.pth")
+    with pytest.raises(ValueError) as caught:
+        load_checkpoint(tmp_path / "reference.pth", model=nn.Linear(2, 1))
+    message = str(caught.value)
+    assert "\n" not in message and "\x1b" not in message
+    assert message.startswith(
+        f"cannot read checkpoint '{tmp_path / 'reference.pth'}' safely: it holds a pickled "
+        "argparse.Namespace, which torch.load(weights_only=True) refuses to run."
+    )
+    with pytest.raises(FileNotFoundError, match="is a directory"):
+        load_checkpoint(tmp_path)

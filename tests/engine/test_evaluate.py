@@ -158,3 +158,28 @@ def test_evaluate_equals_feeding_coco_evaluator_by_hand(samples, caplog):
     text = caplog.text
     assert "Averaged stats: model_time:" in text and "evaluator_time:" in text
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in text
+
+
+def test_evaluate_refuses_images_in_0_255_and_names_the_batch_of_a_failing_model():
+    from detkit.types import InvalidTargetError
+
+    samples = [
+        (torch.rand(3, 32, 32) * 255, {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0).long(),
+                                       "image_id": i})
+        for i in (5, 6)
+    ]  # fmt: skip
+    data = torch.utils.data.DataLoader(samples, batch_size=2, collate_fn=collate_fn)
+    model = tiny_detector()
+    with pytest.raises(InvalidTargetError, match=r"image_id=5: field 'image'.*scale=True"):
+        evaluate(model, data, "cpu", progress=False)
+
+    class Broken(torch.nn.Module):
+        def forward(self, images):
+            raise RuntimeError("CUDA error: device-side assert triggered")
+
+    scaled = [(image / 255, target) for image, target in samples]
+    data = torch.utils.data.DataLoader(scaled, batch_size=2, collate_fn=collate_fn)
+    with pytest.raises(
+        RuntimeError, match=r"device-side assert triggered \[batch image_ids \[5, 6\]\]"
+    ):
+        evaluate(Broken(), data, "cpu", iou_types=["bbox"], progress=False)

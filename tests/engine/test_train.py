@@ -475,3 +475,164 @@ def test_grad_scaler_unscales_before_clipping():
     assert scaler.get_scale() == 1024.0  # no overflow, no change before growth_interval
     assert torch.allclose(plain.linear.weight, scaled.linear.weight, atol=1e-6)
     assert torch.allclose(plain.linear.bias, scaled.linear.bias, atol=1e-6)
+
+
+# -- non-finite gradients, errors inside the model, images in the wrong range --------------------
+
+
+class InfiniteGradient(LinearLossModel):
+    """Finite losses, an infinite gradient (sqrt's derivative at 0) on the bias."""
+
+    def forward(self, images, targets):
+        losses = super().forward(images, targets)
+        losses["loss_sqrt"] = torch.sqrt(self.linear.bias.sum() * 0)
+        return losses
+
+
+def test_an_infinite_gradient_with_finite_losses_raises_before_the_step_without_clipping():
+    model = InfiniteGradient()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(NonFiniteLossError) as caught:
+        train_one_epoch(model, optimizer, loader(linear_samples(4), 2), "cpu", 0, progress=False)
+    message = str(caught.value)
+    assert "non-finite gradient norm (nan) with finite losses" in message
+    assert "first parameters with NaN or infinite gradients: linear.bias" in message
+    assert "epoch 0, iteration 0" in message and "batch image_ids: [0, 1]" in message
+    assert caught.value.image_ids == [0, 1]
+    assert math.isfinite(caught.value.losses["loss"])
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_with_accumulation_the_error_names_every_image_of_the_group():
+    model = InfiniteGradient()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(NonFiniteLossError) as caught:
+        train_one_epoch(
+            model,
+            optimizer,
+            loader(linear_samples(4), 2),
+            "cpu",
+            0,
+            accumulation_steps=2,
+            progress=False,
+        )
+    assert caught.value.image_ids == [0, 1, 2, 3]
+    assert "iteration 1" in str(caught.value)
+
+
+def test_a_grad_scaler_still_skips_steps_with_infinite_gradients():
+    model = InfiniteGradient()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    train_one_epoch(
+        model,
+        optimizer,
+        loader(linear_samples(4), 2),
+        "cpu",
+        0,
+        scaler=scaler,
+        autocast_dtype=torch.bfloat16,
+        progress=False,
+    )
+    assert scaler.get_scale() == 256.0  # two skipped steps halve the scale twice
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def keypoint_sample(image_id, *, num_keypoints=17, box=(10.0, 10.0, 50.0, 60.0), label=1):
+    keypoints = torch.zeros(1, num_keypoints, 3)
+    keypoints[0, :, 0], keypoints[0, :, 1], keypoints[0, :, 2] = 20.0, 30.0, 2.0
+    target = {
+        "boxes": torch.tensor([box]),
+        "labels": torch.tensor([label]),
+        "keypoints": keypoints,
+        "image_id": image_id,
+    }
+    return torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(image_id)), target
+
+
+def forward_failure(model, samples):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with pytest.raises(Exception) as caught:
+        train_one_epoch(model, optimizer, loader(samples, 2), "cpu", 0, progress=False)
+    return caught.value
+
+
+def test_a_degenerate_box_inside_the_model_names_the_image():
+    error = forward_failure(
+        tiny_detector(),
+        [keypoint_sample(3, num_keypoints=5), keypoint_sample(42, box=(10.0, 10.0, 10.0, 60.0))],
+    )
+    assert type(error) is AssertionError  # torchvision's own type, for code that catches it
+    assert isinstance(error.__cause__, AssertionError)
+    assert str(error).startswith(str(error.__cause__))  # torchvision's message comes first
+    assert "for target at index 1" in str(error.__cause__)
+    assert str(error).endswith(
+        "[batch image_ids [3, 42]; target index 1: sample image_id=42: field 'boxes': box 0 "
+        "[10.0, 10.0, 10.0, 60.0] has zero or negative width or height (x2 <= x1 or y2 <= y1)]"
+    )
+    assert error.image_ids == [3, 42]
+
+
+def test_a_keypoint_count_mismatch_says_so():
+    error = forward_failure(
+        tiny_detector(keypoints=5), [keypoint_sample(3, num_keypoints=5), keypoint_sample(42)]
+    )
+    assert type(error) is IndexError and isinstance(error.__cause__, IndexError)
+    assert str(error).endswith(
+        "[batch image_ids [3, 42]; model has 5 keypoints, targets have 17 "
+        "(target index 1 = image_id 42)]"
+    )
+
+
+def test_a_label_beyond_the_model_classes_says_so():
+    error = forward_failure(tiny_detector(), [keypoint_sample(3), keypoint_sample(42, label=7)])
+    assert "target index 1 = image_id 42 has label 7, but the model has 2 classes" in str(error)
+
+
+def test_any_error_in_the_model_names_the_batch_without_escape_codes():
+    class Fails(LinearLossModel):
+        def forward(self, images, targets):
+            raise ValueError("\x1b[31mboom\x1b[0m")
+
+    error = forward_failure(Fails(), linear_samples(2))
+    assert type(error) is ValueError
+    assert str(error) == "boom [batch image_ids [0, 1]]"
+
+    class Odd(Exception):
+        def __init__(self, code, detail):
+            super().__init__(f"{code}: {detail}")
+
+    class FailsOddly(LinearLossModel):
+        def forward(self, images, targets):
+            raise Odd(3, "odd")
+
+    error = forward_failure(FailsOddly(), linear_samples(2))
+    assert type(error) is RuntimeError and isinstance(error.__cause__, Odd)
+    assert str(error) == "Odd: 3: odd [batch image_ids [0, 1]]"
+
+
+@pytest.mark.parametrize(
+    ("scale", "shift", "advice"),
+    [(255.0, 0.0, "scale=True"), (4.0, -2.0, "normalise inside")],
+)
+def test_float_images_outside_0_1_are_refused_on_the_first_batch(scale, shift, advice):
+    samples = [(image * scale + shift, target) for image, target in linear_samples(4)]
+    model = LinearLossModel()
+    with pytest.raises(InvalidTargetError, match=rf"image_id=0: field 'image'.*{advice}"):
+        train_one_epoch(
+            model, torch.optim.SGD(model.parameters(), lr=0.1), loader(samples, 2), "cpu", 0
+        )
+    assert model.seen == []  # refused before the first forward pass
+
+
+def test_a_loader_without_length_ending_mid_group_checks_the_gradients_too():
+    model = InfiniteGradient()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batches = iter(list(loader(linear_samples(4), 2)))  # no len(): the group is cut short
+    with pytest.raises(NonFiniteLossError) as caught:
+        train_one_epoch(model, optimizer, batches, "cpu", 0, accumulation_steps=4, progress=False)
+    assert caught.value.image_ids == [0, 1, 2, 3]
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

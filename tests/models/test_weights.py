@@ -16,6 +16,8 @@ from detkit.models import (
     LoadReport,
     WeightsDownloadError,
     detection_model,
+    fasterrcnn,
+    keypointrcnn,
     load_weights,
     maskrcnn,
     read_state_dict,
@@ -69,10 +71,13 @@ def test_read_state_dict_keeps_version_metadata_through_the_ddp_prefix(tmp_path)
 
 def test_read_state_dict_errors_name_the_file(tmp_path, resnet18_state):
     torch.save({"model": resnet18_state, "extra": NotData()}, tmp_path / "unsafe.pth")
-    with pytest.raises(
-        ValueError, match=r"cannot read weights file '.*unsafe\.pth' safely .*weights_only=True"
-    ):
+    with pytest.raises(ValueError) as info:
         read_state_dict(tmp_path / "unsafe.pth")
+    assert str(info.value).startswith(
+        f"cannot read weights file '{tmp_path / 'unsafe.pth'}' safely: it holds a pickled "
+        f"{__name__}.NotData, which torch.load(weights_only=True) refuses to run. "
+    )
+    assert "\n" not in str(info.value) and "\x1b" not in str(info.value)
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(ValueError, match=r"list\.pth holds no state dict: .* found list"):
         read_state_dict(tmp_path / "list.pth")
@@ -213,6 +218,35 @@ def test_detector_builder_reports_the_failing_argument(monkeypatch, weights_serv
     )
     with pytest.raises(WeightsDownloadError, match=r"could not get weights_backbone=.*x\.pth"):
         detection_model("ssdlite320_mobilenet_v3_large", num_classes=2, weights_backbone="DEFAULT")
+
+
+@pytest.mark.parametrize(
+    ("build", "enum"),
+    [
+        (lambda: fasterrcnn("mobilenet_v2", fpn=False, num_classes=2, weights_backbone="DEFAULT"),
+         "MobileNet_V2_Weights.IMAGENET1K_V2"),
+        (lambda: maskrcnn("resnet18", num_classes=2, weights_backbone="IMAGENET1K_V1"),
+         "ResNet18_Weights.IMAGENET1K_V1"),
+        (lambda: keypointrcnn(torchvision.models.resnet18(), num_classes=2,
+                              weights_backbone=ResNet18_Weights.IMAGENET1K_V1),
+         "ResNet18_Weights.IMAGENET1K_V1"),
+    ],
+)  # fmt: skip
+def test_offline_builders_name_weights_backbone_not_weights(empty_hub, build, enum):
+    """Offline (no name resolves), the message names the argument the user gave."""
+    with pytest.raises(WeightsDownloadError) as info:
+        build()
+    message = str(info.value)
+    assert message.startswith(f"could not get weights_backbone={enum}: the download failed")
+    assert "pass its path, weights_backbone='/path/to/" in message
+    assert " weights=" not in message and "weights='" not in message
+
+
+def test_offline_load_weights_names_its_source_argument(empty_hub):
+    with pytest.raises(WeightsDownloadError) as info:
+        load_weights(torchvision.models.resnet18(), ResNet18_Weights.IMAGENET1K_V1)
+    assert str(info.value).startswith("could not get source=ResNet18_Weights.IMAGENET1K_V1")
+    assert "pass its path, source='/path/to/resnet18-f37072fd.pth'" in str(info.value)
 
 
 def test_weights_arguments_are_checked(tmp_path):

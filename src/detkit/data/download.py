@@ -13,6 +13,9 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import Any
+
+from detkit.files import atomic_write
 
 __all__ = ["DownloadError", "download_file", "extract_zip"]
 
@@ -25,6 +28,40 @@ class DownloadError(RuntimeError):
     """A download failed, was incomplete, or did not match its expected size or checksum."""
 
 
+def _mismatches(
+    received: int,
+    digests: dict[str, Any],
+    sha256: str | None,
+    md5: str | None,
+    size: int | None,
+) -> list[str]:
+    """What differs from the expected size and checksums, in words (empty when all match)."""
+    found = []
+    if size is not None and received != size:
+        found.append(f"expected {size} bytes, got {received}")
+    for name, expected in (("sha256", sha256), ("md5", md5)):
+        actual = digests[name].hexdigest()
+        if expected is not None and actual != expected.lower():
+            found.append(f"{name} mismatch (expected {expected}, got {actual})")
+    return found
+
+
+def _new_digests() -> dict[str, Any]:
+    return {"sha256": hashlib.sha256(), "md5": hashlib.md5(usedforsecurity=False)}
+
+
+def _check_existing(path: Path, sha256: str | None, md5: str | None, size: int | None) -> list[str]:
+    """The mismatches of the file already at ``path`` (read in chunks, as a download is)."""
+    digests = _new_digests()
+    received = 0
+    with open(path, "rb") as file:
+        while chunk := file.read(_CHUNK):
+            received += len(chunk)
+            for digest in digests.values():
+                digest.update(chunk)
+    return _mismatches(received, digests, sha256, md5, size)
+
+
 def download_file(
     url: str,
     path: str | os.PathLike,
@@ -34,12 +71,18 @@ def download_file(
     size: int | None = None,
     timeout: float = 60.0,
 ) -> Path:
-    """Download ``url`` to ``path``, verified, atomically.
+    """Download ``url`` to ``path``, verified, atomically; keep a verified file already there.
 
-    The bytes go to a temporary file beside ``path`` that is renamed into place only once
-    the transfer is complete and every given check passes, so an interrupted or corrupt
-    download never leaves a half-written ``path``. A transfer shorter than the server's
-    ``Content-Length`` is an error.
+    When ``path`` already exists and checks are given (``sha256``, ``md5`` or ``size``), it
+    is verified like a download: a file that passes is kept and nothing is fetched; one that
+    fails (a damaged or different file) is replaced by a fresh download, and if that download
+    fails too the error says both. Without checks, an existing file is downloaded again.
+
+    The bytes go to a temporary file beside ``path`` (:func:`detkit.files.atomic_write`) that
+    replaces ``path`` only once the transfer is complete and every given check passes, so an
+    interrupted or corrupt download never leaves a half-written ``path``; the temporary file
+    of a killed download is removed by the next write into that folder. A transfer shorter
+    than the server's ``Content-Length`` is an error.
 
     Args:
         url: what to fetch (``http(s)://`` or ``file://``).
@@ -56,6 +99,7 @@ def download_file(
         DownloadError: naming the URL and what went wrong (unreachable / offline, HTTP error,
             a TLS certificate that cannot be verified, truncated transfer, size or checksum
             mismatch).
+        OSError: when ``path`` cannot be written (a full disk, no permission), naming it.
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
@@ -65,63 +109,91 @@ def download_file(
     'hello'
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    digests = {"sha256": hashlib.sha256(), "md5": hashlib.md5(usedforsecurity=False)}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    tmp = Path(tmp_name)
-    received = 0
+    stale = ""
+    if path.is_dir():
+        raise DownloadError(f"cannot download {url} to '{path}': it is a directory")
+    if path.is_file() and (sha256 or md5 or size is not None):
+        mismatches = _check_existing(path, sha256, md5, size)
+        if not mismatches:
+            logger.info("%s is already there and matches its checksum", path)
+            return path
+        stale = f"'{path}' was already there but does not match ({'; '.join(mismatches)})"
+        logger.warning("%s: downloading a fresh copy from %s", stale, url)
     try:
-        try:
-            request = urllib.request.Request(url, headers={"User-Agent": "detkit"})
-            with (
-                urllib.request.urlopen(request, timeout=timeout) as response,
-                os.fdopen(fd, "wb") as out,
-            ):
-                announced = response.headers.get("Content-Length")
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
-                    received += len(chunk)
-                    for digest in digests.values():
-                        digest.update(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-        except urllib.error.HTTPError as exc:
-            raise DownloadError(f"downloading {url} failed: HTTP {exc.code} {exc.reason}") from exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            reason = getattr(exc, "reason", exc)
-            if isinstance(reason, ssl.SSLCertVerificationError):
+        received = _fetch(url, path, sha256, md5, size, timeout)
+    except DownloadError as exc:
+        if stale:
+            raise DownloadError(f"{stale}, and downloading a fresh copy failed: {exc}") from exc
+        raise
+    logger.info("downloaded %s (%d bytes) to %s", url, received, path)
+    return path
+
+
+def _fetch(
+    url: str,
+    path: Path,
+    sha256: str | None,
+    md5: str | None,
+    size: int | None,
+    timeout: float,
+) -> int:
+    """Stream ``url`` into ``path`` through a temporary file; return the bytes received."""
+    digests = _new_digests()
+    received = 0
+    request = urllib.request.Request(url, headers={"User-Agent": "detkit"})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        raise DownloadError(f"downloading {url} failed: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        raise _unreachable(url, path, exc) from exc
+    with response, atomic_write(path) as out:
+        announced = response.headers.get("Content-Length")
+        while True:
+            # Network errors become DownloadError here; an OSError from out.write is a local
+            # write failure (a full disk), which atomic_write reports naming ``path``.
+            try:
+                chunk = response.read(_CHUNK)
+            except (TimeoutError, ConnectionError) as exc:
+                raise _unreachable(url, path, exc) from exc
+            except OSError as exc:  # e.g. http.client.IncompleteRead
                 raise DownloadError(
-                    f"could not download {url}: the server's TLS certificate could not be "
-                    f"verified ({reason.verify_message}). Some servers send an incomplete "
-                    "certificate chain; point Python at a complete CA bundle (for instance "
-                    "SSL_CERT_FILE=$(python -m certifi), with certifi installed), or fetch the "
-                    f"file with a browser and place it at '{path}'."
+                    f"downloading {url} failed after {received} bytes: {exc}"
                 ) from exc
-            raise DownloadError(
-                f"could not download {url}: {reason}. If this machine is offline, fetch the file "
-                f"on another machine and place it at '{path}' (or point the program at the "
-                "extracted data) instead."
-            ) from exc
-        except OSError as exc:  # e.g. http.client.IncompleteRead
-            raise DownloadError(f"downloading {url} failed after {received} bytes: {exc}") from exc
+            if not chunk:
+                break
+            out.write(chunk)
+            received += len(chunk)
+            for digest in digests.values():
+                digest.update(chunk)
         if announced is not None and received != int(announced):
             raise DownloadError(
                 f"downloading {url}: the transfer was cut short ({received} of {announced} bytes)"
             )
-        if size is not None and received != size:
-            raise DownloadError(f"downloading {url}: expected {size} bytes, received {received}")
-        for name, expected in (("sha256", sha256), ("md5", md5)):
-            actual = digests[name].hexdigest()
-            if expected is not None and actual != expected.lower():
-                raise DownloadError(
-                    f"downloading {url}: {name} mismatch (expected {expected}, got {actual}); "
-                    "the file is corrupt or not the expected one"
-                )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    logger.info("downloaded %s (%d bytes) to %s", url, received, path)
-    return path
+        mismatches = _mismatches(received, digests, sha256, md5, size)
+        if mismatches:
+            raise DownloadError(
+                f"downloading {url}: {'; '.join(mismatches)}; the file is corrupt or not the "
+                "expected one"
+            )
+    return received
+
+
+def _unreachable(url: str, path: Path, exc: BaseException) -> DownloadError:
+    reason = getattr(exc, "reason", exc)
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return DownloadError(
+            f"could not download {url}: the server's TLS certificate could not be "
+            f"verified ({reason.verify_message}). Some servers send an incomplete "
+            "certificate chain; point Python at a complete CA bundle (for instance "
+            "SSL_CERT_FILE=$(python -m certifi), with certifi installed), or fetch the "
+            f"file with a browser and place it at '{path}'."
+        )
+    return DownloadError(
+        f"could not download {url}: {reason}. If this machine is offline, fetch the file "
+        f"on another machine and place it at '{path}' (or point the program at the "
+        "extracted data) instead."
+    )
 
 
 def _check_member(info: zipfile.ZipInfo, archive: Path) -> PurePosixPath:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import logging
 import os
 import random
-import secrets
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +18,8 @@ from torch import nn
 
 from detkit.distributed import all_gather, barrier, get_rank, get_world_size, is_main_process
 from detkit.distributed import unwrap_model as _unwrap
+from detkit.engine._compatibility import check_restorable, type_family
+from detkit.files import atomic_write, load_error_reason
 
 __all__ = ["get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
 
@@ -169,34 +169,6 @@ def _state(obj: Any, where: str) -> Any:
     return state
 
 
-def _write_atomically(payload: Any, path: Path) -> None:
-    """torch.save to a temporary file in ``path``'s folder, fsync, then rename over ``path``.
-
-    A crash at any point leaves either the previous file or the new one, never a mix: the
-    rename is atomic on POSIX and Windows when both names are on one file system, hence the
-    temporary file in the same folder.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    # Persist the rename itself (POSIX); Windows cannot open a directory for this.
-    if os.name == "posix":
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def save_checkpoint(
     path: str | os.PathLike,
     *,
@@ -216,9 +188,9 @@ def save_checkpoint(
     the optimizer's, scheduler's and scaler's states, ``epoch`` and ``step``, every
     process's random generator states (:func:`get_rng_state`), the states of ``generators``,
     and ``config``/``extra`` as plain data, so ``torch.load(path, weights_only=True)`` reads
-    it without executing pickled code. It is written to a temporary file in the same folder,
-    flushed to disk, then renamed over ``path``: a crash while saving leaves the previous
-    checkpoint intact.
+    it without executing pickled code. It is written with :func:`detkit.files.atomic_write`
+    (a temporary file in the same folder, flushed to disk, then renamed over ``path``): a
+    crash or a full disk while saving leaves the previous checkpoint intact.
 
     Under ``torch.distributed`` this is a collective call: **every process calls it** (as
     with the reference scripts' ``save_on_master``); their RNG states are gathered, the main
@@ -244,6 +216,8 @@ def save_checkpoint(
     Raises:
         TypeError: naming the entry (e.g. ``config['transform']``) that is not plain data.
         ValueError: for a negative ``epoch`` or ``step``.
+        OSError: when the file cannot be written (a full disk, no permission), naming
+            ``path`` and the system's reason; the previous file at ``path`` is unchanged.
 
     >>> import tempfile
     >>> model = nn.Linear(2, 1)
@@ -277,9 +251,15 @@ def save_checkpoint(
             },
             "config": _plain(config, "config"),
             "extra": _plain(extra, "extra"),
+            "types": {
+                name: type_family(obj)
+                for name, obj in (("optimizer", optimizer), ("lr_scheduler", lr_scheduler))
+                if obj is not None
+            },
             "torch_version": str(torch.__version__),
         }
-        _write_atomically(payload, path)
+        with atomic_write(path) as file:
+            torch.save(payload, file)
     barrier()
     return path
 
@@ -321,10 +301,15 @@ def load_checkpoint(
         The checkpoint as a dict: ``epoch``, ``step``, ``config``, ``extra``, the states.
 
     Raises:
-        FileNotFoundError: when ``path`` does not exist.
+        FileNotFoundError: when ``path`` does not exist (or is a folder).
         ValueError: naming the file, when it cannot be read with ``weights_only=True``
-            (corrupt, truncated, or holding pickled objects), is not a detkit checkpoint, or
-            lacks a state asked for.
+            (corrupt, truncated, or holding pickled objects), is not a detkit checkpoint,
+            lacks a state asked for, or does not fit the objects passed. Everything is checked
+            before anything is restored, and on this error nothing has been: the model's
+            tensor names (with ``strict``) and shapes, told as class or keypoint counts where
+            they say so ("checkpoint has 3 classes, model has 5"); the optimizer's type
+            ("checkpoint's optimizer is SGD, yours is Adam"), parameter groups and state
+            shapes; the scheduler's type; a GradScaler's state; the generators' states.
 
     >>> import tempfile
     >>> path = save_checkpoint(Path(tempfile.mkdtemp()) / "last.pt", model=nn.Linear(2, 1),
@@ -335,16 +320,22 @@ def load_checkpoint(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: '{path}'")
+        kind = "is a directory, not a file" if path.is_dir() else "not found"
+        raise FileNotFoundError(f"checkpoint {kind}: '{path}'")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # corrupt, truncated, or holding pickled objects
         raise ValueError(
-            f"cannot read checkpoint '{path}' safely (torch.load with weights_only=True): "
-            f"{str(error).splitlines()[0]}"
+            f"cannot read checkpoint '{path}' safely: {load_error_reason(error, path)}. "
+            "save_checkpoint writes plain data, so this file was not written by it (or is "
+            "damaged); load it with torch.load(weights_only=False) only if you trust it"
         ) from error
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != _FORMAT:
-        keys = sorted(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint)
+        keys = (
+            sorted(map(str, checkpoint))[:8]
+            if isinstance(checkpoint, dict)
+            else type(checkpoint).__name__
+        )
         raise ValueError(
             f"'{path}' is not a detkit checkpoint (written by save_checkpoint); found {keys}. "
             "For a bare state_dict use model.load_state_dict(torch.load(path, weights_only=True))"
@@ -361,8 +352,20 @@ def load_checkpoint(
     ):
         if target is not None and checkpoint.get(name) is None:
             raise ValueError(f"'{path}' holds no {name} state, but an {name} was passed to restore")
-    if model is not None:
-        _unwrap(model).load_state_dict(checkpoint["model"], strict=strict)
+    unwrapped = None if model is None else _unwrap(model)
+    # Everything is checked before anything is restored: all of it, or nothing.
+    check_restorable(
+        path,
+        checkpoint,
+        model=unwrapped,
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        scaler=scaler,
+        generators=generators,
+        strict=strict,
+    )
+    if unwrapped is not None:
+        unwrapped.load_state_dict(checkpoint["model"], strict=strict)
     if optimizer is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
     if lr_scheduler is not None:
@@ -371,10 +374,6 @@ def load_checkpoint(
         scaler.load_state_dict(checkpoint["scaler"])
     saved_generators = checkpoint.get("generators") or {}
     for name, generator in (generators or {}).items():
-        if name not in saved_generators:
-            raise ValueError(
-                f"'{path}' holds no state for generator {name!r} (saved: {sorted(saved_generators)})"
-            )
         generator.set_state(saved_generators[name].cpu())
     if restore_rng:
         states = checkpoint.get("rng") or []

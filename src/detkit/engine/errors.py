@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import torch
-
-from detkit.distributed import all_gather
-from detkit.types import normalize_image_id
 
 __all__ = ["NonFiniteLossError"]
 
@@ -55,53 +48,3 @@ class NonFiniteLossError(FloatingPointError):
         self.per_rank = [(dict(rank_losses), list(ids)) for rank_losses, ids in per_rank] or [
             (self.losses, self.image_ids)
         ]
-
-
-def _image_ids(targets: Sequence[Mapping[str, Any]]) -> list[Any]:
-    ids = []
-    for target in targets:
-        value = target.get("image_id") if isinstance(target, Mapping) else None
-        try:
-            ids.append(normalize_image_id(value))
-        except TypeError:
-            ids.append(value)
-    return ids
-
-
-def _format_losses(values: Mapping[str, float]) -> str:
-    return ", ".join(f"{name}={value:.6g}" for name, value in values.items())
-
-
-def _non_finite_error(
-    epoch: int,
-    iteration: int,
-    loss_dict: Mapping[str, torch.Tensor],
-    targets: Sequence[Mapping[str, Any]],
-    problem: str,
-) -> NonFiniteLossError:
-    """Build the error; collective under torch.distributed (every rank fails together)."""
-    local = {name: float(value.detach().float().item()) for name, value in loss_dict.items()}
-    local = {"loss": math.fsum(local.values()), **local}
-    image_ids = _image_ids(targets)
-    per_rank = all_gather((local, image_ids))
-    if len(per_rank) == 1:
-        where = f"losses: {_format_losses(local)}; batch image_ids: {image_ids}"
-    else:
-        where = "; ".join(
-            f"rank {rank}: {_format_losses(losses)}, image_ids {ids}"
-            for rank, (losses, ids) in enumerate(per_rank)
-        )
-    message = (
-        f"{problem} at epoch {epoch}, iteration {iteration} ({where}). The optimizer did not "
-        "step: the weights are those of the previous iteration. Usual causes: a degenerate "
-        "box in one of these images' targets (train with validate_targets=True to find it), "
-        "a learning rate too high for the batch size, float16 overflow without a GradScaler."
-    )
-    return NonFiniteLossError(
-        message,
-        epoch=epoch,
-        iteration=iteration,
-        losses=local,
-        image_ids=image_ids,
-        per_rank=per_rank,
-    )

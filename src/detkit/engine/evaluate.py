@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from detkit.distributed import is_main_process, unwrap_model
+from detkit.engine._failures import check_images, forward_error
 from detkit.engine.logger import MetricLogger
 from detkit.engine.train import ScalarHook, move_to_device
 
@@ -101,6 +102,11 @@ def evaluate(
 
     Raises:
         ValueError: for both ``evaluator`` and ``iou_types``, or ``num_threads < 1``.
+        detkit.types.InvalidTargetError: when the first batch's float images are not in
+            ``0..1`` (see :func:`detkit.types.check_image_range`).
+
+    An exception raised inside the model is raised again (chained, same type) with the
+    batch's ``image_id`` values.
 
     Example:
         >>> import torch, torchvision
@@ -138,17 +144,24 @@ def evaluate(
         with torch.inference_mode():
             batches = metric_logger.log_every(data_loader, print_freq, "Test:")
             with contextlib.closing(batches):
-                for images, targets in batches:
+                for index, (images, targets) in enumerate(batches):
                     images, _ = move_to_device(images, None, device)
+                    if index == 0:
+                        check_images(images, targets)  # float images in 0..255, say
                     if cuda:
                         torch.cuda.synchronize(device)
                     start = time.perf_counter()
-                    with (
-                        torch.autocast(device.type, dtype=autocast_dtype)
-                        if autocast_dtype is not None
-                        else contextlib.nullcontext()
-                    ):
-                        outputs = model(images)
+                    try:
+                        with (
+                            torch.autocast(device.type, dtype=autocast_dtype)
+                            if autocast_dtype is not None
+                            else contextlib.nullcontext()
+                        ):
+                            outputs = model(images)
+                    except Exception as error:  # name the batch's images
+                        raise forward_error(
+                            error, model, images, targets, training=False
+                        ) from error
                     if cuda:
                         torch.cuda.synchronize(device)
                     model_time = time.perf_counter() - start

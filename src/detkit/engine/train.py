@@ -11,7 +11,12 @@ import torch
 from torch import nn
 
 from detkit.distributed import is_main_process, reduce_dict
-from detkit.engine.errors import _non_finite_error
+from detkit.engine._failures import (
+    check_images,
+    forward_error,
+    non_finite_error,
+    non_finite_gradient_error,
+)
 from detkit.engine.logger import MetricLogger, SmoothedValue
 from detkit.types import validate_target
 
@@ -125,9 +130,21 @@ def train_one_epoch(
 
     Per batch: images and every tensor of the targets go to ``device``; the model's loss
     dict is summed and back-propagated (under ``torch.autocast`` when asked); losses are
-    averaged over processes for logging; a non-finite loss raises
-    :class:`~detkit.engine.NonFiniteLossError` *before* the optimizer steps; then the
-    gradients may be clipped and the optimizer steps (every ``accumulation_steps`` batches).
+    averaged over processes for logging; a non-finite loss, or finite losses with a NaN or
+    infinite gradient, raise :class:`~detkit.engine.NonFiniteLossError` *before* the optimizer
+    steps; then the gradients may be clipped and the optimizer steps (every
+    ``accumulation_steps`` batches). The gradient check is one fused norm over all gradients
+    per optimizer step, read in the same device-to-host copy as the logged losses (the norm
+    that clipping computes, when ``max_grad_norm`` is set).
+
+    **Errors name the batch.** An exception raised inside the model's forward pass (such as
+    torchvision's *"All bounding boxes should have positive height and width ... for target
+    at index 1"*) is raised again, chained and of the same type, with the batch's
+    ``image_id`` values and, where detkit can tell, the cause (*"model has 5 keypoints,
+    targets have 17"*, a label beyond the model's classes, a degenerate box in target index
+    1 = image_id 42). The first batch's float images are checked to lie in ``0..1``
+    (:func:`detkit.types.check_image_range`): ``ToDtype(torch.float32)`` without
+    ``scale=True`` gives 0..255, which trains silently badly.
 
     **Warmup** is the reference scripts' linear warmup, applied as a multiplier on each
     parameter group's learning rate at optimizer step ``epoch * steps_per_epoch + k``: from
@@ -166,7 +183,7 @@ def train_one_epoch(
         warmup_iters: optimizer steps of linear warmup (see above; ``None``: the default).
         warmup_factor: the learning-rate multiplier at the first step.
         max_grad_norm: clip the gradients' total L2 norm to this value (``None``: no
-            clipping). Without a scaler, a non-finite norm raises
+            clipping). Clipping or not, without a scaler a non-finite norm raises
             :class:`~detkit.engine.NonFiniteLossError`.
         accumulation_steps: batches per optimizer step.
         scaler: a ``torch.amp.GradScaler`` (keep one for the whole run and checkpoint it).
@@ -190,9 +207,12 @@ def train_one_epoch(
         batches (and over processes), as Python floats.
 
     Raises:
-        NonFiniteLossError: when a loss is NaN or infinite; the message names each loss's
-            value and the batch's ``image_id`` values, per process.
-        detkit.types.InvalidTargetError: with ``validate_targets``, for a bad target.
+        NonFiniteLossError: when a loss is NaN or infinite, or the losses are finite but a
+            gradient is not (without a scaler); the message names each loss's value and the
+            ``image_id`` values of the batches the step would have applied, per process (and,
+            for gradients, the first parameters affected).
+        detkit.types.InvalidTargetError: with ``validate_targets``, for a bad target; for
+            float images outside ``0..1`` in the first batch.
         ValueError: for an option out of range or a loader that yields no batch.
         TypeError: when the model does not return a dict of loss tensors.
 
@@ -250,6 +270,7 @@ def train_one_epoch(
     pending = 0  # batches whose gradients wait for an optimizer step
 
     batches = metric_logger.log_every(data_loader, print_freq, header=f"Epoch: [{epoch}]")
+    group_targets: list[Any] = []  # the targets whose gradients the next step applies
     with contextlib.closing(batches):
         for iteration, batch in enumerate(batches):
             if not isinstance(batch, (tuple, list)) or len(batch) != 2:
@@ -261,19 +282,25 @@ def train_one_epoch(
                 for image, target in zip(batch[0], batch[1]):
                     validate_target(image, target)
             images, targets = move_to_device(batch[0], batch[1], device)
+            if iteration == 0:
+                check_images(images, batch[1])  # float images in 0..255 train silently badly
             group_start = iteration - iteration % accumulation_steps
             group_size = accumulation_steps
             if num_batches is not None:
                 group_size = min(accumulation_steps, num_batches - group_start)
             last_in_group = iteration - group_start == group_size - 1
+            group_targets += batch[1]
             sync = model.no_sync() if ddp and not last_in_group else contextlib.nullcontext()
             with sync:
-                with (
-                    torch.autocast(device.type, dtype=autocast_dtype)
-                    if autocast_dtype is not None
-                    else contextlib.nullcontext()
-                ):
-                    loss_dict = model(images, targets)
+                try:
+                    with (
+                        torch.autocast(device.type, dtype=autocast_dtype)
+                        if autocast_dtype is not None
+                        else contextlib.nullcontext()
+                    ):
+                        loss_dict = model(images, targets)
+                except Exception as error:  # name the batch (and the cause, where detkit can tell)
+                    raise forward_error(error, model, batch[0], batch[1]) from error
                 if not isinstance(loss_dict, Mapping) or not loss_dict:
                     raise TypeError(
                         "model(images, targets) must return a non-empty dict of losses in training "
@@ -288,39 +315,34 @@ def train_one_epoch(
             pending += 1
             reduced = reduce_dict(loss_dict)
             names = list(reduced)
-            # One device-to-host copy per batch: the logged values and the finiteness check.
+            norms = _grad_norms(params, optimizer, scaler, max_grad_norm) if last_in_group else []
+            # One device-to-host copy per batch: logged values, loss and gradient checks.
             with torch.no_grad():
-                values = torch.stack(list(reduced.values())).float().tolist()
+                values = torch.stack([*reduced.values(), *norms]).float().tolist()
+            norm_values = values[len(names) :]
+            values = values[: len(names)]
             loss_value = math.fsum(values)
             if not math.isfinite(loss_value):
-                raise _non_finite_error(epoch, iteration, loss_dict, batch[1], "non-finite loss")
+                raise non_finite_error(epoch, iteration, loss_dict, batch[1], "non-finite loss")
             if not loss_names:
                 loss_names = ["loss", *names]
 
             factor = warmup_factor_at(first_step + steps_done, warmup_iters, warmup_factor)
             lr = float(optimizer.param_groups[0]["lr"]) * factor
             if last_in_group:
-                grad_norm = None
-                if max_grad_norm is not None:
-                    if scaler is not None:
-                        scaler.unscale_(optimizer)
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
-                    if scaler is None and not math.isfinite(grad_norm):
-                        raise _non_finite_error(
-                            epoch,
-                            iteration,
-                            loss_dict,
-                            batch[1],
-                            f"non-finite gradient norm ({grad_norm}) with finite losses",
-                        )
+                if scaler is None and not all(map(math.isfinite, norm_values)):
+                    raise non_finite_gradient_error(
+                        model, epoch, iteration, loss_dict, group_targets, math.hypot(*norm_values)
+                    )
                 _optimizer_step(optimizer, scaler, factor)
                 optimizer.zero_grad(set_to_none=True)
                 if lr_scheduler is not None and lr_scheduler_interval == "iteration":
                     lr_scheduler.step()
                 steps_done += 1
                 pending = 0
-                if grad_norm is not None:
-                    metric_logger.update(grad_norm=grad_norm)
+                group_targets = []
+                if max_grad_norm is not None:
+                    metric_logger.update(grad_norm=norm_values[0])
 
             scalars = dict(zip(names, values))
             metric_logger.update(loss=loss_value, **scalars, lr=lr)
@@ -338,6 +360,12 @@ def train_one_epoch(
         )
     if pending:
         # A loader without a length ends mid-group: step on what was accumulated.
+        norms = _grad_norms(params, optimizer, scaler, max_grad_norm)
+        norm_values = torch.stack(norms).float().tolist() if norms else []
+        if scaler is None and not all(map(math.isfinite, norm_values)):
+            raise non_finite_gradient_error(
+                model, epoch, iteration, loss_dict, group_targets, math.hypot(*norm_values)
+            )
         factor = warmup_factor_at(first_step + steps_done, warmup_iters, warmup_factor)
         _optimizer_step(optimizer, scaler, factor)
         optimizer.zero_grad(set_to_none=True)
@@ -346,6 +374,35 @@ def train_one_epoch(
     if lr_scheduler is not None and lr_scheduler_interval == "epoch":
         lr_scheduler.step()
     return {name: metric_logger[name].global_avg for name in loss_names}
+
+
+def _grad_norms(
+    params: list[torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    max_grad_norm: float | None,
+) -> list[torch.Tensor]:
+    """Norms whose finiteness says whether the gradients are finite, still on the device.
+
+    With clipping, the one total norm ``clip_grad_norm_`` computes (and logs); otherwise the
+    per-tensor norms of one fused ``torch._foreach_norm``, which the caller reads with the
+    losses, in one copy (stacking them into a total first would cost another kernel for
+    nothing). Without clipping and with a scaler, none: the scaler finds non-finite gradients
+    itself and skips the step.
+    """
+    if max_grad_norm is not None:
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        return [torch.nn.utils.clip_grad_norm_(params, max_grad_norm)]
+    if scaler is not None:
+        return []
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return []
+    first = grads[0]
+    if all(g.device == first.device and g.dtype == first.dtype for g in grads):
+        return list(torch._foreach_norm(grads))
+    return [torch.nn.utils.get_total_norm(grads).to(first.device, torch.float32)]
 
 
 def _optimizer_step(

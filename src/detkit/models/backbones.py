@@ -51,9 +51,13 @@ __all__ = ["fpn_backbone", "trunk_backbone"]
 
 
 def _classifier(
-    model: str | nn.Module, weights: WeightsSource, progress: bool
+    model: str | nn.Module, weights: WeightsSource, progress: bool, argument: str
 ) -> tuple[nn.Module, bool]:
-    """A private classification model with ``weights`` loaded, and whether it is pretrained."""
+    """A private classification model with ``weights`` loaded, and whether it is pretrained.
+
+    ``argument``: the name the caller's user gave the weights under (``weights`` for the
+    backbone functions, ``weights_backbone`` for the detector builders), for messages.
+    """
     if isinstance(model, str):
         names = torchvision.models.list_models(module=torchvision.models)
         if model not in names:
@@ -62,9 +66,9 @@ def _classifier(
                 f"{model!r} is not a torchvision classification model"
                 + (f"; did you mean {', '.join(map(repr, close))}?" if close else "")
             )
-        source = resolve(weights, get_model_weights(model), "weights")
+        source = resolve(weights, get_model_weights(model), argument)
         if isinstance(source, WeightsEnum):
-            ensure_downloaded(source, "weights", progress=progress)
+            ensure_downloaded(source, argument, progress=progress)
             return get_model(model, weights=source, progress=progress), True
         built = get_model(model, weights=None)
         if source is not None:
@@ -76,8 +80,10 @@ def _classifier(
             f"got {type(model).__name__}"
         )
     built = _trunk.copy_model(model)
-    source = resolve(weights, None, "weights")
+    source = resolve(weights, None, argument)
     if source is not None:
+        if isinstance(source, WeightsEnum):
+            ensure_downloaded(source, argument, progress=progress)
         load_weights(built, source, progress=progress)
         return built, True
     return built, _trunk.has_trained_statistics(built)
@@ -89,8 +95,9 @@ def _prepare(
     pretrained: bool | None,
     progress: bool,
     for_fpn: bool,
+    argument: str,
 ) -> tuple[_trunk.Trunk, bool]:
-    classifier, loaded = _classifier(model, weights, progress)
+    classifier, loaded = _classifier(model, weights, progress, argument)
     # Builders pass pretrained=True when detector weights will overwrite the backbone later.
     return _trunk.build_trunk(
         classifier, for_fpn=for_fpn
@@ -136,8 +143,9 @@ def _make_trunk_backbone(
     frozen_batchnorm: bool | None,
     pretrained: bool | None,
     progress: bool,
+    argument: str = "weights",
 ) -> nn.Sequential:
-    trunk, pretrained = _prepare(model, weights, pretrained, progress, for_fpn=False)
+    trunk, pretrained = _prepare(model, weights, pretrained, progress, False, argument)
     trainable = _trunk.validate_trainable_layers(trunk, trainable_layers, pretrained)
     _trunk.freeze(trunk, trainable, pretrained if frozen_batchnorm is None else frozen_batchnorm)
     backbone = _trunk.sequential(trunk.blocks)
@@ -210,10 +218,11 @@ def _make_fpn_backbone(
     returned_strides: Sequence[int] | None = None,
     out_channels: int = 256,
     extra_blocks: ExtraFPNBlock | None = None,
+    argument: str = "weights",
 ) -> BackboneWithFPN:
     if isinstance(out_channels, bool) or not isinstance(out_channels, int) or out_channels < 1:
         raise ValueError(f"out_channels must be a positive int, got {out_channels!r}")
-    full, pretrained = _prepare(model, weights, pretrained, progress, for_fpn=True)
+    full, pretrained = _prepare(model, weights, pretrained, progress, True, argument)
     levels = _levels(full, returned_strides)
     trunk = _trunk.truncated(full, levels[-1])
     trainable = _trunk.validate_trainable_layers(trunk, trainable_layers, pretrained)

@@ -196,11 +196,12 @@ def _backbone(
             pretrained,
             progress,
             returned_strides=returned,
+            argument="weights_backbone",
         )
     if returned is not None:
         raise ValueError("returned_strides applies only with fpn=True")
     return _make_trunk_backbone(
-        backbone, weights_backbone, trainable_layers, None, pretrained, progress
+        backbone, weights_backbone, trainable_layers, None, pretrained, progress, "weights_backbone"
     )
 
 

@@ -35,6 +35,7 @@ from torch import nn
 from torchvision.models import WeightsEnum
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from detkit.files import load_error_reason
 from detkit.models._sources import (
     WeightsDownloadError,
     fetch,
@@ -117,10 +118,9 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(
-            f"cannot read weights file {str(path)!r} safely (torch.load with weights_only=True): "
-            f"{str(error).splitlines()[0]}. If you trust the file, load it yourself with "
-            "weights_only=False and save only its state dict: "
-            "torch.save(checkpoint['model'], 'weights.pth')"
+            f"cannot read weights file {str(path)!r} safely: {load_error_reason(error, path)}. "
+            "If you trust the file, load it yourself with weights_only=False and save only its "
+            "state dict: torch.save(checkpoint['model'], 'weights.pth')"
         ) from error
     return _unwrap(obj, str(path))
 
@@ -204,7 +204,7 @@ def load_weights(
     ValueError: state dict does not fit Sequential: 2 tensors differ in shape: '0.weight' [3, 4] in the source, [2, 4] in the model; ...
     """
     if isinstance(source, WeightsEnum):
-        state = fetch(source, "weights", progress=progress)
+        state = fetch(source, "source", progress=progress)
     elif isinstance(source, (str, os.PathLike)):
         state = read_state_dict(source)
     elif isinstance(source, Mapping):

@@ -18,6 +18,8 @@ import torch
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes, draw_keypoints, draw_segmentation_masks
 
+from detkit.files import atomic_write
+
 __all__ = [
     "COCO_PERSON_SKELETON",
     "draw_instances",
@@ -250,13 +252,28 @@ def make_grid(images: Sequence[torch.Tensor], *, ncols: int = 4, padding: int = 
 
 
 def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
-    """Save a ``Tensor[3, H, W]`` (uint8, or float in 0..1) as an image file (PNG by suffix).
+    """Save a ``Tensor[3, H, W]`` (uint8, or float in 0..1) as an image file, atomically.
+
+    The format follows the suffix (``.png``, ``.jpg`` ...). The file is written with
+    :func:`detkit.files.atomic_write`: a crash or a full disk never leaves a truncated picture,
+    and the error names ``path`` and the system's reason.
+
+    Raises:
+        ValueError: for a suffix that names no image format PIL can write.
+        OSError: when the file cannot be written (a full disk, no permission).
 
     >>> import tempfile
     >>> save_image(torch.zeros(3, 4, 4), Path(tempfile.mkdtemp()) / "a.png").suffix
     '.png'
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(_to_uint8_image(image).permute(1, 2, 0).contiguous().numpy()).save(path)
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None or image_format not in Image.SAVE:
+        raise ValueError(
+            f"cannot save '{path}': its suffix {path.suffix!r} names no image format PIL can "
+            "write (use .png or .jpg)"
+        )
+    picture = Image.fromarray(_to_uint8_image(image).permute(1, 2, 0).contiguous().numpy())
+    with atomic_write(path) as file:
+        picture.save(file, format=image_format)
     return path

@@ -3,7 +3,7 @@
 Each function takes plain data (a report or a history, read by attribute or key, so this
 module imports nothing from :mod:`detkit.data` or :mod:`detkit.engine`), draws a figure with
 matplotlib's object API (no global ``pyplot`` state, safe in scripts and notebooks), saves it
-atomically when given a path, and returns the :class:`matplotlib.figure.Figure`.
+atomically (:func:`detkit.files.atomic_write`) when given a path, and returns the :class:`matplotlib.figure.Figure`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from detkit.files import atomic_write
 
 __all__ = ["plot_audit"]
 
@@ -32,12 +34,8 @@ def _save(figure: Any, path: str | os.PathLike | None) -> None:
     if path is None:
         return
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        figure.savefig(temporary, dpi=100, format=path.suffix.lstrip(".") or "png")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_write(path) as file:
+        figure.savefig(file, dpi=100, format=path.suffix.lstrip(".").lower() or "png")
 
 
 def plot_audit(report: Any, path: str | os.PathLike | None = None) -> Any:
