@@ -207,12 +207,14 @@ WIDE_DOCSTRINGS = {
         "detkit.tv_tensors",
         "detkit.tv_tensors.to_xyxy",
     },
-    "detkit/types.py": {
+    "detkit/types/checks.py": {
         "detkit.types.Problem",
-        "detkit.types.Target",
         "detkit.types.target_problems",
-        "detkit.types.to_tv_tensors",
         "detkit.types.validate_target",
+    },
+    "detkit/types/contract.py": {
+        "detkit.types.Target",
+        "detkit.types.to_tv_tensors",
     },
     "detkit/visualize/draw.py": {
         "detkit.visualize.draw_instances",

@@ -124,3 +124,18 @@ def test_image_size():
     assert image_size(torch.zeros(2, 5, 7)) == (5, 7)
     with pytest.raises(TypeError):
         image_size([1, 2])
+
+
+def test_validate_target_refuses_float_images_in_0_255_like_the_engine():
+    """Issue 13: one definition of a valid image, shared by validation and the engine."""
+    from detkit.types import check_image_range
+
+    target = {"boxes": torch.tensor([[0.0, 0.0, 2.0, 2.0]]), "labels": torch.tensor([1])}
+    image = torch.full((3, 4, 4), 200.0)
+    with pytest.raises(InvalidTargetError, match=r"field 'image': float values span") as info:
+        validate_target(image, {**target, "image_id": 5})
+    with pytest.raises(InvalidTargetError) as engine_info:
+        check_image_range(image, image_id=5)
+    assert str(info.value) == str(engine_info.value)
+    validate_target(torch.rand(3, 4, 4), target)
+    validate_target(torch.full((3, 4, 4), 200, dtype=torch.uint8), target)

@@ -1,133 +1,27 @@
-"""The target contract: what one ``(image, target)`` sample is, written once.
+"""Checking a sample against the contract: every problem at once, or the first as an error.
 
-Every dataset, transform, model helper and evaluator in detkit speaks this contract, which is
-the one torchvision's detection models (Faster / Mask / Keypoint R-CNN, RetinaNet, FCOS, SSD)
-take in training mode.
-
-**Image.** Datasets return a ``uint8`` :class:`torchvision.tv_tensors.Image`
-``[3, H, W]``; transforms also accept PIL images and plain tensors. Models want ``float``
-``[3, H, W]`` with values in ``0..1``, which is what ``ToDtype(torch.float32, scale=True)``
-(detkit's or torchvision v2's) produces.
-
-**Target** (a ``dict``; see :class:`Target`), for ``N`` instances in an image of height ``H``
-and width ``W``:
-
-============  ======================  ==========================================================
-key           dtype, shape            meaning
-============  ======================  ==========================================================
-boxes         float ``[N, 4]``        ``x1, y1, x2, y2`` (XYXY) in continuous pixel coordinates
-labels        int64 ``[N]``           class of each instance; ``0`` is background, never a label
-masks         uint8 ``[N, H, W]``     one binary mask per instance (optional)
-keypoints     float ``[N, K, 3]``     ``x, y, visibility`` per keypoint (optional)
-area          float ``[N]``           mask pixel count where masks exist, else box area
-iscrowd       int64 ``[N]``           ``1`` marks a crowd region (ignored in COCO evaluation)
-image_id      ``int``                 identifies the image; a 0-d integer tensor is accepted
-============  ======================  ==========================================================
-
-**Carriers.** Datasets carry the fields as :mod:`torchvision.tv_tensors`, as torchvision's
-own detection tutorial does, so that every ``torchvision.transforms.v2`` transform moves the
-image and its whole target together: ``boxes`` is a
-:class:`~torchvision.tv_tensors.BoundingBoxes` (format XYXY, ``canvas_size=(H, W)``),
-``masks`` a :class:`~torchvision.tv_tensors.Mask` and ``keypoints`` a
-:class:`~detkit.tv_tensors.KeyPointsWithVisibility` (which keeps the visibility column and
-swaps left and right on flips); :func:`to_tv_tensors` wraps a sample that way. They are
-tensors: torchvision's detection models take them as they are. Plain tensors are accepted
-everywhere as input, with ``boxes`` read as XYXY; a ``BoundingBoxes`` in another format
-(``XYWH``, ``CXCYWH``) is converted to XYXY, never misread.
-
-**Box convention.** Coordinates are continuous: pixel ``i`` covers ``[i, i + 1)``, so a box
-lies in ``[0, W] x [0, H]`` and the box of a mask whose pixels span columns ``xmin..xmax`` and
-rows ``ymin..ymax`` (inclusive) is ``[xmin, ymin, xmax + 1, ymax + 1]``, the same as
-pycocotools' ``toBbox``. A non-empty mask therefore never yields a zero-width box, which is
-the usual cause of torchvision's *"All bounding boxes should have positive height and
-width"*.
-
-**Keypoints.** Visibility follows COCO: ``0`` not labelled (the row is ``(0, 0, 0)``),
-``1`` labelled but occluded, ``2`` visible.
-
-**Empty images.** ``N = 0`` is legal everywhere, with shapes ``(0, 4)``, ``(0,)``,
-``(0, H, W)`` and ``(0, K, 3)``: images without objects are negative samples, kept by default.
-
-:func:`validate_target` checks a sample against this contract and raises
-:class:`InvalidTargetError` (a :class:`ValueError`) naming the sample, the field and what is
-wrong.
+Part of :mod:`detkit.types`; import the names from there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple, TypedDict
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import torch
-from PIL import Image
-from torchvision import tv_tensors
 
-from detkit.tv_tensors import KeyPointsWithVisibility, plain, to_xyxy
+from detkit.tv_tensors import plain, to_xyxy
+from detkit.types.contract import image_size, normalize_image_id, sample_name
 
 __all__ = [
-    "BOX_FORMAT",
-    "PER_INSTANCE_FIELDS",
+    "IMAGE_RANGE_TOLERANCE",
     "InvalidTargetError",
-    "Prediction",
     "Problem",
-    "Target",
-    "empty_target",
-    "image_size",
-    "normalize_image_id",
-    "sample_name",
+    "check_image_range",
+    "image_range_problem",
     "target_problems",
-    "to_tv_tensors",
     "validate_target",
 ]
-
-#: Box format of every ``boxes`` tensor in detkit (torchvision's name for it).
-BOX_FORMAT = "XYXY"
-
-#: Target keys whose first dimension is the instance dimension ``N``.
-PER_INSTANCE_FIELDS = ("boxes", "labels", "masks", "keypoints", "area", "iscrowd")
-
-
-class Target(TypedDict, total=False):
-    """A ground-truth target for one image; see the module docs for shapes and conventions.
-
-    ``boxes`` and ``labels`` are required by torchvision's detection models; the other keys
-    are optional. Extra per-instance tensors (first dimension ``N``) may be added by users and
-    are kept aligned by detkit's transforms.
-
-    >>> target: Target = {"boxes": torch.tensor([[0.0, 0.0, 4.0, 2.0]]), "labels": torch.tensor([1])}
-    >>> validate_target(torch.zeros(3, 2, 4), target)
-    """
-
-    boxes: torch.Tensor
-    labels: torch.Tensor
-    masks: torch.Tensor
-    keypoints: torch.Tensor
-    area: torch.Tensor
-    iscrowd: torch.Tensor
-    image_id: int
-
-
-class Prediction(TypedDict, total=False):
-    """What a torchvision detection model returns per image in eval mode.
-
-    ``boxes`` float ``[N, 4]`` XYXY, ``labels`` int64 ``[N]``, ``scores`` float ``[N]``;
-    Mask R-CNN adds ``masks`` float ``[N, 1, H, W]`` (probabilities); Keypoint R-CNN adds
-    ``keypoints`` float ``[N, K, 3]`` and ``keypoints_scores`` float ``[N, K]``.
-
-    >>> import torchvision
-    >>> model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
-    ...     weights=None, weights_backbone=None, num_classes=3).eval()
-    >>> prediction: Prediction = model([torch.rand(3, 64, 64)])[0]
-    >>> sorted(prediction)
-    ['boxes', 'labels', 'scores']
-    """
-
-    boxes: torch.Tensor
-    labels: torch.Tensor
-    scores: torch.Tensor
-    masks: torch.Tensor
-    keypoints: torch.Tensor
-    keypoints_scores: torch.Tensor
 
 
 class InvalidTargetError(ValueError):
@@ -142,142 +36,6 @@ class InvalidTargetError(ValueError):
         super().__init__(message)
         self.image_id = image_id
         self.field = field
-
-
-def normalize_image_id(image_id: Any, *, argument: str = "image_id") -> int:
-    """Return ``image_id`` as a Python ``int``.
-
-    Accepts an ``int``, a numpy integer or a 0-d / one-element integer tensor (torchvision's
-    tutorials store ``image_id`` both ways, which breaks COCO evaluation when mixed).
-
-    Raises:
-        TypeError: for anything that is not an integer.
-
-    >>> normalize_image_id(torch.tensor(7))
-    7
-    >>> normalize_image_id(3)
-    3
-    """
-    if isinstance(image_id, torch.Tensor):
-        if image_id.numel() != 1 or image_id.is_floating_point() or image_id.is_complex():
-            raise TypeError(
-                f"{argument} must be an int or a one-element integer tensor, got a tensor of "
-                f"shape {tuple(image_id.shape)} and dtype {image_id.dtype}"
-            )
-        return int(image_id.item())
-    if isinstance(image_id, bool) or not hasattr(image_id, "__index__"):
-        raise TypeError(f"{argument} must be an int, got {type(image_id).__name__}: {image_id!r}")
-    return int(image_id.__index__())
-
-
-def image_size(image: Any) -> tuple[int, int]:
-    """Return ``(height, width)`` of a PIL image or a ``Tensor[..., H, W]``.
-
-    >>> image_size(torch.zeros(3, 20, 30))
-    (20, 30)
-    """
-    if isinstance(image, Image.Image):
-        width, height = image.size
-        return height, width
-    if isinstance(image, torch.Tensor):
-        if image.ndim < 2:
-            raise TypeError(
-                f"image must have at least 2 dimensions, got shape {tuple(image.shape)}"
-            )
-        return int(image.shape[-2]), int(image.shape[-1])
-    raise TypeError(f"image must be a PIL image or a tensor, got {type(image).__name__}")
-
-
-def empty_target(
-    height: int, width: int, *, image_id: int = 0, num_keypoints: int | None = None
-) -> Target:
-    """A valid target with no instances (a negative sample) for an ``height x width`` image.
-
-    Masks are included; keypoints only when ``num_keypoints`` is given.
-
-    >>> t = empty_target(4, 6, image_id=1)
-    >>> t["boxes"].shape, t["masks"].shape
-    (torch.Size([0, 4]), torch.Size([0, 4, 6]))
-    """
-    target: Target = {
-        "boxes": torch.zeros((0, 4), dtype=torch.float32),
-        "labels": torch.zeros((0,), dtype=torch.int64),
-        "masks": torch.zeros((0, height, width), dtype=torch.uint8),
-        "area": torch.zeros((0,), dtype=torch.float32),
-        "iscrowd": torch.zeros((0,), dtype=torch.int64),
-        "image_id": image_id,
-    }
-    if num_keypoints is not None:
-        target["keypoints"] = torch.zeros((0, num_keypoints, 3), dtype=torch.float32)
-    return target
-
-
-def sample_name(
-    target: Mapping[str, Any] | None = None,
-    *,
-    image_id: Any = None,
-    source: Any = None,
-) -> str:
-    """How every detkit error names a sample: its ``image_id`` and its file, where known.
-
-    Args:
-        target: the sample's target; its ``image_id`` is used unless ``image_id`` is given.
-        image_id: the sample's image id.
-        source: the sample's file (or another description of where it comes from).
-
-    >>> sample_name({"image_id": torch.tensor(7)}, source="images/0007.png")
-    "sample image_id=7 ('images/0007.png')"
-    >>> sample_name()
-    'sample'
-    """
-    if image_id is None and isinstance(target, Mapping):
-        image_id = target.get("image_id")
-    if isinstance(image_id, torch.Tensor) and image_id.numel() == 1:
-        image_id = image_id.item()
-    parts = ["sample"]
-    if image_id is not None:
-        parts.append(f"image_id={image_id}")
-    if source:
-        parts.append(f"('{source}')")
-    return " ".join(parts)
-
-
-def to_tv_tensors(
-    image: Any, target: Mapping[str, Any], *, flip_indices: Sequence[int] | None = None
-) -> tuple[Any, dict[str, Any]]:
-    """The sample with the contract's tv_tensor carriers (see the module docs).
-
-    A plain tensor image becomes a :class:`~torchvision.tv_tensors.Image` (a PIL image is
-    kept); plain ``boxes`` become XYXY :class:`~torchvision.tv_tensors.BoundingBoxes`, and
-    ``BoundingBoxes`` in another format are converted to XYXY; plain ``masks`` become a
-    :class:`~torchvision.tv_tensors.Mask` and plain ``keypoints`` a
-    :class:`~detkit.tv_tensors.KeyPointsWithVisibility` (with ``flip_indices``). Fields that
-    already have their carrier, and every other field, are kept as they are; no data is
-    copied and the inputs are not modified.
-
-    >>> image, target = to_tv_tensors(torch.zeros(3, 4, 6, dtype=torch.uint8),
-    ...                               {"boxes": torch.tensor([[0.0, 0.0, 2.0, 2.0]])})
-    >>> type(image).__name__, target["boxes"].canvas_size, target["boxes"].format.name
-    ('Image', (4, 6), 'XYXY')
-    """
-    canvas = image_size(image)
-    if isinstance(image, torch.Tensor) and not isinstance(image, tv_tensors.TVTensor):
-        image = image.as_subclass(tv_tensors.Image)
-    out = dict(target)
-    boxes = out.get("boxes")
-    if isinstance(boxes, tv_tensors.BoundingBoxes):
-        out["boxes"] = to_xyxy(boxes)
-    elif isinstance(boxes, torch.Tensor):
-        out["boxes"] = tv_tensors.BoundingBoxes(plain(boxes), format="XYXY", canvas_size=canvas)
-    masks = out.get("masks")
-    if isinstance(masks, torch.Tensor) and not isinstance(masks, tv_tensors.Mask):
-        out["masks"] = plain(masks).as_subclass(tv_tensors.Mask)
-    keypoints = out.get("keypoints")
-    if isinstance(keypoints, torch.Tensor) and not isinstance(keypoints, KeyPointsWithVisibility):
-        out["keypoints"] = KeyPointsWithVisibility(
-            plain(keypoints), canvas_size=canvas, flip_indices=flip_indices
-        )
-    return image, out
 
 
 class Problem(NamedTuple):
@@ -340,6 +98,9 @@ def target_problems(
         return add("image", str(exc))
     if isinstance(image, torch.Tensor) and image.ndim != 3:
         return add("image", f"expected a Tensor[C, H, W], got shape {tuple(image.shape)}")
+    range_problem = image_range_problem(image)
+    if range_problem is not None:
+        add("image", range_problem)
     for key in ("boxes", "labels"):
         if key not in target:
             return add(key, "missing (torchvision detection models need 'boxes' and 'labels')")
@@ -487,7 +248,7 @@ def validate_target(
     >>> validate_target(image, {**target, "boxes": torch.tensor([[2.0, 1.0, 2.0, 5.0]])})
     Traceback (most recent call last):
     ...
-    detkit.types.InvalidTargetError: sample: field 'boxes': box 0 [2.0, 1.0, 2.0, 5.0] has zero or negative width or height (x2 <= x1 or y2 <= y1)
+    detkit.types.checks.InvalidTargetError: sample: field 'boxes': box 0 [2.0, 1.0, 2.0, 5.0] has zero or negative width or height (x2 <= x1 or y2 <= y1)
     """
     problems = target_problems(image, target, num_classes=num_classes)
     if not problems:
@@ -535,18 +296,30 @@ def check_image_range(image: Any, *, source: str | None = None, image_id: Any = 
     ...     print(str(error)[:67])
     sample image_id=7: field 'image': float values span [200, 200], not
     """
-    if not isinstance(image, torch.Tensor) or not image.is_floating_point() or not image.numel():
-        return
-    low, high = (float(v) for v in torch.aminmax(image.detach()))
-    where = sample_name(image_id=image_id, source=source)
-    if not (abs(low) < float("inf") and abs(high) < float("inf")):  # NaN compares False
+    message = image_range_problem(image)
+    if message is not None:
+        where = sample_name(image_id=image_id, source=source)
         raise InvalidTargetError(
-            f"{where}: field 'image': contains NaN or infinite values",
-            image_id=image_id,
-            field="image",
+            f"{where}: field 'image': {message}", image_id=image_id, field="image"
         )
+
+
+def image_range_problem(image: Any) -> str | None:
+    """What is wrong with a float image's values (outside ``0..1`` or not finite), or ``None``.
+
+    The one check behind :func:`check_image_range` and :func:`target_problems`; images that
+    are not floating-point tensors have no range problem.
+
+    >>> print(image_range_problem(torch.full((3, 2, 2), 255.0))[:40])
+    float values span [255, 255], not 0..1:
+    """
+    if not isinstance(image, torch.Tensor) or not image.is_floating_point() or not image.numel():
+        return None
+    low, high = (float(v) for v in torch.aminmax(plain(image).detach()))
+    if not (abs(low) < float("inf") and abs(high) < float("inf")):  # NaN compares False
+        return "contains NaN or infinite values"
     if low >= -IMAGE_RANGE_TOLERANCE and high <= 1 + IMAGE_RANGE_TOLERANCE:
-        return
+        return None
     if low >= -IMAGE_RANGE_TOLERANCE:
         advice = (
             "the values look like 0..255: convert with ToDtype(torch.float32, scale=True) "
@@ -558,11 +331,4 @@ def check_image_range(image: Any, *, source: str | None = None, image_id: Any = 
             "torchvision's detection models normalise inside (their transform's image_mean "
             "and image_std)"
         )
-    raise InvalidTargetError(
-        f"{where}: field 'image': float values span [{low:.4g}, {high:.4g}], not 0..1: {advice}",
-        image_id=image_id,
-        field="image",
-    )
-
-
-__all__ += ["IMAGE_RANGE_TOLERANCE", "check_image_range"]
+    return f"float values span [{low:.4g}, {high:.4g}], not 0..1: {advice}"
