@@ -292,15 +292,14 @@ def test_unreadable_file(tmp_path, monkeypatch):
     if os.geteuid() != 0:
         image_path.chmod(0)
     else:  # root reads everything: simulate the refusal the OS gives other users
-        real_open = Image.open
+        real_open = os.open
 
         def refuse(path, *args, **kwargs):
             if Path(path) == image_path:
                 raise PermissionError(13, "Permission denied", str(path))
             return real_open(path, *args, **kwargs)
 
-        monkeypatch.setattr(image_io, "_tv_decode_image", None)
-        monkeypatch.setattr(Image, "open", refuse)
+        monkeypatch.setattr(image_io.os, "open", refuse)
     with pytest.raises(PermissionError, match=f"cannot read image file '{image_path}'"):
         dataset[0]
 

@@ -12,8 +12,15 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
+from detkit.data._coco_fields import rle_string_problem
 from detkit.data._coco_json import load_json, parse
-from detkit.data._image_io import decode
+from detkit.data._image_io import (
+    MaxPixels,
+    decode,
+    find_missing,
+    orientation_hint,
+    resolve_max_pixels,
+)
 from detkit.ops import box_area, masks_area
 from detkit.types import Target
 
@@ -112,6 +119,9 @@ class CocoJsonDataset(torch.utils.data.Dataset):
         box_tolerance: float = 1.0,
         drop_degenerate: bool = False,
         check_files: bool = True,
+        max_image_pixels: MaxPixels = "pil",
+        apply_exif_orientation: bool = True,
+        allow_paths_outside_root: bool = False,
     ) -> None:
         if transforms is not None and not callable(transforms):
             raise TypeError(f"transforms must be callable, got {type(transforms).__name__}")
@@ -119,6 +129,8 @@ class CocoJsonDataset(torch.utils.data.Dataset):
             raise ValueError(f"box_tolerance must be >= 0 pixels, got {box_tolerance}")
         self.image_root = Path(image_root)
         self.annotation_file = Path(annotation_file)
+        self.max_image_pixels = resolve_max_pixels(max_image_pixels)
+        self.apply_exif_orientation = bool(apply_exif_orientation)
         parsed, self.with_masks, self.with_keypoints = parse(
             load_json(self.annotation_file),
             self.annotation_file,
@@ -127,6 +139,8 @@ class CocoJsonDataset(torch.utils.data.Dataset):
             box_tolerance=float(box_tolerance),
             drop_degenerate=drop_degenerate,
             keep_negatives=keep_negatives,
+            max_pixels=self.max_image_pixels,
+            allow_paths_outside_root=allow_paths_outside_root,
         )
         self._parsed = parsed
         self.transforms = transforms
@@ -143,17 +157,17 @@ class CocoJsonDataset(torch.utils.data.Dataset):
             self._check_files()
 
     def _check_files(self) -> None:
-        missing = [
-            f"image id {iid}: '{self.image_root / name}'"
-            for iid, name in zip(self.ids, self._parsed.file_names)
-            if not (self.image_root / name).is_file()
-        ]
-        if missing:
-            shown = "\n  ".join(missing[:10])
-            more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
-            raise FileNotFoundError(
-                f"{len(missing)} image file(s) listed in '{self.annotation_file}' do not exist "
-                f"under image_root '{self.image_root}':\n  {shown}{more}"
+        root = os.fspath(self.image_root)
+        paths = [os.path.join(root, name) for name in self._parsed.file_names]
+        problems = find_missing(paths)
+        if problems:
+            lines = [f"image id {self.ids[i]}: '{paths[i]}' {why}" for i, why in problems]
+            shown = "\n  ".join(lines[:10])
+            more = f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else ""
+            error = FileNotFoundError if any("exist" in why for _, why in problems) else ValueError
+            raise error(
+                f"{len(lines)} image file(s) listed in '{self.annotation_file}' are not readable "
+                f"files under image_root '{self.image_root}':\n  {shown}{more}"
             )
 
     def __len__(self) -> int:
@@ -188,13 +202,21 @@ class CocoJsonDataset(torch.utils.data.Dataset):
         idx = self._index(idx)
         path = self.image_path(idx)
         where = f"image id {self.ids[idx]}"
-        image = decode(path, where, "image", rgb=True)
+        image = decode(
+            path,
+            where,
+            "image",
+            rgb=True,
+            max_pixels=self.max_image_pixels,
+            exif=self.apply_exif_orientation,
+        )
         expected = self.get_height_and_width(idx)
         if tuple(image.shape[1:]) != expected:
+            hint = orientation_hint(path) if self.apply_exif_orientation else ""
             raise ValueError(
                 f"{where}: '{path}' is {image.shape[2]}x{image.shape[1]} (WxH) but "
                 f"'{self.annotation_file}' says {expected[1]}x{expected[0]}; was the image "
-                "replaced or rotated (EXIF orientation) after annotation?"
+                f"replaced or rotated after annotation?{hint}"
             )
         return image
 
@@ -243,6 +265,9 @@ def _to_rle(segm: Any, height: int, width: int) -> dict[str, Any]:
     if isinstance(segm["counts"], list):  # uncompressed RLE, usual for crowd regions
         return mask_utils.frPyObjects(segm, height, width)
     counts = segm["counts"]
+    problem = rle_string_problem(counts, (height, width))
+    if problem:
+        raise ValueError(problem)
     return {
         "size": [height, width],
         "counts": counts.encode() if isinstance(counts, str) else counts,
@@ -266,7 +291,7 @@ def _decode_masks(
                     mask_utils.decode([_to_rle(segm, height, width)])
                 except (TypeError, ValueError) as exc:
                     raise ValueError(
-                        f"{where}: pycocotools cannot read the segmentation of annotation id "
+                        f"{where}: cannot read the segmentation of annotation id "
                         f"{ann_id}: {exc}"
                     ) from exc
             raise

@@ -10,7 +10,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from detkit.data._image_io import ID_MASK_MODES, decode, header_size
+from detkit.data._image_io import (
+    ID_MASK_MODES,
+    MaxPixels,
+    decode,
+    find_missing,
+    header_size,
+    orientation_hint,
+    resolve_max_pixels,
+)
 from detkit.ops import _split_id_mask
 from detkit.types import Target
 
@@ -80,14 +88,10 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
         semantic_masks: Sequence[PathLike] | None = None,
         crowd_ids: Collection[int] = (),
         check_files: bool = True,
+        max_image_pixels: MaxPixels = "pil",
+        apply_exif_orientation: bool = True,
     ) -> None:
-        pairs = []
-        for i, pair in enumerate(samples):
-            if isinstance(pair, (str, os.PathLike)) or len(pair) != 2:
-                raise ValueError(
-                    f"samples[{i}] must be an (image_path, mask_path) pair, got {pair!r}"
-                )
-            pairs.append((Path(pair[0]), Path(pair[1])))
+        pairs = _path_pairs(samples)
         if not pairs:
             raise ValueError("samples is empty: the dataset has no (image, mask) pairs")
         if semantic_masks is not None:
@@ -109,38 +113,53 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
             raise ValueError(f"labels must be >= 1 (0 is background), got {bad}")
         if transforms is not None and not callable(transforms):
             raise TypeError(f"transforms must be callable, got {type(transforms).__name__}")
-        self.samples: list[tuple[Path, Path]] = pairs
+        self._pairs = pairs  # strings: 10,000 Path objects would cost more than listing the folder
         self.transforms = transforms
         self.semantic_masks: list[Path] | None = semantic_masks
         self._label_map = label_map
         self._crowd_ids = np.array(sorted(int(i) for i in crowd_ids), dtype=np.int64)
         self._sizes: dict[int, tuple[int, int]] = {}
+        self.max_image_pixels = resolve_max_pixels(max_image_pixels)
+        self.apply_exif_orientation = bool(apply_exif_orientation)
         if check_files:
             self._check_files()
 
+    @property
+    def samples(self) -> list[tuple[Path, Path]]:
+        """The ``(image_path, mask_path)`` pairs, as paths (a new list on each access)."""
+        return [(Path(image), Path(mask)) for image, mask in self._pairs]
+
     def _check_files(self) -> None:
-        paths = [p for pair in self.samples for p in pair] + list(self.semantic_masks or [])
-        missing = [str(p) for p in paths if not p.is_file()]
-        if missing:
-            shown = "\n  ".join(missing[:10])
-            more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
-            raise FileNotFoundError(
-                f"{len(missing)} file(s) listed in the dataset's samples do not exist:\n"
+        paths = [p for pair in self._pairs for p in pair]
+        paths += [str(p) for p in self.semantic_masks or []]
+        problems = find_missing(paths)
+        if problems:
+            roles = ("image", "mask")
+            lines = [
+                f"sample {i // 2 if i < 2 * len(self) else i - 2 * len(self)}: "
+                f"{roles[i % 2] if i < 2 * len(self) else 'semantic mask'} '{paths[i]}' {why}"
+                for i, why in problems
+            ]
+            shown = "\n  ".join(lines[:10])
+            more = f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else ""
+            error = FileNotFoundError if any("exist" in why for _, why in problems) else ValueError
+            raise error(
+                f"{len(lines)} file(s) listed in the dataset's samples are not readable files:\n"
                 f"  {shown}{more}"
             )
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self._pairs)
 
     # -- what a subclass may override -------------------------------------------------------
 
     def image_path(self, idx: int) -> Path:
         """Path of sample ``idx``'s image."""
-        return self.samples[idx][0]
+        return Path(self._pairs[idx][0])
 
     def mask_path(self, idx: int) -> Path:
         """Path of sample ``idx``'s instance-id mask."""
-        return self.samples[idx][1]
+        return Path(self._pairs[idx][1])
 
     def image_id(self, idx: int) -> int:
         """The ``image_id`` of sample ``idx`` (default: ``idx``)."""
@@ -180,20 +199,30 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
 
     def load_image(self, idx: int) -> torch.Tensor:
         """Decode sample ``idx``'s image as an RGB uint8 ``Tensor[3, H, W]``."""
-        return decode(self.image_path(idx), f"sample {idx}", "image", rgb=True)
+        return self._decode(idx, self.image_path(idx), "image", rgb=True)
 
     def load_id_mask(self, idx: int) -> np.ndarray:
         """Decode sample ``idx``'s instance-id mask as an integer array ``[H, W]``."""
         return self._read_mask(idx, self.mask_path(idx), "mask")
 
     def _read_mask(self, idx: int, path: Path, what: str) -> np.ndarray:
-        mask = decode(path, f"sample {idx}", what, rgb=False)
+        mask = self._decode(idx, path, what, rgb=False)
         if mask.shape[0] != 1:
             raise ValueError(
                 f"sample {idx}: {what} file '{path}' has {mask.shape[0]} channels; an id mask must "
                 f"have one integer channel (PIL modes {', '.join(ID_MASK_MODES)})"
             )
         return mask[0].numpy()
+
+    def _decode(self, idx: int, path: Path, what: str, *, rgb: bool) -> torch.Tensor:
+        return decode(
+            path,
+            f"sample {idx}",
+            what,
+            rgb=rgb,
+            max_pixels=self.max_image_pixels,
+            exif=self.apply_exif_orientation,
+        )
 
     def get_height_and_width(self, idx: int) -> tuple[int, int]:
         """``(height, width)`` of sample ``idx``'s image, from its header (no pixel decode).
@@ -202,7 +231,9 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
         """
         size = self._sizes.get(idx)
         if size is None:
-            size = self._sizes[idx] = header_size(self.image_path(idx), f"sample {idx}")
+            size = self._sizes[idx] = header_size(
+                self.image_path(idx), f"sample {idx}", exif=self.apply_exif_orientation
+            )
         return size
 
     def get_target(self, idx: int, id_mask: np.ndarray) -> Target:
@@ -239,6 +270,7 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
                 f"sample {idx}: mask '{self.mask_path(idx)}' is {id_mask.shape[1]}x"
                 f"{id_mask.shape[0]} (WxH) but image '{self.image_path(idx)}' is "
                 f"{image.shape[2]}x{image.shape[1]}"
+                + (orientation_hint(self.image_path(idx)) if self.apply_exif_orientation else "")
             )
         target = self.get_target(idx, id_mask)
         if self.transforms is not None:
@@ -272,3 +304,21 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
                 f"entirely on background (class 0) in semantic mask '{path}'"
             )
         return torch.from_numpy(labels.astype(np.int64))
+
+
+def _path_pairs(samples: Sequence[tuple[PathLike, PathLike]]) -> list[tuple[str, str]]:
+    """``samples`` as pairs of path strings; raises for anything that is not a pair."""
+    pairs = []
+    for i, pair in enumerate(samples):
+        try:
+            if isinstance(pair, (str, bytes, os.PathLike)):
+                raise ValueError
+            image, mask = os.fspath(pair[0]), os.fspath(pair[1])
+            if len(pair) != 2 or not isinstance(image, str) or not isinstance(mask, str):
+                raise ValueError
+        except (TypeError, ValueError, IndexError, KeyError):
+            raise ValueError(
+                f"samples[{i}] must be an (image_path, mask_path) pair, got {pair!r}"
+            ) from None
+        pairs.append((image, mask))
+    return pairs
