@@ -291,8 +291,7 @@ def _decode_masks(
                     mask_utils.decode([_to_rle(segm, height, width)])
                 except (TypeError, ValueError) as exc:
                     raise ValueError(
-                        f"{where}: cannot read the segmentation of annotation id "
-                        f"{ann_id}: {exc}"
+                        f"{where}: cannot read the segmentation of annotation id {ann_id}: {exc}"
                     ) from exc
             raise
     return np.ascontiguousarray(decoded.transpose(2, 0, 1))
