@@ -48,8 +48,9 @@ try:
     # The ops themselves: the public wrappers add a deprecation warning per call (torchvision
     # 0.29), whose suppression costs more than the decode of a small mask.
     _tv_decode_image = torch.ops.image.decode_image
+    _tv_read_file = torch.ops.image.read_file
 except (ImportError, AttributeError, RuntimeError):  # no image ops: PIL does all the work
-    _tv_decode_image = None
+    _tv_decode_image = _tv_read_file = None
 
 # Mask modes that hold one integer per pixel. "1" is a binary mask (one instance).
 ID_MASK_MODES = ("1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N")
@@ -121,7 +122,7 @@ def decode(
         ValueError: for a directory, a corrupt file, one over ``max_pixels``, a lossy mask.
     """
     data = _read_bytes(path, where, what)
-    view = memoryview(data)
+    view = memoryview(data.numpy())
     try:
         header = parse_header(view)
     except (NeedMoreBytes, ValueError) as exc:
@@ -136,7 +137,7 @@ def decode(
         # On failure PIL reports the problem, or reads what torchvision cannot.
         with contextlib.suppress(RuntimeError):
             mode = _TV_RGB if rgb else _TV_UNCHANGED
-            tensor = _tv_decode_image(torch.from_numpy(data), mode, False)
+            tensor = _tv_decode_image(data, mode, False)
     if tensor is None:
         tensor = _decode_with_pil(opened or open_lazily(view), where, path, what, rgb=rgb)
     if rgb and tensor.dtype != torch.uint8:
@@ -253,7 +254,15 @@ def _open_file(path: Path) -> BinaryIO:
         raise
 
 
-def _read_bytes(path: Path, where: str, what: str) -> np.ndarray:
+def _read_bytes(path: Path, where: str, what: str) -> torch.Tensor:
+    """The bytes of the file ``path`` as a uint8 ``Tensor[size]``."""
+    if _tv_read_file is not None:
+        # torchvision's reader costs a tenth of Python's file objects right after a decode
+        # has evicted them from the caches; it is handed regular files only (a FIFO would
+        # block it), and on any failure the Python reader below says what is wrong.
+        with contextlib.suppress(OSError, RuntimeError, ValueError):
+            if stat.S_ISREG(os.stat(path).st_mode):
+                return _tv_read_file(os.fspath(path))
     try:
         with _open_file(path) as file:
             size = os.fstat(file.fileno()).st_size
@@ -262,7 +271,7 @@ def _read_bytes(path: Path, where: str, what: str) -> np.ndarray:
                 raise ValueError(f"{where}: {what} file '{path}' changed size while being read")
     except (OSError, _NotAFile) as exc:
         raise read_error(where, path, what, exc) from None
-    return data
+    return torch.from_numpy(data)
 
 
 def _open_with_pil(data: memoryview, where: str, path: Path, what: str) -> Image.Image:

@@ -62,6 +62,27 @@ class CocoJsonDataset(torch.utils.data.Dataset):
     coordinates, and COCO itself has boxes that overshoot their image by a fraction of a pixel.
     Missing image files raise :class:`FileNotFoundError` (all listed) when ``check_files``.
 
+    Also refused at construction, because each would otherwise give a wrong target without a
+    word or crash later: an ``area`` that is negative, NaN or infinite (``validate_target``
+    rejects it); an annotation ``id`` that appears twice (pycocotools keeps only one of
+    them); strings or booleans where numbers belong (``bbox``, ``area``, polygons,
+    ``keypoints``, RLE counts); a polygon coordinate that is NaN, infinite or more than an
+    image size outside the image (pycocotools rasterizes it without bound and crashes the
+    process); an image whose ``width * height`` exceeds ``max_image_pixels`` (its masks
+    alone would exhaust memory); a ``file_name`` with a NUL character, or one that leads
+    outside ``image_root`` (absolute, a drive, or a ``..`` component; a hostile file could
+    otherwise read any file on the machine) unless ``allow_paths_outside_root=True``.
+    A compressed RLE is checked when its mask is decoded (its run lengths must cover exactly
+    ``height * width`` pixels: pycocotools fills the rest of a short one with whatever memory
+    held, different on every read), with an error naming the annotation, image and file.
+
+    **Reading** goes through the same checked path as :class:`InstanceMaskDataset`: EXIF
+    orientation applied (``apply_exif_orientation``), 16-bit images scaled to 8 bits, the
+    pixel limit enforced from the file's header before decoding. The file's ``width`` and
+    ``height`` are taken as the size shown, after EXIF orientation, as labelling tools
+    display and export it; an image whose decoded size differs is an error, which says so
+    when the EXIF orientation explains the difference.
+
     Args:
         image_root: folder the images' ``file_name`` entries are relative to.
         annotation_file: the COCO ``.json`` file.
@@ -75,7 +96,16 @@ class CocoJsonDataset(torch.utils.data.Dataset):
         box_tolerance: how far (in pixels) a box may reach outside its image before it is an
             error rather than clipped; default ``1.0``.
         drop_degenerate: skip degenerate boxes with a logged warning instead of raising.
-        check_files: check at construction that every image file exists.
+        check_files: check at construction that every image file exists and is a file (one
+            directory listing per folder; no file is opened).
+        max_image_pixels: largest ``height * width`` of an image, checked against the file's
+            sizes at construction and against each image's header before decoding.
+            ``"pil"`` (default): ``PIL.Image.MAX_IMAGE_PIXELS`` as it is at construction;
+            ``None``: no limit.
+        apply_exif_orientation: apply the EXIF orientation of JPEG and PNG files; ``False``
+            reads pixels as stored, for files annotated on unrotated pixels.
+        allow_paths_outside_root: read ``file_name`` entries that are absolute or contain
+            ``..``; only for annotation files you trust.
 
     Attributes:
         ids (list[int]): the COCO image id of every sample, in order.
@@ -92,7 +122,8 @@ class CocoJsonDataset(torch.utils.data.Dataset):
 
     Raises:
         FileNotFoundError: for a missing annotation file or image files.
-        ValueError: for a malformed file (see above).
+        ValueError: for a malformed file (see above), or an image path that is a directory.
+        TypeError: for a ``max_image_pixels`` that is not a positive int, None or "pil".
 
     >>> import tempfile
     >>> from detkit.data import write_synthetic_coco
