@@ -298,6 +298,10 @@ def test_box_overshoot_within_tolerance_is_clipped(coco_root):
             r"'keypoints' must be a list of numbers",
         ),
         (
+            lambda d: first_annotation(d).update(keypoints=[math.nan, 2, 2] * 3),
+            r"'keypoints' must be finite numbers",
+        ),
+        (
             lambda d: first_annotation(d).update(
                 segmentation={"size": [40, 50], "counts": [True, 1999]}
             ),
@@ -542,3 +546,17 @@ def test_file_name_of_a_directory_or_over_the_pixel_limit(coco_root):
         ValueError, match=r"is 50x40 \(WxH\) = 2,000 pixels, over max_image_pixels=1,999"
     ):
         CocoJsonDataset(coco_root / "images", path, max_image_pixels=1999)
+
+
+def test_image_entries_sharing_a_file_are_logged(coco_root, caplog):
+    def edit(data):
+        data["images"][1]["file_name"] = data["images"][0]["file_name"]
+
+    path = edited(coco_root, edit)
+    images = json.loads(path.read_text())["images"]
+    with caplog.at_level(logging.WARNING, logger="detkit.data.coco"):
+        CocoJsonDataset(coco_root / "images", path)
+    assert (
+        f"1 image entries share a file with another, e.g. image ids {images[0]['id']} and "
+        f"{images[1]['id']} both read '{images[0]['file_name']}'"
+    ) in caplog.text

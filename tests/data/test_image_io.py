@@ -359,3 +359,21 @@ def test_find_missing_lists_each_folder_once_and_stats_only_the_misses(tmp_path,
     # A listing that misses names (case-insensitive disks, Unicode forms) costs a stat, no error.
     monkeypatch.setattr(image_io, "_files_in", lambda folder: set())
     assert image_io.find_missing(paths) == [(40, "is a directory"), (41, "does not exist")]
+
+
+def test_header_behind_large_segments_is_found(tmp_path):
+    """A JPEG whose frame header follows 180 KB of other segments (EXIF thumbnails, ICC
+    profiles) is sized from its header all the same, as PIL sizes it."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels(7, 9)).save(buffer, "JPEG", exif=exif_block(8))
+    data = buffer.getvalue()
+    segment = b"\xff\xe2" + struct.pack(">H", 60_002) + bytes(60_000)  # an APP2 of 60 KB
+    path = tmp_path / "big_header.jpg"
+    path.write_bytes(data[:2] + segment * 3 + data[2:])
+    assert Image.open(path).size == (9, 7)
+    assert image_io.header_size(path, "sample 0") == (9, 7)  # orientation 8 swaps the sides
+    assert image_io.header_size(path, "sample 0", exif=False) == (7, 9)
+    assert tuple(read(path).shape) == (3, 9, 7)
+    path.write_bytes(data[:2] + segment * 3)  # cut before the frame header
+    with pytest.raises(ValueError, match=r"sample 0: cannot read the header of image file"):
+        image_io.header_size(path, "sample 0")

@@ -90,7 +90,9 @@ def keypoint_row(value: Any, num_kp: int) -> list[float] | str:
     if flat.shape != (3 * num_kp,):
         return f"'keypoints' must hold {3 * num_kp} numbers ({num_kp} x (x, y, v)), got {flat.size}"
     triples = flat.reshape(num_kp, 3)
-    if not np.isin(triples[:, 2], (0, 1, 2)).all() or not np.isfinite(triples).all():
+    if not np.isfinite(triples).all():
+        return f"'keypoints' must be finite numbers, got {value!r:.80}"
+    if not np.isin(triples[:, 2], (0, 1, 2)).all():
         return f"keypoint visibilities must be 0, 1 or 2, got {triples[:, 2].tolist()}"
     triples[triples[:, 2] == 0] = 0.0  # COCO exports leave coordinates on unlabelled points
     return triples.ravel().tolist()

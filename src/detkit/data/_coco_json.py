@@ -164,6 +164,19 @@ def parse(
             file_names.append(name)
             sizes.append((height, width))
     problems.raise_if_any()
+    if len(set(file_names)) < len(file_names):  # legal, but more often an export's mistake
+        seen: dict[str, int] = {}
+        shared = [(seen.setdefault(n, iid), iid, n) for iid, n in zip(image_ids, file_names)]
+        first, second, name = next(entry for entry in shared if entry[0] != entry[1])
+        logger.warning(
+            "'%s': %d image entries share a file with another, e.g. image ids %d and %d both "
+            "read '%s'",
+            path,
+            len(file_names) - len(set(file_names)),
+            first,
+            second,
+            name,
+        )
 
     annotations = _section(data, "annotations", path, required=False)
     if with_masks is None:

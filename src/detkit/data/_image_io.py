@@ -56,7 +56,7 @@ except (ImportError, AttributeError, RuntimeError):  # no image ops: PIL does al
 ID_MASK_MODES = ("1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N")
 _16_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _TV_UNCHANGED, _TV_RGB = 0, 3  # torchvision.io.ImageReadMode values
-_HEAD_BYTES = 1 << 16  # enough for the headers of nearly all files, EXIF blocks included
+_HEAD_BYTES = 1 << 12  # a PNG's or JPEG's header, unless a large EXIF block comes first
 _LIST_FOLDER_FROM = 16  # check files by one listing of their folder from this many on
 
 _OPEN_FLAGS = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
@@ -150,16 +150,11 @@ def decode(
 def header_size(path: Path, where: str, *, exif: bool = True) -> tuple[int, int]:
     """``(height, width)`` from an image file's header, after EXIF orientation when ``exif``.
 
-    Reads the first 64 KiB for PNG and JPEG (more only when the header runs on), else opens
-    the file with PIL lazily; decodes no pixels.
+    Reads the first 4 KiB for PNG and JPEG (more only when the header runs on, as a large
+    EXIF block makes it), else opens the file with PIL lazily; decodes no pixels.
     """
     try:
-        with _open_file(path) as file:
-            head = file.read(_HEAD_BYTES)
-            try:
-                header = parse_header(head)
-            except NeedMoreBytes:
-                header = parse_header(head + file.read())
+        header = _file_header(path)
         if header is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -208,8 +203,7 @@ def find_missing(paths: Sequence[str]) -> list[tuple[int, str]]:
 def orientation_hint(path: Path) -> str:
     """A sentence on ``path``'s EXIF orientation when it swaps height and width, else ``""``."""
     try:
-        with _open_file(path) as file:
-            header = parse_header(file.read(_HEAD_BYTES))
+        header = _file_header(path)
     except (OSError, _NotAFile, NeedMoreBytes, ValueError):
         return ""
     if header is None or header.orientation < 5:
@@ -219,6 +213,20 @@ def orientation_hint(path: Path) -> str:
         f"{header.height}, shown (and read by detkit) {header.height}x{header.width}; if the "
         "annotations were made on the stored pixels, pass apply_exif_orientation=False"
     )
+
+
+def _file_header(path: Path) -> ImageHeader | None:
+    """The PNG or JPEG header of the file ``path`` (``None`` for other formats)."""
+    with _open_file(path) as file:
+        head = file.read(_HEAD_BYTES)
+        while True:
+            try:
+                return parse_header(head)
+            except NeedMoreBytes:
+                more = file.read(8 * len(head))
+                if not more:
+                    raise
+                head += more
 
 
 def _check_header(
