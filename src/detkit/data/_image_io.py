@@ -200,6 +200,26 @@ def find_missing(paths: Sequence[str]) -> list[tuple[int, str]]:
     return missing
 
 
+def missing_files_error(
+    problems: list[tuple[int, str]], paths: Sequence[str], names: Sequence[str], listed: str
+) -> OSError | ValueError:
+    """The error for what :func:`find_missing` found: one line per file, naming its sample.
+
+    ``names[i]`` says whose file ``paths[i]`` is (``"sample 3, mask"``); ``listed`` where the
+    files were listed. A :class:`FileNotFoundError` when any file is missing, else a
+    :class:`ValueError` (directories and other non-files).
+    """
+    missing = [why == "does not exist" for _, why in problems]
+    # "does not exist" goes without saying under a heading that says it of them all.
+    lines = [f"{names[i]}{'' if all(missing) else f' ({why})'}: {paths[i]}" for i, why in problems]
+    shown = "\n  ".join(lines[:10]) + (
+        f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else ""
+    )
+    state = "do not exist" if all(missing) else "are not readable files"
+    error = FileNotFoundError if any(missing) else ValueError
+    return error(f"{len(lines)} file(s) listed in {listed} {state}:\n  {shown}")
+
+
 def orientation_hint(path: Path) -> str:
     """A sentence on ``path``'s EXIF orientation when it swaps height and width, else ``""``."""
     try:

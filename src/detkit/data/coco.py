@@ -18,6 +18,7 @@ from detkit.data._image_io import (
     MaxPixels,
     decode,
     find_missing,
+    missing_files_error,
     orientation_hint,
     resolve_max_pixels,
 )
@@ -192,14 +193,9 @@ class CocoJsonDataset(torch.utils.data.Dataset):
         paths = [os.path.join(root, name) for name in self._parsed.file_names]
         problems = find_missing(paths)
         if problems:
-            lines = [f"image id {self.ids[i]}: '{paths[i]}' {why}" for i, why in problems]
-            shown = "\n  ".join(lines[:10])
-            more = f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else ""
-            error = FileNotFoundError if any("exist" in why for _, why in problems) else ValueError
-            raise error(
-                f"{len(lines)} image file(s) listed in '{self.annotation_file}' are not readable "
-                f"files under image_root '{self.image_root}':\n  {shown}{more}"
-            )
+            names = [f"image id {image_id}" for image_id in self.ids]
+            listed = f"'{self.annotation_file}' (under image_root '{self.image_root}')"
+            raise missing_files_error(problems, paths, names, listed)
 
     def __len__(self) -> int:
         return len(self.ids)

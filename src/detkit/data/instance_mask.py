@@ -16,6 +16,7 @@ from detkit.data._image_io import (
     decode,
     find_missing,
     header_size,
+    missing_files_error,
     orientation_hint,
     resolve_max_pixels,
 )
@@ -163,17 +164,8 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
         problems = find_missing(paths)
         if problems:
             roles = ("image", "mask", "semantic mask")
-            lines = [
-                f"sample {i % len(self)}: {roles[i // len(self)]} '{paths[i]}' {why}"
-                for i, why in problems
-            ]
-            shown = "\n  ".join(lines[:10])
-            more = f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else ""
-            error = FileNotFoundError if any("exist" in why for _, why in problems) else ValueError
-            raise error(
-                f"{len(lines)} file(s) listed in the dataset's samples are not readable files:\n"
-                f"  {shown}{more}"
-            )
+            names = [f"sample {i % len(self)}, {roles[i // len(self)]}" for i in range(len(paths))]
+            raise missing_files_error(problems, paths, names, "the dataset's samples")
 
     def __len__(self) -> int:
         return len(self._pairs)
