@@ -197,8 +197,8 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
         """
         if self.semantic_masks is not None:
             return self._labels_from_semantic(idx, ids, id_mask)
-        if self._label is not None:
-            return torch.full((len(ids),), self._label, dtype=torch.int64)
+        if self._label is not None:  # numpy: a torch op costs ~0.1 ms right after a decode
+            return torch.from_numpy(np.full(len(ids), self._label, dtype=np.int64))
         unknown = [int(i) for i in ids if int(i) not in self._label_map]
         if unknown:
             raise ValueError(
@@ -213,7 +213,7 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
         The default flags the ids given as ``crowd_ids``; override for other rules.
         """
         if not len(self._crowd_ids):
-            return torch.zeros(len(ids), dtype=torch.int64)
+            return torch.from_numpy(np.zeros(len(ids), dtype=np.int64))
         return torch.from_numpy(np.isin(ids, self._crowd_ids).astype(np.int64))
 
     # -- reading -----------------------------------------------------------------------------
