@@ -45,7 +45,9 @@ def dataset_assets(root: Path) -> None:
             if isinstance(value, torch.Tensor)
             else f"{key}: {value!r}"
         )
-    lines += ["", ">>> target['boxes']", repr(target["boxes"])]
+    boxes = target["boxes"]
+    lines.append(f"boxes: format {boxes.format.name}, canvas_size {boxes.canvas_size}")
+    lines += [f"  {box}" for box in boxes.tolist()]
     (GENERATED / "dataset_sample.txt").write_text("\n".join(lines) + "\n")
     pictures = [draw_target(*dataset[i], label_names=["background", "person"]) for i in range(4)]
     save_image(make_grid(pictures, ncols=4), IMAGES / "tutorial_dataset.png")
