@@ -92,10 +92,10 @@ def test_the_checker_sees_a_violation(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text(
         "def f():\n    from detkit.models import heads\n    import detkit.evaluation as ev\n"
-        "from detkit.data._coco_json import x\n"
+        "from detkit.data.coco._parsing import x\n"
     )
     assert sorted(detkit_imports(bad)) == [
         (2, "detkit.models", ["heads"]),
         (3, "detkit.evaluation", []),
-        (4, "detkit.data._coco_json", ["x"]),
+        (4, "detkit.data.coco._parsing", ["x"]),
     ]
