@@ -219,7 +219,14 @@ def plot_training_curves(
     if _plot_series(lr_ax, x, rates, color="C0"):
         known = [r for r in rates if r > 0 and not math.isnan(r)]
         if known and max(known) >= 10 * min(known):
+            from matplotlib.ticker import FuncFormatter, LogLocator
+
+            # Ticks at 1, 2 and 5 per decade, written as plain numbers (0.002, not 2e-3).
             lr_ax.set_yscale("log")
+            plain = FuncFormatter(lambda value, _: f"{value:g}")
+            lr_ax.yaxis.set_major_formatter(plain)
+            lr_ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+            lr_ax.yaxis.set_minor_formatter(plain)
     else:
         _empty(lr_ax, "no learning rate recorded")
     lr_ax.set_title("learning rate")
@@ -236,7 +243,7 @@ def plot_training_curves(
             ap_ax, x, [_value(r, task, "AP50") for r in epochs], color=color, linestyle="--"
         )
     if tasks:
-        ap_ax.set_ylim(0, 1)
+        ap_ax.set_ylim(bottom=0)
         ap_ax.legend(fontsize="small")
     else:
         _empty(ap_ax, "no evaluation recorded")
@@ -248,6 +255,6 @@ def plot_training_curves(
         axes.set_xlabel("epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
-    figure.suptitle(f"training curves, {len(epochs)} epoch(s)")
+    figure.suptitle(f"training curves, {len(epochs)} epoch{'s' if len(epochs) > 1 else ''}")
     _save(figure, path)
     return figure
