@@ -216,12 +216,6 @@ WIDE_DOCSTRINGS = {
         "detkit.types.Target",
         "detkit.types.to_tv_tensors",
     },
-    "detkit/visualize/draw.py": {
-        "detkit.visualize.draw_instances",
-        "detkit.visualize.draw_prediction",
-        "detkit.visualize.draw_target",
-        "detkit.visualize.make_grid",
-    },
 }
 
 _CODE_DIRECTIVE = re.compile(
