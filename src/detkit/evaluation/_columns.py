@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from detkit.evaluation._coco import Annotations, MaskEncoder, detections_like_load_res
 from detkit.evaluation._params import LabelMap
-from detkit.evaluation._store import Block
+from detkit.evaluation._rle import encode_masks
 
 
 def _missing(item: Any, key: str, where: str) -> Exception:
@@ -56,7 +55,8 @@ def _host_arrays(values: list) -> list[np.ndarray]:
     return arrays
 
 
-def _boxes_xywh(values: list) -> np.ndarray:
+def boxes_xywh(values: list) -> np.ndarray:
+    """Per-image XYXY boxes (tensors or arrays ``[N, 4]``) as one float64 XYWH array."""
     boxes = _column(values, 4)
     boxes[:, 2:] -= boxes[:, :2]
     return boxes
@@ -69,10 +69,8 @@ def prediction_columns(
     *,
     mask_threshold: float,
     labels: LabelMap,
-    encoder: MaskEncoder | None = None,
 ) -> dict[str, Any]:
     """One batch of predictions as columns: counts per image, then one row per detection."""
-    encoder = MaskEncoder() if encoder is None else encoder
     boxes, scores, label_list, rles, keypoints, sizes = [], [], [], [], [], []
     counts = []
     want_boxes, want_masks = "bbox" in iou_types, "segm" in iou_types
@@ -122,18 +120,22 @@ def prediction_columns(
             boxes.append(box)
         if want_masks:
             sizes.append((int(mask.shape[-2]), int(mask.shape[-1])))
-            rles += [r["counts"] for r in encoder(mask, mask_threshold)]
+            rles += encode_masks(mask, mask_threshold)
         if want_points:
             keypoints.append(point)
     columns = {
         "counts": np.asarray(counts, dtype=np.int64),
         "score": _column(scores, 1)[:, 0],
         "category_id": _map_labels(
-            _column(label_list, 1)[:, 0].astype(np.int64), labels, counts, image_ids, "predictions"
+            _column(label_list, 1)[:, 0].astype(np.int64),
+            labels,
+            counts,
+            image_ids,
+            "predictions",
         ),
     }
     if want_boxes:
-        columns["bbox"] = _boxes_xywh(boxes)
+        columns["bbox"] = boxes_xywh(boxes)
     if want_masks:
         columns["rles"], columns["mask_sizes"] = rles, sizes
     if want_points:
@@ -168,6 +170,11 @@ def _points(keypoints: list, image_ids: list[int], what: str) -> np.ndarray:
     return _column(keypoints, 3 * k).reshape(n, k, 3) if n else np.zeros((0, k, 3))
 
 
+def _row_image(row: int, counts) -> int:
+    """The position of the image that row ``row`` of a batch's columns belongs to."""
+    return int(np.searchsorted(np.cumsum(counts), row, side="right"))
+
+
 def _map_labels(values, labels: LabelMap, counts, image_ids, what: str) -> np.ndarray:
     try:
         return labels(values, what)
@@ -187,32 +194,10 @@ def _check_finite(columns: dict, counts, image_ids, what: str) -> None:
             continue
         flat = values.reshape(len(values), values.size // max(len(values), 1))
         row = int(np.flatnonzero(~np.isfinite(flat).all(axis=1))[0])
-        image = int(np.searchsorted(np.cumsum(counts), row, side="right"))
+        image = _row_image(row, counts)
         raise ValueError(
             f"{what}[{image}] (image_id={image_ids[image]}): '{key}' has NaN or infinite values"
         )
-
-
-def detections_from_columns(
-    columns: Mapping[str, Any], iou_type: str, image_id: np.ndarray, sizes: np.ndarray | None
-) -> Annotations:
-    """Detections of one iou type from prediction columns, with ``loadRes``' derived fields.
-
-    ``image_id`` and ``sizes`` (``[D, 2]`` mask height and width, segm only) are per row.
-    """
-    rles = None
-    if iou_type == "segm":
-        rles = [{"size": s, "counts": c} for s, c in zip(sizes.tolist(), columns["rles"])]
-    keypoints = columns.get("keypoints")
-    return detections_like_load_res(
-        iou_type,
-        image_id,
-        columns["category_id"],
-        columns["score"],
-        bbox=columns.get("bbox"),
-        rles=rles,
-        keypoints=None if keypoints is None else flat_points(keypoints),
-    )
 
 
 def target_columns(
@@ -221,14 +206,12 @@ def target_columns(
     iou_types: set[str],
     *,
     labels: LabelMap,
-    encoder: MaskEncoder | None = None,
 ) -> dict[str, Any]:
     """One batch of ground-truth targets as columns (counts per image, one row per instance).
 
     ``area`` defaults to the mask pixel count where masks exist, else the box area; ``iscrowd``
     to 0. Masks are encoded only for segm, keypoints kept only for keypoints.
     """
-    encoder = MaskEncoder() if encoder is None else encoder
     counts, boxes, label_list, areas, crowds, rles, keypoints, sizes = ([] for _ in range(8))
     for n, target in enumerate(targets):
         try:
@@ -270,7 +253,7 @@ def target_columns(
                     f"targets[{n}] (image_id={image_ids[n]}): segm evaluation needs "
                     "ground-truth 'masks'"
                 )
-            rles += [r["counts"] for r in encoder(masks, 0.5)]
+            rles += encode_masks(masks, 0.5)
         if "keypoints" in iou_types:
             point = target.get("keypoints")
             if point is None or point.ndim != 3 or point.shape[0] != num or point.shape[2] != 3:
@@ -289,9 +272,13 @@ def target_columns(
         "counts": np.asarray(counts, dtype=np.int64),
         "sizes": np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
         "category_id": _map_labels(
-            _column(label_list, 1)[:, 0].astype(np.int64), labels, counts, image_ids, "targets"
+            _column(label_list, 1)[:, 0].astype(np.int64),
+            labels,
+            counts,
+            image_ids,
+            "targets",
         ),
-        "bbox": _boxes_xywh(boxes),
+        "bbox": boxes_xywh(boxes),
         "area": _column(areas, 1)[:, 0],
         "iscrowd": (_column(crowds, 1)[:, 0] != 0).astype(np.int64),
     }
@@ -318,11 +305,6 @@ def _box_area(boxes):
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
-def flat_points(keypoints: np.ndarray) -> np.ndarray:
-    """``[n, K, 3]`` keypoints as COCO's flat ``[n, K * 3]`` rows (also for ``n = 0``)."""
-    return keypoints.reshape(len(keypoints), keypoints.shape[1] * 3)
-
-
 def merge_sizes(sizes: np.ndarray, mask_sizes: list | None, ids: list[int]) -> np.ndarray:
     """Image sizes ``[B, 2]`` from the ground truth, else from the predicted masks (checked)."""
     if not mask_sizes:
@@ -338,36 +320,3 @@ def merge_sizes(sizes: np.ndarray, mask_sizes: list | None, ids: list[int]) -> n
             "masks must be pasted at the evaluated image's size"
         )
     return np.where(known[:, None], sizes, predicted)
-
-
-def block_ground_truth(block: Block, iou_types) -> Annotations:
-    """The ground truth stored in a block (built from targets) as annotations of one type."""
-    gt = block.gt
-    rles = keypoints = num_keypoints = None
-    if "segm" in iou_types and "rles" in gt:
-        heights = np.repeat(block.heights, block.gt_counts).tolist()
-        widths = np.repeat(block.widths, block.gt_counts).tolist()
-        rles = [{"size": [h, w], "counts": c} for h, w, c in zip(heights, widths, gt["rles"])]
-    if "keypoints" in iou_types and "keypoints" in gt:
-        keypoints = flat_points(gt["keypoints"])
-        num_keypoints = (gt["keypoints"][..., 2] > 0).sum(1)
-    return Annotations(
-        image_id=np.repeat(block.image_ids, block.gt_counts),
-        category_id=gt["category_id"],
-        bbox=gt["bbox"],
-        area=gt["area"],
-        iscrowd=gt["iscrowd"],
-        rles=rles,
-        keypoints=keypoints,
-        num_keypoints=num_keypoints,
-    )
-
-
-def block_detections(block: Block, iou_type: str) -> Annotations:
-    """The detections stored in a block as annotations of one type."""
-    sizes = None
-    if iou_type == "segm":  # only masks need their image's size
-        sizes = np.repeat(np.stack([block.heights, block.widths], axis=1), block.dt_counts, 0)
-    return detections_from_columns(
-        block.dt, iou_type, np.repeat(block.image_ids, block.dt_counts), sizes
-    )

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from detkit.evaluation._coco import Annotations, MaskEncoder, annotation_dicts, category_dicts
-from detkit.evaluation._columns import block_ground_truth, target_columns
+from detkit.evaluation._coco import Annotations, annotation_dicts, category_dicts
+from detkit.evaluation._columns import target_columns
 from detkit.evaluation._params import LabelMap
-from detkit.evaluation._store import Block
+from detkit.evaluation._store import Block, block_ground_truth
 from detkit.types import image_size, normalize_image_id
 
 __all__ = ["coco_ground_truth", "write_coco_ground_truth"]
@@ -68,7 +68,6 @@ def coco_ground_truth(
     ([{'id': 4, 'height': 8, 'width': 8}], [0.0, 0.0, 2.0, 3.0], 1)
     """
     labels = LabelMap(label_to_category)
-    encoder = MaskEncoder()
     images, annotations, seen = [], [], set()
     for n, sample in enumerate(_samples(dataset)):
         image, target = sample
@@ -84,7 +83,7 @@ def coco_ground_truth(
             iou_types.add("segm")
         if target.get("keypoints") is not None:
             iou_types.add("keypoints")
-        columns = target_columns([target], [image_id], iou_types, labels=labels, encoder=encoder)
+        columns = target_columns([target], [image_id], iou_types, labels=labels)
         images.append({"id": image_id, "height": height, "width": width})
         block = Block(
             image_ids=np.array([image_id]),
