@@ -182,12 +182,37 @@ def test_repeated_identical_images_count_once_and_different_ones_raise():
             lambda p, t: (p, [{**t[0], "labels": t[0]["labels"].tolist()}, t[1]]),
             r"targets\[0\] \(image_id=\d+\): 'labels' must be a tensor",
         ),
+        # Fractional labels were truncated (1.7 -> class 1) and matched.
+        (
+            lambda p, t: ([p[0], {**p[1], "labels": p[1]["labels"] + 0.7}], t),
+            r"predictions\[1\] \(image_id=\d+\): 'labels' must be integers .* got \d+\.7",
+        ),
+        (
+            lambda p, t: (p, [{**t[0], "labels": t[0]["labels"].double() + 0.5}, t[1]]),
+            r"targets\[0\] \(image_id=\d+\): 'labels' must be integers .* got \d+\.5",
+        ),
+        (
+            lambda p, t: ([{**p[0], "labels": p[0]["labels"] * float("nan")}, p[1]], t),
+            r"predictions\[0\] \(image_id=\d+\): 'labels' must be integers .* got nan",
+        ),
+        (
+            lambda p, t: ([p[0], {**p[1], "labels": p[1]["labels"] > 0}], t),
+            r"predictions\[1\] \(image_id=\d+\): 'labels' must be integers, got dtype torch.bool",
+        ),
     ],
 )
 def test_bad_batches_raise_naming_the_image(mutate, message):
     predictions, targets = case(seed=8, num_images=2, max_gt=3, max_random=2)
     with pytest.raises((ValueError, TypeError), match=message):
         CocoEvaluator().update(*mutate(predictions, targets))
+
+
+def test_integral_float_labels_count_as_their_integers():
+    predictions, targets = case(seed=8, num_images=3)
+    expected = compute(predictions, targets)
+    as_floats = [{**p, "labels": p["labels"].float()} for p in predictions]
+    targets_as_floats = [{**t, "labels": t["labels"].double()} for t in targets]
+    assert compute(as_floats, targets_as_floats) == expected
 
 
 def test_segm_errors_name_the_image():

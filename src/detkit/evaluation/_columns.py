@@ -127,7 +127,7 @@ def prediction_columns(
         "counts": np.asarray(counts, dtype=np.int64),
         "score": _column(scores, 1)[:, 0],
         "category_id": _map_labels(
-            _column(label_list, 1)[:, 0].astype(np.int64),
+            _label_column(label_list, counts, image_ids, "predictions"),
             labels,
             counts,
             image_ids,
@@ -168,6 +168,36 @@ def _points(keypoints: list, image_ids: list[int], what: str) -> np.ndarray:
     k = ks.pop() if ks else 0
     n = sum(int(p.shape[0]) for p in keypoints)
     return _column(keypoints, 3 * k).reshape(n, k, 3) if n else np.zeros((0, k, 3))
+
+
+def _label_column(values: list, counts, image_ids, what: str) -> np.ndarray:
+    """Labels as int64: integers, or floats with integral values; anything else names its image."""
+    for n, value in enumerate(values):
+        if _dtype_kind(value.dtype) in "bc":
+            raise ValueError(
+                f"{what}[{n}] (image_id={image_ids[n]}): 'labels' must be integers, got "
+                f"dtype {value.dtype}"
+            )
+    column = _column(values, 1)[:, 0]
+    bad = ~np.isfinite(column) | (column != np.floor(column))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        image = _row_image(row, counts)
+        raise ValueError(
+            f"{what}[{image}] (image_id={image_ids[image]}): 'labels' must be integers (or "
+            f"floats with integral values), got {column[row]}"
+        )
+    return column.astype(np.int64)
+
+
+def _dtype_kind(dtype) -> str:
+    """numpy's kind letter (``b``ool, ``i``nteger, ``f``loat, ``c``omplex) of a torch or numpy
+    dtype."""
+    if isinstance(dtype, torch.dtype):
+        if dtype == torch.bool:
+            return "b"
+        return "c" if dtype.is_complex else "f" if dtype.is_floating_point else "i"
+    return np.dtype(dtype).kind
 
 
 def _row_image(row: int, counts) -> int:
@@ -272,7 +302,7 @@ def target_columns(
         "counts": np.asarray(counts, dtype=np.int64),
         "sizes": np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
         "category_id": _map_labels(
-            _column(label_list, 1)[:, 0].astype(np.int64),
+            _label_column(label_list, counts, image_ids, "targets"),
             labels,
             counts,
             image_ids,
