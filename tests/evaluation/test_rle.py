@@ -14,7 +14,7 @@ from detkit.evaluation import masks_to_rle
 from detkit.evaluation._rle import (
     RleEncoder,
     counts_to_strings,
-    device_bands,
+    device_crops,
     encode_masks,
     split_bytes,
     string_totals,
@@ -24,11 +24,12 @@ SHAPES = ("empty", "full", "pixel", "box", "columns", "noise")
 
 
 @st.composite
-def shaped_masks(draw, max_side: int = 40):
+def shaped_masks(draw, max_height: int = 40, max_width: int = 150):
     """bool [N, H, W]: empty, all-ones, 1-pixel (corners too), boxes touching borders, full
-    height stripes (runs that go on from one column into the next) and noise."""
+    height stripes (runs that go on from one column into the next) and noise. Widths go past
+    the encoder's 64-column blocks."""
     n = draw(st.integers(1, 4))
-    h, w = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    h, w = draw(st.integers(1, max_height)), draw(st.integers(1, max_width))
     masks = np.zeros((n, h, w), dtype=bool)
     for mask in masks:
         shape = draw(st.sampled_from(SHAPES))
@@ -81,13 +82,13 @@ def test_crop_and_splice_equals_pycocotools_encode_of_the_full_mask(masks):
 @settings(max_examples=150, deadline=None)
 @given(masks=shaped_masks())
 def test_the_accelerator_path_gives_the_same_bytes(masks):
-    """``device_bands`` thresholds and bit-packs where the masks are; run here on CPU tensors
+    """``device_crops`` thresholds and bit-packs where the masks are; run here on CPU tensors
     standing in for CUDA ones (it has not run on a GPU in the test suite)."""
     expected = pycocotools_counts(masks)
     n, h, w = masks.shape
     encoder = RleEncoder()
     for source in (torch.from_numpy(masks), torch.from_numpy(np.where(masks, 0.9, 0.1))):
-        bands = device_bands(source, 0.5, encoder)
+        bands = device_crops(source, 0.5, encoder)
         counts, lengths = bands.frame_counts(n, h, w)
         assert split_bytes(*counts_to_strings(counts, lengths)) == expected
 

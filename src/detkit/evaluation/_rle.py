@@ -19,6 +19,8 @@ import torch
 
 #: Runs are unsigned 32-bit in pycocotools; a longer run (or a negative one) is malformed.
 _MAX_RUN = 2**32 - 1
+#: Below ``_CHARACTER_LIMITS[k - 1]`` (in magnitude) a value fits in ``k`` characters.
+_CHARACTER_LIMITS = np.array([2 ** (5 * k - 1) for k in range(1, 8)], dtype=np.int64)
 
 
 def encode_masks(masks: Any, threshold: float) -> list[bytes]:
@@ -73,68 +75,114 @@ class RleEncoder:
         if height == 0 or width == 0:
             return [b"0"] * n
         if isinstance(masks, torch.Tensor) and masks.device.type != "cpu":
-            bands = device_bands(masks, threshold, self)
+            crops = device_crops(masks, threshold, self)
         else:
-            bands = host_bands(masks, threshold, self)
-        counts, lengths = bands.frame_counts(n, height, width)
+            crops = host_crops(masks, threshold, self)
+        counts, lengths = crops.frame_counts(n, height, width)
         return split_bytes(*counts_to_strings(counts, lengths))
 
 
-class Bands:
-    """The rows holding a set pixel, per non-empty mask, stacked for :meth:`frame_counts`.
+class Crops:
+    """Per non-empty mask, a crop of rows and columns that holds all its set pixels.
 
-    Each mask's band of rows (``top`` to ``bottom``, full width) is stored in one bool buffer
-    of the frame's width, a row of zeros before the first band and after each one: a pixel's
-    change from the pixel above it, which is where a column-major run starts or ends, is then
-    one comparison of the buffer with itself shifted by a row.
+    The crops are stored row-major in one bool buffer, each between a row of zeros above and
+    one below (the frame's pixels there are zero, or stand in for the pixels that precede and
+    follow the crop's columns in column-major order), rows padded with zeros to a multiple of
+    8 pixels. A pixel's change from the pixel above it, which is where a column-major run
+    starts or ends, is then a comparison of each crop with itself shifted by a row, made 8
+    pixels at a time; :meth:`frame_counts` turns those changes into runs.
     """
 
-    def __init__(self, encoder: RleEncoder, rows: int, width: int) -> None:
-        self.buffer = encoder.scratch("bands", (rows + 1) * width).reshape(rows + 1, width)
-        self.buffer[0] = False
-        self.used = 1
+    def __init__(self, encoder: RleEncoder, index, top, bottom, left, right) -> None:
         self.encoder = encoder
-        self.index: list[int] = []
-        self.top: list[int] = []
-        self.start: list[int] = []
+        self.index = np.asarray(index, dtype=np.int64)
+        self.top, self.left = np.asarray(top, np.int64), np.asarray(left, np.int64)
+        self.heights = np.asarray(bottom, np.int64) - self.top
+        self.widths = np.asarray(right, np.int64) - self.left
+        self.words = (self.widths + 7) // 8  # 8-pixel words per buffer row
+        sizes = (self.heights + 2) * self.words * 8
+        self.offsets = np.cumsum(sizes) - sizes
+        self.buffer = encoder.scratch("crops", int(sizes.sum()))
+        self._shapes = list(
+            zip(
+                self.offsets.tolist(),
+                self.heights.tolist(),
+                self.widths.tolist(),
+                (self.words * 8).tolist(),
+            )
+        )
+        #: ``(mask index, y0, y1, x0, x1)`` of each crop, as Python ints.
+        self.boxes = list(
+            zip(
+                self.index.tolist(),
+                self.top.tolist(),
+                (self.top + self.heights).tolist(),
+                self.left.tolist(),
+                (self.left + self.widths).tolist(),
+            )
+        )
 
-    def next(self, index: int, top: int, bottom: int) -> np.ndarray:
-        """The ``[bottom - top, W]`` bool rows to fill with mask ``index``'s band."""
-        rows = self.buffer[self.used : self.used + bottom - top]
-        self.buffer[self.used + bottom - top] = False
-        self.index.append(index)
-        self.top.append(top)
-        self.start.append(self.used)
-        self.used += bottom - top + 1
-        return rows
+    def rows(self, k: int) -> np.ndarray:
+        """The ``[h, w]`` bool view to fill with the ``k``-th crop."""
+        offset, h, w, stride = self._shapes[k]
+        region = self.buffer[offset : offset + (h + 2) * stride].reshape(h + 2, stride)
+        region[0] = False
+        region[h + 1] = False
+        if stride > w:
+            region[1 : h + 1, w:] = False
+        return region[1 : h + 1, :w]
+
+    def _changes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(crop, row, column)`` of every pixel that differs from the one above it (row
+        ``h`` being the zero row below the crop), crop by crop in row-major order."""
+        words = self.buffer.view(np.uint64)
+        starts = self.offsets // 8
+        if (self.words == self.words[0]).all():  # one stride: one comparison for all crops
+            per = int(self.words[0])
+            flags = self.encoder.scratch("flags", len(words) - per)
+            np.not_equal(words[per:], words[:-per], out=flags)
+            lower = np.flatnonzero(flags) + per
+        else:
+            sizes = (self.heights + 1) * self.words
+            flag_starts = np.cumsum(sizes) - sizes
+            flags = self.encoder.scratch("flags", int(sizes.sum()))
+            for start, flag_start, h, per in zip(
+                starts.tolist(), flag_starts.tolist(), self.heights.tolist(), self.words.tolist()
+            ):
+                region = words[start : start + (h + 2) * per].reshape(h + 2, per)
+                out = flags[flag_start : flag_start + (h + 1) * per].reshape(h + 1, per)
+                np.not_equal(region[1:], region[:-1], out=out)
+            at = np.flatnonzero(flags)
+            crop = np.searchsorted(flag_starts, at, side="right") - 1
+            lower = at - flag_starts[crop] + starts[crop] + self.words[crop]
+        # The word below and the one above, pixel by pixel: where they differ.
+        crop = np.searchsorted(starts, lower, side="right") - 1
+        changed = words[lower] ^ words[lower - self.words[crop]]
+        word, byte = np.divmod(np.flatnonzero(changed.view(np.uint8)), 8)
+        crop = crop[word]
+        row, column = np.divmod(lower[word] - starts[crop], self.words[crop])
+        return crop, row - 1, column * 8 + byte
 
     def frame_counts(self, n: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """Run lengths ``(counts, lengths)`` of all ``n`` masks of ``height x width`` in
-        column-major order (masks without a band are all zero)."""
+        column-major order (masks without a crop are all zero)."""
         total = height * width
         changes_per_mask = np.zeros(n, dtype=np.int64)
         positions = np.zeros(0, dtype=np.int64)
-        if self.index:
-            flags = self.encoder.scratch("flags", (self.used - 1) * width)
-            flags = flags.reshape(self.used - 1, width)
-            np.not_equal(self.buffer[1 : self.used], self.buffer[: self.used - 1], out=flags)
-            # (2-d nonzero is 40x slower than flat here)
-            row, column = np.divmod(np.flatnonzero(flags), width)
-            row += 1  # the buffer row that differs from the one above it
-            starts = np.asarray(self.start, dtype=np.int64)
-            band = np.searchsorted(starts, row, side="right") - 1
-            positions = column * height + np.asarray(self.top)[band] + (row - starts[band])
+        if len(self.index):
+            crop, row, column = self._changes()
+            positions = (self.left[crop] + column) * height + self.top[crop] + row
             # In column-major order, mask by mask.
-            key = np.sort(band * (total + 1) + positions)
-            band, positions = np.divmod(key, total + 1)
-            # A band as tall as the frame: a column's end and the next one's start are the
+            key = np.sort(crop * (total + 1) + positions)
+            crop, positions = np.divmod(key, total + 1)
+            # A crop as tall as the frame: a column's end and the next one's start are the
             # same frame position (the run goes on); at the frame's end nothing follows.
-            same = (positions[1:] == positions[:-1]) & (band[1:] == band[:-1])
+            same = (positions[1:] == positions[:-1]) & (crop[1:] == crop[:-1])
             drop = positions == total
             drop[1:] |= same
             drop[:-1] |= same
-            positions, band = positions[~drop], band[~drop]
-            changes_per_mask[self.index] = np.bincount(band, minlength=len(self.index))
+            positions, crop = positions[~drop], crop[~drop]
+            changes_per_mask[self.index] = np.bincount(crop, minlength=len(self.index))
         # Per mask: [0, changes..., total], whose differences are its runs.
         span = changes_per_mask + 2
         starts = np.cumsum(span) - span
@@ -148,47 +196,56 @@ class Bands:
         return counts, changes_per_mask + 1
 
 
-def host_bands(masks: Any, threshold: float, encoder: RleEncoder) -> Bands:
-    """Bands of CPU masks: one pass finds the rows with a set pixel, then only those rows
-    are thresholded."""
+def host_crops(masks: Any, threshold: float, encoder: RleEncoder) -> Crops:
+    """Crops of CPU masks: one pass takes the maximum of every row, then only the rows that
+    may hold a set pixel are thresholded (whole rows: a column crop would cost a second
+    pass)."""
     tensor = masks if isinstance(masks, torch.Tensor) else _as_tensor(masks, threshold)
     if tensor.dtype == torch.bool:
         tensor = tensor.view(torch.uint8)
-    array = None if tensor.dtype == torch.bfloat16 else tensor.numpy()
     floating = tensor.is_floating_point()
-    if floating:
-        rows = _rows_above(tensor, threshold)
-    elif tensor.dtype == torch.uint8:
-        rows = tensor.amax(dim=2) != 0
-    else:  # signed integers: a row's maximum may be 0 with negative (set) pixels in it
-        rows = (tensor != 0).any(dim=2)
-    found, first, last = _extents(rows.numpy())
-    bands = Bands(encoder, int((last[found] - first[found] + 1).sum()), tensor.shape[2])
-    for i in found.tolist():
-        top, bottom = int(first[i]), int(last[i])
-        out = bands.next(i, top, bottom)
-        values = tensor[i, top:bottom].float().numpy() if array is None else array[i, top:bottom]
+    if not floating and tensor.dtype != torch.uint8:
+        # Signed integers: a row's maximum may be 0 with negative (set) pixels in it.
+        tensor = (tensor != 0).view(torch.uint8)
+    maxima = _comparable(tensor, threshold).amax(dim=2)
+    rows = maxima > _limit(tensor, threshold) if floating else maxima != 0
+    if floating and maxima.is_floating_point():  # NaN rows may hold set pixels too
+        rows |= maxima.isnan()
+    found, top, bottom = _extents(rows.numpy())
+    width = tensor.shape[2]
+    crops = Crops(encoder, found, top[found], bottom[found], 0 * found, width + 0 * found)
+    array = None if tensor.dtype == torch.bfloat16 else tensor.numpy()
+    for k, (i, y0, y1, _, _) in enumerate(crops.boxes):
+        values = tensor[i, y0:y1].float().numpy() if array is None else array[i, y0:y1]
         if floating:
-            np.greater(values, threshold, out=out)
+            np.greater(values, threshold, out=crops.rows(k))
         else:
-            np.not_equal(values, 0, out=out)
-    return bands
+            np.not_equal(values, 0, out=crops.rows(k))
+    return crops
 
 
-def _rows_above(tensor: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Per mask and row, whether a pixel may be ``> threshold``: every such row, and rows
-    with a NaN (a band may be loose, never short)."""
-    bits = {torch.float32: (torch.int32, np.float32, np.int32)}.get(tensor.dtype)
-    if tensor.dtype == torch.float16:
-        bits = (torch.int16, np.float16, np.int16)
-    if bits is None or not threshold >= 0:
-        return ~(tensor.amax(dim=2) <= threshold)
-    # Non-negative floats order as their bit patterns do as integers (negative ones, below
-    # the threshold, as negative integers), and an integer maximum is the cheaper pass. The
-    # threshold is rounded to the masks' precision, as numpy and torch compare.
-    integer, floating, pattern = bits
-    limit = int(np.asarray(threshold, dtype=floating).view(pattern))
-    return tensor.view(integer).amax(dim=2) > limit
+def _comparable(tensor: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``tensor``, or its float32/float16 bits as integers when ``threshold >= 0``: then
+    non-negative floats order as their bit patterns do (negative ones, below the threshold,
+    as negative integers), and an integer maximum is the cheaper pass."""
+    if threshold >= 0 and tensor.dtype in _BITS:
+        return tensor.view(_BITS[tensor.dtype][0])
+    return tensor
+
+
+def _limit(tensor: torch.Tensor, threshold: float) -> float | int:
+    """The threshold for :func:`_comparable`'s values, rounded to the masks' precision (as
+    numpy and torch compare)."""
+    if threshold >= 0 and tensor.dtype in _BITS:
+        _, floating, pattern = _BITS[tensor.dtype]
+        return int(np.asarray(threshold, dtype=floating).view(pattern))
+    return threshold
+
+
+_BITS = {
+    torch.float32: (torch.int32, np.float32, np.int32),
+    torch.float16: (torch.int16, np.float16, np.int16),
+}
 
 
 def _extents(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -206,25 +263,25 @@ def _as_tensor(array: np.ndarray, threshold: float) -> torch.Tensor:
         return torch.from_numpy(array > threshold if floating else array != 0)
 
 
-def device_bands(masks: torch.Tensor, threshold: float, encoder: RleEncoder) -> Bands:
-    """Bands of masks on an accelerator: thresholded and bit-packed there, so one bit per
-    pixel crosses to the host (1/32 of float32 masks)."""
+def device_crops(masks: torch.Tensor, threshold: float, encoder: RleEncoder) -> Crops:
+    """Crops of masks on an accelerator: thresholded and bit-packed there, so one bit per
+    pixel crosses to the host (1/32 of float32 masks), with each mask's set rows and columns."""
     binary = masks > threshold if masks.is_floating_point() else masks != 0
     n, height, width = binary.shape
-    rows = binary.any(dim=2)
+    rows, columns = binary.any(dim=2), binary.any(dim=1)
     bits = binary.to(torch.uint8)
     if width % 8:
         bits = torch.nn.functional.pad(bits, (0, 8 - width % 8))
     weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=bits.device)
     packed = (bits.view(n, height, -1, 8) * weights).sum(dim=3, dtype=torch.uint8)
-    rows, packed = rows.cpu().numpy(), packed.cpu().numpy()
-    found, first, last = _extents(rows)
-    bands = Bands(encoder, int((last[found] - first[found] + 1).sum()), width)
-    for i in found.tolist():
-        top, bottom = int(first[i]), int(last[i])
-        unpacked = np.unpackbits(packed[i, top:bottom], axis=1, count=width)
-        np.copyto(bands.next(i, top, bottom), unpacked, casting="unsafe")
-    return bands
+    rows, columns, packed = rows.cpu().numpy(), columns.cpu().numpy(), packed.cpu().numpy()
+    found, top, bottom = _extents(rows)
+    _, left, right = _extents(columns)
+    crops = Crops(encoder, found, top[found], bottom[found], left[found], right[found])
+    for k, (i, y0, y1, x0, x1) in enumerate(crops.boxes):
+        block = np.unpackbits(packed[i, y0:y1, x0 // 8 : (x1 + 7) // 8], axis=1)
+        np.copyto(crops.rows(k), block[:, x0 % 8 : x0 % 8 + x1 - x0], casting="unsafe")
+    return crops
 
 
 def counts_to_strings(counts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -242,19 +299,15 @@ def counts_to_strings(counts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarr
     values = counts.astype(np.int64, copy=True)
     delta = np.flatnonzero(within > 2)
     values[delta] -= counts[delta - 2]
-    characters, keep = [], []
-    alive = np.ones(len(values), dtype=bool)
-    while alive.any():
-        group = values & 0x1F
-        values = values >> 5
-        more = np.where(group & 0x10, values != -1, values != 0)
-        characters.append((group | (more << 5)) + 48)
-        keep.append(alive)
-        alive = alive & more
-    characters = np.stack(characters, axis=1).astype(np.uint8)
-    keep = np.stack(keep, axis=1)
-    per_mask = np.add.reduceat(keep.sum(axis=1), starts) if len(starts) else starts
-    return characters[keep], np.cumsum(per_mask)
+    # k characters hold a signed value in [-2^(5k-1), 2^(5k-1)): as few as that takes, each
+    # 5 bits of it (lowest first) plus a continuation bit on all but the last, from '0'.
+    magnitude = np.where(values < 0, ~values, values)
+    size = 1 + np.searchsorted(_CHARACTER_LIMITS, magnitude, side="right")
+    first = np.cumsum(size) - size
+    which = np.arange(int(size.sum())) - np.repeat(first, size)
+    more = which < np.repeat(size - 1, size)
+    characters = (np.repeat(values, size) >> (5 * which)) & 0x1F | (more << 5)
+    return (characters + 48).astype(np.uint8), np.cumsum(np.add.reduceat(size, starts))
 
 
 def split_bytes(data: np.ndarray, ends: np.ndarray) -> list[bytes]:
