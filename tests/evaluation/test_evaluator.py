@@ -408,3 +408,35 @@ def test_results_file_is_replaced_atomically(tmp_path, monkeypatch):
         evaluator.write_results(path)
     assert path.read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+@pytest.mark.parametrize("box_format", ["XYXY", "XYWH", "CXCYWH"])
+def test_tv_tensors_targets_and_predictions_give_the_same_numbers(box_format):
+    """Datasets return tv_tensors; boxes in another format are converted, not misread."""
+    from torchvision import tv_tensors
+    from torchvision.transforms.v2.functional import convert_bounding_box_format
+
+    predictions, targets = case("segm", seed=11, num_images=3)
+    expected = compute(predictions, targets, ("bbox", "segm"))
+
+    def wrap(boxes, size):
+        boxes = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=size)
+        return convert_bounding_box_format(boxes, new_format=box_format)
+
+    wrapped_targets = [
+        {
+            **t,
+            "boxes": wrap(t["boxes"], t["masks"].shape[-2:]),
+            "masks": tv_tensors.Mask(t["masks"]),
+        }
+        for t in targets
+    ]
+    wrapped_predictions = [
+        {
+            **p,
+            "boxes": wrap(p["boxes"], p["masks"].shape[-2:]),
+            "masks": tv_tensors.Mask(p["masks"]),
+        }
+        for p in predictions
+    ]
+    assert compute(wrapped_predictions, wrapped_targets, ("bbox", "segm")) == expected

@@ -23,20 +23,52 @@ def _missing(item: Any, key: str, where: str) -> Exception:
     return ValueError(f"{where}: missing '{key}' (present: {sorted(item)})")
 
 
-def _column(values: list, width: int) -> np.ndarray:
-    """Per-image values (``[N]`` or ``[N, width]``) as one float64 array ``[n, width]``.
+def _plain(value: Any) -> Any:
+    """A tensor subclass (tv_tensors) as a plain tensor, once: their dispatch costs several
+    times a plain tensor's on every attribute and op."""
+    if isinstance(value, torch.Tensor) and type(value) is not torch.Tensor:
+        return value.as_subclass(torch.Tensor)
+    return value
+
+
+#: Box formats of ``tv_tensors.BoundingBoxes`` read as XYXY in float64 (exact for float32).
+_TO_XYXY = {
+    "XYWH": lambda b: np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1),
+    "CXCYWH": lambda b: np.concatenate([b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2], axis=1),
+}
+
+
+def _xyxy(boxes: Any, where: str) -> Any:
+    """Boxes as XYXY: a ``tv_tensors.BoundingBoxes`` in another format is converted (in
+    float64), not misread; plain tensors are XYXY by the target contract."""
+    box_format = getattr(boxes, "format", None)  # only BoundingBoxes carry a format
+    boxes = _plain(boxes)
+    if box_format is None:
+        return boxes
+    name = getattr(box_format, "name", str(box_format)).upper()
+    if name == "XYXY":
+        return boxes
+    if name not in _TO_XYXY:
+        raise ValueError(f"{where}: 'boxes' in format {name} cannot be evaluated as COCO boxes")
+    values = boxes.detach().cpu()
+    values = (values.float() if values.dtype == torch.bfloat16 else values).numpy()
+    return _TO_XYXY[name](values.astype(np.float64).reshape(-1, 4))
+
+
+def _column(values: list, width: int, dtype=np.float64) -> np.ndarray:
+    """Per-image values (``[N]`` or ``[N, width]``) as one array ``[n, width]`` (float64).
 
     CPU tensors are read in place by numpy (a torch call costs several times a numpy one on
     arrays this small); tensors on an accelerator are concatenated there and copied once.
     """
     if not values:
-        return np.zeros((0, width))
+        return np.zeros((0, width), dtype=dtype)
     try:  # the common case, CPU tensors without grad (or numpy arrays): no torch call at all
         arrays = [v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for v in values]
     except (RuntimeError, TypeError):  # on an accelerator, needing grad, or bfloat16
         arrays = _host_arrays(values)
     joined = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-    return joined.reshape(-1, width).astype(np.float64)
+    return joined.reshape(-1, width).astype(dtype)
 
 
 def _host_arrays(values: list) -> list[np.ndarray]:
@@ -77,10 +109,10 @@ def prediction_columns(
     want_points = "keypoints" in iou_types
     for n, prediction in enumerate(predictions):
         try:
-            score, label = prediction["scores"], prediction["labels"]
+            score, label = _plain(prediction["scores"]), _plain(prediction["labels"])
             box = prediction["boxes"] if want_boxes else None
-            mask = prediction["masks"] if want_masks else None
-            point = prediction["keypoints"] if want_points else None
+            mask = _plain(prediction["masks"]) if want_masks else None
+            point = _plain(prediction["keypoints"]) if want_points else None
         except (KeyError, TypeError):
             where = f"predictions[{n}] (image_id={image_ids[n]})"
             for key in ("scores", "labels", "boxes", "masks", "keypoints"):
@@ -117,7 +149,7 @@ def prediction_columns(
         scores.append(score)
         label_list.append(label)
         if want_boxes:
-            boxes.append(box)
+            boxes.append(_xyxy(box, f"predictions[{n}] (image_id={image_ids[n]})"))
         if want_masks:
             sizes.append((int(mask.shape[-2]), int(mask.shape[-1])))
             rles += encode_masks(mask, mask_threshold)
@@ -172,12 +204,15 @@ def _points(keypoints: list, image_ids: list[int], what: str) -> np.ndarray:
 
 def _label_column(values: list, counts, image_ids, what: str) -> np.ndarray:
     """Labels as int64: integers, or floats with integral values; anything else names its image."""
-    for n, value in enumerate(values):
-        if _dtype_kind(value.dtype) in "bc":
+    kinds = [_dtype_kind(value.dtype) for value in values]
+    for n, kind in enumerate(kinds):
+        if kind in "bc":
             raise ValueError(
                 f"{what}[{n}] (image_id={image_ids[n]}): 'labels' must be integers, got "
-                f"dtype {value.dtype}"
+                f"dtype {values[n].dtype}"
             )
+    if all(kind in "iu" for kind in kinds):
+        return _column(values, 1, np.int64)[:, 0]
     column = _column(values, 1)[:, 0]
     bad = ~np.isfinite(column) | (column != np.floor(column))
     if bad.any():
@@ -245,12 +280,14 @@ def target_columns(
     counts, boxes, label_list, areas, crowds, rles, keypoints, sizes = ([] for _ in range(8))
     for n, target in enumerate(targets):
         try:
-            box, label = target["boxes"], target["labels"]
+            box, label = target["boxes"], _plain(target["labels"])
         except (KeyError, TypeError):
             where = f"targets[{n}] (image_id={image_ids[n]})"
             has_boxes = isinstance(target, Mapping) and "boxes" in target
             raise _missing(target, "labels" if has_boxes else "boxes", where) from None
-        masks, area, crowd = target.get("masks"), target.get("area"), target.get("iscrowd")
+        box = _xyxy(box, f"targets[{n}] (image_id={image_ids[n]})")
+        masks, area = _plain(target.get("masks")), _plain(target.get("area"))
+        crowd = _plain(target.get("iscrowd"))
         try:
             num = box.shape[0]
             bad = (
@@ -285,7 +322,7 @@ def target_columns(
                 )
             rles += encode_masks(masks, 0.5)
         if "keypoints" in iou_types:
-            point = target.get("keypoints")
+            point = _plain(target.get("keypoints"))
             if point is None or point.ndim != 3 or point.shape[0] != num or point.shape[2] != 3:
                 raise ValueError(
                     f"targets[{n}] (image_id={image_ids[n]}): keypoints evaluation needs "
