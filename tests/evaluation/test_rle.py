@@ -1,4 +1,4 @@
-"""The crop-and-splice RLE encoder writes pycocotools' bytes exactly; the RLE checker reads them."""
+"""The RLE encoder writes pycocotools' bytes exactly; the RLE checker reads them back."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from detkit.evaluation import masks_to_rle
 from detkit.evaluation._rle import (
     RleEncoder,
     counts_to_strings,
-    device_crops,
     encode_masks,
     split_bytes,
     string_totals,
+    threshold_on_device,
 )
 
 SHAPES = ("empty", "full", "pixel", "box", "columns", "noise")
@@ -82,14 +82,15 @@ def test_crop_and_splice_equals_pycocotools_encode_of_the_full_mask(masks):
 @settings(max_examples=150, deadline=None)
 @given(masks=shaped_masks())
 def test_the_accelerator_path_gives_the_same_bytes(masks):
-    """``device_crops`` thresholds and bit-packs where the masks are; run here on CPU tensors
-    standing in for CUDA ones (it has not run on a GPU in the test suite)."""
+    """``threshold_on_device`` thresholds and bit-packs where the masks are; run here on CPU
+    tensors standing in for CUDA ones (it has not run on a GPU in the test suite)."""
     expected = pycocotools_counts(masks)
     n, h, w = masks.shape
     encoder = RleEncoder()
     for source in (torch.from_numpy(masks), torch.from_numpy(np.where(masks, 0.9, 0.1))):
-        bands = device_crops(source, 0.5, encoder)
-        counts, lengths = bands.frame_counts(n, h, w)
+        rows, binary = encoder.frames(n, h, w)
+        threshold_on_device(source, 0.5, binary)
+        counts, lengths = encoder.frame_counts(rows, n, h, w)
         assert split_bytes(*counts_to_strings(counts, lengths)) == expected
 
 

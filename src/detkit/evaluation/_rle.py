@@ -1,12 +1,14 @@
-"""COCO's compressed RLE, written and read with numpy: masks encoded from their non-zero crop.
+"""COCO's compressed RLE, written and read with numpy, for a whole batch of masks at once.
 
 pycocotools' RLE lists run lengths of a mask read in column-major order, starting with a run of
 zeros; its compressed form writes each count (from the fourth on, minus the count two before)
-as 5-bit groups in ASCII characters from ``'0'``. A predicted mask is zero outside a small
-region, so :func:`encode_masks` thresholds each mask once, finds its non-zero crop, and turns
-the crop's pixel changes into the runs of the whole frame (the zero runs around the crop are
-spliced in arithmetically); the strings of a whole batch are then written at once. The bytes
-are exactly ``pycocotools.mask.encode``'s.
+as 5-bit groups in ASCII characters from ``'0'``. pycocotools (and hotcoco) need each mask
+transposed into column-major order and then visit every pixel; here a batch is thresholded
+once, in its own row-major layout, into a reused buffer, and a run boundary is found where a
+pixel differs from the pixel above it: rows are compared 8 pixels at a time and only the
+differing words are looked into, so the long zero runs around a (predicted) mask's region are
+never visited but spliced in arithmetically. The strings of the batch are then written at
+once. The bytes are exactly ``pycocotools.mask.encode``'s.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class RleEncoder:
     """:func:`encode_masks` with scratch buffers kept between calls.
 
     Freshly allocated memory costs a page fault per 4 KiB on first touch, which on a virtual
-    machine costs more than thresholding the page; the crop buffers are therefore reused.
+    machine costs more than thresholding the page; the buffers are therefore reused.
     """
 
     #: Scratch buffers up to this size are kept between calls.
@@ -74,214 +76,103 @@ class RleEncoder:
             return []
         if height == 0 or width == 0:
             return [b"0"] * n
+        rows, binary = self.frames(n, height, width)
         if isinstance(masks, torch.Tensor) and masks.device.type != "cpu":
-            crops = device_crops(masks, threshold, self)
+            threshold_on_device(masks, threshold, binary)
         else:
-            crops = host_crops(masks, threshold, self)
-        counts, lengths = crops.frame_counts(n, height, width)
+            threshold_on_host(masks, threshold, binary)
+        counts, lengths = self.frame_counts(rows, n, height, width)
         return split_bytes(*counts_to_strings(counts, lengths))
 
+    def frames(self, n: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, binary)``: a bool ``[1 + n * (height + 1), stride]`` buffer of zeros but
+        for ``binary``, its ``[n, height, width]`` view that the masks are written into.
 
-class Crops:
-    """Per non-empty mask, a crop of rows and columns that holds all its set pixels.
+        A row of zeros comes first and after every mask (in column-major order they stand
+        for the pixels before the first and after the last of each column), and rows are
+        padded with zeros to ``stride``, a multiple of 8 pixels, so that rows compare as
+        8-pixel words.
+        """
+        stride = (width + 7) // 8 * 8
+        rows = self.scratch("frames", (1 + n * (height + 1)) * stride)
+        rows = rows.reshape(1 + n * (height + 1), stride)
+        rows[0] = False
+        frames = rows[1:].reshape(n, height + 1, stride)
+        frames[:, height] = False
+        if stride > width:
+            frames[:, :height, width:] = False
+        return rows, frames[:, :height, :width]
 
-    The crops are stored row-major in one bool buffer, each between a row of zeros above and
-    one below (the frame's pixels there are zero, or stand in for the pixels that precede and
-    follow the crop's columns in column-major order), rows padded with zeros to a multiple of
-    8 pixels. A pixel's change from the pixel above it, which is where a column-major run
-    starts or ends, is then a comparison of each crop with itself shifted by a row, made 8
-    pixels at a time; :meth:`frame_counts` turns those changes into runs.
-    """
+    def frame_counts(
+        self, rows: np.ndarray, n: int, height: int, width: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Run lengths ``(counts, lengths)`` of the ``n`` masks written into ``rows`` (see
+        :meth:`frames`), in column-major order, all masks' runs one after another.
 
-    def __init__(self, encoder: RleEncoder, index, top, bottom, left, right) -> None:
-        self.encoder = encoder
-        self.index = np.asarray(index, dtype=np.int64)
-        self.top, self.left = np.asarray(top, np.int64), np.asarray(left, np.int64)
-        self.heights = np.asarray(bottom, np.int64) - self.top
-        self.widths = np.asarray(right, np.int64) - self.left
-        self.words = (self.widths + 7) // 8  # 8-pixel words per buffer row
-        sizes = (self.heights + 2) * self.words * 8
-        self.offsets = np.cumsum(sizes) - sizes
-        self.buffer = encoder.scratch("crops", int(sizes.sum()))
-        self._shapes = list(
-            zip(
-                self.offsets.tolist(),
-                self.heights.tolist(),
-                self.widths.tolist(),
-                (self.words * 8).tolist(),
-            )
-        )
-        #: ``(mask index, y0, y1, x0, x1)`` of each crop, as Python ints.
-        self.boxes = list(
-            zip(
-                self.index.tolist(),
-                self.top.tolist(),
-                (self.top + self.heights).tolist(),
-                self.left.tolist(),
-                (self.left + self.widths).tolist(),
-            )
-        )
-
-    def rows(self, k: int) -> np.ndarray:
-        """The ``[h, w]`` bool view to fill with the ``k``-th crop."""
-        offset, h, w, stride = self._shapes[k]
-        region = self.buffer[offset : offset + (h + 2) * stride].reshape(h + 2, stride)
-        region[0] = False
-        region[h + 1] = False
-        if stride > w:
-            region[1 : h + 1, w:] = False
-        return region[1 : h + 1, :w]
-
-    def _changes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(crop, row, column)`` of every pixel that differs from the one above it (row
-        ``h`` being the zero row below the crop), crop by crop in row-major order."""
-        words = self.buffer.view(np.uint64)
-        starts = self.offsets // 8
-        if (self.words == self.words[0]).all():  # one stride: one comparison for all crops
-            per = int(self.words[0])
-            flags = self.encoder.scratch("flags", len(words) - per)
-            np.not_equal(words[per:], words[:-per], out=flags)
-            lower = np.flatnonzero(flags) + per
-        else:
-            sizes = (self.heights + 1) * self.words
-            flag_starts = np.cumsum(sizes) - sizes
-            flags = self.encoder.scratch("flags", int(sizes.sum()))
-            for start, flag_start, h, per in zip(
-                starts.tolist(), flag_starts.tolist(), self.heights.tolist(), self.words.tolist()
-            ):
-                region = words[start : start + (h + 2) * per].reshape(h + 2, per)
-                out = flags[flag_start : flag_start + (h + 1) * per].reshape(h + 1, per)
-                np.not_equal(region[1:], region[:-1], out=out)
-            at = np.flatnonzero(flags)
-            crop = np.searchsorted(flag_starts, at, side="right") - 1
-            lower = at - flag_starts[crop] + starts[crop] + self.words[crop]
-        # The word below and the one above, pixel by pixel: where they differ.
-        crop = np.searchsorted(starts, lower, side="right") - 1
-        changed = words[lower] ^ words[lower - self.words[crop]]
-        word, byte = np.divmod(np.flatnonzero(changed.view(np.uint8)), 8)
-        crop = crop[word]
-        row, column = np.divmod(lower[word] - starts[crop], self.words[crop])
-        return crop, row - 1, column * 8 + byte
-
-    def frame_counts(self, n: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """Run lengths ``(counts, lengths)`` of all ``n`` masks of ``height x width`` in
-        column-major order (masks without a crop are all zero)."""
+        A run starts or ends where a pixel differs from the pixel above it (the zero rows
+        included): rows are compared 8 pixels at a time, then only the differing words are
+        looked into. The zero runs between are never visited.
+        """
         total = height * width
-        changes_per_mask = np.zeros(n, dtype=np.int64)
-        positions = np.zeros(0, dtype=np.int64)
-        if len(self.index):
-            crop, row, column = self._changes()
-            positions = (self.left[crop] + column) * height + self.top[crop] + row
-            # In column-major order, mask by mask.
-            key = np.sort(crop * (total + 1) + positions)
-            crop, positions = np.divmod(key, total + 1)
-            # A crop as tall as the frame: a column's end and the next one's start are the
-            # same frame position (the run goes on); at the frame's end nothing follows.
-            same = (positions[1:] == positions[:-1]) & (crop[1:] == crop[:-1])
-            drop = positions == total
-            drop[1:] |= same
-            drop[:-1] |= same
-            positions, crop = positions[~drop], crop[~drop]
-            changes_per_mask[self.index] = np.bincount(crop, minlength=len(self.index))
+        per = rows.shape[1] // 8
+        words = rows.reshape(-1).view(np.uint64)
+        flags = self.scratch("flags", len(words) - per)
+        np.not_equal(words[per:], words[:-per], out=flags)
+        lower = np.flatnonzero(flags) + per
+        changed = words[lower] ^ words[lower - per]
+        word, byte = np.divmod(np.flatnonzero(changed.view(np.uint8)), 8)
+        row, column = np.divmod(lower[word], per)
+        mask, y = np.divmod(row - 1, height + 1)
+        positions = (column * 8 + byte) * height + y
+        # In column-major order, mask by mask.
+        key = np.sort(mask * (total + 1) + positions)
+        # A column's end (y = height) and the next column's start are the same position:
+        # there the run goes on. At the frame's end nothing follows.
+        same = key[1:] == key[:-1]
+        drop = key % (total + 1) == total
+        drop[1:] |= same
+        drop[:-1] |= same
+        mask, positions = np.divmod(key[~drop], total + 1)
+        changes_per_mask = np.bincount(mask, minlength=n)
         # Per mask: [0, changes..., total], whose differences are its runs.
         span = changes_per_mask + 2
-        starts = np.cumsum(span) - span
-        ends = starts + span - 1
-        bounds = np.empty(int(span.sum()), dtype=np.int64)
-        bounds[starts] = 0
+        ends = np.cumsum(span) - 1
+        bounds = np.zeros(int(span.sum()), dtype=np.int64)
         bounds[ends] = total
-        mask_of_change = np.repeat(np.arange(n), changes_per_mask)
-        bounds[np.arange(len(positions)) + 2 * mask_of_change + 1] = positions
-        counts = np.delete(np.diff(bounds), ends[:-1])
+        bounds[np.arange(len(positions)) + 2 * mask + 1] = positions
+        runs = np.diff(bounds)
+        keep = np.ones(len(runs), dtype=bool)
+        keep[ends[:-1]] = False  # from one mask's end to the next one's start
+        counts = runs[keep]
         return counts, changes_per_mask + 1
 
 
-def host_crops(masks: Any, threshold: float, encoder: RleEncoder) -> Crops:
-    """Crops of CPU masks: one pass takes the maximum of every row, then only the rows that
-    may hold a set pixel are thresholded (whole rows: a column crop would cost a second
-    pass)."""
-    tensor = masks if isinstance(masks, torch.Tensor) else _as_tensor(masks, threshold)
-    if tensor.dtype == torch.bool:
-        tensor = tensor.view(torch.uint8)
-    floating = tensor.is_floating_point()
-    if not floating and tensor.dtype != torch.uint8:
-        # Signed integers: a row's maximum may be 0 with negative (set) pixels in it.
-        tensor = (tensor != 0).view(torch.uint8)
-    maxima = _comparable(tensor, threshold).amax(dim=2)
-    rows = maxima > _limit(tensor, threshold) if floating else maxima != 0
-    if floating and maxima.is_floating_point():  # NaN rows may hold set pixels too
-        rows |= maxima.isnan()
-    found, top, bottom = _extents(rows.numpy())
-    width = tensor.shape[2]
-    crops = Crops(encoder, found, top[found], bottom[found], 0 * found, width + 0 * found)
-    array = None if tensor.dtype == torch.bfloat16 else tensor.numpy()
-    for k, (i, y0, y1, _, _) in enumerate(crops.boxes):
-        values = tensor[i, y0:y1].float().numpy() if array is None else array[i, y0:y1]
-        if floating:
-            np.greater(values, threshold, out=crops.rows(k))
-        else:
-            np.not_equal(values, 0, out=crops.rows(k))
-    return crops
+def threshold_on_host(masks: Any, threshold: float, out: np.ndarray) -> None:
+    """Write ``masks > threshold`` (floating) or ``masks != 0`` into the bool view ``out``:
+    one pass over the masks, in their own layout."""
+    if isinstance(masks, torch.Tensor):
+        if masks.dtype == torch.bfloat16:  # numpy has none
+            masks = masks.float()
+        array = (masks.view(torch.uint8) if masks.dtype == torch.bool else masks).numpy()
+    else:
+        array = masks
+    if np.issubdtype(array.dtype, np.floating):
+        np.greater(array, threshold, out=out)
+    else:
+        np.not_equal(array, 0, out=out)
 
 
-def _comparable(tensor: torch.Tensor, threshold: float) -> torch.Tensor:
-    """``tensor``, or its float32/float16 bits as integers when ``threshold >= 0``: then
-    non-negative floats order as their bit patterns do (negative ones, below the threshold,
-    as negative integers), and an integer maximum is the cheaper pass."""
-    if threshold >= 0 and tensor.dtype in _BITS:
-        return tensor.view(_BITS[tensor.dtype][0])
-    return tensor
-
-
-def _limit(tensor: torch.Tensor, threshold: float) -> float | int:
-    """The threshold for :func:`_comparable`'s values, rounded to the masks' precision (as
-    numpy and torch compare)."""
-    if threshold >= 0 and tensor.dtype in _BITS:
-        _, floating, pattern = _BITS[tensor.dtype]
-        return int(np.asarray(threshold, dtype=floating).view(pattern))
-    return threshold
-
-
-_BITS = {
-    torch.float32: (torch.int32, np.float32, np.int32),
-    torch.float16: (torch.int16, np.float16, np.int16),
-}
-
-
-def _extents(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(rows with a flag, first flag, one past the last flag)`` of a bool ``[N, L]``."""
-    first = flags.argmax(axis=1)
-    last = flags.shape[1] - flags[:, ::-1].argmax(axis=1)
-    return np.flatnonzero(flags.any(axis=1)), first, last
-
-
-def _as_tensor(array: np.ndarray, threshold: float) -> torch.Tensor:
-    try:
-        return torch.from_numpy(array)
-    except TypeError:  # a dtype torch lacks (e.g. float128): binarize here
-        floating = np.issubdtype(array.dtype, np.floating)
-        return torch.from_numpy(array > threshold if floating else array != 0)
-
-
-def device_crops(masks: torch.Tensor, threshold: float, encoder: RleEncoder) -> Crops:
-    """Crops of masks on an accelerator: thresholded and bit-packed there, so one bit per
-    pixel crosses to the host (1/32 of float32 masks), with each mask's set rows and columns."""
+def threshold_on_device(masks: torch.Tensor, threshold: float, out: np.ndarray) -> None:
+    """:func:`threshold_on_host` for masks on an accelerator: thresholded and bit-packed
+    there, so one bit per pixel crosses to the host (1/32 of float32 masks)."""
     binary = masks > threshold if masks.is_floating_point() else masks != 0
     n, height, width = binary.shape
-    rows, columns = binary.any(dim=2), binary.any(dim=1)
     bits = binary.to(torch.uint8)
     if width % 8:
         bits = torch.nn.functional.pad(bits, (0, 8 - width % 8))
     weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=bits.device)
-    packed = (bits.view(n, height, -1, 8) * weights).sum(dim=3, dtype=torch.uint8)
-    rows, columns, packed = rows.cpu().numpy(), columns.cpu().numpy(), packed.cpu().numpy()
-    found, top, bottom = _extents(rows)
-    _, left, right = _extents(columns)
-    crops = Crops(encoder, found, top[found], bottom[found], left[found], right[found])
-    for k, (i, y0, y1, x0, x1) in enumerate(crops.boxes):
-        block = np.unpackbits(packed[i, y0:y1, x0 // 8 : (x1 + 7) // 8], axis=1)
-        np.copyto(crops.rows(k), block[:, x0 % 8 : x0 % 8 + x1 - x0], casting="unsafe")
-    return crops
+    packed = (bits.view(n, height, -1, 8) * weights).sum(dim=3, dtype=torch.uint8).cpu()
+    np.copyto(out, np.unpackbits(packed.numpy(), axis=2, count=width), casting="unsafe")
 
 
 def counts_to_strings(counts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

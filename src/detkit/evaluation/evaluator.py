@@ -249,7 +249,8 @@ class CocoEvaluator:
         outcome: Any = None
         if is_main_process():
             try:
-                outcome = self._evaluate(block)
+                with backends.garbage_collection_paused():
+                    outcome = self._evaluate(block)
             except Exception as error:  # sent to every rank, raised there too
                 outcome = error
         if get_world_size() > 1:
