@@ -25,13 +25,16 @@ Goals (issue 17): segm at most 0.7x the time of hotcoco's integration; bbox at m
 hotcoco's raw stream at 500 and 5,000 images and at least 20x faster than the reference.
 
 Run: ``python benchmarks/bench_evaluator.py [--workloads bbox,bbox-5000,segm,keypoints]
-[--rounds 5] [--slow-rounds 1] [--methods ...]``
+[--rounds 5] [--slow-rounds 1] [--methods ...] [--baseline-src ../other-checkout/src]``
+(``--baseline-src`` adds ``detkit-baseline``: detkit imported from another checkout, for
+before/after ratios in the same run).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -93,10 +96,18 @@ def worker(method: str, workload: dict) -> dict:
     }
 
 
+#: Where ``detkit-baseline`` imports detkit from (``--baseline-src``): another checkout.
+BASELINE = {"src": None}
+
+
 def run_subprocess(method: str, workload: dict) -> dict | str:
     """``worker`` in a fresh process; its result, or the error text."""
+    env = dict(os.environ)
+    if method == "detkit-baseline":
+        env["PYTHONPATH"] = os.pathsep.join([BASELINE["src"], env.get("PYTHONPATH", "")])
+        method = "detkit"
     command = [sys.executable, __file__, "--worker", method, "--workload", json.dumps(workload)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode:
         return done.stderr[-1500:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -175,18 +186,26 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--images", type=int, help="override every workload's image count")
     parser.add_argument("--json", help="also write every run's figures to this file")
+    parser.add_argument(
+        "--baseline-src",
+        help="a detkit checkout's src/ to time as method 'detkit-baseline' (before/after)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, json.loads(args.workload))))
         return
+    methods = args.methods.split(",")
+    if args.baseline_src:
+        BASELINE["src"] = os.path.abspath(args.baseline_src)
+        methods.insert(1, "detkit-baseline")
     everything = {}
     for name in args.workloads.split(","):
         workload = dict(WORKLOADS[name])
         if args.images:
             workload["images"] = args.images
-        runs = measure(name, workload, args.methods.split(","), args.rounds, args.slow_rounds)
+        runs = measure(name, workload, methods, args.rounds, args.slow_rounds)
         everything[name] = {"workload": workload, "runs": runs}
     if args.json:
         with open(args.json, "w") as file:
