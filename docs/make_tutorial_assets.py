@@ -60,9 +60,7 @@ def forward_assets(root: Path) -> None:
     torch.manual_seed(0)
     dataset = PennFudanDataset(root, transforms=train_transforms())
     images, targets = collate_fn([dataset[0], dataset[1]])
-    model = build_model(
-        {"model": "lite:mobilenet_v3_large", "weights": "none", "min_size": 160, "max_size": 224}
-    )
+    model = build_model(vars(train.parse_args(["--demo"])))  # the demo's model
     losses = model(list(images), list(targets))  # training mode: a dict of losses
     model.eval()
     with torch.inference_mode():
