@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import logging
 import os
@@ -86,6 +87,11 @@ def test_only_the_main_process_logs(caplog, monkeypatch):
     assert stream.getvalue() == ""
 
 
+needs_tqdm = pytest.mark.skipif(
+    importlib.util.find_spec("tqdm") is None, reason="tqdm (the progress extra) draws the bars"
+)
+
+
 @pytest.fixture
 def verbose(caplog):
     """detkit's INFO records enabled, as they are by default without logging configuration."""
@@ -98,6 +104,7 @@ def bar_text(stream) -> str:
     return stream.getvalue().rstrip("\n").split("\r")[-1]
 
 
+@needs_tqdm
 def test_a_tqdm_bar_on_a_terminal_only(verbose):
     stream = TTY()
     metric_logger = MetricLogger(stream=stream)
@@ -158,6 +165,7 @@ def test_silenced_detkit_draws_no_bar(caplog):
     assert caplog.records == []
 
 
+@needs_tqdm
 def test_progress_bar_without_a_length(verbose):
     stream = TTY()
     for _ in MetricLogger(stream=stream).log_every(iter(range(4)), header="Test:"):
@@ -196,6 +204,7 @@ def test_train_one_epoch_logs_through_logging(caplog):
     assert "Total time" in lines[-1]
 
 
+@needs_tqdm
 def test_progress_bar_line_ends_when_the_loop_stops_early(verbose):
     stream = TTY()
     batches = MetricLogger(stream=stream).log_every(range(10), header="Epoch: [0]")
