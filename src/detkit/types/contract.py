@@ -6,8 +6,8 @@ there.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import sys
+from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
 if sys.version_info >= (3, 11):
