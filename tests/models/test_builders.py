@@ -176,7 +176,8 @@ def test_builder_errors_say_what_to_do(tmp_path):
         fasterrcnn("mobilenet_v3_small", num_classes=2, fpn=False, returned_strides=(16, 32))
     with pytest.raises(
         ValueError,
-        match=r"'fasterrcnn_resnet5_fpn' is not a torchvision detection model; did you mean 'fasterrcnn_resnet50_fpn'",
+        match=r"'fasterrcnn_resnet5_fpn' is not a torchvision detection model nor one of detkit's "
+        r"R-CNN families; did you mean 'fasterrcnn_resnet50_fpn'",
     ):
         detection_model("fasterrcnn_resnet5_fpn", num_classes=2)
     with pytest.raises(ValueError, match="num_classes is required without detector weights"):
