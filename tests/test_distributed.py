@@ -238,3 +238,68 @@ def test_two_process_coco_metrics_equal_one_process(two_process_run):
     # The comparison is not vacuous: the detector found some of the pedestrians.
     assert single["bbox"]["AR100"] > 0
     assert "Average Precision  (AP) @[ IoU=0.50:0.95" in log
+
+
+def _buffers_equal(first: dict, second: dict) -> bool:
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_two_process_batch_norm_evaluation_equals_the_checkpoint_evaluated_alone(two_process_run):
+    """Each rank trained batch norm on its own images; evaluate under 2 processes must give
+    exactly the numbers of the saved checkpoint evaluated in one process."""
+    from engine.ddp_worker import batchnorm_detector
+
+    from detkit.data import InferenceSampler
+
+    data, out, reports, _ = two_process_run
+    trained = reports[0]["bn_trained"]
+    # The statistics did drift apart: without the broadcast the ranks evaluate different models.
+    assert not _buffers_equal(trained[0], trained[1])
+    # evaluate gave every rank rank 0's buffers, and the checkpoint holds them.
+    checkpoint = torch.load(out / "batchnorm.pt", weights_only=True)
+    saved = {k: v for k, v in checkpoint["model"].items() if k in trained[0]}
+    assert _buffers_equal(saved, trained[0])
+    assert all(_buffers_equal(r["bn_evaluated"], trained[0]) for r in reports)
+    assert reports[0]["bn_coco"] == reports[1]["bn_coco"]
+
+    model = batchnorm_detector(seed=1)
+    load_checkpoint(out / "batchnorm.pt", model=model, restore_rng=False)
+    samples = load_detection_samples(data)[8:15]
+    loader = torch.utils.data.DataLoader(
+        samples, batch_size=1, sampler=InferenceSampler(samples), collate_fn=collate_fn
+    )
+    single = evaluate(model, loader, "cpu", num_threads=1, losses=True, progress=False)
+    multi = reports[0]["bn_coco"]
+    assert single["bbox"]["AP"] > 0  # not vacuous: the detector finds pedestrians
+    # Exactly equal: the same model on the same images, one image per batch either way.
+    assert {k: v for k, v in single.items() if k != "losses"} == {
+        k: v for k, v in multi.items() if k != "losses"
+    }
+    # The losses: one image per batch, seeded by its id, so the same per image; averaged
+    # over the 7 images (summed in another order across processes).
+    assert single["losses"].keys() == multi["losses"].keys()
+    for name, value in single["losses"].items():
+        assert value == pytest.approx(multi["losses"][name], rel=1e-12, abs=1e-12), name
+
+
+def test_saving_a_checkpoint_gives_every_rank_the_saved_buffers(two_process_run):
+    _, out, reports, _ = two_process_run
+    before = [r["bn_before_save"] for r in reports]
+    assert not _buffers_equal(before[0], before[1])  # the second epoch drifted them apart
+    checkpoint = torch.load(out / "batchnorm_1.pt", weights_only=True)
+    saved = {k: v for k, v in checkpoint["model"].items() if k in before[0]}
+    assert _buffers_equal(saved, before[0])
+    assert all(_buffers_equal(r["bn_after_save"], saved) for r in reports)
+
+
+def test_checkpoint_keeper_under_two_processes_follows_rank_0(two_process_run):
+    _, out, reports, _ = two_process_run
+    # Rank 0 saw AP 0.2, 0.3, 0.25 (rank 1 was told 0.7, 0.8, 0.75): best epoch 1, then
+    # one evaluation without improvement stops the run (patience 1), on both ranks.
+    expected = [(0, 0.2, False), (1, 0.3, False), (1, 0.3, True)]
+    assert [r["keeper"] for r in reports] == [expected, expected]
+    kept = out / "kept"
+    assert sorted(p.name for p in kept.iterdir()) == ["best.pt", "checkpoint_002.pt"]
+    best = torch.load(kept / "best.pt", weights_only=True)
+    assert best["epoch"] == 1
+    assert best["extra"]["checkpoint_keeper"]["best_value"] == 0.3

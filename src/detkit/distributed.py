@@ -23,6 +23,7 @@ __all__ = [
     "DistributedInfo",
     "all_gather",
     "barrier",
+    "broadcast_buffers",
     "destroy_distributed",
     "get_local_rank",
     "get_rank",
@@ -305,6 +306,56 @@ def reduce_dict(
         stacked = stacked / world_size
     reduced = dict(zip(names, stacked.unbind(0)))
     return {name: reduced[name] for name in values}
+
+
+def broadcast_buffers(model: nn.Module, *, src: int = 0) -> None:
+    """Give every process rank ``src``'s buffers of ``model`` (no-op in a single process).
+
+    Buffers are the model's state that is not learned by gradients: batch norm's running
+    mean and variance (and its batch count). Under ``DistributedDataParallel`` the parameters
+    are the same on every process, but the buffers are not: each process updates its batch
+    norm statistics from its own batches. DDP's ``broadcast_buffers=True`` copies rank 0's at
+    the start of each *training* forward, so they still differ by the last step's update, and
+    not at all with ``broadcast_buffers=False``. Evaluating then uses per-process statistics:
+    the metrics of a multi-process run would match no single model, and not the checkpoint
+    (which holds rank 0's). :func:`detkit.engine.evaluate` and
+    :func:`detkit.engine.save_checkpoint` call this first.
+
+    Broadcasting, not averaging: after it every process holds exactly the model that rank 0
+    saves, so a saved checkpoint evaluated alone gives the multi-process numbers, and a resumed
+    run continues from what the uninterrupted one holds. An average of the running variances
+    is not the variance of the processes' data together (it misses the spread between their
+    means), and the result would be a model no process trained.
+
+    A collective call: every process must call it, with the same model. The buffers are
+    overwritten in place (one broadcast per dtype and device, not per tensor).
+
+    Args:
+        model: the model, wrapped or not.
+        src: the rank whose buffers everyone gets.
+
+    >>> layer = nn.BatchNorm1d(3)
+    >>> broadcast_buffers(layer)      # a single process: nothing to do
+    >>> layer.running_var
+    tensor([1., 1., 1.])
+    """
+    if not is_dist_avail_and_initialized():
+        return
+    buffers = list(unwrap_model(model).buffers())
+    groups: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
+    for buffer in buffers:
+        groups.setdefault((buffer.dtype, buffer.device), []).append(buffer)
+    # Sorted, so that every process issues the broadcasts in the same order.
+    for key in sorted(groups, key=lambda k: (str(k[0]), k[1].type)):
+        tensors = groups[key]
+        flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+        dist.broadcast(flat, src=src)
+        with torch.no_grad():
+            offset = 0
+            for tensor in tensors:
+                count = tensor.numel()
+                tensor.copy_(flat[offset : offset + count].view_as(tensor))
+                offset += count
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

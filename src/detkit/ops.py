@@ -15,6 +15,7 @@ __all__ = [
     "instance_ids",
     "masks_area",
     "masks_to_boxes",
+    "split_id_mask",
 ]
 
 
@@ -207,7 +208,7 @@ def _id_mask_to_bool(
     return array[None] == ids.astype(array.dtype, copy=False)[:, None, None]
 
 
-def _split_id_mask(id_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, torch.Tensor, np.ndarray]:
+def split_id_mask(id_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, torch.Tensor, np.ndarray]:
     """Instances of an id mask ``[H, W]``: ``(ids, bool masks [N, H, W], boxes, areas)``.
 
     The dataset's hot path. It runs right after an image decode has filled the caches with
@@ -215,6 +216,15 @@ def _split_id_mask(id_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, torch.T
     warm loop shows: so few of both. With small ids (the usual ``1..N``) every candidate id
     ``1..max`` is compared at once and absent ones dropped; one pass finds each instance's
     rows, and its columns and area come from the band of rows it spans only.
+
+    Returns:
+        ``ids`` int64 ``[N]`` (ascending, absent ids left out), ``masks`` bool
+        ``[N, H, W]``, ``boxes`` float ``Tensor[N, 4]`` (edge convention, as
+        :func:`masks_to_boxes`) and ``areas`` int64 ``[N]`` (pixel counts).
+
+    >>> ids, masks, boxes, areas = split_id_mask(np.array([[0, 7, 7], [0, 0, 3]]))
+    >>> ids.tolist(), boxes.tolist(), areas.tolist()
+    ([3, 7], [[2.0, 1.0, 3.0, 2.0], [1.0, 0.0, 3.0, 1.0]], [1, 2])
     """
     array = _integer_array(id_mask, "id_mask")
     if array.ndim != 2:

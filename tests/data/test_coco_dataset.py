@@ -21,7 +21,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from detkit.data import CocoJsonDataset, write_synthetic_coco
-from detkit.data._coco_fields import rle_string_problem
+from detkit.data.coco._fields import rle_string_problem
 from detkit.types import validate_target
 
 
@@ -376,12 +376,13 @@ def test_missing_and_mismatched_image_files(coco_root):
         coco_root / "images", coco_root / "annotations.json", check_files=False
     )
     with pytest.raises(
-        FileNotFoundError, match=rf"image id 3: image file not found: '.*{victim.name}'"
+        FileNotFoundError,
+        match=rf"sample image_id=3 \(.*\): image file not found: '.*{victim.name}'",
     ):
         dataset[1]
     Image.new("RGB", (40, 50)).save(victim)  # rotated: W and H swapped
     with pytest.raises(
-        ValueError, match=r"image id 3: .* is 40x50 \(WxH\) but .* says 50x40.*rotated"
+        ValueError, match=r"sample image_id=3 .* is 40x50 \(WxH\) but .* says 50x40.*rotated"
     ):
         dataset[1]
 
@@ -403,7 +404,7 @@ def test_transforms_pickling_and_no_decode_for_metadata(coco_root, monkeypatch):
     )
     torch.testing.assert_close(clone[2][1]["masks"], dataset[2][1]["masks"])
 
-    import detkit.data.coco as coco_module
+    import detkit.data.coco.dataset as coco_module
 
     def refuse(*args, **kwargs):
         raise AssertionError("decoded an image")
@@ -470,7 +471,7 @@ def test_compressed_rle_must_cover_the_image_exactly(coco_root, counts, match):
     dataset = CocoJsonDataset(coco_root / "images", path)
     image_id = json.loads(path.read_text())["annotations"][0]["image_id"]
     with pytest.raises(
-        ValueError, match=rf"image id {image_id} \('.*\.png'\): .*annotation id 1: .*{match}"
+        ValueError, match=rf"sample image_id={image_id} \('.*\.png'\): .*annotation id 1: .*{match}"
     ):
         dataset.get_target(dataset.ids.index(image_id))
 
@@ -526,7 +527,7 @@ def test_exif_orientation_is_applied_and_a_stored_size_json_says_so(coco_root):
     stored_size = add(50, 40)
     with pytest.raises(
         ValueError,
-        match=r"image id 77: .*phone\.png' is 50x40 \(WxH\) but .* says 40x50.* EXIF orientation "
+        match=r"sample image_id=77 .*phone\.png' is 50x40 \(WxH\) but .* says 40x50.* EXIF orientation "
         r"6: stored 40x50, shown \(and read by detkit\) 50x40; .*apply_exif_orientation=False",
     ):
         CocoJsonDataset(coco_root / "images", stored_size)[len(dataset) - 1]

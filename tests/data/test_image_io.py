@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps, features
 
-import detkit.data._image_io as image_io
+import detkit.data._image_files as image_io
 from detkit.data import InstanceMaskDataset
-from detkit.data._image_header import parse_header
+from detkit.data._image_headers import parse_header
 
 # -- writers --------------------------------------------------------------------------------
 
@@ -259,7 +259,9 @@ def test_pixel_limit_of_the_datasets(tmp_path, monkeypatch):
     Image.fromarray(pixels(30, 40)).save(tmp_path / "a.bmp")  # through PIL
     for image_file in ("a.png", "a.bmp"):
         sample = [(tmp_path / image_file, tmp_path / "a_mask.png")]
-        with pytest.raises(ValueError, match=rf"sample 0: image file '.*{image_file}' is 40x30"):
+        with pytest.raises(
+            ValueError, match=rf"sample image_id=0 \(.*\): image file '.*{image_file}' is 40x30"
+        ):
             InstanceMaskDataset(sample, max_image_pixels=1000)[0]
         assert InstanceMaskDataset(sample, max_image_pixels=1200)[0][0].shape == (3, 30, 40)
         assert InstanceMaskDataset(sample, max_image_pixels=None)[0][0].shape == (3, 30, 40)
@@ -288,7 +290,7 @@ def test_jpeg_masks_are_refused_whatever_their_name(tmp_path):
     ids[4:12, 4:12] = 1
     sample = image_and_mask(tmp_path, ids, mask_format="JPEG", mask_name="a_mask.png")
     with pytest.raises(
-        ValueError, match=r"sample 0: mask file '.*a_mask\.png' is JPEG, a lossy format"
+        ValueError, match=r"sample image_id=0 \(.*\): mask file '.*a_mask\.png' is JPEG, a lossy"
     ):
         InstanceMaskDataset([sample])[0]
     Image.fromarray(ids).save(tmp_path / "classes.png", "JPEG")
@@ -318,7 +320,7 @@ def test_a_directory_is_called_a_directory_everywhere(tmp_path):
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "m.png")
     (tmp_path / "photo.png").mkdir()
     sample = [(tmp_path / "photo.png", tmp_path / "m.png")]
-    message = r"sample 0: image path '.*photo\.png' is a directory"
+    message = r"sample image_id=0 \(.*\): image path '.*photo\.png' is a directory"
     with pytest.raises(ValueError, match=r"sample 0, image \(is a directory\): .*photo\.png"):
         InstanceMaskDataset(sample)
     dataset = InstanceMaskDataset(sample, check_files=False)
@@ -338,7 +340,7 @@ def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
     dataset = InstanceMaskDataset(sample, check_files=False)
     for read_it in (lambda: dataset[0], lambda: dataset.get_height_and_width(0)):
         with pytest.raises(
-            ValueError, match=r"sample 0: image path '.*pipe\.png' is not a regular"
+            ValueError, match=r"sample image_id=0 \(.*\): image path '.*pipe\.png' is not a"
         ):
             read_it()
 

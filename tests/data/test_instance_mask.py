@@ -1,4 +1,5 @@
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import detkit.data._image_io as image_io
+import detkit.data._image_files as image_io
 from detkit.data import InstanceMaskDataset, write_synthetic_pennfudan
 from detkit.types import validate_target
 
@@ -241,7 +242,10 @@ def test_missing_mask_reported_at_read(tmp_path):
     image_path, mask_path = good_pair(tmp_path)
     dataset = InstanceMaskDataset([(image_path, mask_path)])
     mask_path.unlink()
-    with pytest.raises(FileNotFoundError, match=f"sample 0: mask file not found: '{mask_path}'"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"sample image_id=0 \(.*\): mask file not found: '{re.escape(str(mask_path))}'",
+    ):
         dataset[0]
 
 

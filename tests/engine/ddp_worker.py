@@ -6,6 +6,11 @@ odd number of images (DistributedSampler pads one duplicate) with CocoEvaluator 
 recording test double, saves a checkpoint (a
 collective call), then provokes a NaN loss on one rank only, and writes what it saw to
 ``<out>/rank<r>.pt`` for the test to check.
+
+Then a detector whose backbone has trainable batch norm trains on each rank's own images,
+so that the ranks' running statistics drift apart; it is evaluated (with validation losses),
+checkpointed, trained one more step and checkpointed again, and a CheckpointKeeper saves
+three epochs with made-up metrics.
 """
 
 from __future__ import annotations
@@ -16,6 +21,79 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
+
+
+def batchnorm_detector(seed: int = 0):
+    """The tiny detector with a batch norm after each backbone convolution (trainable, as in
+    the demo's from-scratch backbones), built with ``seed`` without touching the global RNG."""
+    from strategies import tiny_detector
+    from torch import nn
+
+    model = tiny_detector(seed=seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        layers = []
+        channels = 3
+        for width in (16, 32, 32):
+            layers += [nn.Conv2d(channels, width, 3, 2, 1), nn.BatchNorm2d(width), nn.ReLU()]
+            channels = width
+        backbone = nn.Sequential(*layers)
+    backbone.out_channels = 32
+    model.backbone = backbone
+    return model
+
+
+def buffers_of(model) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in model.named_buffers()}
+
+
+def batchnorm_part(samples, out: Path, report: dict, info) -> None:
+    """Evaluate and save a model whose ranks hold different batch norm statistics."""
+    from detkit import distributed
+    from detkit.data import InferenceSampler, collate_fn
+    from detkit.engine import evaluate, save_checkpoint, train_one_epoch
+
+    model = batchnorm_detector(seed=0)
+    # broadcast_buffers=False: each rank's statistics follow its own data all along (with
+    # the default, they differ by the last step's update only).
+    ddp_model = distributed.wrap_ddp(model, info.device, broadcast_buffers=False)
+    train = samples[:8]
+    sampler = DistributedSampler(train, shuffle=True, seed=1)
+    loader = DataLoader(train, batch_size=2, sampler=sampler, collate_fn=collate_fn)
+    optimizer = torch.optim.SGD(ddp_model.parameters(), lr=0.01, momentum=0.9)
+    # Epochs 2 and 3: the log lines of epoch 0 are counted by the tests.
+    train_one_epoch(ddp_model, optimizer, loader, info.device, 2, print_freq=10)
+    report["bn_trained"] = distributed.all_gather(buffers_of(model))
+    eval_samples = samples[8:15]
+    eval_loader = DataLoader(
+        eval_samples, batch_size=1, sampler=InferenceSampler(eval_samples), collate_fn=collate_fn
+    )
+    report["bn_coco"] = evaluate(ddp_model, eval_loader, info.device, losses=True)
+    report["bn_evaluated"] = buffers_of(model)
+    save_checkpoint(out / "batchnorm.pt", model=ddp_model, optimizer=optimizer, epoch=0)
+    # One more epoch drifts the statistics apart again; saving brings every rank to rank 0's.
+    sampler.set_epoch(1)
+    train_one_epoch(ddp_model, optimizer, loader, info.device, 3, print_freq=10)
+    report["bn_before_save"] = buffers_of(model)
+    save_checkpoint(out / "batchnorm_1.pt", model=ddp_model, optimizer=optimizer, epoch=1)
+    report["bn_after_save"] = buffers_of(model)
+
+
+def keeper_part(out: Path, report: dict, info) -> None:
+    """CheckpointKeeper under torchrun: rank 0 writes, every rank agrees on the decisions."""
+    from torch import nn
+
+    from detkit.engine import CheckpointKeeper
+
+    model = nn.Linear(2, 1)
+    keeper = CheckpointKeeper(out / "kept", keep_last=1, patience=1)
+    decisions = []
+    # Rank 1 is told other numbers: the decisions must still be rank 0's.
+    offset = 0.5 * info.rank
+    for epoch, ap in enumerate([0.2, 0.3, 0.25]):
+        keeper.save(epoch, {"bbox": {"AP": ap + offset}}, model=model)
+        decisions.append((keeper.best_epoch, keeper.best_value, keeper.should_stop))
+    report["keeper"] = decisions
 
 
 def main() -> None:
@@ -101,6 +179,10 @@ def main() -> None:
         report["nan_error"] = None
     except NonFiniteLossError as error:
         report["nan_error"] = (str(error), error.per_rank)
+    model.forward = original_forward
+
+    batchnorm_part(samples, args.out, report, info)
+    keeper_part(args.out, report, info)
     torch.save(report, args.out / f"rank{info.rank}.pt")
     distributed.barrier()
     distributed.destroy_distributed()

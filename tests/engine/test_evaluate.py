@@ -183,3 +183,127 @@ def test_evaluate_refuses_images_in_0_255_and_names_the_batch_of_a_failing_model
         RuntimeError, match=r"device-side assert triggered \[batch image_ids \[5, 6\]\]"
     ):
         evaluate(Broken(), data, "cpu", iou_types=["bbox"], progress=False)
+
+
+def tiny_retinanet(seed: int = 0):
+    """A randomly initialised RetinaNet on a batch-norm backbone: a model outside R-CNN."""
+    from torchvision.models.detection import RetinaNet
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        backbone = nn.Sequential(
+            nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU(),
+        )  # fmt: skip
+        backbone.out_channels = 32
+        return RetinaNet(
+            backbone,
+            num_classes=2,
+            min_size=96,
+            max_size=96,
+            anchor_generator=AnchorGenerator(((16, 32),), ((0.5, 1.0, 2.0),)),
+        )
+
+
+def reference_losses(model, samples, batch_size):
+    """What training computes on these batches at the evaluation size, with batch norm in eval
+    mode, under the sampling seed evaluate uses: the model called in training mode with
+    every batch norm layer and the transform switched back to eval mode, per batch."""
+    import copy
+
+    from detkit.engine._validation_loss import batch_seed
+
+    model = copy.deepcopy(model).train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) or module is model.transform:
+            module.eval()
+    sums, count = {}, 0
+    with torch.no_grad():
+        for images, targets in loader(samples, batch_size):
+            with torch.random.fork_rng():
+                torch.manual_seed(batch_seed(targets))
+                losses = model(list(images), list(targets))
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + float(value) * len(images)
+            count += len(images)
+    averages = {name: value / count for name, value in sums.items()}
+    return {"loss": sum(averages.values()), **averages}
+
+
+@pytest.mark.parametrize("kind", ["faster", "mask", "batchnorm", "retinanet"])
+def test_validation_losses_come_with_unchanged_detections_and_model(samples, kind):
+    from engine.ddp_worker import batchnorm_detector
+
+    model = {
+        "faster": lambda: tiny_detector(),
+        "mask": lambda: tiny_detector(masks=True),
+        "batchnorm": lambda: batchnorm_detector(),
+        "retinanet": lambda: tiny_retinanet(),
+    }[kind]()
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    plain, with_losses = RecordingEvaluator(), RecordingEvaluator()
+    evaluate(model, loader(samples), "cpu", evaluator=plain, progress=False)
+    rng_after_plain = torch.get_rng_state()  # the data loader draws a seed
+    torch.set_rng_state(rng)
+    metrics = evaluate(
+        model, loader(samples), "cpu", evaluator=with_losses, losses=True, progress=False
+    )
+    # The detections are exactly those of an evaluation without losses.
+    assert list(plain.merged) == list(with_losses.merged) == [0, 1, 2, 3, 4]
+    for image_id, prediction in plain.merged.items():
+        for key, value in prediction.items():
+            assert torch.equal(value, with_losses.merged[image_id][key]), (image_id, key)
+    # Nothing learned or updated (batch norm statistics included), modes and RNG as before.
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(module.training for module in model.modules())
+    assert torch.equal(rng_after_plain, torch.get_rng_state())  # the losses drew nothing
+    # The losses are those of training's forward with batch norm in eval mode.
+    expected = reference_losses(model, samples, batch_size=2)
+    assert list(metrics["losses"]) == list(expected)
+    for name, value in expected.items():
+        assert metrics["losses"][name] == pytest.approx(value, rel=1e-12), name
+    assert metrics["losses"]["loss"] > 0
+    names = {
+        "faster": ["loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"],
+        "retinanet": ["classification", "bbox_regression"],
+    }
+    names["mask"] = [*names["faster"][:2], "loss_mask", *names["faster"][2:]]
+    names["batchnorm"] = names["faster"]
+    assert list(metrics["losses"]) == ["loss", *names[kind]]
+
+
+def test_validation_losses_repeat_and_reach_the_scalar_hook(samples):
+    model = tiny_detector(masks=True)
+    recorded = []
+    first = evaluate(
+        model,
+        loader(samples),
+        "cpu",
+        losses=True,
+        progress=False,
+        scalar_hook=lambda tag, value, step: recorded.append((tag, value, step)),
+        step=2,
+    )
+    again = evaluate(model, loader(samples), "cpu", losses=True, progress=False)
+    assert first == again  # sampling seeded by the batch's image ids
+    assert ("val/losses/loss_mask", first["losses"]["loss_mask"], 2) in recorded
+    assert ("val/losses/loss", first["losses"]["loss"], 2) in recorded
+
+
+def test_validation_losses_need_the_fields_training_needs(samples):
+    no_masks = [
+        (image, {k: v for k, v in target.items() if k != "masks"}) for image, target in samples
+    ]
+    model = tiny_detector(masks=True)
+    evaluate(model, loader(no_masks), "cpu", iou_types=["bbox"], progress=False)  # fine
+    with pytest.raises(Exception, match=r"batch image_ids \[0, 1\]") as caught:
+        evaluate(model, loader(no_masks), "cpu", iou_types=["bbox"], losses=True, progress=False)
+    assert "mask" in str(caught.value)
+    degenerate = [(samples[0][0], {**samples[0][1], "boxes": samples[0][1]["boxes"].clone()})]
+    degenerate[0][1]["boxes"][0, 2] = degenerate[0][1]["boxes"][0, 0]
+    with pytest.raises(AssertionError, match=r"positive height and width.*\[batch image_ids \[0\]"):
+        evaluate(tiny_detector(), loader(degenerate), "cpu", losses=True, progress=False)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torchvision import tv_tensors
 
-from detkit.data._image_io import (
+from detkit.data._image_files import (
     ID_MASK_MODES,
     MaxPixels,
     decode,
@@ -22,8 +22,8 @@ from detkit.data._image_io import (
     resolve_max_pixels,
 )
 from detkit.data.transforms.pipeline import apply_transforms, check_transforms
-from detkit.ops import _split_id_mask
-from detkit.types import Target
+from detkit.ops import split_id_mask
+from detkit.types import Target, sample_name
 
 __all__ = ["InstanceMaskDataset"]
 
@@ -219,7 +219,7 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
         unknown = [int(i) for i in ids if int(i) not in self._label_map]
         if unknown:
             raise ValueError(
-                f"sample {idx} (mask '{self.mask_path(idx)}'): instance ids {unknown} have no "
+                f"{self._where(idx)}: mask '{self.mask_path(idx)}': instance ids {unknown} have no "
                 f"entry in the labels mapping (known ids: {sorted(self._label_map)})"
             )
         return torch.tensor([self._label_map[int(i)] for i in ids], dtype=torch.int64)
@@ -247,7 +247,7 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
         mask = self._decode(idx, path, what, rgb=False)
         if mask.shape[0] != 1:
             raise ValueError(
-                f"sample {idx}: {what} file '{path}' has {mask.shape[0]} channels; an id mask must "
+                f"{self._where(idx)}: {what} file '{path}' has {mask.shape[0]} channels; an id mask must "
                 f"have one integer channel (PIL modes {', '.join(ID_MASK_MODES)})"
             )
         return mask[0].numpy()
@@ -255,12 +255,16 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
     def _decode(self, idx: int, path: Path, what: str, *, rgb: bool) -> torch.Tensor:
         return decode(
             path,
-            f"sample {idx}",
+            self._where(idx),
             what,
             rgb=rgb,
             max_pixels=self.max_image_pixels,
             exif=self.apply_exif_orientation,
         )
+
+    def _where(self, idx: int) -> str:
+        """How errors name sample ``idx``: its image_id and its image file."""
+        return sample_name(image_id=self.image_id(idx), source=self.image_path(idx))
 
     def get_height_and_width(self, idx: int) -> tuple[int, int]:
         """``(height, width)`` of sample ``idx``'s image, from its header (no pixel decode).
@@ -270,22 +274,22 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
         size = self._sizes.get(idx)
         if size is None:
             size = self._sizes[idx] = header_size(
-                self.image_path(idx), f"sample {idx}", exif=self.apply_exif_orientation
+                self.image_path(idx), self._where(idx), exif=self.apply_exif_orientation
             )
         return size
 
     def get_target(self, idx: int, id_mask: np.ndarray) -> Target:
         """Derive sample ``idx``'s target from its instance-id mask ``[H, W]``."""
-        ids, present, boxes, areas = _split_id_mask(id_mask)
+        ids, present, boxes, areas = split_id_mask(id_mask)
         labels = self.instance_labels(idx, ids, id_mask)
         if not isinstance(labels, torch.Tensor) or labels.shape != (len(ids),):
             raise ValueError(
-                f"sample {idx}: instance_labels must return an int64 Tensor[{len(ids)}], "
+                f"{self._where(idx)}: instance_labels must return an int64 Tensor[{len(ids)}], "
                 f"got {labels!r}"
             )
         if len(ids) and int(labels.min()) < 1:
             raise ValueError(
-                f"sample {idx} (mask '{self.mask_path(idx)}'): label {int(labels.min())} is "
+                f"{self._where(idx)}: mask '{self.mask_path(idx)}': label {int(labels.min())} is "
                 "invalid: labels start at 1 (0 is background)"
             )
         height, width = id_mask.shape
@@ -306,7 +310,7 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
         id_mask = self.load_id_mask(idx)
         if id_mask.shape != tuple(image.shape[1:]):
             raise ValueError(
-                f"sample {idx}: mask '{self.mask_path(idx)}' is {id_mask.shape[1]}x"
+                f"{self._where(idx)}: mask '{self.mask_path(idx)}' is {id_mask.shape[1]}x"
                 f"{id_mask.shape[0]} (WxH) but image '{self.image_path(idx)}' is "
                 f"{image.shape[2]}x{image.shape[1]}"
                 + (orientation_hint(self.image_path(idx)) if self.apply_exif_orientation else "")
@@ -328,7 +332,7 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
         semantic = self._read_mask(idx, path, "semantic mask")
         if semantic.shape != id_mask.shape:
             raise ValueError(
-                f"sample {idx}: semantic mask '{path}' has shape {semantic.shape}, instance mask "
+                f"{self._where(idx)}: semantic mask '{path}' has shape {semantic.shape}, instance mask "
                 f"'{self.mask_path(idx)}' has {id_mask.shape}"
             )
         if len(ids) == 0:
@@ -346,7 +350,7 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
         orphans = ids[counts.max(axis=1) == 0]
         if len(orphans):
             raise ValueError(
-                f"sample {idx}: instances {orphans.tolist()} of mask '{self.mask_path(idx)}' lie "
+                f"{self._where(idx)}: instances {orphans.tolist()} of mask '{self.mask_path(idx)}' lie "
                 f"entirely on background (class 0) in semantic mask '{path}'"
             )
         return torch.from_numpy(labels.astype(np.int64))

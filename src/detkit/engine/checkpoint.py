@@ -16,7 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from detkit.distributed import all_gather, barrier, get_rank, get_world_size, is_main_process
+from detkit.distributed import (
+    all_gather,
+    barrier,
+    broadcast_buffers,
+    get_rank,
+    get_world_size,
+    is_main_process,
+)
 from detkit.distributed import unwrap_model as _unwrap
 from detkit.engine._compatibility import check_restorable, type_family
 from detkit.files import atomic_write, load_error_reason
@@ -194,7 +201,10 @@ def save_checkpoint(
 
     Under ``torch.distributed`` this is a collective call: **every process calls it** (as
     with the reference scripts' ``save_on_master``); their RNG states are gathered, the main
-    process writes, and all return once the file is complete.
+    process writes, and all return once the file is complete. The model's buffers (batch norm
+    statistics, which each process updates from its own batches) are first broadcast from
+    rank 0 (:func:`detkit.distributed.broadcast_buffers`), so every process goes on with the
+    model that was saved, as a resumed run would.
 
     Args:
         path: the checkpoint file.
@@ -233,6 +243,8 @@ def save_checkpoint(
     if not isinstance(step, int) or step < 0:
         raise ValueError(f"step must be an int >= 0, got {step!r}")
     path = Path(path)
+    # Every process continues with the buffers (batch norm statistics) that are saved.
+    broadcast_buffers(model)
     rng = all_gather(get_rng_state())
     if is_main_process():
         payload = {

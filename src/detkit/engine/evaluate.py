@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -10,8 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from detkit.distributed import is_main_process, unwrap_model
+from detkit.distributed import all_gather, broadcast_buffers, is_main_process, unwrap_model
 from detkit.engine._failures import check_images, forward_error
+from detkit.engine._validation_loss import detections_and_losses
 from detkit.engine.logger import MetricLogger
 from detkit.engine.train import ScalarHook, move_to_device
 
@@ -63,6 +65,7 @@ def evaluate(
     scalar_hook: ScalarHook | None = None,
     step: int = 0,
     progress: bool | None = None,
+    losses: bool = False,
 ) -> dict[str, Any]:
     """Run ``model`` over ``data_loader`` and return the COCO metrics of its predictions.
 
@@ -75,7 +78,21 @@ def evaluate(
     (e.g. through ``DistributedSampler``); the evaluator gathers the predictions and drops
     images seen twice (the sampler's padding), and every process gets the same metrics.
     A ``DistributedDataParallel`` model is unwrapped for inference, so shards of unequal
-    length cannot dead-lock on its collectives.
+    length cannot dead-lock on its collectives. Its buffers (batch norm statistics, which
+    each process updated from its own batches) are first broadcast from rank 0
+    (:func:`detkit.distributed.broadcast_buffers`): the metrics are exactly those of the
+    model :func:`~detkit.engine.save_checkpoint` saves, evaluated in one process.
+
+    With ``losses=True`` the loss dict of the model on the validation data is computed too,
+    as training would compute it but with batch norm and dropout in eval mode and nothing
+    updated. R-CNN models (Faster, Mask, Keypoint) run their backbone once per batch for both
+    (only the proposal network and RoI heads run a second time, in training mode); other
+    models take one extra forward pass. The sampling of anchors and proposals in the losses
+    is seeded by each batch's image ids, so the numbers repeat from epoch to epoch and the
+    global random state is untouched. Each batch's losses count once per image; under
+    ``torch.distributed`` they are averaged over all processes' images (a sampler's padded
+    duplicates count twice here: use :class:`detkit.data.InferenceSampler` for exact
+    numbers).
 
     Args:
         model: a torchvision detection model (``model(images)`` returns one dict of
@@ -96,9 +113,14 @@ def evaluate(
             every number of the metrics, with tags like ``"val/bbox/AP"``.
         step: the ``step`` passed to ``scalar_hook`` (e.g. the epoch).
         progress: progress bar (``None``: on a terminal, main process only).
+        losses: also compute the model's losses against the targets (which then need the
+            fields training needs: ``masks`` for Mask R-CNN, ``keypoints`` for Keypoint
+            R-CNN). Costs one pass of the heads (R-CNN) or of the model (others) more.
 
     Returns:
-        The evaluator's metrics: ``{"num_images": ..., "bbox": {"AP": ..., ...}, ...}``.
+        The evaluator's metrics: ``{"num_images": ..., "bbox": {"AP": ..., ...}, ...}``;
+        with ``losses``, also ``"losses": {"loss": ..., "loss_classifier": ..., ...}``
+        (per-image averages; ``"loss"`` is their sum, as in training's logs).
 
     Raises:
         ValueError: for both ``evaluator`` and ``iou_types``, or ``num_threads < 1``.
@@ -116,9 +138,11 @@ def evaluate(
         >>> samples = [(torch.rand(3, 64, 64), {"boxes": torch.tensor([[8.0, 8.0, 40.0, 56.0]]),
         ...             "labels": torch.tensor([1]), "image_id": i}) for i in range(2)]
         >>> loader = torch.utils.data.DataLoader(samples, batch_size=2, collate_fn=collate_fn)
-        >>> metrics = evaluate(model, loader, "cpu", progress=False)
+        >>> metrics = evaluate(model, loader, "cpu", progress=False, losses=True)
         >>> metrics["num_images"], "AP50" in metrics["bbox"]
         (2, True)
+        >>> list(metrics["losses"])
+        ['loss', 'loss_classifier', 'loss_box_reg', 'loss_objectness', 'loss_rpn_box_reg']
     """
     if evaluator is not None and iou_types is not None:
         raise ValueError("pass either evaluator or iou_types, not both (the evaluator has its own)")
@@ -132,44 +156,28 @@ def evaluate(
     else:
         evaluator.reset()
     model = unwrap_model(model)
+    # Every process evaluates what rank 0 holds (and what save_checkpoint saves).
+    broadcast_buffers(model)
     # Per module: a model may train with some parts in eval mode (frozen batch norm, say).
     modes = [(module, module.training) for module in model.modules()]
     threads = torch.get_num_threads()
     metric_logger = MetricLogger(progress=progress)
-    cuda = device.type == "cuda"
+    loss_sums: dict[str, float] | None = {} if losses else None
     try:
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         model.eval()
         with torch.inference_mode():
-            batches = metric_logger.log_every(data_loader, print_freq, "Test:")
-            with contextlib.closing(batches):
-                for index, (images, targets) in enumerate(batches):
-                    images, _ = move_to_device(images, None, device)
-                    if index == 0:
-                        check_images(images, targets)  # float images in 0..255, say
-                    if cuda:
-                        torch.cuda.synchronize(device)
-                    start = time.perf_counter()
-                    try:
-                        with (
-                            torch.autocast(device.type, dtype=autocast_dtype)
-                            if autocast_dtype is not None
-                            else contextlib.nullcontext()
-                        ):
-                            outputs = model(images)
-                    except Exception as error:  # name the batch's images
-                        raise forward_error(
-                            error, model, images, targets, training=False
-                        ) from error
-                    if cuda:
-                        torch.cuda.synchronize(device)
-                    model_time = time.perf_counter() - start
-                    start = time.perf_counter()
-                    evaluator.update(outputs, targets)
-                    metric_logger.update(
-                        model_time=model_time, evaluator_time=time.perf_counter() - start
-                    )
+            counted = _run(
+                model,
+                data_loader,
+                device,
+                evaluator,
+                metric_logger,
+                print_freq=print_freq,
+                autocast_dtype=autocast_dtype,
+                loss_sums=loss_sums,
+            )
             start = time.perf_counter()
             metrics = evaluator.compute()
             compute_time = time.perf_counter() - start
@@ -177,6 +185,8 @@ def evaluate(
         torch.set_num_threads(threads)
         for module, training in modes:
             module.training = training
+    if loss_sums is not None:
+        metrics = {**metrics, "losses": _average_losses(loss_sums, counted)}
     metric_logger.log(
         "Averaged stats: model_time: %.4f s/batch  evaluator_time: %.4f s/batch  compute: %.3f s",
         metric_logger["model_time"].global_avg if "model_time" in metric_logger.meters else 0.0,
@@ -186,8 +196,85 @@ def evaluate(
         compute_time,
     )
     if metric_logger.main_process:
+        if loss_sums is not None:
+            metric_logger.log(
+                "Validation losses: %s",
+                "  ".join(f"{k}: {v:.4f}" for k, v in metrics["losses"].items()),
+            )
         metric_logger.log("%s", evaluator.summary())
     if scalar_hook is not None and is_main_process():
         for tag, value in _flatten(metrics, "val"):
             scalar_hook(tag, value, step)
     return metrics
+
+
+def _run(
+    model: nn.Module,
+    data_loader: Iterable[tuple[Sequence[torch.Tensor], Sequence[Mapping[str, Any]]]],
+    device: torch.device,
+    evaluator: Any,
+    metric_logger: MetricLogger,
+    *,
+    print_freq: int,
+    autocast_dtype: torch.dtype | None,
+    loss_sums: dict[str, float] | None,
+) -> int:
+    """Feed every batch's predictions to ``evaluator``; add each loss times the batch's image
+    count to ``loss_sums`` when it is given. Returns the number of images seen."""
+    cuda = device.type == "cuda"
+    counted = 0
+    batches = metric_logger.log_every(data_loader, print_freq, "Test:")
+    with contextlib.closing(batches):
+        for index, (images, targets) in enumerate(batches):
+            images, moved = move_to_device(
+                images, targets if loss_sums is not None else None, device
+            )
+            if index == 0:
+                check_images(images, targets)  # float images in 0..255, say
+            if cuda:
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            try:
+                with (
+                    torch.autocast(device.type, dtype=autocast_dtype)
+                    if autocast_dtype is not None
+                    else contextlib.nullcontext()
+                ):
+                    if moved is None:
+                        outputs = model(images)
+                    else:
+                        outputs, loss_dict = detections_and_losses(model, images, moved)
+            except Exception as error:  # name the batch's images
+                raise forward_error(
+                    error, model, images, targets, training=moved is not None
+                ) from error
+            if cuda:
+                torch.cuda.synchronize(device)
+            model_time = time.perf_counter() - start
+            counted += len(images)
+            if loss_sums is not None:
+                values = {name: float(value) for name, value in loss_dict.items()}
+                for name, value in values.items():
+                    loss_sums[name] = loss_sums.get(name, 0.0) + value * len(images)
+                metric_logger.update(loss=math.fsum(values.values()), **values)
+            start = time.perf_counter()
+            evaluator.update(outputs, targets)
+            metric_logger.update(model_time=model_time, evaluator_time=time.perf_counter() - start)
+    return counted
+
+
+def _average_losses(sums: Mapping[str, float], count: int) -> dict[str, float]:
+    """Per-image averages of the losses over every process's images, ``loss`` (their sum) first.
+
+    Gathered as Python numbers, so a process whose shard was empty (no loss names) takes part.
+    """
+    totals: dict[str, float] = {}
+    images = 0
+    for rank_sums, rank_count in all_gather((dict(sums), count)):
+        images += rank_count
+        for name, value in rank_sums.items():
+            totals[name] = totals.get(name, 0.0) + value
+    if images == 0:
+        return {}
+    averages = {name: value / images for name, value in totals.items()}
+    return {"loss": math.fsum(averages.values()), **averages}

@@ -1,7 +1,7 @@
 """Field checks for COCO annotation files: boxes, segmentations, keypoints.
 
 Each check says what is wrong in words that name the annotation, so that
-:mod:`detkit.data._coco_json` can gather every problem of a file into one error.
+:mod:`detkit.data.coco._parsing` can gather every problem of a file into one error.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from detkit.data._coco_fields import (
+from detkit.data.coco._fields import (
     Problems,
     are_numbers,
     check_boxes,

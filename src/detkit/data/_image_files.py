@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from detkit.data._image_header import (
+from detkit.data._image_headers import (
     ImageHeader,
     NeedMoreBytes,
     open_lazily,

@@ -13,9 +13,7 @@ import torch
 from pycocotools import mask as mask_utils
 from torchvision import tv_tensors
 
-from detkit.data._coco_fields import rle_string_problem
-from detkit.data._coco_json import load_json, parse
-from detkit.data._image_io import (
+from detkit.data._image_files import (
     MaxPixels,
     decode,
     find_missing,
@@ -23,11 +21,13 @@ from detkit.data._image_io import (
     orientation_hint,
     resolve_max_pixels,
 )
+from detkit.data.coco._fields import rle_string_problem
+from detkit.data.coco._parsing import load_json, parse
 from detkit.data.transforms.keypoints import flip_indices_from_names
 from detkit.data.transforms.pipeline import apply_transforms, check_transforms
 from detkit.ops import box_area, masks_area
 from detkit.tv_tensors import KeyPointsWithVisibility, check_flip_indices
-from detkit.types import Target
+from detkit.types import Target, sample_name
 
 __all__ = ["CocoJsonDataset"]
 
@@ -263,7 +263,7 @@ class CocoJsonDataset(torch.utils.data.Dataset):
         """
         idx = self._index(idx)
         path = self.image_path(idx)
-        where = f"image id {self.ids[idx]}"
+        where = sample_name(image_id=self.ids[idx], source=path)
         image = decode(
             path,
             where,
@@ -297,7 +297,7 @@ class CocoJsonDataset(torch.utils.data.Dataset):
         }
         if self.with_masks:
             segms = parsed.segmentations[start:end]  # type: ignore[index]
-            where = f"image id {self.ids[idx]} ('{self.image_path(idx)}')"
+            where = sample_name(image_id=self.ids[idx], source=self.image_path(idx))
             masks = _decode_masks(segms, height, width, parsed.ann_ids[start:end], where)
             target["masks"] = tv_tensors.Mask(torch.from_numpy(masks))
         missing = np.isnan(area)
