@@ -176,8 +176,9 @@ def test_builder_errors_say_what_to_do(tmp_path):
         fasterrcnn("mobilenet_v3_small", num_classes=2, fpn=False, returned_strides=(16, 32))
     with pytest.raises(
         ValueError,
-        match=r"'fasterrcnn_resnet5_fpn' is not a torchvision detection model nor one of detkit's "
-        r"R-CNN families; did you mean 'fasterrcnn_resnet50_fpn'",
+        match=r"'fasterrcnn_resnet5_fpn' is not a torchvision detection model nor a detkit R-CNN "
+        r"name \(<family>_<backbone>_fpn or <family>_<backbone>, <family> one of fasterrcnn, "
+        r"maskrcnn, keypointrcnn\); did you mean 'fasterrcnn_resnet50_fpn'",
     ):
         detection_model("fasterrcnn_resnet5_fpn", num_classes=2)
     with pytest.raises(ValueError, match="num_classes is required without detector weights"):
@@ -328,10 +329,12 @@ def test_backbone_kwargs_build_the_classification_model():
 def test_detection_model_name_errors_say_what_to_do():
     with pytest.raises(
         ValueError,
-        match=r"'resnt18' is not a torchvision classification model "
-        r"\(in 'maskrcnn_resnt18_fpn'.*did you mean 'resnet18'",
+        match=r"'maskrcnn_resnt18_fpn' is not a torchvision detection model nor a detkit R-CNN "
+        r"name .*; did you mean 'maskrcnn_resnet18_fpn'",
     ):
         detection_model("maskrcnn_resnt18_fpn", num_classes=2)
+    with pytest.raises(ValueError, match=r"did you mean 'maskrcnn',"):
+        detection_model("maskrnn", num_classes=2)
     with pytest.raises(ValueError, match=r"'maskrcnn_resnet18_fpn' already names the backbone"):
         detection_model("maskrcnn_resnet18_fpn", num_classes=2, backbone="resnet50")
     with pytest.raises(ValueError, match=r"backbone_kwargs apply only to detkit's R-CNNs"):

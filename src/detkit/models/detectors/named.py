@@ -161,15 +161,17 @@ def _rcnn_parts(
     if name in RCNN_FAMILIES:
         return name, "resnet50" if backbone is None else backbone, True if fpn is None else fpn
     family = next((f for f in RCNN_FAMILIES if name.startswith(f"{f}_")), None)
-    if family is None:
-        what = "a torchvision detection model nor one of detkit's R-CNN families"
-        check_model_name(name, [*named, *RCNN_FAMILIES], what)
-    rest = name[len(family) + 1 :]
+    rest = name[len(family) + 1 :] if family else ""
     has_fpn = rest.endswith("_fpn")
     classifier = rest.removesuffix("_fpn")
     classifiers = torchvision.models.list_models(module=torchvision.models)
-    what = f"a torchvision classification model (in {name!r}: {family}_<backbone>[_fpn])"
-    check_model_name(classifier, classifiers, what)
+    if classifier not in classifiers:
+        ours = [f"{f}_{c}{end}" for f in RCNN_FAMILIES for c in classifiers for end in ("_fpn", "")]
+        what = (
+            "a torchvision detection model nor a detkit R-CNN name (<family>_<backbone>_fpn or "
+            f"<family>_<backbone>, <family> one of {', '.join(RCNN_FAMILIES)})"
+        )
+        check_model_name(name, sorted({*named, *RCNN_FAMILIES, *ours}), what)
     if backbone is not None or fpn is not None:
         raise ValueError(
             f"{name!r} already names the backbone and whether it has a pyramid: pass "
