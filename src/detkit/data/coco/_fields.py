@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -19,7 +19,7 @@ _MAX_LISTED = 10
 _NUMBER_TYPES = frozenset({int, float})  # bool is neither: ``true`` is not a coordinate
 
 
-def are_numbers(values: Any) -> bool:
+def are_numbers(values: Any) -> TypeGuard[list[int | float]]:
     """Whether ``values`` is a list of JSON numbers (no strings, booleans or nulls)."""
     return isinstance(values, list) and set(map(type, values)) <= _NUMBER_TYPES
 
@@ -248,7 +248,7 @@ def check_boxes(
     degenerate = ~outside & ((clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1]))
     problems = Problems(path)
 
-    def describe(r: int) -> str:
+    def describe(r: int | np.integer) -> str:
         pos = rows[r]
         return (
             f"annotation id {ann_ids[r]} (image id {image_ids[pos]} '{file_names[pos]}', "

@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -75,7 +75,7 @@ def _section(data: dict[str, Any], key: str, path: Path, *, required: bool) -> l
     return value
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -128,7 +128,9 @@ def parse(
     label_of = {cid: label for label, cid in enumerate(cat_ids, start=1)}
 
     image_pos: dict[int, int] = {}
-    image_ids, file_names, sizes = [], [], []
+    image_ids: list[int] = []
+    file_names: list[str] = []
+    sizes: list[tuple[int, int]] = []
     for i, image in enumerate(_section(data, "images", path, required=True)):
         iid = image.get("id") if isinstance(image, dict) else None
         if not _is_int(iid):
