@@ -182,9 +182,6 @@ WIDE_DOCSTRINGS = {
         "detkit.evaluation.coco_ground_truth",
         "detkit.evaluation.write_coco_ground_truth",
     },
-    "detkit/models/__init__.py": {
-        "detkit.models",
-    },
     "detkit/tv_tensors.py": {
         "detkit.data.transforms.check_flip_indices",
         "detkit.data.transforms.hide_outside",
