@@ -182,25 +182,6 @@ WIDE_DOCSTRINGS = {
         "detkit.evaluation.coco_ground_truth",
         "detkit.evaluation.write_coco_ground_truth",
     },
-    "detkit/models/__init__.py": {
-        "detkit.models",
-    },
-    "detkit/models/builders.py": {
-        "detkit.models.builders",
-        "detkit.models.builders.fasterrcnn",
-    },
-    "detkit/models/heads.py": {
-        "detkit.models.heads.replace_box_predictor",
-        "detkit.models.heads.replace_heads",
-        "detkit.models.heads.replace_keypoint_predictor",
-    },
-    "detkit/models/pretrained.py": {
-        "detkit.models.pretrained",
-        "detkit.models.pretrained.detection_model",
-    },
-    "detkit/models/weights.py": {
-        "detkit.models.weights.load_weights",
-    },
     "detkit/tv_tensors.py": {
         "detkit.data.transforms.check_flip_indices",
         "detkit.data.transforms.hide_outside",

@@ -18,14 +18,14 @@ from typing import Any
 import torch
 import torchvision
 from torch import nn
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.faster_rcnn import TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
 
 from detkit.data import DownloadError, download_file, extract_zip, write_synthetic_pennfudan
 from detkit.data import transforms as T
 from detkit.engine import load_checkpoint
 from detkit.files import atomic_write
-from detkit.models import detection_model, fasterrcnn, fpn_backbone, load_weights, maskrcnn
+from detkit.models import detection_model, fpn_backbone
 
 logger = logging.getLogger("pennfudan")
 
@@ -157,14 +157,16 @@ PENNFUDAN_MD5 = "5aaa3dee905cef73325923716e38fc6d"
 CLASS_NAMES = ["background", "person"]
 NUM_CLASSES = len(CLASS_NAMES)
 
-#: ``--model`` choices. ``fpn:<name>`` builds Mask R-CNN on an FPN over any torchvision
-#: classification model (``fpn:mobilenet_v3_large``, ``fpn:resnet18``, ...); ``lite:<name>`` is
-#: the same made light enough to train on a CPU in minutes (the demo's model).
+#: ``--model`` examples: any name :func:`detkit.models.detection_model` builds. torchvision's
+#: detectors (``maskrcnn_resnet50_fpn``, the tutorial's first recipe), detkit's R-CNN on an FPN
+#: over any torchvision classification model (``maskrcnn_resnet18_fpn``) or on its last
+#: feature map (``fasterrcnn_mobilenet_v2``, the tutorial's second recipe); ``lite:<backbone>``
+#: is the demo's Mask R-CNN, light enough to train on a CPU in minutes (see LITE).
 MODELS = (
     "maskrcnn_resnet50_fpn",
     "fasterrcnn_resnet50_fpn",
-    "mobilenet_v2",
-    "fpn:<backbone>",
+    "fasterrcnn_mobilenet_v2",
+    "maskrcnn_<backbone>_fpn",
     "lite:<backbone>",
 )
 
@@ -181,6 +183,7 @@ LITE = {
     "rpn_post_nms_top_n_test": 150,
     "box_detections_per_img": 50,
 }
+LITE_CHANNELS = 64
 LITE_BOX_WIDTH = 256
 
 
@@ -196,98 +199,80 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(channels, 8), channels)
 
 
-def classifier(name: str, norm: str, weights_backbone: str | None) -> str | nn.Module:
-    """The classification model an FPN backbone is cut from, with the ``--norm`` it asks for.
+def backbone_options(norm: str, weights_backbone: str | None) -> dict[str, Any]:
+    """The classification model's options for ``--norm``: none for ``batch``.
 
-    ``batch`` is torchvision's model as it is (by name). ``group`` swaps every batch norm for
+    ``batch`` is torchvision's model as it is. ``group`` swaps every batch norm for
     GroupNorm, for training from random weights: batch norm's running statistics (momentum
     0.01 in MobileNetV3) lag far behind weights that change this fast, so the model evaluates
     with statistics of an older network, and batches of 4 small images give noisy ones.
     GroupNorm has no running statistics (He et al., "Rethinking ImageNet Pre-training", 2019).
     """
     if norm == "batch":
-        return name
+        return {}
     if norm != "group":
         raise SystemExit(f"--norm must be batch or group; got {norm!r}")
     if weights_backbone is not None:
         raise SystemExit("--norm group trains from random weights: pass --weights-backbone none")
-    return torchvision.models.get_model(name, weights=None, norm_layer=group_norm)
+    return {"backbone_kwargs": {"norm_layer": group_norm}}
 
 
-def lite_model(
-    backbone_name: str,
-    norm: str,
-    weights: str | None,
-    weights_backbone: str | None,
-    size: dict[str, int],
-) -> nn.Module:
-    """``lite:<backbone>``: Mask R-CNN light enough to train on a CPU in minutes (see LITE)."""
-    channels = 64
-    backbone = fpn_backbone(
-        classifier(backbone_name, norm, weights_backbone),
+def lite_options(backbone: str, norm: str, weights_backbone: str | None) -> dict[str, Any]:
+    """``lite:<backbone>``: what makes detkit's Mask R-CNN light (see LITE).
+
+    The slim pyramid is built here and passed as ``backbone``; the builder sizes the box and
+    mask predictors to the narrower heads.
+    """
+    classifier: str | nn.Module = backbone
+    if options := backbone_options(norm, weights_backbone):
+        classifier = torchvision.models.get_model(backbone, **options["backbone_kwargs"])
+    pyramid = fpn_backbone(
+        classifier,
         weights=weights_backbone,
-        out_channels=channels,
+        out_channels=LITE_CHANNELS,
         returned_strides=(8, 16, 32),
     )
-    model = maskrcnn(
-        backbone,
-        num_classes=NUM_CLASSES,
-        box_head=TwoMLPHead(channels * 7 * 7, LITE_BOX_WIDTH),
-        mask_head=MaskRCNNHeads(channels, [channels], 1),
+    return {
+        "backbone": pyramid,
+        "box_head": TwoMLPHead(LITE_CHANNELS * 7 * 7, LITE_BOX_WIDTH),
+        "mask_head": MaskRCNNHeads(LITE_CHANNELS, [LITE_CHANNELS], 1),
         **LITE,
-        **size,
-    )
-    # torchvision sizes the predictors for its own heads (1024 and 256 wide); detkit's
-    # builders always pass num_classes, which torchvision refuses beside a predictor.
-    model.roi_heads.box_predictor = FastRCNNPredictor(LITE_BOX_WIDTH, NUM_CLASSES)
-    model.roi_heads.mask_predictor = MaskRCNNPredictor(channels, channels, NUM_CLASSES)
-    if weights is not None:
-        load_weights(model, weights)
-    return model
+    }
+
+
+def model_name(name: str) -> str:
+    """The :func:`~detkit.models.detection_model` name of a ``--model`` value.
+
+    ``fpn:<backbone>`` and ``mobilenet_v2`` are this example's earlier spellings, still in
+    the configuration of older checkpoints.
+    """
+    if name.startswith("fpn:"):
+        return f"maskrcnn_{name[4:]}_fpn"
+    return "fasterrcnn_mobilenet_v2" if name == "mobilenet_v2" else name
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:
     """The detector a run's configuration asks for (train.py and predict.py agree on it)."""
     name = config["model"]
-    weights = weights_argument(config.get("weights"))
     weights_backbone = weights_argument(config.get("weights_backbone"))
-    size = {}
+    norm = config.get("norm", "batch")
+    options: dict[str, Any] = {}
     if config.get("min_size"):
-        size = {
-            "min_size": config["min_size"],
-            "max_size": config.get("max_size") or config["min_size"],
-        }
-    if name in ("maskrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn"):
-        # The tutorial's first recipe: COCO-pretrained detector, heads replaced for 2 classes.
-        return detection_model(
-            name,
-            num_classes=NUM_CLASSES,
-            weights=weights,
-            weights_backbone=weights_backbone,
-            **size,
-        )
-    if name == "mobilenet_v2":
-        # The tutorial's second recipe: Faster R-CNN on MobileNetV2's single feature map.
-        return fasterrcnn(
-            "mobilenet_v2",
-            fpn=False,
-            num_classes=NUM_CLASSES,
-            weights=weights,
-            weights_backbone=weights_backbone,
-            **size,
-        )
-    if name.startswith("fpn:"):
-        return maskrcnn(
-            classifier(name[4:], config.get("norm", "batch"), weights_backbone),
-            fpn=True,
-            num_classes=NUM_CLASSES,
-            weights=weights,
-            weights_backbone=weights_backbone,
-            **size,
-        )
+        max_size = config.get("max_size") or config["min_size"]
+        options = {"min_size": config["min_size"], "max_size": max_size}
     if name.startswith("lite:"):
-        return lite_model(name[5:], config.get("norm", "batch"), weights, weights_backbone, size)
-    raise ValueError(f"--model must be one of {', '.join(MODELS)}; got {name!r}")
+        name = "maskrcnn"
+        options.update(lite_options(config["model"][5:], norm, weights_backbone))
+        weights_backbone = None  # in the pyramid already
+    else:
+        options.update(backbone_options(norm, weights_backbone))
+    return detection_model(
+        model_name(name),
+        num_classes=NUM_CLASSES,
+        weights=weights_argument(config.get("weights")),
+        weights_backbone=weights_backbone,
+        **options,
+    )
 
 
 def train_transforms() -> T.Compose:

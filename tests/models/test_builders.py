@@ -176,7 +176,9 @@ def test_builder_errors_say_what_to_do(tmp_path):
         fasterrcnn("mobilenet_v3_small", num_classes=2, fpn=False, returned_strides=(16, 32))
     with pytest.raises(
         ValueError,
-        match=r"'fasterrcnn_resnet5_fpn' is not a torchvision detection model; did you mean 'fasterrcnn_resnet50_fpn'",
+        match=r"'fasterrcnn_resnet5_fpn' is not a torchvision detection model nor a detkit R-CNN "
+        r"name \(<family>_<backbone>_fpn or <family>_<backbone>, <family> one of fasterrcnn, "
+        r"maskrcnn, keypointrcnn\); did you mean 'fasterrcnn_resnet50_fpn'",
     ):
         detection_model("fasterrcnn_resnet5_fpn", num_classes=2)
     with pytest.raises(ValueError, match="num_classes is required without detector weights"):
@@ -258,3 +260,112 @@ def test_backbone_weights_from_a_local_file(tmp_path):
         # pretrained: the 3 deepest of MobileNet's 6 stages train (blocks 7 to 16)
         trained = {n.split(".")[0] for n, p in body.named_parameters() if p.requires_grad}
         assert trained == {str(i) for i in range(7, 17)}
+
+
+# -- one route: detection_model names every detector ------------------------------------------
+
+
+def same_state(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize(
+    ("name", "builder", "options"),
+    [
+        ("maskrcnn_mobilenet_v3_small_fpn", maskrcnn, {}),
+        ("fasterrcnn_mobilenet_v3_small", fasterrcnn, {"fpn": False}),
+        ("keypointrcnn_mobilenet_v3_small_fpn", keypointrcnn, {"num_keypoints": 5}),
+    ],
+)
+def test_backbone_names_build_what_the_family_builders_build(name, builder, options):
+    keypoints = {"num_keypoints": 5} if "num_keypoints" in options else {}
+    torch.manual_seed(0)
+    named = detection_model(name, num_classes=3, min_size=96, **keypoints)
+    torch.manual_seed(0)
+    built = builder("mobilenet_v3_small", num_classes=3, min_size=96, **options)
+    assert type(named) is type(built)
+    assert same_state(named, built)
+    torch.manual_seed(0)
+    family = detection_model(
+        name.split("_")[0],
+        backbone="mobilenet_v3_small",
+        fpn=name.endswith("_fpn"),
+        num_classes=3,
+        min_size=96,
+        **keypoints,
+    )
+    assert same_state(family, built)
+
+
+def test_torchvision_names_stay_torchvisions_models():
+    torch.manual_seed(0)
+    named = detection_model("fasterrcnn_mobilenet_v3_large_fpn", num_classes=2)
+    torch.manual_seed(0)
+    theirs = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(
+        weights=None, weights_backbone=None, num_classes=2
+    )
+    assert same_state(named, theirs)
+
+
+def test_backbone_kwargs_build_the_classification_model():
+    def group_norm(channels):
+        return nn.GroupNorm(8 if channels % 8 == 0 else 1, channels)
+
+    torch.manual_seed(0)
+    named = detection_model(
+        "maskrcnn_mobilenet_v3_small_fpn",
+        num_classes=2,
+        backbone_kwargs={"norm_layer": group_norm},
+        min_size=96,
+    )
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in named.backbone.modules())
+    assert sum(isinstance(m, nn.GroupNorm) for m in named.backbone.body.modules()) > 0
+    torch.manual_seed(0)
+    classifier = torchvision.models.mobilenet_v3_small(norm_layer=group_norm)
+    assert same_state(named, maskrcnn(classifier, num_classes=2, min_size=96))
+
+
+def test_detection_model_name_errors_say_what_to_do():
+    with pytest.raises(
+        ValueError,
+        match=r"'maskrcnn_resnt18_fpn' is not a torchvision detection model nor a detkit R-CNN "
+        r"name .*; did you mean 'maskrcnn_resnet18_fpn'",
+    ):
+        detection_model("maskrcnn_resnt18_fpn", num_classes=2)
+    with pytest.raises(ValueError, match=r"did you mean 'maskrcnn',"):
+        detection_model("maskrnn", num_classes=2)
+    with pytest.raises(ValueError, match=r"'maskrcnn_resnet18_fpn' already names the backbone"):
+        detection_model("maskrcnn_resnet18_fpn", num_classes=2, backbone="resnet50")
+    with pytest.raises(ValueError, match=r"backbone_kwargs apply only to detkit's R-CNNs"):
+        detection_model("ssd300_vgg16", num_classes=2, backbone_kwargs={"norm_layer": None})
+    with pytest.raises(ValueError, match="num_keypoints is only for Keypoint R-CNN models"):
+        detection_model("maskrcnn_mobilenet_v3_small_fpn", num_classes=2, num_keypoints=3)
+    with pytest.raises(ValueError, match="backbone_kwargs build a classification model by name"):
+        detection_model(
+            "maskrcnn", backbone=nn.Conv2d(3, 8, 3), num_classes=2, backbone_kwargs={"x": 1}
+        )
+    with pytest.raises(TypeError, match="the model name must be a str, got list"):
+        detection_model(["maskrcnn"], num_classes=2)
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "where"),
+    [
+        ("detkit.models.builders", "maskrcnn", "detectors.rcnn"),
+        ("detkit.models.builders", "fasterrcnn", "detectors.rcnn"),
+        ("detkit.models.pretrained", "detection_model", "detectors.named"),
+    ],
+)
+def test_old_module_paths_still_work_with_a_warning(module, name, where):
+    import importlib
+
+    import detkit.models
+
+    old = importlib.import_module(module)
+    with pytest.warns(DeprecationWarning, match=rf"import it from detkit.models .*{where}") as w:
+        found = getattr(old, name)
+    assert found is getattr(detkit.models, name)
+    assert w[0].filename == __file__  # the warning points at the caller's line
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        old.nothing

@@ -1,21 +1,50 @@
-"""Torchvision detection models for your own classes: heads, backbones, weights, builders.
+"""Torchvision detection models for your own classes: detectors, heads, backbones, weights.
 
-The fine-tuning tutorial's two recipes, one call each::
+Every detector by name, with :func:`detection_model` (the fine-tuning tutorial's two recipes,
+then any backbone)::
 
-    from detkit.models import detection_model, fasterrcnn
+    from detkit.models import detection_model
 
-    # 1. a COCO-trained model with new heads for your classes (background included)
-    model = detection_model("maskrcnn_resnet50_fpn", weights="DEFAULT", num_classes=2)
+    # 1. a COCO-trained model with new heads for your classes
+    #    (background included)
+    model = detection_model(
+        "maskrcnn_resnet50_fpn", weights="DEFAULT", num_classes=2
+    )
 
-    # 2. another backbone: MobileNetV2's features as one feature map, sizes derived
-    model = fasterrcnn("mobilenet_v2", fpn=False, num_classes=2, weights_backbone="DEFAULT")
+    # 2. another backbone: MobileNetV2's features as one feature map,
+    #    sizes derived
+    model = detection_model(
+        "fasterrcnn_mobilenet_v2", num_classes=2, weights_backbone="DEFAULT"
+    )
 
-``weights`` and ``weights_backbone`` also take local files, for machines without network
-access and for your own checkpoints. :func:`replace_heads` adapts a model you already have.
+    # 3. a feature pyramid over any classification model
+    model = detection_model("maskrcnn_convnext_tiny_fpn", num_classes=2)
+
+:func:`fasterrcnn`, :func:`maskrcnn` and :func:`keypointrcnn` build detkit's R-CNNs in code,
+also on a model instance or a backbone of yours. ``weights`` and ``weights_backbone`` also
+take local files, for machines without network access and for your own checkpoints.
+:func:`~detkit.models.heads.replace_heads` adapts a model you already have.
+
+The package reads as the architecture, from whole detectors down to their parts::
+
+    detectors/   whole models
+      named.py               any detector by name: detection_model
+      torchvision_models.py  torchvision's named models, weights from anywhere
+      rcnn.py                Faster / Mask / Keypoint R-CNN on any backbone
+      rcnn_assembly.py       anchors, RoI pooling and predictors fitted to it
+    heads.py     new predictors for your classes
+    backbones/
+      trunk.py     a classification model cut into blocks and stages
+      builders.py  the single-map and FPN backbones made of a trunk
+    weights/
+      sources.py   where weights come from (enums, names, files, downloads)
+      loading.py   loading them into a model
+    names.py     the "did you mean" check of model names
+    builders.py, pretrained.py: the old module paths (deprecated aliases)
 """
 
 from detkit.models.backbones import fpn_backbone, trunk_backbone
-from detkit.models.builders import fasterrcnn, keypointrcnn, maskrcnn
+from detkit.models.detectors import detection_model, fasterrcnn, keypointrcnn, maskrcnn
 from detkit.models.heads import (
     replace_box_predictor,
     replace_classification_head,
@@ -23,7 +52,6 @@ from detkit.models.heads import (
     replace_keypoint_predictor,
     replace_mask_predictor,
 )
-from detkit.models.pretrained import detection_model
 from detkit.models.weights import (
     LoadReport,
     WeightsDownloadError,

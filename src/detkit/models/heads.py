@@ -43,8 +43,9 @@ __all__ = [
 
 _FAMILIES = "FasterRCNN, MaskRCNN, KeypointRCNN, RetinaNet, FCOS, SSD and SSDlite"
 _PRIOR = 0.01  # focal-loss prior of RetinaNet and FCOS: every class starts at p = 0.01
-# State-dict keys whose shapes say how many classes and keypoints a saved R-CNN predicts.
+#: The state-dict key whose first dimension is a saved R-CNN's class count.
 CLASS_KEY = "roi_heads.box_predictor.cls_score.weight"
+#: The state-dict key whose second dimension is a saved Keypoint R-CNN's keypoint count.
 KEYPOINT_KEY = "roi_heads.keypoint_predictor.kps_score_lowres.weight"
 
 
@@ -56,7 +57,17 @@ def _check_count(value: object, argument: str, minimum: int, hint: str) -> int:
     return value
 
 
-def _check_classes(num_classes: object) -> int:
+def check_num_classes(num_classes: object) -> int:
+    """``num_classes`` checked as every detkit model function takes it: an int of at least 2.
+
+    It counts the background (or the unused output 0; see the module docs), so one class of
+    yours is 2. Returns the value; raises ``TypeError`` or ``ValueError`` naming the argument.
+
+    >>> check_num_classes(1)
+    Traceback (most recent call last):
+    ...
+    ValueError: num_classes must be at least 2 (it counts the background: ...), got 1
+    """
     return _check_count(
         num_classes, "num_classes", 2, " (it counts the background: one class of yours is 2)"
     )
@@ -80,12 +91,13 @@ def replace_box_predictor(model: FasterRCNN, num_classes: int) -> FasterRCNN:
 
     >>> from detkit.models import fasterrcnn
     >>> model = fasterrcnn("mobilenet_v3_small", num_classes=91)
-    >>> replace_box_predictor(model, num_classes=3).roi_heads.box_predictor.cls_score
+    >>> model = replace_box_predictor(model, num_classes=3)
+    >>> model.roi_heads.box_predictor.cls_score
     Linear(in_features=1024, out_features=3, bias=True)
     """
     if not isinstance(model, FasterRCNN):
         raise TypeError(f"replace_box_predictor needs an R-CNN model, got {type(model).__name__}")
-    num_classes = _check_classes(num_classes)
+    num_classes = check_num_classes(num_classes)
     old = model.roi_heads.box_predictor
     cls_score = getattr(old, "cls_score", None)
     if not isinstance(cls_score, nn.Linear):
@@ -119,7 +131,7 @@ def replace_mask_predictor(model: MaskRCNN, num_classes: int) -> MaskRCNN:
     """
     if not isinstance(model, MaskRCNN):
         raise TypeError(f"replace_mask_predictor needs a MaskRCNN, got {type(model).__name__}")
-    num_classes = _check_classes(num_classes)
+    num_classes = check_num_classes(num_classes)
     old = getattr(model.roi_heads.mask_predictor, "mask_fcn_logits", None)
     if not isinstance(old, nn.Conv2d):
         raise TypeError(
@@ -145,7 +157,8 @@ def replace_keypoint_predictor(model: KeypointRCNN, num_keypoints: int) -> Keypo
 
     >>> from detkit.models import keypointrcnn
     >>> model = keypointrcnn("mobilenet_v3_small", num_classes=2)
-    >>> replace_keypoint_predictor(model, 5).roi_heads.keypoint_predictor.kps_score_lowres.out_channels
+    >>> model = replace_keypoint_predictor(model, 5)
+    >>> model.roi_heads.keypoint_predictor.kps_score_lowres.out_channels
     5
     """
     if not isinstance(model, KeypointRCNN):
@@ -184,7 +197,7 @@ def replace_classification_head(
     >>> replace_classification_head(model, 4).head.classification_head.num_columns
     4
     """
-    num_classes = _check_classes(num_classes)
+    num_classes = check_num_classes(num_classes)
     if isinstance(model, (RetinaNet, FCOS)):
         head = model.head.classification_head
         old = head.cls_logits
@@ -248,13 +261,15 @@ def replace_heads(model: nn.Module, num_classes: int, *, num_keypoints: int | No
         ValueError: ``num_classes`` < 2, or ``num_keypoints`` for a model without keypoints.
 
     >>> from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_fpn
-    >>> model = fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None)
+    >>> model = fasterrcnn_mobilenet_v3_large_fpn(
+    ...     weights=None, weights_backbone=None
+    ... )
     >>> model = replace_heads(model, num_classes=2)  # pedestrians + background
     >>> model.roi_heads.box_predictor.bbox_pred.out_features
     8
     """
     if isinstance(model, FasterRCNN):
-        _check_classes(num_classes)
+        check_num_classes(num_classes)
         if num_keypoints is not None and not isinstance(model, KeypointRCNN):
             raise ValueError(
                 f"num_keypoints is only for KeypointRCNN models, not {type(model).__name__}"
@@ -278,8 +293,15 @@ def replace_heads(model: nn.Module, num_classes: int, *, num_keypoints: int | No
     )
 
 
-def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
-    """State-dict key prefixes of the layers :func:`replace_heads` re-creates for ``model``."""
+def replaced_head_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """State-dict key prefixes of the layers :func:`replace_heads` re-creates for ``model``.
+
+    Weights loading lets exactly these keys differ in shape from a file (another class count).
+
+    >>> from detkit.models import maskrcnn
+    >>> replaced_head_prefixes(maskrcnn("mobilenet_v3_small", num_classes=2))
+    ('roi_heads.box_predictor.', 'roi_heads.mask_predictor.mask_fcn_logits.')
+    """
     if isinstance(model, FasterRCNN):
         prefixes = ["roi_heads.box_predictor."]
         if isinstance(model, MaskRCNN):

@@ -1,4 +1,13 @@
-"""Where weights come from: torchvision enums, their names, local files, torch.hub's cache."""
+"""Where weights come from: torchvision's enums, their names, local files, torch.hub's cache.
+
+Every ``weights`` and ``weights_backbone`` argument of detkit is a :data:`WeightsSource`
+and goes through :func:`resolve_weights`, so that an enum, its name and a local file mean the
+same thing everywhere. A download goes through :func:`download_weights`, which turns every
+failure into a :class:`WeightsDownloadError` that says how to pass a copy fetched elsewhere.
+
+Only :class:`WeightsDownloadError` is part of detkit's API (re-exported by
+:mod:`detkit.models`); the functions are the one home of these steps for detkit's builders.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +15,20 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Union
 from urllib.parse import urlparse
 
 import torch
 from torchvision.models import WeightsEnum, get_weight
 
-#: What a ``weights`` or ``weights_backbone`` argument may be.
-WeightsSource = Union[WeightsEnum, str, "os.PathLike[str]", None]
+__all__ = ["WeightsDownloadError"]
 
+#: What a ``weights`` or ``weights_backbone`` argument may be: a torchvision weights enum,
+#: its name (``"DEFAULT"``, ``"IMAGENET1K_V2"``, ``"ResNet50_Weights.IMAGENET1K_V2"``), a
+#: local file, or ``None`` (random initialisation). Written without quotes, so that
+#: documentation tools can evaluate the signatures that use it.
+WeightsSource = WeightsEnum | str | os.PathLike[str] | None
+
+# What a file name ends with when a string is a file, not a weights name.
 _FILE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin", ".tar")
 
 # torchvision's detector weights trained before its FrozenBatchNorm2d eps fix (vision#2933):
@@ -37,10 +51,26 @@ class WeightsDownloadError(OSError):
     """
 
 
-def resolve(
+def resolve_weights(
     weights: WeightsSource, enum_class: type[WeightsEnum] | None, argument: str
 ) -> WeightsEnum | Path | None:
-    """Turn a ``weights`` argument into an enum member, an existing file path, or ``None``."""
+    """Turn a ``weights`` argument into an enum member, an existing file path, or ``None``.
+
+    Args:
+        weights: what the user passed.
+        enum_class: the weights enum of the model the weights are for; ``None`` when the
+            model is an instance or has no torchvision weights (then only full names such as
+            ``"ResNet50_Weights.IMAGENET1K_V2"``, enums and files resolve).
+        argument: the argument's name in the user's call, for messages.
+
+    Raises:
+        TypeError: an enum of another model, or not a weights source at all.
+        FileNotFoundError: neither a name of ``enum_class`` nor an existing file.
+
+    >>> from torchvision.models import ResNet18_Weights
+    >>> resolve_weights("DEFAULT", ResNet18_Weights, "weights")
+    ResNet18_Weights.IMAGENET1K_V1
+    """
     if weights is None:
         return None
     if isinstance(weights, WeightsEnum):
@@ -56,7 +86,7 @@ def resolve(
             f"{argument} must be a torchvision weights enum, its name, or a file path; "
             f"got {type(weights).__name__}"
         )
-    if looks_like_name(weights):
+    if looks_like_weights_name(weights):
         member = _enum_member(weights, enum_class)
         if member is not None:
             return member
@@ -69,10 +99,14 @@ def resolve(
     return _existing_file(Path(weights), argument, enum_class)
 
 
-def looks_like_name(weights: str) -> bool:
-    """Whether a string reads as a weights name rather than a file path."""
-    return not weights.lower().endswith(_FILE_SUFFIXES) and not any(
-        sep in weights for sep in ("/", "\\", os.sep)
+def looks_like_weights_name(text: str) -> bool:
+    """Whether a string reads as a weights name rather than a file path.
+
+    >>> looks_like_weights_name("DEFAULT"), looks_like_weights_name("runs/last.pth")
+    (True, False)
+    """
+    return not text.lower().endswith(_FILE_SUFFIXES) and not any(
+        sep in text for sep in ("/", "\\", os.sep)
     )
 
 
@@ -99,14 +133,24 @@ def _existing_file(path: Path, argument: str, enum_class: type[WeightsEnum] | No
     raise FileNotFoundError(f"{argument}={str(path)!r} is neither {names}an existing file")
 
 
-def cache_path(weights: WeightsEnum) -> Path:
-    """Where torch.hub keeps (and looks for) the file of ``weights``."""
+def hub_cache_path(weights: WeightsEnum) -> Path:
+    """Where torch.hub keeps (and looks for) the file of ``weights``.
+
+    >>> from torchvision.models import ResNet18_Weights
+    >>> hub_cache_path(ResNet18_Weights.IMAGENET1K_V1).name
+    'resnet18-f37072fd.pth'
+    """
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
 
 
-def ensure_downloaded(weights: WeightsEnum, argument: str, *, progress: bool = True) -> Path:
-    """Download ``weights`` into torch.hub's cache unless it is there; clear error if impossible."""
-    target = cache_path(weights)
+def download_weights(weights: WeightsEnum, argument: str, *, progress: bool = True) -> Path:
+    """Download ``weights`` into torch.hub's cache unless they are there; return the file.
+
+    Raises:
+        WeightsDownloadError: the download failed or is corrupt; the message says how to
+            pass a copy fetched on another machine (as ``argument``, or in the cache).
+    """
+    target = hub_cache_path(weights)
     if target.is_file():
         return target
     match = re.search(r"-([a-f0-9]+)\.", target.name)
@@ -127,9 +171,11 @@ def ensure_downloaded(weights: WeightsEnum, argument: str, *, progress: bool = T
     return target
 
 
-def fetch(weights: WeightsEnum, argument: str, *, progress: bool = True) -> dict[str, torch.Tensor]:
+def fetch_state_dict(
+    weights: WeightsEnum, argument: str, *, progress: bool = True
+) -> dict[str, torch.Tensor]:
     """The state dict of a torchvision weights enum, from torch.hub's cache or the network."""
-    target = ensure_downloaded(weights, argument, progress=progress)
+    target = download_weights(weights, argument, progress=progress)
     state = torch.hub.load_state_dict_from_url(
         weights.url, map_location="cpu", progress=progress, check_hash=True, weights_only=True
     )
@@ -138,8 +184,16 @@ def fetch(weights: WeightsEnum, argument: str, *, progress: bool = True) -> dict
     return state
 
 
-def legacy_eps_zero(weights: WeightsEnum | Path | str) -> bool:
-    """Whether these are weights torchvision loads with frozen batch norm ``eps=0``."""
+def uses_zero_batchnorm_eps(weights: WeightsEnum | Path | str) -> bool:
+    """Whether these are weights torchvision loads with frozen batch norm ``eps=0``.
+
+    Torchvision's first COCO detectors were trained that way; a local copy of one is
+    recognised by its download file name.
+
+    >>> from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights as W
+    >>> uses_zero_batchnorm_eps(W.COCO_V1), uses_zero_batchnorm_eps("mine.pth")
+    (True, False)
+    """
     if isinstance(weights, WeightsEnum):
         return repr(weights) in _LEGACY_EPS_ZERO
     name = Path(weights).name

@@ -1,17 +1,25 @@
 """A classification model's feature trunk as an ordered list of blocks, grouped into stages.
 
-The detection backbones in :mod:`detkit.models.backbones` are built from this: a classification
+The detection backbones of :mod:`detkit.models.backbones` are built from this: a classification
 network is flattened into the blocks its ``forward`` runs one after the other up to the global
 pooling, a dry run of one small image gives each block's output stride and channel count, and
 the blocks are grouped into *stages*: a stage starts at every block that lowers the resolution.
 ``trainable_layers`` counts stages from the deepest one, which for ResNets and MobileNets is
 exactly the unit torchvision's ``trainable_backbone_layers`` counts (ResNet: ``conv1`` + ``bn1``,
 ``layer1`` ... ``layer4``; MobileNet: the strided blocks, plus the final 1x1 convolution).
+
+The functions here are the steps detkit's backbone builders share; the backbones themselves
+are :func:`~detkit.models.backbones.trunk_backbone` and
+:func:`~detkit.models.backbones.fpn_backbone`.
+
+>>> import torchvision
+>>> trunk = build_trunk(torchvision.models.resnet18())
+>>> len(trunk.stages), trunk.strides[-1], trunk.channels[-1]
+(5, 32, 512)
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -21,6 +29,9 @@ import torch
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+__all__: list[str] = []
+
+#: Side of the zero image the dry runs measure strides and channels with.
 PROBE_SIZE = 128
 
 # Models whose features are not a convolutional map at any point we could cut.
@@ -45,6 +56,7 @@ class Trunk:
     stages: list[list[int]]  # block indices; every stage holds parameters
 
     def describe_stages(self) -> str:
+        """The stages, shallow to deep, for messages: ``"conv1, bn1, relu (stride 2) | ..."``."""
         return " | ".join(
             ", ".join(self.blocks[i][0] for i in stage) + f" (stride {self.strides[stage[-1]]})"
             for stage in self.stages
@@ -70,10 +82,6 @@ class _InceptionInputTransform(nn.Module):
         return x * self.scale + self.shift
 
 
-def model_name(model: nn.Module) -> str:
-    return type(model).__name__
-
-
 def trunk_blocks(model: nn.Module, *, for_fpn: bool = False) -> list[tuple[str, nn.Module]]:
     """The blocks ``model.forward`` runs in sequence before its classifier, with their names.
 
@@ -81,7 +89,7 @@ def trunk_blocks(model: nn.Module, *, for_fpn: bool = False) -> list[tuple[str, 
     own detection backbones (``conv1``, ``layer1`` ... for ResNets, ``0``, ``1`` ... for models
     with a ``features`` sequence).
     """
-    kind = model_name(model)
+    kind = type(model).__name__
     if kind in _UNSUPPORTED:
         raise ValueError(f"{kind} cannot serve as a detection backbone: {_UNSUPPORTED[kind]}")
     if kind == "SwinTransformer":
@@ -202,7 +210,8 @@ def group_stages(
 
 
 def build_trunk(model: nn.Module, *, for_fpn: bool = False) -> Trunk:
-    return trunk_from_blocks(trunk_blocks(model, for_fpn=for_fpn), model_name(model))
+    """The trunk of a classification model (its blocks are the model's own modules)."""
+    return trunk_from_blocks(trunk_blocks(model, for_fpn=for_fpn), type(model).__name__)
 
 
 def trunk_from_blocks(blocks: list[tuple[str, nn.Module]], kind: str) -> Trunk:
@@ -246,6 +255,27 @@ def output_strides(backbone: nn.Module) -> dict[str, int]:
             )
         strides[str(name)] = 2 ** max(0, round(math.log2(PROBE_SIZE / value.shape[-2])))
     return strides
+
+
+def freeze_stages(
+    trunk: Trunk,
+    trainable_layers: int | None,
+    *,
+    pretrained: bool,
+    frozen_batchnorm: bool | None = None,
+) -> None:
+    """Torchvision's fine-tuning set-up on ``trunk``, in place: freeze its shallow stages.
+
+    Args:
+        trunk: the trunk; blocks that become frozen batch norm are replaced in its list.
+        trainable_layers: how many of the deepest stages train; ``None``: 3 when
+            ``pretrained``, else all (torchvision's defaults).
+        pretrained: whether the trunk starts from trained weights.
+        frozen_batchnorm: freeze the batch norm of the stages that train too; default
+            ``pretrained`` (statistics from two images a step would ruin trained ones).
+    """
+    trainable = validate_trainable_layers(trunk, trainable_layers, pretrained)
+    freeze(trunk, trainable, pretrained if frozen_batchnorm is None else frozen_batchnorm)
 
 
 def validate_trainable_layers(trunk: Trunk, trainable_layers: int | None, pretrained: bool) -> int:
@@ -321,9 +351,5 @@ def has_trained_statistics(model: nn.Module) -> bool:
 
 
 def sequential(blocks: Sequence[tuple[str, nn.Module]]) -> nn.Sequential:
+    """The blocks as one module whose children keep their names (and state-dict keys)."""
     return nn.Sequential(OrderedDict(blocks))
-
-
-def copy_model(model: nn.Module) -> nn.Module:
-    """A private copy, so that building a backbone never changes the caller's model."""
-    return copy.deepcopy(model)

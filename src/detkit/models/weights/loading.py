@@ -1,22 +1,7 @@
-"""Weights from torchvision's enums, their names, or local files, loaded with an honest report.
+"""Loading weights into a model with an honest report; reading state dicts from files.
 
-Every detkit model builder takes detector weights (``weights``) and backbone weights
-(``weights_backbone``) in any of these forms (the type ``WeightsSource`` in signatures):
-
-* a torchvision weights enum, e.g. ``ResNet50_Weights.IMAGENET1K_V2``;
-* its name, ``"DEFAULT"`` or ``"IMAGENET1K_V2"``, or the full ``"ResNet50_Weights.IMAGENET1K_V2"``;
-* a local file: a plain state dict, or a checkpoint dict holding it under ``"model"`` (what
-  detkit's engine writes), ``"state_dict"`` or ``"model_state_dict"``. Files are read with
-  ``torch.load(..., weights_only=True)``: no code in a file runs. A state dict saved from a
-  ``DistributedDataParallel`` model (keys starting ``module.``) is accepted as well.
-
-When a download is impossible (no network), :class:`WeightsDownloadError` says which file could
-not be fetched from where, and how to pass it as a local file instead.
-
-Loading (:func:`load_weights`) is strict about the architecture but not about the heads that
-:func:`~detkit.models.replace_heads` changes on purpose: a box/mask/keypoint predictor or
-classification head whose shape differs from the file (another number of classes) keeps its
-fresh initialisation, and that is logged at ``DEBUG`` level, not reported as a problem.
+:mod:`detkit.models.weights` says which function serves which job and what a weights source
+may be.
 """
 
 from __future__ import annotations
@@ -36,24 +21,15 @@ from torchvision.models import WeightsEnum
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detkit.files import load_error_reason
-from detkit.models._sources import (
-    WeightsDownloadError,
-    fetch,
-    legacy_eps_zero,
-)
-from detkit.models.heads import _head_prefixes
+from detkit.models.heads import replaced_head_prefixes
+from detkit.models.weights.sources import fetch_state_dict, uses_zero_batchnorm_eps
 
-# Raised by the download helpers in ``_sources``; public here, where users look for it.
-WeightsDownloadError.__module__ = __name__
-
-__all__ = [
-    "LoadReport",
-    "WeightsDownloadError",
-    "load_weights",
-    "read_state_dict",
-]
+__all__ = ["LoadReport", "load_weights", "read_state_dict"]
 
 logger = logging.getLogger(__name__)
+
+#: What :func:`load_weights` takes: a weights source, or a state dict already in memory.
+LoadSource = WeightsEnum | str | os.PathLike[str] | Mapping[str, torch.Tensor]
 
 _CHECKPOINT_KEYS = ("model", "state_dict", "model_state_dict")
 _SHOWN = 5  # keys quoted in an error message
@@ -159,26 +135,16 @@ def _is_state_dict(obj: Mapping) -> bool:
     )
 
 
-def _set_frozen_batchnorm_eps(model: nn.Module, eps: float) -> None:
-    for module in model.modules():
-        if isinstance(module, FrozenBatchNorm2d):
-            module.eps = eps
-
-
 def load_weights(
-    model: nn.Module,
-    source: WeightsEnum | str | os.PathLike[str] | Mapping[str, torch.Tensor],
-    *,
-    strict: bool = True,
-    progress: bool = True,
+    model: nn.Module, source: LoadSource, *, strict: bool = True, progress: bool = True
 ) -> LoadReport:
     """Load weights into ``model`` (in place), tolerating only heads of another class count.
 
     Args:
         model: any module; for torchvision detection models, the class-dependent heads (see
-            :func:`~detkit.models.replace_heads`) may differ in shape from the source.
-        source: a torchvision weights enum, a local file (see :func:`read_state_dict`), or a
-            state dict.
+            :func:`~detkit.models.heads.replace_heads`) may differ in shape from the source.
+        source: a torchvision weights enum, a local file (see :func:`read_state_dict`), or
+            a state dict.
         strict: raise when, outside those heads, the model has tensors the source lacks or
             the source has tensors the model lacks. With ``strict=False`` those are logged
             as a warning and returned in the report. Shape mismatches outside the heads
@@ -191,32 +157,49 @@ def load_weights(
     Raises:
         ValueError: the source does not fit the model's architecture; the message names the
             source and the first mismatching keys with their shapes. On this error the model
-            may be partly loaded, as with :meth:`torch.nn.Module.load_state_dict`.
+            may be partly loaded, as with ``torch.nn.Module.load_state_dict``.
         WeightsDownloadError: an enum's file could not be downloaded.
 
     >>> import torch
     >>> model = torch.nn.Sequential(torch.nn.Linear(4, 2))
-    >>> load_weights(model, torch.nn.Sequential(torch.nn.Linear(4, 2)).state_dict())
-    LoadReport(source='state dict', loaded=2, missing_keys=[], unexpected_keys=[], replaced_heads=[])
-    >>> load_weights(model, {"0.weight": torch.zeros(3, 4), "0.bias": torch.zeros(3)})
+    >>> state = torch.nn.Sequential(torch.nn.Linear(4, 2)).state_dict()
+    >>> load_weights(model, state).loaded
+    2
+    >>> wrong = {"0.weight": torch.zeros(3, 4), "0.bias": torch.zeros(3)}
+    >>> load_weights(model, wrong)
     Traceback (most recent call last):
     ...
-    ValueError: state dict does not fit Sequential: 2 tensors differ in shape: '0.weight' [3, 4] in the source, [2, 4] in the model; ...
+    ValueError: state dict does not fit Sequential: 2 tensors differ in shape: ...
     """
     if isinstance(source, WeightsEnum):
-        state = fetch(source, "source", progress=progress)
+        state = fetch_state_dict(source, "source", progress=progress)
     elif isinstance(source, (str, os.PathLike)):
         state = read_state_dict(source)
     elif isinstance(source, Mapping):
         state = _unwrap(source, "state dict")
     else:
         raise TypeError(
-            f"source must be a weights enum, a file path or a state dict, got {type(source).__name__}"
+            "source must be a weights enum, a file path or a state dict, "
+            f"got {type(source).__name__}"
         )
-    report = _load_state(model, state, source, strict=strict)
-    if not isinstance(source, Mapping) and legacy_eps_zero(source):
-        _set_frozen_batchnorm_eps(model, 0.0)
+    report = load_state(model, state, source=source, strict=strict)
+    if not isinstance(source, Mapping):
+        match_batchnorm_eps(model, source)
     return report
+
+
+def match_batchnorm_eps(model: nn.Module, source: WeightsEnum | Path | str) -> None:
+    """Give ``model``'s frozen batch norm the ``eps`` that ``source``'s weights expect.
+
+    Torchvision's first COCO detectors were trained with ``eps=0`` (see
+    :func:`~detkit.models.weights.sources.uses_zero_batchnorm_eps`); torchvision's builders set
+    it after loading them, and every detkit route does the same. Call it after batch norm is
+    frozen: a batch norm frozen later copies its own ``eps``. Other weights change nothing.
+    """
+    if uses_zero_batchnorm_eps(source):
+        for module in model.modules():
+            if isinstance(module, FrozenBatchNorm2d):
+                module.eps = 0.0
 
 
 def _describe(source: Any) -> tuple[str, str]:
@@ -228,35 +211,19 @@ def _describe(source: Any) -> tuple[str, str]:
     return str(source), f"weights file {str(source)!r}"
 
 
-def _load_state(
-    model: nn.Module, state: Mapping[str, torch.Tensor], source: Any, *, strict: bool
+def load_state(
+    model: nn.Module, state: Mapping[str, torch.Tensor], *, source: Any, strict: bool
 ) -> LoadReport:
-    """Load ``state`` (read from ``source``: an enum, a path or a state dict) into ``model``."""
+    """The step of :func:`load_weights` after reading: ``state`` into ``model``, in place.
+
+    For builders that read the weights first (to learn the class count from them) and load
+    them once the model exists; messages and the report name ``source`` (the enum or the
+    file ``state`` came from, or a state dict), as :func:`load_weights` does.
+    """
     source, quoted = _describe(source)
     kind = type(model).__name__
     own = model.state_dict()
-    prefixes = _head_prefixes(model)
-    filtered: OrderedDict[str, torch.Tensor] = OrderedDict()
-    replaced, mismatched = [], []
-    for key, value in state.items():
-        target = own.get(key)
-        if target is not None and target.shape != value.shape:
-            if key.startswith(prefixes):
-                replaced.append(key)
-                continue
-            mismatched.append(
-                f"{key!r} {list(value.shape)} in the source, {list(target.shape)} in the model"
-            )
-            continue
-        filtered[key] = value
-    if hasattr(state, "_metadata"):
-        filtered._metadata = state._metadata  # type: ignore[attr-defined]
-    if mismatched:
-        raise ValueError(
-            f"{quoted} does not fit {kind}: {len(mismatched)} tensors differ in shape: "
-            + "; ".join(mismatched[:_SHOWN])
-            + _hint(len(mismatched))
-        )
+    filtered, replaced = _set_heads_aside(state, own, replaced_head_prefixes(model), quoted, kind)
     try:
         result = model.load_state_dict(filtered, strict=False)
     except RuntimeError as error:
@@ -281,12 +248,50 @@ def _load_state(
             f"({_sample(unexpected)}). Pass strict=False to load the tensors that match."
         )
     report = LoadReport(source, loaded, missing, unexpected, replaced)
+    _log(report, kind)
+    return report
+
+
+def _set_heads_aside(
+    state: Mapping[str, torch.Tensor],
+    own: Mapping[str, torch.Tensor],
+    prefixes: tuple[str, ...],
+    quoted: str,
+    kind: str,
+) -> tuple[OrderedDict[str, torch.Tensor], list[str]]:
+    """The tensors to load, and the replaced heads' keys left out; other shape errors raise."""
+    filtered: OrderedDict[str, torch.Tensor] = OrderedDict()
+    replaced, mismatched = [], []
+    for key, value in state.items():
+        target = own.get(key)
+        if target is not None and target.shape != value.shape:
+            if key.startswith(prefixes):
+                replaced.append(key)
+                continue
+            mismatched.append(
+                f"{key!r} {list(value.shape)} in the source, {list(target.shape)} in the model"
+            )
+            continue
+        filtered[key] = value
+    if mismatched:
+        raise ValueError(
+            f"{quoted} does not fit {kind}: {len(mismatched)} tensors differ in shape: "
+            + "; ".join(mismatched[:_SHOWN])
+            + _hint(len(mismatched))
+        )
+    if hasattr(state, "_metadata"):
+        filtered._metadata = state._metadata  # type: ignore[attr-defined]
+    return filtered, replaced
+
+
+def _log(report: LoadReport, kind: str) -> None:
+    missing, unexpected = report.missing_keys, report.unexpected_keys
     if missing or unexpected:
         logger.warning(
             "loaded %d tensors from %s into %s; %d model tensors stay as initialised (%s), "
             "%d source tensors are ignored (%s)",
-            loaded,
-            source,
+            report.loaded,
+            report.source,
             kind,
             len(missing),
             _sample(missing),
@@ -294,10 +299,11 @@ def _load_state(
             _sample(unexpected),
         )
     else:
-        logger.info("loaded %d tensors from %s into %s", loaded, source, kind)
-    if replaced:
-        logger.debug("heads re-initialised for a new class count: %s", ", ".join(replaced))
-    return report
+        logger.info("loaded %d tensors from %s into %s", report.loaded, report.source, kind)
+    if report.replaced_heads:
+        logger.debug(
+            "heads re-initialised for a new class count: %s", ", ".join(report.replaced_heads)
+        )
 
 
 def _sample(keys: list[str]) -> str:
