@@ -131,3 +131,47 @@ def test_coco_ground_truth_errors():
     mapped = coco_ground_truth([(image, target)], label_to_category={1: 3, 2: 9})
     assert [c["id"] for c in mapped["categories"]] == [3, 9]
     assert mapped["annotations"][0]["category_id"] == 3
+
+
+def _one_box_sample(image_id: int, label: int) -> tuple:
+    target = {
+        "boxes": torch.tensor([[0.0, 0.0, 2.0, 3.0]]),
+        "labels": torch.tensor([label]),
+        "image_id": image_id,
+    }
+    return torch.zeros(3, 8, 8), target
+
+
+@pytest.mark.parametrize("writer", ["ground_truth", "results"])
+def test_failed_json_writes_leave_the_previous_file_whole(tmp_path, monkeypatch, writer):
+    """Both files the evaluation writes go through detkit.files.atomic_write: synced before
+    the rename, so a failing sync (a full disk) keeps the old file and leaves no temporary."""
+    path = tmp_path / "out.json"
+
+    def write(label: int) -> None:
+        if writer == "ground_truth":
+            write_coco_ground_truth([_one_box_sample(1, label)], path)
+        else:
+            evaluator = CocoEvaluator()
+            _, target = _one_box_sample(1, label)
+            prediction = {
+                "boxes": target["boxes"],
+                "scores": torch.tensor([0.9]),
+                "labels": target["labels"],
+            }
+            evaluator.update([prediction], [target])
+            evaluator.write_results(path)
+
+    write(1)
+    before = path.read_text()
+    assert '"category_id": 1' in before
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("detkit.files.os.fsync", full_disk)
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        write(2)
+    assert "out.json" in str(raised.value)  # the error names the file
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]

@@ -139,3 +139,54 @@ def test_string_totals_flags_malformed_strings():
     totals, valid = string_totals(strings)
     assert valid.tolist() == [True, True, False, False, False, False, True]
     assert totals[[0, 1, 6]].tolist() == [7, 0, 3 + 15]
+
+
+def test_masks_on_an_accelerator_are_thresholded_there(monkeypatch):
+    """A prediction's masks off the CPU reach ``threshold_on_device`` (thresholded and packed
+    where they are, before the copy), from ``CocoEvaluator.update`` down. ``meta`` tensors
+    stand in for CUDA ones: they have a device but no data, so the stand-in writes the
+    thresholded CPU copy."""
+    from detkit.evaluation import CocoEvaluator
+
+    probabilities = torch.zeros(2, 1, 6, 9)
+    probabilities[0, 0, 1:4, 2:7] = 0.8
+    probabilities[1, 0, 5, :] = 0.6
+    seen = []
+
+    def on_device(masks, threshold, out):
+        seen.append((masks.device.type, tuple(masks.shape), threshold))
+        np.copyto(out, probabilities[:, 0].numpy() > threshold)
+
+    monkeypatch.setattr("detkit.evaluation._rle.threshold_on_device", on_device)
+    expected = [mask_utils.encode(np.asfortranarray(m)) for m in probabilities[:, 0].numpy() > 0.5]
+    assert masks_to_rle(probabilities.to("meta")) == expected
+    assert seen == [("meta", (2, 6, 9), 0.5)]
+
+    target = {
+        "boxes": torch.tensor([[2.0, 1.0, 7.0, 4.0], [0.0, 5.0, 9.0, 6.0]]),
+        "labels": torch.tensor([1, 1]),
+        "masks": (probabilities[:, 0] > 0.5).to(torch.uint8),
+        "image_id": 3,
+    }
+    prediction = {
+        "boxes": target["boxes"],
+        "scores": torch.tensor([0.9, 0.8]),
+        "labels": target["labels"],
+        "masks": probabilities.to("meta"),
+    }
+    evaluator = CocoEvaluator("segm")
+    evaluator.update([prediction], [target])
+    assert seen[1:] == [("meta", (2, 6, 9), 0.5)]
+    assert evaluator.compute()["segm"]["AP"] == 1.0
+
+
+def test_encoders_of_threads_do_not_share_buffers():
+    """``encode_masks`` keeps scratch buffers between calls, one set per thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(0)
+    batches = [rng.random((3, 20 + i, 30 + 7 * i)) > 0.6 for i in range(8)]
+    expected = [pycocotools_counts(masks) for masks in batches]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            assert list(pool.map(lambda m: encode_masks(m, 0.5), batches)) == expected

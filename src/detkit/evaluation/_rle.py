@@ -14,6 +14,7 @@ once. The bytes are exactly ``pycocotools.mask.encode``'s.
 from __future__ import annotations
 
 import itertools
+import threading
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,8 @@ import torch
 _MAX_RUN = 2**32 - 1
 #: Below ``_CHARACTER_LIMITS[k - 1]`` (in magnitude) a value fits in ``k`` characters.
 _CHARACTER_LIMITS = np.array([2 ** (5 * k - 1) for k in range(1, 8)], dtype=np.int64)
+#: The encoder of each thread, its scratch buffers kept from one batch to the next.
+_ENCODERS = threading.local()
 
 
 def encode_masks(masks: Any, threshold: float) -> list[bytes]:
@@ -36,7 +39,10 @@ def encode_masks(masks: Any, threshold: float) -> list[bytes]:
     Raises:
         ValueError: for any other shape.
     """
-    return RleEncoder()(masks, threshold)
+    encoder = getattr(_ENCODERS, "encoder", None)
+    if encoder is None:  # one per thread: the scratch buffers are written during a call
+        encoder = _ENCODERS.encoder = RleEncoder()
+    return encoder(masks, threshold)
 
 
 class RleEncoder:

@@ -26,6 +26,7 @@ from detkit.evaluation._columns import target_columns
 from detkit.evaluation._params import LabelMap
 from detkit.evaluation._rle import string_totals
 from detkit.evaluation._store import Block, block_ground_truth
+from detkit.files import atomic_write
 from detkit.types import image_size, normalize_image_id
 
 __all__ = ["coco_ground_truth", "write_coco_ground_truth"]
@@ -124,16 +125,12 @@ def write_coco_ground_truth(dataset: Any, path: str | os.PathLike, **options: An
 
 
 def write_json(data: Any, path: str | os.PathLike) -> Path:
-    """Write ``data`` as json atomically: a crash leaves the old file or the new, never half."""
-    path = Path(path)
-    text = json.dumps(data)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Write ``data`` as json through :func:`detkit.files.atomic_write`: synced, then renamed
+    over ``path``, so a crash or a failed write leaves the previous file whole."""
+    text = json.dumps(data)  # serialized first (C encoder, one shot): a bad value writes nothing
+    with atomic_write(path, "w") as file:
+        file.write(text)
+    return Path(path)
 
 
 def _integer(value: Any, where: str) -> int:
