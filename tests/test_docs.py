@@ -194,7 +194,6 @@ WIDE_DOCSTRINGS = {
         "detkit.types.validate_target",
     },
     "detkit/types/contract.py": {
-        "detkit.types.Target",
         "detkit.types.to_tv_tensors",
     },
 }
