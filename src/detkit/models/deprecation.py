@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from types import FrameType
 
 __all__: list[str] = []
 
@@ -22,7 +23,8 @@ def warn_deprecated(message: str) -> None:
     >>> caught[0].category.__name__, str(caught[0].message)
     ('DeprecationWarning', 'old() is new() now')
     """
-    level, frame = 1, sys._getframe(1)
+    level = 1
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and frame.f_globals.get("__name__", "").startswith("detkit.models"):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, DeprecationWarning, stacklevel=level + 1)

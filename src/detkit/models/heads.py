@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredictor
 from torchvision.models.detection.fcos import FCOS
@@ -71,6 +72,13 @@ def check_num_classes(num_classes: object) -> int:
     return _check_count(
         num_classes, "num_classes", 2, " (it counts the background: one class of yours is 2)"
     )
+
+
+def _bias(layer: nn.Conv2d | nn.Linear) -> torch.Tensor:
+    """A new layer's bias (every layer made here has one)."""
+    if layer.bias is None:
+        raise ValueError(f"{type(layer).__name__} was built without a bias")
+    return layer.bias
 
 
 def _like(layer: nn.Module) -> dict:
@@ -139,7 +147,7 @@ def replace_mask_predictor(model: MaskRCNN, num_classes: int) -> MaskRCNN:
         )
     new = nn.Conv2d(old.in_channels, num_classes, kernel_size=1, **_like(old))
     nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
-    nn.init.zeros_(new.bias)
+    nn.init.zeros_(_bias(new))
     model.roi_heads.mask_predictor.mask_fcn_logits = new
     return model
 
@@ -203,7 +211,7 @@ def replace_classification_head(
         old = head.cls_logits
         new = nn.Conv2d(old.in_channels, head.num_anchors * num_classes, 3, padding=1, **_like(old))
         nn.init.normal_(new.weight, std=0.01)
-        nn.init.constant_(new.bias, -math.log((1 - _PRIOR) / _PRIOR))
+        nn.init.constant_(_bias(new), -math.log((1 - _PRIOR) / _PRIOR))
         head.cls_logits = new
         head.num_classes = num_classes
     elif isinstance(model, SSD):
@@ -223,7 +231,7 @@ def replace_classification_head(
                 nn.init.normal_(new.weight, std=0.03)
             else:
                 nn.init.xavier_uniform_(new.weight)
-            nn.init.zeros_(new.bias)
+            nn.init.zeros_(_bias(new))
             if lite:
                 block[-1] = new
             else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import Any
 
 import torchvision
 from torch import nn
@@ -216,7 +217,7 @@ def _single_map(
     trunk: Trunk, trainable_layers: int | None, pretrained: bool, frozen_batchnorm: bool | None
 ) -> nn.Sequential:
     freeze_stages(trunk, trainable_layers, pretrained=pretrained, frozen_batchnorm=frozen_batchnorm)
-    backbone = sequential(trunk.blocks)
+    backbone: Any = sequential(trunk.blocks)  # torchvision's detectors read these attributes
     backbone.out_channels = trunk.channels[-1]
     backbone.feature_strides = {"0": trunk.strides[-1]}
     return backbone

@@ -24,6 +24,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -79,7 +80,8 @@ class _InceptionInputTransform(nn.Module):
         self.register_buffer("shift", (mean - 0.5) / 0.5, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale + self.shift
+        scale, shift = self.get_buffer("scale"), self.get_buffer("shift")
+        return x * scale + shift
 
 
 def trunk_blocks(model: nn.Module, *, for_fpn: bool = False) -> list[tuple[str, nn.Module]]:
@@ -90,6 +92,7 @@ def trunk_blocks(model: nn.Module, *, for_fpn: bool = False) -> list[tuple[str, 
     with a ``features`` sequence).
     """
     kind = type(model).__name__
+    parts: Any = model  # torchvision classifiers, told apart by their attributes below
     if kind in _UNSUPPORTED:
         raise ValueError(f"{kind} cannot serve as a detection backbone: {_UNSUPPORTED[kind]}")
     if kind == "SwinTransformer":
@@ -98,14 +101,14 @@ def trunk_blocks(model: nn.Module, *, for_fpn: bool = False) -> list[tuple[str, 
                 "SwinTransformer's stages return channels-last maps; detkit builds an FPN only "
                 "over convolutional networks (use it as a single-feature-map trunk instead)"
             )
-        return [*model.features.named_children(), ("norm", model.norm), ("permute", model.permute)]
+        return [*parts.features.named_children(), ("norm", parts.norm), ("permute", parts.permute)]
     if isinstance(getattr(model, "features", None), nn.Sequential):
-        blocks = list(model.features.named_children())
+        blocks = list(parts.features.named_children())
         if kind == "DenseNet":
             blocks.append(("relu", nn.ReLU()))  # DenseNet.forward applies it after `features`
         return blocks
     if isinstance(getattr(model, "layers", None), nn.Sequential):  # MNASNet
-        return list(model.layers.named_children())
+        return list(parts.layers.named_children())
     blocks = []
     if getattr(model, "transform_input", False):
         blocks.append(("transform_input", _InceptionInputTransform()))
@@ -233,10 +236,10 @@ def output_strides(backbone: nn.Module) -> dict[str, int]:
     """Name and stride of each feature map a detection backbone returns, from one dry run."""
     modes = [(m, m.training) for m in backbone.modules()]
     first = next(backbone.parameters(), None)
-    like = {"dtype": first.dtype, "device": first.device} if first is not None else {}
+    like: dict[str, Any] = {} if first is None else {"dtype": first.dtype, "device": first.device}
     try:
         backbone.eval()
-        out = backbone(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, **like))
+        out = backbone(torch.zeros((1, 3, PROBE_SIZE, PROBE_SIZE), **like))
     except Exception as error:
         raise ValueError(
             f"could not run a {PROBE_SIZE}x{PROBE_SIZE} image through the backbone "
@@ -343,7 +346,8 @@ def has_trained_statistics(model: nn.Module) -> bool:
     for m in model.modules():
         if (
             isinstance(m, (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d))
-            and m.running_mean is not None
+            and isinstance(m.running_mean, torch.Tensor)
+            and isinstance(m.running_var, torch.Tensor)
             and (bool(m.running_mean.any()) or not bool((m.running_var == 1).all()))
         ):
             return True

@@ -172,6 +172,8 @@ def _rcnn_parts(
             f"<family>_<backbone>, <family> one of {', '.join(RCNN_FAMILIES)})"
         )
         check_model_name(name, sorted({*named, *RCNN_FAMILIES, *ours}), what)
+    if family is None:  # check_model_name raised for it: no family prefix, no classifier
+        raise ValueError(f"unknown model name {name!r}")
     if backbone is not None or fpn is not None:
         raise ValueError(
             f"{name!r} already names the backbone and whether it has a pyramid: pass "

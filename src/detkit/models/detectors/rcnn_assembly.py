@@ -71,8 +71,9 @@ def assemble_rcnn(
 
     The arguments are the builders' (``kwargs`` is their ``**kwargs``), documented there.
     """
-    is_sequence = isinstance(returned_strides, Sequence) and not isinstance(returned_strides, str)
-    returned = tuple(returned_strides) if is_sequence else returned_strides
+    returned = returned_strides
+    if isinstance(returned_strides, Sequence) and not isinstance(returned_strides, str):
+        returned = tuple(returned_strides)
     source = _resolve_detector_weights(family, backbone, fpn, returned, weights)
     if source is not None and weights_backbone is not None:
         raise ValueError(
@@ -166,6 +167,7 @@ def anchor_generator(feature_strides: Mapping[str, int]) -> AnchorGenerator:
     ((32,), (64,), (128,), (256,), (512,))
     """
     strides = list(feature_strides.values())
+    sizes: tuple[tuple[int, ...], ...]
     if len(strides) >= len(_SIZES):
         sizes = tuple((8 * s,) for s in strides)
     else:

@@ -161,7 +161,7 @@ def _fit_heads_to(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
 
 def _load_backbone_file(model: nn.Module, path: Path) -> None:
     """Load a classification model's state dict into a torchvision detector's trunk."""
-    backbone = model.backbone
+    backbone: Any = model.backbone
     trunk = getattr(backbone, "body", None)
     if trunk is None and isinstance(model, SSD) and not isinstance(model.head, SSDLiteHead):
         trunk = backbone.features

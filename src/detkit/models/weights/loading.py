@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 from torch import nn
@@ -29,7 +29,7 @@ __all__ = ["LoadReport", "load_weights", "read_state_dict"]
 logger = logging.getLogger(__name__)
 
 #: What :func:`load_weights` takes: a weights source, or a state dict already in memory.
-LoadSource = WeightsEnum | str | os.PathLike[str] | Mapping[str, torch.Tensor]
+LoadSource: TypeAlias = WeightsEnum | str | os.PathLike[str] | Mapping[str, torch.Tensor]
 
 _CHECKPOINT_KEYS = ("model", "state_dict", "model_state_dict")
 _SHOWN = 5  # keys quoted in an error message

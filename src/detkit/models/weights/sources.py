@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeAlias
 from urllib.parse import urlparse
 
 import torch
@@ -26,7 +27,7 @@ __all__ = ["WeightsDownloadError"]
 #: its name (``"DEFAULT"``, ``"IMAGENET1K_V2"``, ``"ResNet50_Weights.IMAGENET1K_V2"``), a
 #: local file, or ``None`` (random initialisation). Written without quotes, so that
 #: documentation tools can evaluate the signatures that use it.
-WeightsSource = WeightsEnum | str | os.PathLike[str] | None
+WeightsSource: TypeAlias = WeightsEnum | str | os.PathLike[str] | None
 
 # What a file name ends with when a string is a file, not a weights name.
 _FILE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin", ".tar")
