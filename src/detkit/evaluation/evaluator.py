@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,16 @@ import torch.distributed as dist
 
 from detkit.distributed import get_world_size, is_main_process
 from detkit.evaluation import backends
+from detkit.evaluation._bootstrap import (
+    ap_intervals,
+    check_bootstrap,
+    check_iou,
+    empty_annotations,
+    undefined_intervals,
+)
 from detkit.evaluation._coco import Annotations, Images, result_dicts
 from detkit.evaluation._columns import merge_sizes, prediction_columns, target_columns
+from detkit.evaluation._matching import MATCHED_IOU_TYPES, match
 from detkit.evaluation._params import (
     LabelMap,
     build_params,
@@ -32,6 +40,13 @@ from detkit.evaluation._store import (
     gather_to_main,
 )
 from detkit.evaluation._summary import compute_stats, format_table, undefined_stats
+from detkit.evaluation.analysis import (
+    ConfusionMatrix,
+    OperatingPoints,
+    class_thresholds,
+    confusion_counts,
+    operating_points,
+)
 from detkit.evaluation.io import GroundTruthIndex, write_json
 from detkit.types import normalize_image_id
 
@@ -232,25 +247,51 @@ class CocoEvaluator:
             check_sigmas(self._sigmas, k, where)
             self._num_keypoints = k
 
-    def compute(self) -> dict[str, Any]:
+    def compute(
+        self, *, confidence: float | None = None, resamples: int = 200, seed: int = 0
+    ) -> dict[str, Any]:
         """The metrics of every image updated so far (on every process).
 
         Under ``torch.distributed`` every rank must call it: each rank's images are
         de-duplicated against lower ranks, gathered to rank 0, evaluated there and the
         result sent to every rank.
 
+        Args:
+            confidence: also give bootstrap confidence intervals of ``AP`` and ``AP50`` (bbox
+                and segm) at this level, e.g. ``0.95``: the images are resampled with
+                replacement ``resamples`` times and the AP of each resample re-accumulated from
+                the matching already made (no matching per resample). The interval is the
+                central ``confidence`` range of those APs (resamples where no class has ground
+                truth left out); it says how much the AP would move on another validation set
+                of the same size drawn from the same images, not how a retrained model would
+                do.
+            resamples: how many resamples (at least 10).
+            seed: the resampling's seed: the same seed gives the same interval.
+
         Returns:
             ``{"num_images": int, <iou_type>: {"AP": float, ..., "per_class_AP": {category_id:
             float}}}`` with pycocotools' statistics (``AP, AP50, AP75, APs, APm, APl, AR1, AR10,
             AR100, ARs, ARm, ARl``; for keypoints ``AP, AP50, AP75, APm, APl, AR, AR50, AR75,
-            ARm, ARl``), ``-1.0`` where undefined (no ground truth in range).
+            ARm, ARl``), ``-1.0`` where undefined (no ground truth in range). With
+            ``confidence``, bbox and segm also hold ``"AP_interval"`` and ``"AP50_interval"``:
+            ``(low, high)``, ``(-1.0, -1.0)`` when undefined.
         """
+        bootstrap = check_bootstrap(confidence, resamples, seed)
+        outcome = self._on_main(lambda block: self._evaluate(block, bootstrap))
+        self._last = outcome
+        if self.verbose and is_main_process():
+            logger.info("COCO evaluation (%s backend):\n%s", self.backend, self.summary())
+        return outcome
+
+    def _on_main(self, work: Callable[[Block | None], Any]) -> Any:
+        """Gather every process's images to rank 0, run ``work`` there, send the result (or
+        the exception) to every rank; collective under torch.distributed."""
         block = gather_to_main(self._store.merged())
         outcome: Any = None
         if is_main_process():
             try:
                 with backends.garbage_collection_paused():
-                    outcome = self._evaluate(block)
+                    outcome = work(block)
             except Exception as error:  # sent to every rank, raised there too
                 outcome = error
         if get_world_size() > 1:
@@ -259,12 +300,28 @@ class CocoEvaluator:
             outcome = box[0]
         if isinstance(outcome, Exception):
             raise outcome
-        self._last = outcome
-        if self.verbose and is_main_process():
-            logger.info("COCO evaluation (%s backend):\n%s", self.backend, self.summary())
         return outcome
 
-    def _evaluate(self, block: Block | None) -> dict[str, Any]:
+    def _prepare(self, block: Block, iou_type: str):
+        """``(images, gt, dt, params)`` of one iou type, as the backends take them."""
+        gt = self._ground_truth(block, iou_type)
+        categories = self._fixed_categories()
+        if categories is None:
+            categories = sorted(set(gt.category_id.tolist()))
+        else:  # ground truth of other categories takes no part (as in pycocotools)
+            gt = gt.take(np.isin(gt.category_id, categories))
+        params = dataclasses.replace(
+            self._params[iou_type],
+            category_ids=categories,
+            image_ids=sorted(set(block.image_ids.tolist())),
+        )
+        if iou_type == "keypoints":
+            params.keypoint_sigmas = self._evaluated_sigmas(gt)
+        dt = self._detections(block, iou_type, categories)
+        images = Images(block.image_ids, block.heights, block.widths)
+        return images, gt, dt, params
+
+    def _evaluate(self, block: Block | None, bootstrap: dict | None = None) -> dict[str, Any]:
         result: dict[str, Any] = {"num_images": 0 if block is None else len(block)}
         for iou_type in self.iou_types:
             params = self._params[iou_type]
@@ -273,27 +330,128 @@ class CocoEvaluator:
                 result[iou_type] = undefined_stats(
                     dataclasses.replace(params, category_ids=categories)
                 )
+                if bootstrap is not None and iou_type in MATCHED_IOU_TYPES:
+                    result[iou_type].update(undefined_intervals(params))
                 continue
-            gt = self._ground_truth(block, iou_type)
-            categories = self._fixed_categories()
-            if categories is None:
-                categories = sorted(set(gt.category_id.tolist()))
-            else:  # ground truth of other categories takes no part (as in pycocotools)
-                gt = gt.take(np.isin(gt.category_id, categories))
-            params = dataclasses.replace(
-                params, category_ids=categories, image_ids=sorted(set(block.image_ids.tolist()))
-            )
-            if iou_type == "keypoints":
-                params.keypoint_sigmas = self._evaluated_sigmas(gt)
-            dt = self._detections(block, iou_type, categories)
-            if not categories:
+            images, gt, dt, params = self._prepare(block, iou_type)
+            if not params.category_ids:
                 result[iou_type] = undefined_stats(params)
-                continue
-            images = Images(block.image_ids, block.heights, block.widths)
-            with backends.quiet(self.verbose):
-                precision, recall = backends.evaluate(self.backend, images, gt, dt, params)
-            result[iou_type] = compute_stats(precision, recall, params)
+            else:
+                with backends.quiet(self.verbose):
+                    precision, recall = backends.evaluate(self.backend, images, gt, dt, params)
+                result[iou_type] = compute_stats(precision, recall, params)
+            if bootstrap is not None and iou_type in MATCHED_IOU_TYPES:
+                matching = match(images, gt, dt, params) if params.category_ids else None
+                result[iou_type].update(ap_intervals(matching, params, **bootstrap))
         return result
+
+    def _analysis_type(self, iou_type: str | None) -> str:
+        iou_type = self._result_type(iou_type)
+        if iou_type not in MATCHED_IOU_TYPES:
+            raise ValueError(
+                f"operating points and confusion matrices are available for {MATCHED_IOU_TYPES}"
+                f", not {iou_type!r}"
+            )
+        return iou_type
+
+    def operating_points(self, iou_type: str | None = None, *, iou: float = 0.5) -> OperatingPoints:
+        """Per class: the precision-recall curve at IoU ``iou`` and the score threshold that
+        maximises F1, with precision, recall and F1 there, AP at ``iou`` and COCO's AR.
+
+        The curves are pycocotools' (same matching: crowd regions, area range ``"all"``, the
+        largest ``max_dets``). Collective under ``torch.distributed``, like :meth:`compute`.
+
+        Args:
+            iou_type: ``"bbox"`` or ``"segm"`` (default: the first of ``iou_types``).
+            iou: the IoU a detection needs to count as found, in ``(0, 1]``.
+
+        Returns:
+            :class:`~detkit.evaluation.OperatingPoints` (``points.thresholds()`` gives
+            ``{category_id: score}`` for :meth:`confusion_matrix` or a predictor).
+
+        >>> import torch
+        >>> target = {"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]),
+        ...           "labels": torch.tensor([1, 1]), "image_id": 1}
+        >>> prediction = {"boxes": torch.tensor([[0.0, 0, 10, 10], [50, 50, 60, 60]]),
+        ...               "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([1, 1])}
+        >>> evaluator = CocoEvaluator("bbox")
+        >>> evaluator.update([prediction], [target])
+        >>> points = evaluator.operating_points(iou=0.5)
+        >>> points.thresholds(), points.precision_at.tolist(), points.recall_at.tolist()
+        ({1: 0.8999999761581421}, [1.0], [0.5])
+        """
+        iou_type = self._analysis_type(iou_type)
+        iou = check_iou(iou)
+
+        def work(block):
+            images, gt, dt, params = self._prepare_or_empty(block, iou_type)
+            rows = np.flatnonzero(np.isclose(params.iou_thresholds, iou, rtol=0, atol=1e-12))
+            thresholds = params.iou_thresholds
+            if not len(rows):
+                thresholds = np.r_[params.iou_thresholds, iou]
+            matching = match(images, gt, dt, params, thresholds)
+            t_row = int(rows[0]) if len(rows) else len(thresholds) - 1
+            ar_rows = np.arange(len(params.iou_thresholds))
+            return operating_points(matching, t_row, iou_type=iou_type, ar_rows=ar_rows)
+
+        return self._on_main(work)
+
+    def confusion_matrix(
+        self, iou_type: str | None = None, *, thresholds: Any = None, iou: float = 0.5
+    ) -> ConfusionMatrix:
+        """Ground-truth classes against predicted classes (and the background) for the
+        detections kept at per-class score thresholds (see
+        :class:`~detkit.evaluation.ConfusionMatrix`). Collective under ``torch.distributed``.
+
+        Args:
+            iou_type: ``"bbox"`` or ``"segm"`` (default: the first of ``iou_types``).
+            thresholds: a score for every class, ``{category_id: score}`` (a class left out
+                keeps nothing), a sequence aligned with the categories, or
+                :class:`~detkit.evaluation.OperatingPoints`; default: the F1-best thresholds
+                of :meth:`operating_points` at ``iou``.
+            iou: the IoU a detection needs with an instance, in ``(0, 1]``.
+
+        >>> import torch
+        >>> target = {"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]),
+        ...           "labels": torch.tensor([1, 2]), "image_id": 1}
+        >>> prediction = {"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]),
+        ...               "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([1, 1])}
+        >>> evaluator = CocoEvaluator("bbox")
+        >>> evaluator.update([prediction], [target])
+        >>> evaluator.confusion_matrix(thresholds=0.5).matrix.tolist()
+        [[1, 0, 0], [1, 0, 0], [0, 0, 0]]
+        """
+        iou_type = self._analysis_type(iou_type)
+        iou = check_iou(iou)
+        if thresholds is None:
+            thresholds = self.operating_points(iou_type, iou=iou)
+
+        def work(block):
+            images, gt, dt, params = self._prepare_or_empty(block, iou_type)
+            scores = class_thresholds(thresholds, params.category_ids)
+            lut = dict(zip(params.category_ids, scores.tolist()))
+            need = np.array([lut[c] for c in dt.category_id.tolist()], dtype=np.float64)
+            dt = dt.take(dt.score >= need)
+            matching = match(images, gt, dt, params, np.array([iou]))
+            return ConfusionMatrix(
+                iou_type=iou_type,
+                iou=iou,
+                category_ids=list(params.category_ids),
+                thresholds=scores,
+                matrix=confusion_counts(matching, gt, dt, iou_type=iou_type),
+            )
+
+        return self._on_main(work)
+
+    def _prepare_or_empty(self, block: Block | None, iou_type: str):
+        if block is not None:
+            return self._prepare(block, iou_type)
+        empty = Block(*(np.zeros(0, dtype=np.int64),) * 5, gt={}, dt={})
+        params = dataclasses.replace(
+            self._params[iou_type], category_ids=self._fixed_categories() or []
+        )
+        images = Images(empty.image_ids, empty.heights, empty.widths)
+        return images, empty_annotations(), empty_annotations(score=True), params
 
     def _evaluated_sigmas(self, gt: Annotations) -> np.ndarray:
         k = gt.keypoints.shape[1] // 3 if len(gt) else self._num_keypoints
