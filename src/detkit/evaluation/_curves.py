@@ -120,6 +120,88 @@ def mean_defined(values: np.ndarray) -> float:
     return -1.0 if defined.size == 0 else float(np.mean(defined))
 
 
+@dataclass
+class _Hits:
+    """A matching's true positives per IoU threshold and category, ``[T, K, H]`` (padded by
+    repeating a row's last entry with weight 0), for the bootstrap's fast AP.
+
+    The detections counted (not ignored) before each hit are ``always`` (never ignored), a
+    running sum over all detections, plus the few ``mixed`` ones ignored at some thresholds
+    only (on crowd regions), summed per threshold.
+    """
+
+    detection: np.ndarray  # int [T, K, H] position in the matching's order
+    real: np.ndarray  # bool [T, K, H]
+    image: np.ndarray  # int [D] per detection
+    always: np.ndarray  # int [D] never ignored
+    before: np.ndarray  # int [K] the position before each category's first (-1: none)
+    mixed: np.ndarray  # int [M] positions of detections ignored at some thresholds only
+    mixed_counted: np.ndarray  # int [T, M] not ignored at each threshold
+    mixed_at_hit: np.ndarray  # int [T, K, H] mixed detections up to each hit
+    mixed_before: np.ndarray  # int [K] mixed detections before each category
+    positives: np.ndarray  # int [I, K]
+
+
+def _hits(matching: Matching) -> _Hits:
+    tp, ignored = matching.true_positive, matching.ignored
+    t_count, k_count = tp.shape[0], len(matching.category_ids)
+    t_index, position = np.nonzero(tp)
+    row = t_index * k_count + matching.category[position]
+    counts = np.bincount(row, minlength=t_count * k_count)
+    width = max(int(counts.max(initial=0)), 1)
+    slot = np.arange(len(row)) - np.r_[0, np.cumsum(counts)[:-1]][row]
+    detection = np.zeros((t_count * k_count, width), dtype=np.int64)
+    real = np.zeros((t_count * k_count, width), dtype=bool)
+    detection[row, slot] = position
+    real[row, slot] = True
+    # Padding repeats the last hit (weight 0 keeps its counts): the envelope is unchanged.
+    last = np.maximum.accumulate(np.where(real, np.arange(width), 0), axis=1)
+    detection = np.take_along_axis(detection, last, axis=1).reshape(t_count, k_count, width)
+    before = np.cumsum(np.bincount(matching.category, minlength=k_count)) - 1
+    before = np.r_[-1, before[:-1]]
+    mixed = np.flatnonzero(ignored.any(axis=0) & ~ignored.all(axis=0))
+    return _Hits(
+        detection=detection,
+        real=real.reshape(t_count, k_count, width),
+        image=matching.image,
+        always=(~ignored.any(axis=0)).astype(np.int64),
+        before=before,
+        mixed=mixed,
+        mixed_counted=(~ignored[:, mixed]).astype(np.int64),
+        mixed_at_hit=np.searchsorted(mixed, detection, side="right"),
+        mixed_before=np.searchsorted(mixed, before, side="right"),
+        positives=matching.positives,
+    )
+
+
+def _ap_sums(hits: _Hits, weights: np.ndarray):
+    """Per ``[T, K]``: the sum of interpolated precision over the recall levels, and which
+    categories have ground truth. Only true positives are visited: the first detection
+    reaching a recall level is one, and the precision envelope there is the best precision
+    of the true positives from there on."""
+    positives = weights @ hits.positives
+    valid = positives > 0
+    if not len(hits.image):  # no detection: precision 0 at every level
+        return np.zeros(hits.detection.shape[:2]), valid
+    per_detection = weights[hits.image]
+    always = np.r_[0, np.cumsum(per_detection * hits.always)]  # counted before position + 1
+    total = always[hits.detection + 1] - always[hits.before + 1][None, :, None]
+    if len(hits.mixed):
+        mixed = np.cumsum(per_detection[hits.mixed] * hits.mixed_counted, axis=1)
+        mixed = np.pad(mixed, ((0, 0), (1, 0)))
+        t_rows = np.arange(len(mixed))[:, None, None]
+        total = total + mixed[t_rows, hits.mixed_at_hit]
+        total = total - mixed[t_rows[:, :, 0], hits.mixed_before[None, :]][:, :, None]
+    w = np.where(hits.real, per_detection[hits.detection], 0)
+    tp = np.cumsum(w, axis=-1).astype(np.float64)
+    precision = tp / (total.astype(np.float64) + np.spacing(1))
+    envelope = np.maximum.accumulate(precision[..., ::-1], axis=-1)[..., ::-1]
+    recall = tp / np.where(valid, positives, 1)[None, :, None]
+    levels = np.searchsorted(RECALL_THRESHOLDS, recall, side="right")
+    gained = np.diff(levels, axis=-1, prepend=0)
+    return (envelope * gained).sum(axis=-1), valid
+
+
 def bootstrap(
     matching: Matching,
     *,
@@ -130,19 +212,24 @@ def bootstrap(
     """AP (the mean over ``iou_rows[name]``'s thresholds) of each resample of the images.
 
     Images are drawn with replacement, as many as there are; a resample where no category
-    has ground truth gives ``nan`` (AP is undefined there).
+    has ground truth gives ``nan`` (AP is undefined there). Equal to :func:`accumulate`'s AP
+    on the resample up to the order of a floating-point sum.
 
     Returns:
         ``{name: float[resamples]}``.
     """
-    data = layout(matching)
     rng = np.random.default_rng(seed)
     count = len(matching.image_ids)
-    out = {name: np.empty(resamples) for name in iou_rows}
+    out = {name: np.full(resamples, np.nan) for name in iou_rows}
+    if not len(matching.category_ids):
+        return out
+    hits = _hits(matching)
+    levels = len(RECALL_THRESHOLDS)
     for n in range(resamples):
         weights = np.bincount(rng.integers(0, count, count), minlength=count)
-        precision, _, _ = accumulate(data, weights)
+        sums, valid = _ap_sums(hits, weights)
+        if not valid.any():
+            continue
         for name, rows in iou_rows.items():
-            value = mean_defined(precision[rows])
-            out[name][n] = np.nan if value == -1.0 else value
+            out[name][n] = sums[rows][:, valid].sum() / (len(rows) * levels * valid.sum())
     return out

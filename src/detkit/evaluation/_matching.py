@@ -71,47 +71,87 @@ class Matching:
         return ~self.matched & ~self.ignored
 
 
-def _groups(image_pos: np.ndarray, category_pos: np.ndarray, num_categories: int):
-    """Rows sorted by (image, category), stably, and the start of each group."""
-    key = image_pos.astype(np.int64) * num_categories + category_pos
-    order = np.argsort(key, kind="stable")
-    keys = key[order]
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, int)
-    return order, keys, starts
-
-
 def _ious(iou_type: str, dt: Annotations, d_rows, gt: Annotations, g_rows) -> np.ndarray:
+    """``[D, G]`` IoUs by ``pycocotools.mask.iou`` (crowd regions: intersection over the
+    detection), exactly the values pycocotools' ``computeIoU`` matches with."""
     crowd = gt.iscrowd[g_rows].astype(np.uint8).tolist()
     if iou_type == "bbox":
-        return np.asarray(mask_utils.iou(dt.bbox[d_rows], gt.bbox[g_rows], crowd))
-    dts = [dt.rles[i] for i in d_rows.tolist()]
-    gts = [gt.rles[i] for i in g_rows.tolist()]
-    return np.asarray(mask_utils.iou(dts, gts, crowd))
+        ious = mask_utils.iou(dt.bbox[d_rows], gt.bbox[g_rows], crowd)
+    else:
+        ious = mask_utils.iou(
+            [dt.rles[i] for i in d_rows.tolist()], [gt.rles[i] for i in g_rows.tolist()], crowd
+        )
+    return np.asarray(ious, dtype=np.float64).reshape(len(d_rows), len(g_rows))
 
 
-def _greedy(ious, thresholds, crowd, ignored):
-    """pycocotools' matching of one image and category; returns matched gt index ``[T, D]``
-    (``-1`` unmatched). ``ious`` is ``[D, G]`` with detections by score, ground truth with
-    the ignored last."""
-    t_count, (d_count, g_count) = len(thresholds), ious.shape
-    dt_match = np.full((t_count, d_count), -1, dtype=np.int64)
-    taken = np.zeros((t_count, g_count), dtype=bool)
-    limits = np.minimum(thresholds, 1 - 1e-10)[:, None]
-    # A detection below every threshold with every ground truth matches nothing.
-    for d in np.flatnonzero(ious.max(axis=1, initial=-1.0) >= limits.min()):
-        iou = ious[d][None, :]
-        ok = (~taken | crowd) & (iou >= limits)
-        regular = ok & ~ignored
-        choose = np.where(regular.any(axis=1, keepdims=True), regular, ok & ignored)
-        found = np.flatnonzero(choose.any(axis=1))
-        if not len(found):
-            continue
-        values = np.where(choose[found], iou, -1.0)
+def _segments(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and stops of the runs of equal values in ``keys``."""
+    if not len(keys):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return starts, np.r_[starts[1:], len(keys)]
+
+
+@dataclass
+class _Image:
+    """One image's candidate detections (by score) against its ground truth (ignored
+    last): ``ious`` ``[C, G]`` with other categories' pairs at -1."""
+
+    d_rows: np.ndarray
+    g_rows: np.ndarray
+    ious: np.ndarray
+
+
+def _greedy(images: list[_Image], limits: np.ndarray, crowd: np.ndarray, ignored: np.ndarray):
+    """pycocotools' matching of many images at once, a detection rank at a time.
+
+    Returns ``[(d_rows, g_rows), ...]`` per image: ``found`` ``int[T, C]``, the position of
+    the matched ground truth (``-1`` unmatched). ``crowd`` / ``ignored`` are per gt row.
+    """
+    n, c_max = len(images), max(len(i.d_rows) for i in images)
+    g_max = max(len(i.g_rows) for i in images)
+    t_count = len(limits)
+    ious = np.full((n, c_max, g_max), -1.0)
+    is_crowd = np.zeros((n, 1, g_max), dtype=bool)
+    is_ignored = np.zeros((n, 1, g_max), dtype=bool)
+    for k, image in enumerate(images):
+        c, g = image.ious.shape
+        ious[k, :c, :g] = image.ious
+        is_crowd[k, 0, :g] = crowd[image.g_rows]
+        is_ignored[k, 0, :g] = ignored[image.g_rows]
+    taken = np.zeros((n, t_count, g_max), dtype=bool)
+    found = np.full((n, t_count, c_max), -1, dtype=np.int64)
+    limit = limits[None, :, None]
+    for d in range(c_max):
+        active = np.flatnonzero(ious[:, d].max(axis=1) >= limits.min())
+        iou = ious[active, d][:, None, :]
+        ok = (~taken[active] | is_crowd[active]) & (iou >= limit)
+        regular = ok & ~is_ignored[active]
+        choose = np.where(regular.any(axis=2, keepdims=True), regular, ok & is_ignored[active])
+        hit = choose.any(axis=2)
         # pycocotools keeps the last ground truth with the best IoU.
-        best = g_count - 1 - np.argmax(values[:, ::-1], axis=1)
-        dt_match[found, d] = best
-        taken[found, best] = True
-    return dt_match
+        values = np.where(choose, iou, -2.0)[:, :, ::-1]
+        best = g_max - 1 - np.argmax(values, axis=2)
+        a, t = np.nonzero(hit)
+        found[active[a], t, d] = best[a, t]
+        taken[active[a], t, best[a, t]] = True
+    return [found[k, :, : len(image.d_rows)] for k, image in enumerate(images)]
+
+
+def _image_batches(images: list[_Image], cells: int = 1 << 21):
+    """Images in batches of similar size, each padded batch under ``cells`` IoU entries."""
+    order = sorted(range(len(images)), key=lambda k: images[k].ious.shape)
+    batch: list[_Image] = []
+    c_max = g_max = 0
+    for k in order:
+        c, g = images[k].ious.shape
+        if batch and (len(batch) + 1) * max(c, c_max) * max(g, g_max) > cells:
+            yield batch
+            batch, c_max, g_max = [], 0, 0
+        batch.append(images[k])
+        c_max, g_max = max(c, c_max), max(g, g_max)
+    if batch:
+        yield batch
 
 
 def match(
@@ -161,25 +201,18 @@ def match(
     kept = by_score[rank < params.max_dets[-1]]
 
     t_count = len(thresholds)
+    limits = np.minimum(thresholds, 1 - 1e-10)
     matched_gt = np.full((t_count, len(dt)), -1, dtype=np.int64)
     gt_matched = np.zeros((t_count, len(gt)), dtype=bool)
-    g_order, g_keys, g_starts = _groups(gt_img, gt_cat, k_count)
-    g_bounds = dict(zip(g_keys[g_starts].tolist(), zip(g_starts, np.r_[g_starts[1:], len(g_keys)])))
-    d_keys = dt_img[kept] * k_count + dt_cat[kept]
-    d_starts = np.flatnonzero(np.r_[True, d_keys[1:] != d_keys[:-1]]) if len(kept) else d_keys
-    for start, stop in zip(d_starts.tolist(), np.r_[d_starts[1:], len(kept)].tolist()):
-        bounds = g_bounds.get(int(d_keys[start]))
-        if bounds is None:
-            continue
-        d_rows = kept[start:stop]
-        g_rows = g_order[bounds[0] : bounds[1]]
-        g_rows = g_rows[np.argsort(gt_ignored[g_rows], kind="stable")]
-        ious = _ious(params.iou_type, dt, d_rows, gt, g_rows)
-        found = _greedy(ious, thresholds, gt.iscrowd[g_rows] != 0, gt_ignored[g_rows])
-        hit = found >= 0
-        matched_gt[:, d_rows] = np.where(hit, g_rows[np.maximum(found, 0)], -1)
-        t_hit, d_hit = np.nonzero(hit)
-        gt_matched[t_hit, g_rows[found[t_hit, d_hit]]] = True
+    candidates = _candidates(
+        params.iou_type, dt, kept, dt_img, dt_cat, gt, gt_img, gt_cat, gt_ignored, limits.min()
+    )
+    crowd = gt.iscrowd != 0
+    for batch in _image_batches(candidates):
+        for image, found in zip(batch, _greedy(batch, limits, crowd, gt_ignored)):
+            hit = found >= 0
+            matched_gt[:, image.d_rows] = np.where(hit, image.g_rows[np.maximum(found, 0)], -1)
+            gt_matched[np.nonzero(hit)[0], image.g_rows[found[hit]]] = True
 
     # Accumulation order: category, score descending, image, order in the image.
     order = kept[np.lexsort((np.arange(len(kept)), dt_img[kept], -dt.score[kept], dt_cat[kept]))]
@@ -200,3 +233,24 @@ def match(
         gt_matched=gt_matched,
         gt_ignored=gt_ignored,
     )
+
+
+def _candidates(iou_type, dt, kept, dt_img, dt_cat, gt, gt_img, gt_cat, gt_ignored, limit):
+    """Per image with both: the kept detections that reach ``limit`` with a ground truth of
+    their category (by score), against the image's ground truth (ignored last)."""
+    g_order = np.lexsort((np.arange(len(gt)), gt_ignored, gt_img))
+    g_starts, g_stops = _segments(gt_img[g_order])
+    g_bounds = dict(zip(gt_img[g_order][g_starts].tolist(), zip(g_starts, g_stops)))
+    d_order = kept[np.lexsort((np.arange(len(kept)), -dt.score[kept], dt_img[kept]))]
+    out = []
+    for start, stop in zip(*_segments(dt_img[d_order])):
+        bounds = g_bounds.get(int(dt_img[d_order[start]]))
+        if bounds is None:
+            continue
+        d_rows, g_rows = d_order[start:stop], g_order[bounds[0] : bounds[1]]
+        ious = _ious(iou_type, dt, d_rows, gt, g_rows)
+        ious[dt_cat[d_rows][:, None] != gt_cat[g_rows][None, :]] = -1.0
+        reach = ious.max(axis=1) >= limit
+        if reach.any():
+            out.append(_Image(d_rows[reach], g_rows, ious[reach]))
+    return out

@@ -14,13 +14,6 @@ import torch.distributed as dist
 
 from detkit.distributed import get_world_size, is_main_process
 from detkit.evaluation import backends
-from detkit.evaluation._bootstrap import (
-    ap_intervals,
-    check_bootstrap,
-    check_iou,
-    empty_annotations,
-    undefined_intervals,
-)
 from detkit.evaluation._coco import Annotations, Images, result_dicts
 from detkit.evaluation._columns import merge_sizes, prediction_columns, target_columns
 from detkit.evaluation._matching import MATCHED_IOU_TYPES, match
@@ -40,13 +33,17 @@ from detkit.evaluation._store import (
     gather_to_main,
 )
 from detkit.evaluation._summary import compute_stats, format_table, undefined_stats
-from detkit.evaluation.analysis import (
-    ConfusionMatrix,
-    OperatingPoints,
-    class_thresholds,
-    confusion_counts,
-    operating_points,
+from detkit.evaluation._tasks import (
+    analysis_type,
+    ap_intervals,
+    check_bootstrap,
+    check_iou,
+    empty_columns,
+    matrix_from,
+    points_from,
+    undefined_intervals,
 )
+from detkit.evaluation.analysis import ConfusionMatrix, OperatingPoints
 from detkit.evaluation.io import GroundTruthIndex, write_json
 from detkit.types import normalize_image_id
 
@@ -259,12 +256,8 @@ class CocoEvaluator:
         Args:
             confidence: also give bootstrap confidence intervals of ``AP`` and ``AP50`` (bbox
                 and segm) at this level, e.g. ``0.95``: the images are resampled with
-                replacement ``resamples`` times and the AP of each resample re-accumulated from
-                the matching already made (no matching per resample). The interval is the
-                central ``confidence`` range of those APs (resamples where no class has ground
-                truth left out); it says how much the AP would move on another validation set
-                of the same size drawn from the same images, not how a retrained model would
-                do.
+                replacement and each resample's AP re-accumulated from one matching; see
+                :func:`~detkit.evaluation.analysis.percentile_interval` for the interval.
             resamples: how many resamples (at least 10).
             seed: the resampling's seed: the same seed gives the same interval.
 
@@ -302,8 +295,13 @@ class CocoEvaluator:
             raise outcome
         return outcome
 
-    def _prepare(self, block: Block, iou_type: str):
+    def _prepare(self, block: Block | None, iou_type: str):
         """``(images, gt, dt, params)`` of one iou type, as the backends take them."""
+        if block is None:
+            categories = self._fixed_categories() or []
+            return empty_columns(
+                dataclasses.replace(self._params[iou_type], category_ids=categories)
+            )
         gt = self._ground_truth(block, iou_type)
         categories = self._fixed_categories()
         if categories is None:
@@ -342,17 +340,10 @@ class CocoEvaluator:
                 result[iou_type] = compute_stats(precision, recall, params)
             if bootstrap is not None and iou_type in MATCHED_IOU_TYPES:
                 matching = match(images, gt, dt, params) if params.category_ids else None
-                result[iou_type].update(ap_intervals(matching, params, **bootstrap))
+                result[iou_type].update(
+                    ap_intervals(matching, params, result[iou_type], **bootstrap)
+                )
         return result
-
-    def _analysis_type(self, iou_type: str | None) -> str:
-        iou_type = self._result_type(iou_type)
-        if iou_type not in MATCHED_IOU_TYPES:
-            raise ValueError(
-                f"operating points and confusion matrices are available for {MATCHED_IOU_TYPES}"
-                f", not {iou_type!r}"
-            )
-        return iou_type
 
     def operating_points(self, iou_type: str | None = None, *, iou: float = 0.5) -> OperatingPoints:
         """Per class: the precision-recall curve at IoU ``iou`` and the score threshold that
@@ -380,21 +371,10 @@ class CocoEvaluator:
         >>> points.thresholds(), points.precision_at.tolist(), points.recall_at.tolist()
         ({1: 0.8999999761581421}, [1.0], [0.5])
         """
-        iou_type = self._analysis_type(iou_type)
+        iou_type = analysis_type(self._result_type(iou_type))
         iou = check_iou(iou)
 
-        def work(block):
-            images, gt, dt, params = self._prepare_or_empty(block, iou_type)
-            rows = np.flatnonzero(np.isclose(params.iou_thresholds, iou, rtol=0, atol=1e-12))
-            thresholds = params.iou_thresholds
-            if not len(rows):
-                thresholds = np.r_[params.iou_thresholds, iou]
-            matching = match(images, gt, dt, params, thresholds)
-            t_row = int(rows[0]) if len(rows) else len(thresholds) - 1
-            ar_rows = np.arange(len(params.iou_thresholds))
-            return operating_points(matching, t_row, iou_type=iou_type, ar_rows=ar_rows)
-
-        return self._on_main(work)
+        return self._on_main(lambda block: points_from(*self._prepare(block, iou_type), iou=iou))
 
     def confusion_matrix(
         self, iou_type: str | None = None, *, thresholds: Any = None, iou: float = 0.5
@@ -421,37 +401,16 @@ class CocoEvaluator:
         >>> evaluator.confusion_matrix(thresholds=0.5).matrix.tolist()
         [[1, 0, 0], [1, 0, 0], [0, 0, 0]]
         """
-        iou_type = self._analysis_type(iou_type)
+        iou_type = analysis_type(self._result_type(iou_type))
         iou = check_iou(iou)
         if thresholds is None:
             thresholds = self.operating_points(iou_type, iou=iou)
 
-        def work(block):
-            images, gt, dt, params = self._prepare_or_empty(block, iou_type)
-            scores = class_thresholds(thresholds, params.category_ids)
-            lut = dict(zip(params.category_ids, scores.tolist()))
-            need = np.array([lut[c] for c in dt.category_id.tolist()], dtype=np.float64)
-            dt = dt.take(dt.score >= need)
-            matching = match(images, gt, dt, params, np.array([iou]))
-            return ConfusionMatrix(
-                iou_type=iou_type,
-                iou=iou,
-                category_ids=list(params.category_ids),
-                thresholds=scores,
-                matrix=confusion_counts(matching, gt, dt, iou_type=iou_type),
+        return self._on_main(
+            lambda block: matrix_from(
+                *self._prepare(block, iou_type), iou=iou, thresholds=thresholds
             )
-
-        return self._on_main(work)
-
-    def _prepare_or_empty(self, block: Block | None, iou_type: str):
-        if block is not None:
-            return self._prepare(block, iou_type)
-        empty = Block(*(np.zeros(0, dtype=np.int64),) * 5, gt={}, dt={})
-        params = dataclasses.replace(
-            self._params[iou_type], category_ids=self._fixed_categories() or []
         )
-        images = Images(empty.image_ids, empty.heights, empty.widths)
-        return images, empty_annotations(), empty_annotations(score=True), params
 
     def _evaluated_sigmas(self, gt: Annotations) -> np.ndarray:
         k = gt.keypoints.shape[1] // 3 if len(gt) else self._num_keypoints
