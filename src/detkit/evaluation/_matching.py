@@ -218,7 +218,7 @@ def match(
     order = kept[np.lexsort((np.arange(len(kept)), dt_img[kept], -dt.score[kept], dt_cat[kept]))]
     matched = matched_gt[:, order] >= 0
     outside = (dt.area[order] < low) | (dt.area[order] > high)
-    ignored = np.where(matched, gt_ignored[np.maximum(matched_gt[:, order], 0)], outside[None, :])
+    ignored = np.where(matched, np.r_[gt_ignored, False][matched_gt[:, order]], outside[None, :])
     return Matching(
         iou_thresholds=thresholds,
         category_ids=categories,

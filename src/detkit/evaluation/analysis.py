@@ -222,7 +222,7 @@ def class_thresholds(thresholds: Any, category_ids: list[int]) -> np.ndarray:
             )
         lookup = {int(c): float(t) for c, t in thresholds.items()}
         return np.array([lookup.get(c, np.nan) for c in category_ids], dtype=np.float64)
-    if isinstance(thresholds, (Sequence, np.ndarray)):
+    if isinstance(thresholds, (Sequence, np.ndarray)) and not isinstance(thresholds, str):
         values = np.asarray(thresholds, dtype=np.float64).reshape(-1)
         if len(values) != len(category_ids):
             raise ValueError(
