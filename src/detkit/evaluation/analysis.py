@@ -5,7 +5,7 @@ and how sure the AP is.
 :meth:`CocoEvaluator.operating_points <detkit.evaluation.CocoEvaluator.operating_points>` and
 :meth:`CocoEvaluator.confusion_matrix <detkit.evaluation.CocoEvaluator.confusion_matrix>`
 (draw them with :func:`detkit.visualize.plot_pr_curves` and
-:func:`detkit.visualize.plot_confusion_matrix`); :func:`percentile_interval` turns bootstrap
+:func:`detkit.visualize.plot_confusion_matrix`); ``percentile_interval`` turns bootstrap
 resamples into the intervals of ``compute(confidence=...)``.
 """
 
@@ -24,7 +24,7 @@ from detkit.evaluation._coco import Annotations
 from detkit.evaluation._curves import RECALL_THRESHOLDS, accumulate, layout, mean_defined
 from detkit.evaluation._matching import Matching
 
-__all__ = ["ConfusionMatrix", "OperatingPoints", "percentile_interval"]
+__all__ = ["ConfusionMatrix", "OperatingPoints"]
 
 
 @dataclass
@@ -53,6 +53,17 @@ class OperatingPoints:
         ap: ``float[K]`` AP at ``iou`` (AP50 when ``iou`` is 0.5), ``-1`` without ground truth.
         ar: ``float[K]`` COCO's AR: recall at the largest ``max_dets`` averaged over the
             evaluator's IoU thresholds, ``-1`` without ground truth.
+
+    >>> import torch
+    >>> from detkit.evaluation import CocoEvaluator
+    >>> box, label = torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([1])
+    >>> evaluator = CocoEvaluator("bbox")
+    >>> score = torch.tensor([0.7])
+    >>> evaluator.update([{"boxes": box, "scores": score, "labels": label}],
+    ...                  [{"boxes": box, "labels": label, "image_id": 1}])
+    >>> points = evaluator.operating_points()
+    >>> points.category_ids, points.threshold.round(2).tolist(), points.f1.tolist()
+    ([1], [0.7], [1.0])
     """
 
     iou_type: str
@@ -121,6 +132,17 @@ class ConfusionMatrix:
         category_ids: ``[K]``.
         thresholds: ``float[K]`` the score each class's detections needed to be kept.
         matrix: ``int[K + 1, K + 1]``, rows ground truth, columns predictions.
+
+    >>> import torch
+    >>> from detkit.evaluation import CocoEvaluator
+    >>> box = torch.tensor([[0.0, 0, 10, 10]])
+    >>> evaluator = CocoEvaluator("bbox", category_ids=[1, 2])
+    >>> one, two = torch.tensor([1]), torch.tensor([2])
+    >>> evaluator.update(
+    ...     [{"boxes": box, "scores": torch.tensor([0.7]), "labels": two}],
+    ...     [{"boxes": box, "labels": one, "image_id": 1}])
+    >>> evaluator.confusion_matrix(thresholds=0.5).matrix.tolist()  # 1 taken for 2
+    [[0, 1, 0], [0, 0, 0], [0, 0, 0]]
     """
 
     iou_type: str

@@ -256,8 +256,10 @@ class CocoEvaluator:
         Args:
             confidence: also give bootstrap confidence intervals of ``AP`` and ``AP50`` (bbox
                 and segm) at this level, e.g. ``0.95``: the images are resampled with
-                replacement and each resample's AP re-accumulated from one matching; see
-                :func:`~detkit.evaluation.analysis.percentile_interval` for the interval.
+                replacement and each resample's AP re-accumulated from one matching. The
+                interval is the central range of the resampled APs, placed so that their
+                median falls on the measured AP (the evaluation guide, "How sure is the
+                number", says why).
             resamples: how many resamples (at least 10).
             seed: the resampling's seed: the same seed gives the same interval.
 
@@ -361,15 +363,19 @@ class CocoEvaluator:
             ``{category_id: score}`` for :meth:`confusion_matrix` or a predictor).
 
         >>> import torch
-        >>> target = {"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]),
-        ...           "labels": torch.tensor([1, 1]), "image_id": 1}
-        >>> prediction = {"boxes": torch.tensor([[0.0, 0, 10, 10], [50, 50, 60, 60]]),
-        ...               "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([1, 1])}
+        >>> boxes = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]])
+        >>> target = {"boxes": boxes, "labels": torch.tensor([1, 1]), "image_id": 1}
+        >>> found = torch.tensor([[0.0, 0, 10, 10], [50, 50, 60, 60]])
+        >>> prediction = {"boxes": found,
+        ...               "scores": torch.tensor([0.9, 0.8]),
+        ...               "labels": torch.tensor([1, 1])}
         >>> evaluator = CocoEvaluator("bbox")
         >>> evaluator.update([prediction], [target])
         >>> points = evaluator.operating_points(iou=0.5)
-        >>> points.thresholds(), points.precision_at.tolist(), points.recall_at.tolist()
-        ({1: 0.8999999761581421}, [1.0], [0.5])
+        >>> points.thresholds(), points.precision_at.tolist()
+        ({1: 0.8999999761581421}, [1.0])
+        >>> points.recall_at.tolist(), points.f1.round(3).tolist()
+        ([0.5], [0.667])
         """
         iou_type = analysis_type(self._result_type(iou_type))
         iou = check_iou(iou)
@@ -392,10 +398,10 @@ class CocoEvaluator:
             iou: the IoU a detection needs with an instance, in ``(0, 1]``.
 
         >>> import torch
-        >>> target = {"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]),
-        ...           "labels": torch.tensor([1, 2]), "image_id": 1}
-        >>> prediction = {"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]),
-        ...               "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([1, 1])}
+        >>> boxes = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]])
+        >>> target = {"boxes": boxes, "labels": torch.tensor([1, 2]), "image_id": 1}
+        >>> prediction = {"boxes": boxes, "scores": torch.tensor([0.9, 0.8]),
+        ...               "labels": torch.tensor([1, 1])}
         >>> evaluator = CocoEvaluator("bbox")
         >>> evaluator.update([prediction], [target])
         >>> evaluator.confusion_matrix(thresholds=0.5).matrix.tolist()

@@ -58,13 +58,13 @@ def plot_pr_curves(
     >>> import tempfile, pathlib, torch
     >>> from detkit.evaluation import CocoEvaluator
     >>> evaluator = CocoEvaluator("bbox")
-    >>> target = {"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([1]),
-    ...           "image_id": 1}
-    >>> prediction = {"boxes": torch.tensor([[0.0, 0, 10, 10]]), "scores": torch.tensor([0.9]),
-    ...               "labels": torch.tensor([1])}
+    >>> box, label = torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([1])
+    >>> target = {"boxes": box, "labels": label, "image_id": 1}
+    >>> prediction = {"boxes": box, "scores": torch.tensor([0.9]), "labels": label}
     >>> evaluator.update([prediction], [target])
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "pr.png"
-    >>> figure = plot_pr_curves(evaluator.operating_points(), path, class_names={1: "person"})
+    >>> points = evaluator.operating_points()
+    >>> figure = plot_pr_curves(points, path, class_names={1: "person"})
     >>> path.stat().st_size > 0
     True
     """
@@ -133,8 +133,9 @@ def plot_confusion_matrix(
 
     >>> from types import SimpleNamespace
     >>> import numpy as np
-    >>> data = SimpleNamespace(category_ids=[1, 2], iou=0.5, thresholds=np.array([0.5, 0.6]),
-    ...                        matrix=np.array([[5, 1, 2], [0, 3, 1], [2, 0, 0]]))
+    >>> counts = np.array([[5, 1, 2], [0, 3, 1], [2, 0, 0]])
+    >>> data = SimpleNamespace(category_ids=[1, 2], iou=0.5, matrix=counts,
+    ...                        thresholds=np.array([0.5, 0.6]))
     >>> figure = plot_confusion_matrix(data, class_names=["bg", "cat", "dog"])
     >>> len(figure.axes) >= 1
     True
