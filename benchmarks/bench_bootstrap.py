@@ -25,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evaluation_workloads import batches, generate  # noqa: E402
+from evaluation_workloads import batches, generate
 
-from detkit.evaluation import CocoEvaluator  # noqa: E402
+from detkit.evaluation import CocoEvaluator
 
 
 def _timed(function):
