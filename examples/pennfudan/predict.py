@@ -9,12 +9,21 @@
 each ``image_id`` is). A file that cannot be read as an image (not an image, damaged, a folder,
 more pixels than PIL's decompression-bomb limit) is skipped with a one-line message; the others
 are processed and written.
+
+``--thresholds FILE`` draws each class's detections from its own score threshold instead of the
+single ``--score-threshold`` (which still serves classes the file leaves out): a json of
+``CocoEvaluator.operating_points(...).to_dict()`` (``{"classes": {"1": {"threshold": 0.62,
+...}}}``), that under an ``"operating_points"`` key (as train.py's ``metrics.json`` may hold it,
+per iou type), or a plain ``{"1": 0.62}``. Keys are category ids (the model's labels here).
+``results.json`` keeps every detection either way, for evaluation.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -54,8 +63,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument("--score-threshold", type=float, default=0.5, help="for the pictures")
+    parser.add_argument(
+        "--thresholds",
+        type=Path,
+        help="json of per-class score thresholds (operating points) for the pictures",
+    )
     parser.add_argument("--device", help="cpu, cuda ... (default: cuda when available)")
     return parser.parse_args(argv)
+
+
+def read_thresholds(path: Path) -> dict[int, float]:
+    """``{category_id: score threshold}`` from a json of operating points (see the module
+    docstring); classes whose threshold is null are left out.
+
+    Raises:
+        UserError: naming the file, when it cannot be read or holds no thresholds.
+    """
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"--thresholds: cannot read '{path}': {one_line(error)}") from error
+    if isinstance(data, dict) and "operating_points" in data:
+        data = data["operating_points"]
+        if isinstance(data, dict) and "classes" not in data:  # per iou type: boxes first
+            data = data.get("bbox", next(iter(data.values()), None))
+    if isinstance(data, dict) and "classes" in data:
+        data = {key: (value or {}).get("threshold") for key, value in data["classes"].items()}
+    thresholds = {}
+    try:
+        for key, value in data.items():
+            if value is not None:
+                thresholds[int(key)] = float(value)
+    except (AttributeError, TypeError, ValueError) as error:
+        raise UserError(
+            f"--thresholds: '{path}' is not a json of per-class thresholds "
+            f'(e.g. {{"classes": {{"1": {{"threshold": 0.6}}}}}} or {{"1": 0.6}}): '
+            f"{one_line(error)}"
+        ) from error
+    return thresholds
+
+
+def keep_above(prediction: dict, thresholds: dict[int, float], default: float) -> dict:
+    """The detections scoring at least their class's threshold (``default`` for others)."""
+    labels = prediction["labels"].tolist()
+    needed = torch.tensor([thresholds.get(label, default) for label in labels])
+    keep = prediction["scores"] >= needed.to(prediction["scores"].dtype)
+    return {key: value[keep] for key, value in prediction.items()}
 
 
 def list_images(inputs: list[Path]) -> list[Path]:
@@ -112,6 +165,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not args.checkpoint.is_file():
         raise UserError(f"--checkpoint: no file '{args.checkpoint}'")
     files = list_images(args.images)
+    thresholds = None if args.thresholds is None else read_thresholds(args.thresholds)
     check_output_dir(args.output_dir)
     model, _ = load_trained(args.checkpoint, device)
     has_masks = "segm" in infer_iou_types(model)
@@ -128,9 +182,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
             image = torch.from_numpy(np.array(pil)).permute(2, 0, 1).float().div(255)
             (prediction,) = model([image.to(device)])
             prediction = {k: v.cpu() for k, v in prediction.items()}
-            picture = draw_prediction(
-                image, prediction, score_threshold=args.score_threshold, label_names=CLASS_NAMES
-            )
+            if thresholds is None:
+                picture = draw_prediction(
+                    image, prediction, score_threshold=args.score_threshold, label_names=CLASS_NAMES
+                )
+            else:
+                shown = keep_above(prediction, thresholds, args.score_threshold)
+                picture = draw_prediction(
+                    image, shown, score_threshold=-math.inf, label_names=CLASS_NAMES
+                )
             save_image(picture, args.output_dir / f"{path.stem}.png")
             images.append(
                 {"id": image_id, "file_name": path.name, "height": pil.height, "width": pil.width}

@@ -5,6 +5,7 @@ pycocotools' statistics as plain data, computed by the fastest installed backend
 :mod:`detkit.evaluation.backends`) with numbers equal to pycocotools' own.
 """
 
+from detkit.evaluation.analysis import ConfusionMatrix, OperatingPoints
 from detkit.evaluation.backends import BACKENDS, available_backends
 from detkit.evaluation.convert import coco_results, masks_to_rle, xyxy_to_xywh
 from detkit.evaluation.evaluator import CocoEvaluator
@@ -13,6 +14,8 @@ from detkit.evaluation.io import coco_ground_truth, write_coco_ground_truth
 __all__ = [
     "BACKENDS",
     "CocoEvaluator",
+    "ConfusionMatrix",
+    "OperatingPoints",
     "available_backends",
     "coco_ground_truth",
     "coco_results",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from detkit.distributed import get_world_size, is_main_process
 from detkit.evaluation import backends
 from detkit.evaluation._coco import Annotations, Images, result_dicts
 from detkit.evaluation._columns import merge_sizes, prediction_columns, target_columns
+from detkit.evaluation._matching import MATCHED_IOU_TYPES, match
 from detkit.evaluation._params import (
     LabelMap,
     build_params,
@@ -32,6 +33,17 @@ from detkit.evaluation._store import (
     gather_to_main,
 )
 from detkit.evaluation._summary import compute_stats, format_table, undefined_stats
+from detkit.evaluation._tasks import (
+    analysis_type,
+    ap_intervals,
+    check_bootstrap,
+    check_iou,
+    empty_columns,
+    matrix_from,
+    points_from,
+    undefined_intervals,
+)
+from detkit.evaluation.analysis import ConfusionMatrix, OperatingPoints
 from detkit.evaluation.io import GroundTruthIndex, write_json
 from detkit.types import normalize_image_id
 
@@ -232,25 +244,49 @@ class CocoEvaluator:
             check_sigmas(self._sigmas, k, where)
             self._num_keypoints = k
 
-    def compute(self) -> dict[str, Any]:
+    def compute(
+        self, *, confidence: float | None = None, resamples: int = 200, seed: int = 0
+    ) -> dict[str, Any]:
         """The metrics of every image updated so far (on every process).
 
         Under ``torch.distributed`` every rank must call it: each rank's images are
         de-duplicated against lower ranks, gathered to rank 0, evaluated there and the
         result sent to every rank.
 
+        Args:
+            confidence: also give bootstrap confidence intervals of ``AP`` and ``AP50`` (bbox
+                and segm) at this level, e.g. ``0.95``: the images are resampled with
+                replacement and each resample's AP re-accumulated from one matching. The
+                interval is the central range of the resampled APs, placed so that their
+                median falls on the measured AP (the evaluation guide, "How sure is the
+                number", says why).
+            resamples: how many resamples (at least 10).
+            seed: the resampling's seed: the same seed gives the same interval.
+
         Returns:
             ``{"num_images": int, <iou_type>: {"AP": float, ..., "per_class_AP": {category_id:
             float}}}`` with pycocotools' statistics (``AP, AP50, AP75, APs, APm, APl, AR1, AR10,
             AR100, ARs, ARm, ARl``; for keypoints ``AP, AP50, AP75, APm, APl, AR, AR50, AR75,
-            ARm, ARl``), ``-1.0`` where undefined (no ground truth in range).
+            ARm, ARl``), ``-1.0`` where undefined (no ground truth in range). With
+            ``confidence``, bbox and segm also hold ``"AP_interval"`` and ``"AP50_interval"``:
+            ``(low, high)``, ``(-1.0, -1.0)`` when undefined.
         """
+        bootstrap = check_bootstrap(confidence, resamples, seed)
+        outcome = self._on_main(lambda block: self._evaluate(block, bootstrap))
+        self._last = outcome
+        if self.verbose and is_main_process():
+            logger.info("COCO evaluation (%s backend):\n%s", self.backend, self.summary())
+        return outcome
+
+    def _on_main(self, work: Callable[[Block | None], Any]) -> Any:
+        """Gather every process's images to rank 0, run ``work`` there, send the result (or
+        the exception) to every rank; collective under torch.distributed."""
         block = gather_to_main(self._store.merged())
         outcome: Any = None
         if is_main_process():
             try:
                 with backends.garbage_collection_paused():
-                    outcome = self._evaluate(block)
+                    outcome = work(block)
             except Exception as error:  # sent to every rank, raised there too
                 outcome = error
         if get_world_size() > 1:
@@ -259,12 +295,33 @@ class CocoEvaluator:
             outcome = box[0]
         if isinstance(outcome, Exception):
             raise outcome
-        self._last = outcome
-        if self.verbose and is_main_process():
-            logger.info("COCO evaluation (%s backend):\n%s", self.backend, self.summary())
         return outcome
 
-    def _evaluate(self, block: Block | None) -> dict[str, Any]:
+    def _prepare(self, block: Block | None, iou_type: str):
+        """``(images, gt, dt, params)`` of one iou type, as the backends take them."""
+        if block is None:
+            categories = self._fixed_categories() or []
+            return empty_columns(
+                dataclasses.replace(self._params[iou_type], category_ids=categories)
+            )
+        gt = self._ground_truth(block, iou_type)
+        categories = self._fixed_categories()
+        if categories is None:
+            categories = sorted(set(gt.category_id.tolist()))
+        else:  # ground truth of other categories takes no part (as in pycocotools)
+            gt = gt.take(np.isin(gt.category_id, categories))
+        params = dataclasses.replace(
+            self._params[iou_type],
+            category_ids=categories,
+            image_ids=sorted(set(block.image_ids.tolist())),
+        )
+        if iou_type == "keypoints":
+            params.keypoint_sigmas = self._evaluated_sigmas(gt)
+        dt = self._detections(block, iou_type, categories)
+        images = Images(block.image_ids, block.heights, block.widths)
+        return images, gt, dt, params
+
+    def _evaluate(self, block: Block | None, bootstrap: dict | None = None) -> dict[str, Any]:
         result: dict[str, Any] = {"num_images": 0 if block is None else len(block)}
         for iou_type in self.iou_types:
             params = self._params[iou_type]
@@ -273,27 +330,93 @@ class CocoEvaluator:
                 result[iou_type] = undefined_stats(
                     dataclasses.replace(params, category_ids=categories)
                 )
+                if bootstrap is not None and iou_type in MATCHED_IOU_TYPES:
+                    result[iou_type].update(undefined_intervals(params))
                 continue
-            gt = self._ground_truth(block, iou_type)
-            categories = self._fixed_categories()
-            if categories is None:
-                categories = sorted(set(gt.category_id.tolist()))
-            else:  # ground truth of other categories takes no part (as in pycocotools)
-                gt = gt.take(np.isin(gt.category_id, categories))
-            params = dataclasses.replace(
-                params, category_ids=categories, image_ids=sorted(set(block.image_ids.tolist()))
-            )
-            if iou_type == "keypoints":
-                params.keypoint_sigmas = self._evaluated_sigmas(gt)
-            dt = self._detections(block, iou_type, categories)
-            if not categories:
+            images, gt, dt, params = self._prepare(block, iou_type)
+            if not params.category_ids:
                 result[iou_type] = undefined_stats(params)
-                continue
-            images = Images(block.image_ids, block.heights, block.widths)
-            with backends.quiet(self.verbose):
-                precision, recall = backends.evaluate(self.backend, images, gt, dt, params)
-            result[iou_type] = compute_stats(precision, recall, params)
+            else:
+                with backends.quiet(self.verbose):
+                    precision, recall = backends.evaluate(self.backend, images, gt, dt, params)
+                result[iou_type] = compute_stats(precision, recall, params)
+            if bootstrap is not None and iou_type in MATCHED_IOU_TYPES:
+                matching = match(images, gt, dt, params) if params.category_ids else None
+                result[iou_type].update(
+                    ap_intervals(matching, params, result[iou_type], **bootstrap)
+                )
         return result
+
+    def operating_points(self, iou_type: str | None = None, *, iou: float = 0.5) -> OperatingPoints:
+        """Per class: the precision-recall curve at IoU ``iou`` and the score threshold that
+        maximises F1, with precision, recall and F1 there, AP at ``iou`` and COCO's AR.
+
+        The curves are pycocotools' (same matching: crowd regions, area range ``"all"``, the
+        largest ``max_dets``). Collective under ``torch.distributed``, like :meth:`compute`.
+
+        Args:
+            iou_type: ``"bbox"`` or ``"segm"`` (default: the first of ``iou_types``).
+            iou: the IoU a detection needs to count as found, in ``(0, 1]``.
+
+        Returns:
+            :class:`~detkit.evaluation.OperatingPoints` (``points.thresholds()`` gives
+            ``{category_id: score}`` for :meth:`confusion_matrix` or a predictor).
+
+        >>> import torch
+        >>> boxes = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]])
+        >>> target = {"boxes": boxes, "labels": torch.tensor([1, 1]), "image_id": 1}
+        >>> found = torch.tensor([[0.0, 0, 10, 10], [50, 50, 60, 60]])
+        >>> prediction = {"boxes": found,
+        ...               "scores": torch.tensor([0.9, 0.8]),
+        ...               "labels": torch.tensor([1, 1])}
+        >>> evaluator = CocoEvaluator("bbox")
+        >>> evaluator.update([prediction], [target])
+        >>> points = evaluator.operating_points(iou=0.5)
+        >>> points.thresholds(), points.precision_at.tolist()
+        ({1: 0.8999999761581421}, [1.0])
+        >>> points.recall_at.tolist(), points.f1.round(3).tolist()
+        ([0.5], [0.667])
+        """
+        iou_type = analysis_type(self._result_type(iou_type))
+        iou = check_iou(iou)
+
+        return self._on_main(lambda block: points_from(*self._prepare(block, iou_type), iou=iou))
+
+    def confusion_matrix(
+        self, iou_type: str | None = None, *, thresholds: Any = None, iou: float = 0.5
+    ) -> ConfusionMatrix:
+        """Ground-truth classes against predicted classes (and the background) for the
+        detections kept at per-class score thresholds (see
+        :class:`~detkit.evaluation.ConfusionMatrix`). Collective under ``torch.distributed``.
+
+        Args:
+            iou_type: ``"bbox"`` or ``"segm"`` (default: the first of ``iou_types``).
+            thresholds: a score for every class, ``{category_id: score}`` (a class left out
+                keeps nothing), a sequence aligned with the categories, or
+                :class:`~detkit.evaluation.OperatingPoints`; default: the F1-best thresholds
+                of :meth:`operating_points` at ``iou``.
+            iou: the IoU a detection needs with an instance, in ``(0, 1]``.
+
+        >>> import torch
+        >>> boxes = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]])
+        >>> target = {"boxes": boxes, "labels": torch.tensor([1, 2]), "image_id": 1}
+        >>> prediction = {"boxes": boxes, "scores": torch.tensor([0.9, 0.8]),
+        ...               "labels": torch.tensor([1, 1])}
+        >>> evaluator = CocoEvaluator("bbox")
+        >>> evaluator.update([prediction], [target])
+        >>> evaluator.confusion_matrix(thresholds=0.5).matrix.tolist()
+        [[1, 0, 0], [1, 0, 0], [0, 0, 0]]
+        """
+        iou_type = analysis_type(self._result_type(iou_type))
+        iou = check_iou(iou)
+        if thresholds is None:
+            thresholds = self.operating_points(iou_type, iou=iou)
+
+        return self._on_main(
+            lambda block: matrix_from(
+                *self._prepare(block, iou_type), iou=iou, thresholds=thresholds
+            )
+        )
 
     def _evaluated_sigmas(self, gt: Annotations) -> np.ndarray:
         k = gt.keypoints.shape[1] // 3 if len(gt) else self._num_keypoints

@@ -5,10 +5,13 @@
 * ``detkit.visualize.style``: the colours (one per class, the same in every picture)
   and the captions (legible on any image) those drawings use;
 * ``detkit.visualize.plots``: figures made with matplotlib (an optional dependency:
-  ``pip install "torch-detkit[plot]"``): a dataset audit's histograms, training curves.
+  ``pip install "torch-detkit[plot]"``): a dataset audit's histograms, training curves;
+* ``detkit.visualize.analysis_plots``: per-class precision-recall curves and a confusion
+  matrix (matplotlib too).
 """
 
 from detkit.visualize import draw as _draw
+from detkit.visualize.analysis_plots import plot_confusion_matrix, plot_pr_curves
 from detkit.visualize.draw import (
     draw_instances,
     draw_prediction,
@@ -34,6 +37,8 @@ __all__ = [
     "label_color",
     "make_grid",
     "plot_audit",
+    "plot_confusion_matrix",
+    "plot_pr_curves",
     "plot_training_curves",
     "save_image",
 ]

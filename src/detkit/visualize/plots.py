@@ -40,6 +40,13 @@ def _save(figure: Any, path: str | os.PathLike | None) -> None:
         figure.savefig(file, dpi=100, format=path.suffix.lstrip(".").lower() or "png")
 
 
+#: Public names of the two helpers above, shared with the other figure modules
+#: (:mod:`detkit.visualize.analysis_plots`): a new constrained-layout ``Figure`` (a clear
+#: ImportError without matplotlib), and an atomic save by the path's suffix.
+new_figure = _figure
+save_figure = _save
+
+
 def plot_audit(report: Any, path: str | os.PathLike | None = None) -> Any:
     """Draw a dataset audit: instances per class, box sizes and aspect ratios vs anchors.
 
