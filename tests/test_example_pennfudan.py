@@ -45,9 +45,24 @@ def test_demo_writes_metrics_checkpoint_and_pictures(demo_run):
         assert set(STATS) <= set(epoch[iou_type])
         assert all(-1.0 <= epoch[iou_type][s] <= 1.0 for s in STATS)
     assert epoch["losses"]["loss"] > 0 and np.isfinite(epoch["losses"]["loss"])
+    # Validation losses of the Mask R-CNN, their sum first.
+    val_losses = epoch["val_losses"]
+    assert list(val_losses) == [
+        "loss", "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness",
+        "loss_rpn_box_reg",
+    ]  # fmt: skip
+    assert val_losses["loss"] == pytest.approx(sum(list(val_losses.values())[1:]))
+    assert all(np.isfinite(v) and v >= 0 for v in val_losses.values())
     assert epoch == json.loads(json.dumps(result["epochs"][0]))
     state = torch.load(run / "checkpoint_000.pt", weights_only=True)
     assert state["epoch"] == 0 and state["config"]["model"] == "lite:mobilenet_v3_large"
+    # The best epoch by the Mask R-CNN's default metric, and its checkpoint.
+    assert metrics["best"] == {
+        "metric": "segm/AP", "mode": "max", "epoch": 0, "value": epoch["segm"]["AP"],
+        "checkpoint": "best.pt",
+    }  # fmt: skip
+    assert metrics["stopped_early_at"] is None
+    assert torch.load(run / "best.pt", weights_only=True)["epoch"] == 0
     pictures = sorted((run / "predictions").glob("*.png"))
     assert len(pictures) == 3
     assert Image.open(run / "predictions.png").mode == "RGB"
@@ -76,21 +91,42 @@ def test_predict_on_the_demo_checkpoint(demo_run):
         assert all("segmentation" in r and r["bbox"][2] >= 0 for r in saved)
 
 
-def test_resume_continues_from_the_saved_epoch(demo_run, tmp_path):
+def test_resume_continues_rotates_and_stops_early(demo_run, tmp_path, capsys):
     source, _ = demo_run
     run = tmp_path / "run"
     run.mkdir()
     for name in ("checkpoint_000.pt", "metrics.json"):
         (run / name).write_bytes((source / "run" / name).read_bytes())
-    argv = tiny_demo(tmp_path, "--epochs", "2", "--resume", "last", "--num-pictures", "0")
+    # num_images never improves after its first value: with patience 1, epoch 1 is the best
+    # and epoch 2 ends the run, although --epochs asks for 4.
+    argv = tiny_demo(
+        tmp_path, "--epochs", "4", "--resume", "last", "--num-pictures", "0",
+        "--keep-last", "1", "--best-metric", "num_images", "--early-stop", "1",
+    )  # fmt: skip
     argv[argv.index("--data-root") + 1] = str(source / "data")
     result = train.main(argv)
-    assert [e["epoch"] for e in result["epochs"]] == [0, 1]
+    assert [e["epoch"] for e in result["epochs"]] == [0, 1, 2]
+    metrics = json.loads((run / "metrics.json").read_text())
     assert (
-        json.loads((run / "metrics.json").read_text())["epochs"][0]
+        metrics["epochs"][0]
         == json.loads((source / "run" / "metrics.json").read_text())["epochs"][0]
     )
-    assert torch.load(run / "checkpoint_001.pt", weights_only=True)["epoch"] == 1
+    assert all("val_losses" in e for e in metrics["epochs"])
+    assert metrics["best"] == {
+        "metric": "num_images", "mode": "max", "epoch": 1, "value": 4.0, "checkpoint": "best.pt",
+    }  # fmt: skip
+    assert metrics["stopped_early_at"] == 2
+    # The last checkpoint and the best are kept; the resumed-from one was rotated out.
+    assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt", "checkpoint_002.pt"]
+    assert torch.load(run / "best.pt", weights_only=True)["epoch"] == 1
+    err = capsys.readouterr().err
+    assert "ranked by segm/AP, now by num_images: the best starts afresh" in err
+    assert "early stop: num_images has not improved for 1 epochs; best.pt is epoch 1" in err
+
+    # Resumed again from where it stopped: nothing more to train.
+    result = train.main(argv)
+    assert [e["epoch"] for e in result["epochs"]] == [0, 1, 2]
+    assert "this run stopped early at epoch 2 (best: epoch 1)" in capsys.readouterr().err
 
 
 def resume_without_training(demo_run, tmp_path, metrics: bytes | None):
@@ -200,6 +236,21 @@ def test_bad_resume_file_is_one_line_and_status_2(demo_run, tmp_path, capsys):
         status, err = cli(capsys, train.main, argv)
         assert status == 2
         assert_one_line(err, expected)
+
+
+def test_a_best_metric_the_evaluation_lacks_is_one_line_before_training(tmp_path, capsys):
+    status, err = cli(capsys, train.main, tiny_demo(tmp_path, "--best-metric", "keypoints/AP"))
+    assert status == 2
+    assert_one_line(
+        err,
+        "--best-metric 'keypoints/AP': the evaluation gives num_images, bbox, segm, losses, "
+        "not 'keypoints'; e.g. --best-metric segm/AP",
+    )
+    assert "Epoch: [0]" not in err and not list((tmp_path / "run").glob("*.pt"))
+    argv = tiny_demo(tmp_path, "--best-metric", "losses/loss", "--no-val-loss")
+    status, err = cli(capsys, train.main, argv)
+    assert status == 2
+    assert_one_line(err, "(the validation loss is off: drop --no-val-loss)")
 
 
 def test_bad_arguments_are_one_line_and_status_2(tmp_path, capsys):
@@ -410,7 +461,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
 
     script = Path(train.__file__)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    argv = tiny_demo(tmp_path, "--test-size", "5", "--num-pictures", "1")
+    argv = tiny_demo(tmp_path, "--test-size", "5", "--num-pictures", "1", "--no-val-loss")
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(script), *argv],
@@ -419,7 +470,9 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     (epoch,) = json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"]
     assert epoch["num_images"] == 5  # 5 test images over 2 ranks: none dropped, none doubled
+    assert "val_losses" not in epoch
     assert torch.load(tmp_path / "run" / "checkpoint_000.pt", weights_only=True)["epoch"] == 0
+    assert torch.load(tmp_path / "run" / "best.pt", weights_only=True)["epoch"] == 0
 
 
 @pytest.mark.parametrize("grouped", [True, False])

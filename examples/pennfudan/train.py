@@ -12,8 +12,11 @@ Several processes (CPU: gloo; GPUs: nccl)::
 
     torchrun --nproc_per_node=2 examples/pennfudan/train.py --demo
 
-Writes to ``--output-dir``: a checkpoint per epoch, ``metrics.json`` (per-epoch losses and
-COCO statistics) and ``predictions/`` (pictures of predictions on test images).
+Writes to ``--output-dir``: a checkpoint per epoch (``--keep-last N`` keeps the newest N),
+``best.pt`` (the epoch with the best ``--best-metric``), ``metrics.json`` (per-epoch training and
+validation losses, COCO statistics, the best epoch) and ``predictions/`` (pictures of
+predictions on test images). ``--early-stop N`` ends the run once the metric has not improved
+for N epochs.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from common import (
     MODELS,
     ArgumentParser,
     UserError,
+    add_checkpoint_arguments,
     build_model,
+    check_best_metric,
     check_output_dir,
     eval_transforms,
     non_negative_int,
@@ -53,7 +58,13 @@ from detkit.data import (
     create_aspect_ratio_groups,
 )
 from detkit.distributed import barrier, init_distributed, is_main_process, unwrap_model, wrap_ddp
-from detkit.engine import evaluate, load_checkpoint, save_checkpoint, train_one_epoch
+from detkit.engine import (
+    CheckpointKeeper,
+    evaluate,
+    infer_iou_types,
+    load_checkpoint,
+    train_one_epoch,
+)
 from detkit.visualize import draw_prediction, make_grid, save_image
 
 logger = logging.getLogger("pennfudan")
@@ -168,6 +179,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="test images to draw predictions on",
     )
     out.add_argument("--score-threshold", type=float, default=0.5, help="for the pictures")
+    add_checkpoint_arguments(parser)
     parser.add_argument(
         "--demo",
         action="store_true",
@@ -262,6 +274,17 @@ def draw_pictures(
     return save_image(make_grid(pictures, ncols=4), output_dir / "predictions.png")
 
 
+def best_record(keeper: CheckpointKeeper) -> dict[str, Any]:
+    """What metrics.json says about the best epoch."""
+    return {
+        "metric": keeper.metric,
+        "mode": keeper.mode,
+        "epoch": keeper.best_epoch,
+        "value": keeper.best_value,
+        "checkpoint": keeper.best_filename,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     info = init_distributed()
@@ -295,6 +318,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except (OSError, ValueError) as error:  # an unknown --model, a bad --weights file, offline
         raise UserError(f"cannot build the model ({args.model}): {error}") from error
     model = model.to(device)
+    check_best_metric(args.best_metric, infer_iou_types(model), not args.no_val_loss)
+    keeper = CheckpointKeeper(
+        output_dir, keep_last=args.keep_last, metric=args.best_metric, patience=args.early_stop
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(
         params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay
@@ -320,13 +347,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         except (OSError, ValueError) as error:
             raise UserError(f"--resume: {error}") from error
         start_epoch = state["epoch"] + 1
+        if not keeper.restore(state, resume):
+            logger.info("%s holds no best-checkpoint state: ranking epochs afresh", resume)
         if is_main_process():
             history = read_history(metrics_path, start_epoch)
         logger.info("resumed from %s: continuing at epoch %d", resume, start_epoch)
     model = wrap_ddp(model, device)
 
     metrics: dict[str, Any] = {}
-    for epoch in range(start_epoch, args.epochs):
+    end_epoch = args.epochs
+    if keeper.should_stop:  # resumed from the epoch an early stop ended on
+        logger.info(
+            "this run stopped early at epoch %d (best: epoch %s); raise --early-stop to go on",
+            start_epoch - 1,
+            keeper.best_epoch,
+        )
+        end_epoch = start_epoch
+    for epoch in range(start_epoch, end_epoch):
         started = time.perf_counter()
         set_epoch(batches, epoch)
         losses = train_one_epoch(
@@ -341,34 +378,69 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             warmup_iters=args.warmup_iters,
             scaler=scaler,
         )
-        save_checkpoint(
-            output_dir / f"checkpoint_{epoch:03d}.pt",
+        metrics = evaluate(model, test_loader, device, losses=not args.no_val_loss)
+        try:
+            keeper.value_of(metrics)
+        except ValueError as error:  # a --best-metric the metrics lack
+            raise UserError(f"--best-metric: {error}") from error
+        # Evaluated first, so that the checkpoint holds the keeper's decision on this epoch.
+        keeper.save(
+            epoch,
+            metrics,
             model=model,
-            epoch=epoch,
             optimizer=optimizer,
             lr_scheduler=scheduler,
             scaler=scaler,
             config=config,
             generators={"train": generator},
         )
-        metrics = evaluate(model, test_loader, device)
+        val_losses = metrics.pop("losses", None)
         history.append(
             {
                 "epoch": epoch,
                 "lr": optimizer.param_groups[0]["lr"],
                 "seconds": round(time.perf_counter() - started, 1),
                 "losses": losses,
+                **({"val_losses": val_losses} if val_losses is not None else {}),
                 **metrics,
             }
         )
+        stopped = epoch if keeper.should_stop else None
         if is_main_process():
-            write_json(metrics_path, {"config": config, "epochs": history}, indent=2)
+            write_json(
+                metrics_path,
+                {
+                    "config": config,
+                    "best": best_record(keeper),
+                    "stopped_early_at": stopped,
+                    "epochs": history,
+                },
+                indent=2,
+            )
             summary = "  ".join(
                 f"{t} AP {metrics[t]['AP']:.3f} AP50 {metrics[t]['AP50']:.3f}"
                 for t in ("bbox", "segm", "keypoints")
                 if t in metrics
             )
-            logger.info("epoch %d done in %.0f s: %s", epoch, history[-1]["seconds"], summary)
+            if val_losses:
+                summary += f"  val loss {val_losses['loss']:.4f}"
+            logger.info(
+                "epoch %d done in %.0f s: %s (best %s %.4f at epoch %d)",
+                epoch,
+                history[-1]["seconds"],
+                summary,
+                keeper.metric,
+                keeper.best_value if keeper.best_value is not None else float("nan"),
+                keeper.best_epoch if keeper.best_epoch is not None else -1,
+            )
+        if stopped is not None:
+            logger.info(
+                "early stop: %s has not improved for %d epochs; best.pt is epoch %s",
+                keeper.metric,
+                keeper.patience,
+                keeper.best_epoch,
+            )
+            break
     if is_main_process():
         grid = draw_pictures(
             unwrap_model(model),
@@ -381,7 +453,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         logger.info("metrics: %s", metrics_path)
         if grid is not None:
             logger.info("pictures: %s and %s", grid, output_dir / "predictions")
-    return {"epochs": history, "metrics": metrics}
+    return {"epochs": history, "metrics": metrics, "best": best_record(keeper)}
 
 
 if __name__ == "__main__":
