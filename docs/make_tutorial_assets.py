@@ -6,7 +6,8 @@ minutes on a 2-core CPU). Run from the repository root::
 
     python docs/make_tutorial_assets.py
 
-Writes ``docs/_images/tutorial_*.png`` and ``docs/_generated/*.txt``.
+Writes ``docs/_images/tutorial_*.png`` and ``docs/_generated/*``, then redraws the pictures
+of the "Pictures" guide (``docs/guides/make_pictures.py``) with the demo's history.
 """
 
 from __future__ import annotations
@@ -14,22 +15,24 @@ from __future__ import annotations
 import io
 import json
 import logging
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "pennfudan"))
+sys.path.insert(0, str(ROOT / "docs" / "guides"))
 
+import make_pictures  # noqa: E402  (docs/guides/make_pictures.py)
 import train  # noqa: E402  (the example's script, importable once its folder is on the path)
 from common import build_model, train_transforms  # noqa: E402
 from dataset import PennFudanDataset  # noqa: E402
 
 from detkit.data import collate_fn, write_synthetic_pennfudan  # noqa: E402
-from detkit.visualize import draw_target, make_grid, save_image  # noqa: E402
+from detkit.visualize import draw_target, make_grid  # noqa: E402
 
 IMAGES = ROOT / "docs" / "_images"
 GENERATED = ROOT / "docs" / "_generated"
@@ -45,19 +48,19 @@ def dataset_assets(root: Path) -> None:
             if isinstance(value, torch.Tensor)
             else f"{key}: {value!r}"
         )
-    lines += ["", ">>> target['boxes']", repr(target["boxes"])]
+    boxes = target["boxes"]
+    lines.append(f"boxes: format {boxes.format.name}, canvas_size {boxes.canvas_size}")
+    lines += [f"  {box}" for box in boxes.tolist()]
     (GENERATED / "dataset_sample.txt").write_text("\n".join(lines) + "\n")
     pictures = [draw_target(*dataset[i], label_names=["background", "person"]) for i in range(4)]
-    save_image(make_grid(pictures, ncols=4), IMAGES / "tutorial_dataset.png")
+    make_pictures.small_png(make_grid(pictures, ncols=4), IMAGES / "tutorial_dataset.png")
 
 
 def forward_assets(root: Path) -> None:
     torch.manual_seed(0)
     dataset = PennFudanDataset(root, transforms=train_transforms())
     images, targets = collate_fn([dataset[0], dataset[1]])
-    model = build_model(
-        {"model": "lite:mobilenet_v3_large", "weights": "none", "min_size": 160, "max_size": 224}
-    )
+    model = build_model(vars(train.parse_args(["--demo"])))  # the demo's model
     losses = model(list(images), list(targets))  # training mode: a dict of losses
     model.eval()
     with torch.inference_mode():
@@ -98,7 +101,9 @@ def demo_assets(work: Path) -> None:
         "segm": {k: round(v, 3) for k, v in last["segm"].items() if k != "per_class_AP"},
     }
     (GENERATED / "metrics_excerpt.json").write_text(json.dumps(summary, indent=2) + "\n")
-    shutil.copy(work / "run" / "predictions.png", IMAGES / "tutorial_predictions.png")
+    predictions = Image.open(work / "run" / "predictions.png")
+    make_pictures.small_png(predictions, IMAGES / "tutorial_predictions.png")
+    make_pictures.save_history(work / "run" / "metrics.json")
 
 
 def main() -> None:
@@ -111,6 +116,7 @@ def main() -> None:
         dataset_assets(small)
         forward_assets(small)
         demo_assets(work)
+    make_pictures.main([])
 
 
 if __name__ == "__main__":

@@ -8,12 +8,12 @@ from strategies import binary_masks, id_masks
 
 from detkit.ops import (
     _boxes_from_presence,
-    _split_id_mask,
     box_area,
     id_mask_to_masks,
     instance_ids,
     masks_area,
     masks_to_boxes,
+    split_id_mask,
 )
 
 
@@ -102,8 +102,8 @@ def test_id_mask_to_masks_matches_per_id_comparison(id_mask):
         lambda d: id_masks(max_id=200, dtype=d)
     )
 )
-def test_split_id_mask_equals_the_plain_derivation(id_mask):
-    ids, present, boxes, areas = _split_id_mask(id_mask)
+def testsplit_id_mask_equals_the_plain_derivation(id_mask):
+    ids, present, boxes, areas = split_id_mask(id_mask)
     masks = id_mask_to_masks(id_mask)
     np.testing.assert_array_equal(ids, instance_ids(id_mask))
     np.testing.assert_array_equal(present.view(np.uint8), masks.numpy())

@@ -6,6 +6,7 @@ import argparse
 import errno
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -15,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision
 from torch import nn
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
 from detkit.data import DownloadError, download_file, extract_zip, write_synthetic_pennfudan
 from detkit.data import transforms as T
 from detkit.engine import load_checkpoint
 from detkit.files import atomic_write
-from detkit.models import detection_model, fasterrcnn, fpn_backbone, maskrcnn
+from detkit.models import detection_model, fasterrcnn, fpn_backbone, load_weights, maskrcnn
 
 logger = logging.getLogger("pennfudan")
 
@@ -207,10 +210,11 @@ MODELS = (
     "lite:<backbone>",
 )
 
-#: The light model's settings: a 64-channel pyramid on strides 8-32, a one-layer mask head,
-#: 64 sampled RoIs a image and fewer proposals. Mask R-CNN's defaults (256 channels from
-#: stride 4, four mask convolutions, 512 RoIs) cost about 10x more per step on a CPU, most of it
-#: in the RoI heads, which do not shrink with the image.
+#: The light model's settings: a 64-channel pyramid on strides 8-32, a 256-wide box head, a
+#: one-layer 64-channel mask head, 64 sampled RoIs a image and fewer proposals. Mask R-CNN's
+#: defaults (256 channels from stride 4, 1024-wide box head, four 256-channel mask
+#: convolutions, 512 RoIs) cost over 10x more per step on a CPU, most of it in the RoI heads,
+#: which do not shrink with the image.
 LITE = {
     "box_batch_size_per_image": 64,
     "rpn_pre_nms_top_n_train": 600,
@@ -219,6 +223,7 @@ LITE = {
     "rpn_post_nms_top_n_test": 150,
     "box_detections_per_img": 50,
 }
+LITE_BOX_WIDTH = 256
 
 
 def weights_argument(value: str | None) -> str | None:
@@ -226,6 +231,61 @@ def weights_argument(value: str | None) -> str | None:
     if value is None or value.lower() == "none":
         return None
     return value
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm for ``channels`` channels: 8 groups, or fewer when 8 does not divide them."""
+    return nn.GroupNorm(math.gcd(channels, 8), channels)
+
+
+def classifier(name: str, norm: str, weights_backbone: str | None) -> str | nn.Module:
+    """The classification model an FPN backbone is cut from, with the ``--norm`` it asks for.
+
+    ``batch`` is torchvision's model as it is (by name). ``group`` swaps every batch norm for
+    GroupNorm, for training from random weights: batch norm's running statistics (momentum
+    0.01 in MobileNetV3) lag far behind weights that change this fast, so the model evaluates
+    with statistics of an older network, and batches of 4 small images give noisy ones.
+    GroupNorm has no running statistics (He et al., "Rethinking ImageNet Pre-training", 2019).
+    """
+    if norm == "batch":
+        return name
+    if norm != "group":
+        raise SystemExit(f"--norm must be batch or group; got {norm!r}")
+    if weights_backbone is not None:
+        raise SystemExit("--norm group trains from random weights: pass --weights-backbone none")
+    return torchvision.models.get_model(name, weights=None, norm_layer=group_norm)
+
+
+def lite_model(
+    backbone_name: str,
+    norm: str,
+    weights: str | None,
+    weights_backbone: str | None,
+    size: dict[str, int],
+) -> nn.Module:
+    """``lite:<backbone>``: Mask R-CNN light enough to train on a CPU in minutes (see LITE)."""
+    channels = 64
+    backbone = fpn_backbone(
+        classifier(backbone_name, norm, weights_backbone),
+        weights=weights_backbone,
+        out_channels=channels,
+        returned_strides=(8, 16, 32),
+    )
+    model = maskrcnn(
+        backbone,
+        num_classes=NUM_CLASSES,
+        box_head=TwoMLPHead(channels * 7 * 7, LITE_BOX_WIDTH),
+        mask_head=MaskRCNNHeads(channels, [channels], 1),
+        **LITE,
+        **size,
+    )
+    # torchvision sizes the predictors for its own heads (1024 and 256 wide); detkit's
+    # builders always pass num_classes, which torchvision refuses beside a predictor.
+    model.roi_heads.box_predictor = FastRCNNPredictor(LITE_BOX_WIDTH, NUM_CLASSES)
+    model.roi_heads.mask_predictor = MaskRCNNPredictor(channels, channels, NUM_CLASSES)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:
@@ -260,7 +320,7 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         )
     if name.startswith("fpn:"):
         return maskrcnn(
-            name[4:],
+            classifier(name[4:], config.get("norm", "batch"), weights_backbone),
             fpn=True,
             num_classes=NUM_CLASSES,
             weights=weights,
@@ -268,18 +328,7 @@ def build_model(config: dict[str, Any]) -> nn.Module:
             **size,
         )
     if name.startswith("lite:"):
-        channels = 64
-        backbone = fpn_backbone(
-            name[5:], weights=weights_backbone, out_channels=channels, returned_strides=(8, 16, 32)
-        )
-        return maskrcnn(
-            backbone,
-            num_classes=NUM_CLASSES,
-            weights=weights,
-            mask_head=MaskRCNNHeads(channels, [256], 1),
-            **LITE,
-            **size,
-        )
+        return lite_model(name[5:], config.get("norm", "batch"), weights, weights_backbone, size)
     raise ValueError(f"--model must be one of {', '.join(MODELS)}; got {name!r}")
 
 

@@ -77,13 +77,15 @@ DEMO = {
     "output_dir": Path("runs/demo"),
     "model": "lite:mobilenet_v3_large",
     "weights": "none",
+    "norm": "group",
     "min_size": 160,
     "max_size": 224,
-    "epochs": 6,
+    "epochs": 8,
     "batch_size": 4,
     "lr": 0.02,
-    "warmup_iters": 50,
-    "lr_step_size": 5,
+    "warmup_iters": 100,
+    "clip_grad_norm": 10.0,
+    "lr_step_size": 6,
     "test_size": 30,
     "workers": 0,
 }
@@ -146,6 +148,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--min-size", type=int, help="the model's resize: shorter side (default 800)"
     )
     model.add_argument("--max-size", type=int, help="the model's resize: longer side at most")
+    model.add_argument(
+        "--norm",
+        choices=("batch", "group"),
+        default="batch",
+        help="normalisation in the backbone of fpn: and lite: models: batch (torchvision's) or "
+        "group (GroupNorm, steadier from random weights)",
+    )
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=positive_int, default=10)
     train.add_argument(
@@ -162,6 +171,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--warmup-iters",
         type=non_negative_int,
         help="linear warmup steps (default: the references')",
+    )
+    train.add_argument(
+        "--clip-grad-norm", type=float, help="clip the gradients' total norm to this value"
     )
     train.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
     train.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
@@ -376,6 +388,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             lr_scheduler=scheduler,
             lr_scheduler_interval="epoch",
             warmup_iters=args.warmup_iters,
+            max_grad_norm=args.clip_grad_norm,
             scaler=scaler,
         )
         metrics = evaluate(model, test_loader, device, losses=not args.no_val_loss)

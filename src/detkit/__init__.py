@@ -5,11 +5,16 @@ Subpackages: :mod:`detkit.types` (the target contract), :mod:`detkit.ops`, :mod:
 :mod:`detkit.evaluation`, :mod:`detkit.engine`, :mod:`detkit.distributed` and
 :mod:`detkit.visualize`. The names used in most training scripts are re-exported here.
 
+The engine prints its progress lines and the evaluation summary even when the application
+configured no :mod:`logging`; ``detkit.set_verbosity(logging.WARNING)`` silences them (see
+:mod:`detkit.console`).
+
 >>> import detkit
 >>> detkit.__version__
 '0.1.0'
 """
 
+from detkit.console import set_verbosity
 from detkit.data import (
     CocoJsonDataset,
     GroupedBatchSampler,
@@ -61,6 +66,7 @@ __all__ = [
     "maskrcnn",
     "replace_heads",
     "save_checkpoint",
+    "set_verbosity",
     "train_one_epoch",
     "trunk_backbone",
     "validate_target",

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import pickle
 import shutil
 import warnings
@@ -15,10 +16,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageOps
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from detkit.data import CocoJsonDataset, write_synthetic_coco
+from detkit.data.coco._fields import rle_string_problem
 from detkit.types import validate_target
 
 
@@ -254,6 +257,70 @@ def test_box_overshoot_within_tolerance_is_clipped(coco_root):
             r"category id 5 appears twice",
         ),
         (lambda d: d.pop("images"), r"has no 'images' list"),
+        # Values that used to be read silently (wrong, or crashing pycocotools later).
+        (
+            lambda d: first_annotation(d).update(area=-5.0),
+            r"annotation id 1 \(image id \d+ '\d+\.png'\): 'area' must be a finite number >= 0",
+        ),
+        (lambda d: first_annotation(d).update(area=math.nan), r"'area' must be a finite number"),
+        (lambda d: first_annotation(d).update(area=math.inf), r"'area' must be a finite number"),
+        (lambda d: first_annotation(d).update(area=True), r"'area' must be a finite number"),
+        (
+            lambda d: d["annotations"][1].update(id=first_annotation(d)["id"]),
+            r"annotations\[1\]: annotation id 1 appears twice",
+        ),
+        (
+            lambda d: first_annotation(d).update(bbox=[True, 5, 10, 3]),
+            r"annotation id 1 .*'bbox' must be 4 finite numbers",
+        ),
+        (
+            lambda d: first_annotation(d).update(bbox=["10", "5", "10", "3"]),
+            r"annotation id 1 .*'bbox' must be 4 finite numbers",
+        ),
+        (
+            lambda d: first_annotation(d).update(segmentation=[["1", "1", "20", "1", "20", "20"]]),
+            r"annotation id 1 .*polygon 0 of 'segmentation' must hold numbers only",
+        ),
+        (
+            lambda d: first_annotation(d).update(segmentation=[[math.nan, 1, 20, 1, 20, 20]]),
+            r"annotation id 1 .*polygon 0 of 'segmentation' has a NaN or infinite coordinate",
+        ),
+        (
+            lambda d: first_annotation(d).update(segmentation=[[1e12, 1, 20, 1, 20, 20]]),
+            r"polygon 0 .* more than an image size \(50 px\) outside the 50x40 \(WxH\) image",
+        ),
+        (
+            lambda d: first_annotation(d).update(keypoints=["1", "2", "2"] * 3),
+            r"annotation id 1 .*'keypoints' must be a list of numbers",
+        ),
+        (
+            lambda d: first_annotation(d).update(keypoints=[1, 2, True] * 3),
+            r"'keypoints' must be a list of numbers",
+        ),
+        (
+            lambda d: first_annotation(d).update(keypoints=[math.nan, 2, 2] * 3),
+            r"'keypoints' must be finite numbers",
+        ),
+        (
+            lambda d: first_annotation(d).update(
+                segmentation={"size": [40, 50], "counts": [True, 1999]}
+            ),
+            r"uncompressed RLE counts must be non-negative integers",
+        ),
+        (
+            lambda d: d["images"][0].update(file_name="../../../etc/passwd"),
+            r"image id \d+: 'file_name' '\.\./\.\./\.\./etc/passwd' leads outside image_root .*"
+            r"allow_paths_outside_root=True",
+        ),
+        (lambda d: d["images"][0].update(file_name="/etc/passwd"), r"leads outside image_root"),
+        (lambda d: d["images"][0].update(file_name="..\\x.png"), r"leads outside image_root"),
+        (lambda d: d["images"][0].update(file_name="C:x.png"), r"leads outside image_root"),
+        (lambda d: d["images"][0].update(file_name="a\x00.png"), r"contains a NUL character"),
+        (
+            lambda d: d["images"][0].update(width=10**6, height=10**6),
+            r"image id \d+ \('\d+\.png'\) is 1000000x1000000 \(WxH\) = 1,000,000,000,000 "
+            r"pixels, over max_image_pixels=",
+        ),
     ],
 )
 def test_bad_files_get_errors_naming_file_image_and_annotation(coco_root, edit, match):
@@ -301,19 +368,21 @@ def test_missing_and_mismatched_image_files(coco_root):
     victim = sorted((coco_root / "images").iterdir())[1]
     shutil.move(victim, coco_root / "moved.png")
     with pytest.raises(
-        FileNotFoundError, match=rf"(?s)1 image file\(s\) .*image id 3: '.*{victim.name}'"
+        FileNotFoundError,
+        match=rf"(?s)1 file\(s\) listed in .* do not exist:\n  image id 3: .*{victim.name}",
     ):
         CocoJsonDataset(coco_root / "images", coco_root / "annotations.json")
     dataset = CocoJsonDataset(
         coco_root / "images", coco_root / "annotations.json", check_files=False
     )
     with pytest.raises(
-        FileNotFoundError, match=rf"image id 3: image file not found: '.*{victim.name}'"
+        FileNotFoundError,
+        match=rf"sample image_id=3 \(.*\): image file not found: '.*{victim.name}'",
     ):
         dataset[1]
     Image.new("RGB", (40, 50)).save(victim)  # rotated: W and H swapped
     with pytest.raises(
-        ValueError, match=r"image id 3: .* is 40x50 \(WxH\) but .* says 50x40.*EXIF"
+        ValueError, match=r"sample image_id=3 .* is 40x50 \(WxH\) but .* says 50x40.*rotated"
     ):
         dataset[1]
 
@@ -335,7 +404,7 @@ def test_transforms_pickling_and_no_decode_for_metadata(coco_root, monkeypatch):
     )
     torch.testing.assert_close(clone[2][1]["masks"], dataset[2][1]["masks"])
 
-    import detkit.data.coco as coco_module
+    import detkit.data.coco.dataset as coco_module
 
     def refuse(*args, **kwargs):
         raise AssertionError("decoded an image")
@@ -377,14 +446,119 @@ def test_polygons_of_fewer_than_3_points_are_left_out(coco_root, caplog):
     assert sum(len(dataset.get_target(i)["boxes"]) for i in range(len(dataset))) == total - 1
 
 
-def test_unreadable_segmentation_is_named_when_decoded(coco_root):
+def rle_of(mask: np.ndarray) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode()
+
+
+@pytest.mark.parametrize(
+    ("counts", "match"),
+    [
+        (rle_of(np.ones((100, 100))), r"covers 10000 pixels, not height \* width = 2000"),
+        # A mask one column short: pycocotools would leave 40 pixels of whatever memory held.
+        (rle_of(np.eye(40, 49)), r"covers 1960 pixels, not height \* width = 2000"),
+        (rle_of(np.eye(40, 50))[:-1] + "h", r"ends in the middle of a run length"),
+        ("0~~", r"characters outside '0'..'o'"),
+    ],
+)
+def test_compressed_rle_must_cover_the_image_exactly(coco_root, counts, match):
     def edit(data):
         ann, image = valid_polygon(data)
-        # The compressed RLE of a 100 x 100 mask: more pixels than the image has.
-        ann["segmentation"] = {"size": [image["height"], image["width"]], "counts": "0`h9"}
+        ann["segmentation"] = {"size": [image["height"], image["width"]], "counts": counts}
 
     path = edited(coco_root, edit)
     dataset = CocoJsonDataset(coco_root / "images", path)
     image_id = json.loads(path.read_text())["annotations"][0]["image_id"]
-    with pytest.raises(ValueError, match=rf"image id {image_id} .*annotation id 1: Invalid RLE"):
+    with pytest.raises(
+        ValueError, match=rf"sample image_id={image_id} \('.*\.png'\): .*annotation id 1: .*{match}"
+    ):
         dataset.get_target(dataset.ids.index(image_id))
+
+
+@settings(max_examples=60)
+@given(
+    size=st.tuples(st.integers(1, 70), st.integers(1, 70)),
+    density=st.floats(0, 1),
+    seed=st.integers(0, 1000),
+)
+def test_rle_check_accepts_exactly_what_pycocotools_encodes(size, density, seed):
+    mask = np.random.default_rng(seed).random(size) < density
+    counts = rle_of(mask)
+    assert rle_string_problem(counts, size) is None
+    assert rle_string_problem(counts, (size[0], size[1] + 1)) is not None
+    assert rle_string_problem(counts.encode(), size) is None
+
+
+def test_paths_outside_image_root_need_an_opt_in(coco_root):
+    outside = coco_root / "outside.png"
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(outside)
+
+    def edit(data):
+        data["images"].append(
+            {"id": 1000, "file_name": "../outside.png", "height": 40, "width": 50}
+        )
+
+    path = edited(coco_root, edit)
+    with pytest.raises(ValueError, match=r"image id 1000: 'file_name' '\.\./outside\.png' leads"):
+        CocoJsonDataset(coco_root / "images", path)
+    dataset = CocoJsonDataset(coco_root / "images", path, allow_paths_outside_root=True)
+    assert dataset[dataset.ids.index(1000)][0].shape == (3, 40, 50)
+
+
+def test_exif_orientation_is_applied_and_a_stored_size_json_says_so(coco_root):
+    """A photo stored 40 wide and 50 high whose EXIF says "rotate 90": shown 50x40."""
+    stored = np.random.default_rng(0).integers(0, 256, (50, 40, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(coco_root / "images" / "phone.png", exif=exif)
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(coco_root / "images" / "phone.png")))
+
+    def add(height, width):
+        def edit(data):
+            image = {"id": 77, "file_name": "phone.png", "height": height, "width": width}
+            data["images"].append(image)
+
+        return edited(coco_root, edit)
+
+    dataset = CocoJsonDataset(coco_root / "images", add(40, 50))
+    image, _ = dataset[dataset.ids.index(77)]
+    np.testing.assert_array_equal(image.numpy(), shown.transpose(2, 0, 1))
+    stored_size = add(50, 40)
+    with pytest.raises(
+        ValueError,
+        match=r"sample image_id=77 .*phone\.png' is 50x40 \(WxH\) but .* says 40x50.* EXIF orientation "
+        r"6: stored 40x50, shown \(and read by detkit\) 50x40; .*apply_exif_orientation=False",
+    ):
+        CocoJsonDataset(coco_root / "images", stored_size)[len(dataset) - 1]
+    raw = CocoJsonDataset(coco_root / "images", stored_size, apply_exif_orientation=False)
+    np.testing.assert_array_equal(raw[raw.ids.index(77)][0].numpy(), stored.transpose(2, 0, 1))
+
+
+def test_file_name_of_a_directory_or_over_the_pixel_limit(coco_root):
+    (coco_root / "images" / "folder").mkdir()
+
+    def edit(data):
+        data["images"].append({"id": 50, "file_name": "folder", "height": 40, "width": 50})
+
+    path = edited(coco_root, edit)
+    with pytest.raises(ValueError, match=r"image id 50 \(is a directory\): .*folder"):
+        CocoJsonDataset(coco_root / "images", path)
+    with pytest.raises(
+        ValueError, match=r"is 50x40 \(WxH\) = 2,000 pixels, over max_image_pixels=1,999"
+    ):
+        CocoJsonDataset(coco_root / "images", path, max_image_pixels=1999)
+
+
+def test_image_entries_sharing_a_file_are_logged(coco_root, caplog):
+    def edit(data):
+        data["images"][1]["file_name"] = data["images"][0]["file_name"]
+
+    path = edited(coco_root, edit)
+    images = json.loads(path.read_text())["images"]
+    with caplog.at_level(logging.WARNING, logger="detkit.data.coco"):
+        CocoJsonDataset(coco_root / "images", path)
+    assert (
+        f"1 image entries share a file with another, e.g. image ids {images[0]['id']} and "
+        f"{images[1]['id']} both read '{images[0]['file_name']}'"
+    ) in caplog.text

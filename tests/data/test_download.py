@@ -1,10 +1,12 @@
 import hashlib
 import io
+import logging
 import socket
 import zipfile
 
 import pytest
 
+import detkit.console as console
 from detkit.data.download import DownloadError, download_file, extract_zip
 
 
@@ -193,3 +195,51 @@ def test_the_temporary_file_of_a_killed_download_is_removed_by_the_next(http_ser
     os.utime(leftover, (0, 0))
     download_file(f"{base}/data.zip", tmp_path / "data.zip")
     assert [p.name for p in tmp_path.iterdir()] == ["data.zip"]
+
+
+def test_progress_is_logged_every_tenth_without_a_bar(http_server, tmp_path, caplog):
+    # Not a terminal (pytest captures the output): the log lines report the progress.
+    base, routes = http_server
+    body = bytes(range(256)) * (3584 * 4)  # 3.5 MiB: read in chunks of 1 MiB
+    routes["/big.bin"] = body
+    with caplog.at_level(logging.INFO, logger="detkit.data.download"):
+        download_file(f"{base}/big.bin", tmp_path / "big.bin")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"downloading {base}/big.bin to {tmp_path / 'big.bin'} (3.7 MB)",
+        f"downloading {base}/big.bin: 28% (1.0 MB of 3.7 MB)",
+        f"downloading {base}/big.bin: 57% (2.1 MB of 3.7 MB)",
+        f"downloading {base}/big.bin: 85% (3.1 MB of 3.7 MB)",
+        f"downloaded {base}/big.bin ({len(body)} bytes) to {tmp_path / 'big.bin'}",
+    ]
+
+
+def test_progress_bar_counts_the_bytes(http_server, tmp_path, caplog, monkeypatch):
+    bars = []
+
+    class Bar:  # stands for tqdm.auto.tqdm in a notebook
+        def __init__(self, **options):
+            self.options, self.counts, self.closed = options, [], False
+            bars.append(self)
+
+        def update(self, count):
+            self.counts.append(count)
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(console, "_tqdm", lambda: (Bar, True))
+    base, routes = http_server
+    routes["/data.zip"] = GOOD
+    with caplog.at_level(logging.INFO, logger="detkit"):
+        download_file(f"{base}/data.zip", tmp_path / "data.zip")
+    [bar] = bars
+    assert (bar.options["total"], bar.options["desc"], bar.options["unit"]) == (
+        len(GOOD),
+        "data.zip",
+        "B",
+    )
+    assert sum(bar.counts) == len(GOOD) and bar.closed
+    routes["/gone.zip"] = (GOOD[:100], {"Content-Length": str(len(GOOD))})
+    with pytest.raises(DownloadError), caplog.at_level(logging.INFO, logger="detkit"):
+        download_file(f"{base}/gone.zip", tmp_path / "gone.zip")
+    assert bars[1].closed  # a failed download ends its bar too

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile
 from torch.utils.data import ConcatDataset, Subset
 
-import detkit.data._image_io as image_io
+import detkit.data._image_files as image_io
 from detkit.data import (
     CocoJsonDataset,
     InstanceMaskDataset,
@@ -177,7 +177,7 @@ def test_summary_is_logged_not_printed(caplog, capsys):
         def get_height_and_width(self, idx):
             return [(10, 30), (10, 10), (10, 11)][idx]
 
-    with caplog.at_level(logging.INFO, logger="detkit.data.grouping"):
+    with caplog.at_level(logging.INFO, logger="detkit.data.samplers.aspect_ratios"):
         create_aspect_ratio_groups(Sized(), k=1)
     assert capsys.readouterr() == ("", "")
     (record,) = caplog.records

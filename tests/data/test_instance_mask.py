@@ -1,4 +1,5 @@
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import detkit.data._image_io as image_io
+import detkit.data._image_files as image_io
 from detkit.data import InstanceMaskDataset, write_synthetic_pennfudan
 from detkit.types import validate_target
 
@@ -241,7 +242,10 @@ def test_missing_mask_reported_at_read(tmp_path):
     image_path, mask_path = good_pair(tmp_path)
     dataset = InstanceMaskDataset([(image_path, mask_path)])
     mask_path.unlink()
-    with pytest.raises(FileNotFoundError, match=f"sample 0: mask file not found: '{mask_path}'"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"sample image_id=0 \(.*\): mask file not found: '{re.escape(str(mask_path))}'",
+    ):
         dataset[0]
 
 
@@ -292,15 +296,15 @@ def test_unreadable_file(tmp_path, monkeypatch):
     if os.geteuid() != 0:
         image_path.chmod(0)
     else:  # root reads everything: simulate the refusal the OS gives other users
-        real_open = Image.open
+        real_open = os.open
 
         def refuse(path, *args, **kwargs):
             if Path(path) == image_path:
                 raise PermissionError(13, "Permission denied", str(path))
             return real_open(path, *args, **kwargs)
 
-        monkeypatch.setattr(image_io, "_tv_decode_image", None)
-        monkeypatch.setattr(Image, "open", refuse)
+        monkeypatch.setattr(image_io.os, "open", refuse)
+        monkeypatch.setattr(image_io, "_tv_read_file", None)
     with pytest.raises(PermissionError, match=f"cannot read image file '{image_path}'"):
         dataset[0]
 
@@ -312,3 +316,24 @@ def test_bad_samples_argument():
         InstanceMaskDataset(["a.png"])
     with pytest.raises(ValueError, match="semantic_masks has 0 paths but samples has 1"):
         InstanceMaskDataset([("a.png", "b.png")], semantic_masks=[], check_files=False)
+
+
+def test_check_files_names_sample_and_role_of_each_problem(tmp_path):
+    samples = [write_sample(tmp_path, f"s{i}", np.zeros((4, 4), np.uint8)) for i in range(20)]
+    semantic = [tmp_path / f"s{i}.png" for i in range(20)]  # any existing file will do
+    samples[12][1].unlink()
+    semantic[7] = tmp_path / "no_such_classes.png"
+    (tmp_path / "dir.png").mkdir()
+    samples[3] = (tmp_path / "dir.png", samples[3][1])
+    with pytest.raises(FileNotFoundError) as info:
+        InstanceMaskDataset(samples, semantic_masks=semantic)
+    message = str(info.value)
+    assert message.startswith("3 file(s) listed in the dataset's samples are not readable files")
+    assert f"sample 3, image (is a directory): {tmp_path / 'dir.png'}" in message
+    assert f"sample 12, mask (does not exist): {tmp_path / 's12_mask.png'}" in message
+    assert (
+        f"sample 7, semantic mask (does not exist): {tmp_path / 'no_such_classes.png'}" in message
+    )
+    dataset = InstanceMaskDataset(samples[:3], check_files=False)
+    assert dataset.samples == [(Path(a), Path(b)) for a, b in samples[:3]]
+    assert dataset.image_path(1) == samples[1][0] and dataset.mask_path(2) == samples[2][1]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 
 import pytest
 import torch
@@ -636,3 +638,112 @@ def test_a_loader_without_length_ending_mid_group_checks_the_gradients_too():
         train_one_epoch(model, optimizer, batches, "cpu", 0, accumulation_steps=4, progress=False)
     assert caught.value.image_ids == [0, 1, 2, 3]
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+# -- the loop against the reference scripts' loop, and the learning rate it reports ------------
+
+
+@pytest.mark.parametrize("max_grad_norm", [None, 1.0])
+def test_weights_are_bit_identical_to_the_reference_loop(detection_samples, max_grad_norm):
+    """torchvision's references/detection/engine.py steps, without warmup: forward, sum the
+    losses, zero_grad, backward, (clip,) step, scheduler step: the same weights, bit for bit."""
+    data = loader(detection_samples[:8], 2, shuffle=True)
+
+    def setup():
+        model = tiny_detector()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        return model, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, 3, gamma=0.5)
+
+    ours, optimizer, scheduler = setup()
+    torch.manual_seed(0)  # the shuffle and the detector's sampling of anchors and proposals
+    for epoch in range(2):
+        train_one_epoch(
+            ours,
+            optimizer,
+            data,
+            "cpu",
+            epoch,
+            warmup_iters=0,
+            lr_scheduler=scheduler,
+            lr_scheduler_interval="iteration",
+            max_grad_norm=max_grad_norm,
+            progress=False,
+        )
+    reference, optimizer, scheduler = setup()
+    torch.manual_seed(0)
+    reference.train()
+    for _ in range(2):
+        for images, targets in data:
+            loss_dict = reference(list(images), list(targets))
+            losses = sum(loss for loss in loss_dict.values())
+            optimizer.zero_grad()
+            losses.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(reference.parameters(), max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+    trained = ours.state_dict()
+    assert not torch.equal(
+        trained["roi_heads.box_predictor.cls_score.weight"],
+        tiny_detector().state_dict()["roi_heads.box_predictor.cls_score.weight"],
+    )
+    assert all(torch.equal(trained[k], v) for k, v in reference.state_dict().items())
+
+
+class RecordingSGD(torch.optim.SGD):
+    """SGD that records the learning rate of its first group at each step it takes."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.applied: list[float] = []
+
+    def step(self, closure=None):
+        self.applied.append(self.param_groups[0]["lr"])
+        return super().step(closure)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},  # the default warmup
+        {"warmup_iters": 5, "warmup_factor": 0.1, "accumulation_steps": 2},
+        {
+            "warmup_iters": 3,
+            "lr_scheduler": "cosine",
+            "lr_scheduler_interval": "iteration",
+            "accumulation_steps": 3,
+        },
+    ],
+)
+def test_the_logged_learning_rate_is_the_one_the_step_applied(options, caplog):
+    model = LinearLossModel()
+    optimizer = RecordingSGD(model.parameters(), lr=0.1)
+    if options.get("lr_scheduler") == "cosine":
+        options = {
+            **options,
+            "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=10),
+        }
+    steps = options.get("accumulation_steps", 1)
+    hooked: list[float] = []
+    with caplog.at_level(logging.INFO, logger="detkit.engine"):
+        for epoch in range(2):
+            train_one_epoch(
+                model,
+                optimizer,
+                loader(linear_samples(14), 2),
+                "cpu",
+                epoch,
+                print_freq=1,
+                scalar_hook=lambda tag, value, _: hooked.append(value) if tag == "train/lr" else 0,
+                progress=False,
+                **options,
+            )
+    logged = [float(m) for r in caplog.records for m in re.findall(r"  lr: (\S+)", r.getMessage())]
+    # Each batch reports the rate of the step that applies its gradients (its group's): 7
+    # batches per epoch in groups of `steps`, the last one shorter.
+    groups = [min(steps, 7 - start) for start in range(0, 7, steps)]
+    per_batch = [lr for lr, size in zip(optimizer.applied, groups * 2) for _ in range(size)]
+    assert len(optimizer.applied) == 2 * len(groups)
+    assert hooked == per_batch
+    assert logged == [round(lr, 6) for lr in per_batch]
+    assert optimizer.applied[0] == pytest.approx(0.1 * options.get("warmup_factor", 1e-3))

@@ -248,3 +248,80 @@ def test_image_not_in_coco_gt_and_unknown_categories(caplog):
         metrics = evaluator.compute()
     assert metrics["bbox"]["AP"] == 0.0
     assert "outside the evaluated categories" in caplog.text
+
+
+def _one_mask_dataset(segmentation, *, height=8, width=8, category_id=1):
+    return {
+        "images": [{"id": 1, "height": height, "width": width}],
+        "annotations": [
+            {
+                "id": 7,
+                "image_id": 1,
+                "category_id": category_id,
+                "bbox": [2, 2, 3, 3],
+                "area": 9.0,
+                "iscrowd": 0,
+                "segmentation": segmentation,
+            }
+        ],
+        "categories": [{"id": 1}],
+    }
+
+
+def _square_prediction(size=8):
+    masks = torch.zeros(1, 1, size, size)
+    masks[0, 0, 2:5, 2:5] = 0.9
+    return {
+        "boxes": torch.tensor([[2.0, 2.0, 5.0, 5.0]]),
+        "scores": torch.ones(1),
+        "labels": torch.ones(1, dtype=torch.int64),
+        "masks": masks,
+    }
+
+
+def test_well_formed_rle_ground_truth_in_all_its_forms_scores_one():
+    square = np.zeros((8, 8), dtype=np.uint8, order="F")
+    square[2:5, 2:5] = 1
+    rle = mask_utils.encode(square)
+    runs = [16 + 2, 3, 5, 3, 5, 3, 8 * 8 - 16 - 2 - 19]  # the same square, uncompressed
+    for segmentation in (
+        rle,
+        {**rle, "counts": rle["counts"].decode()},
+        {"size": [8, 8], "counts": runs},
+    ):
+        evaluator = CocoEvaluator("segm", coco_gt=_one_mask_dataset(segmentation))
+        evaluator.update([_square_prediction()], [1])
+        assert evaluator.compute()["segm"]["AP"] == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("segmentation", "message"),
+    [
+        # runs of 5 + 2 pixels: pycocotools leaves the other 57 uninitialised
+        ({"size": [8, 8], "counts": "52"}, r"covers 7 pixels, not 8 x 8 = 64"),
+        # 2660 pixels: pycocotools writes past the mask's end
+        ({"size": [8, 8], "counts": b"b035000f0Rb0"}, r"covers \d+ pixels, not 8 x 8 = 64"),
+        ({"size": [8, 8], "counts": "b035000f"}, r"is malformed"),  # last number unfinished
+        ({"size": [8, 8], "counts": "b0 35"}, r"is malformed"),  # a character below '0'
+        ({"size": [8, 8], "counts": [10, 3, 40]}, r"cover 8 x 8 = 64 pixels, got 53"),
+        ({"size": [8, 8], "counts": [70, -6]}, r"must be non-negative"),
+        ({"size": [8, 8], "counts": "é"}, r"compressed ASCII string"),
+        ({"counts": "b035000f0"}, r"needs 'size'"),
+        ({"size": [6, 10], "counts": ">33000l0"}, r"\(6, 10\) \(height, width\) but the image"),
+    ],
+)
+def test_rle_ground_truth_that_pycocotools_misreads_is_a_clear_error(segmentation, message):
+    evaluator = CocoEvaluator("segm", coco_gt=_one_mask_dataset(segmentation))
+    evaluator.update([_square_prediction()], [1])
+    with pytest.raises(ValueError, match=r"coco_gt annotation 7 \(image_id 1\).*" + message):
+        evaluator.compute()
+
+
+@pytest.mark.parametrize("field", ["category_id", "image_id"])
+def test_fractional_ids_in_coco_gt_are_errors_integral_floats_are_fine(field):
+    dataset = ground_truth(*case(seed=5), "bbox")
+    dataset["annotations"][0][field] = dataset["annotations"][0][field] + 0.7
+    with pytest.raises(ValueError, match=rf"coco_gt annotation 1.*'{field}' must be an integer"):
+        CocoEvaluator(coco_gt=dataset)
+    dataset["annotations"][0][field] = float(round(dataset["annotations"][0][field] - 0.7))
+    CocoEvaluator(coco_gt=dataset)  # 3.0 is the integer 3

@@ -182,12 +182,37 @@ def test_repeated_identical_images_count_once_and_different_ones_raise():
             lambda p, t: (p, [{**t[0], "labels": t[0]["labels"].tolist()}, t[1]]),
             r"targets\[0\] \(image_id=\d+\): 'labels' must be a tensor",
         ),
+        # Fractional labels were truncated (1.7 -> class 1) and matched.
+        (
+            lambda p, t: ([p[0], {**p[1], "labels": p[1]["labels"] + 0.7}], t),
+            r"predictions\[1\] \(image_id=\d+\): 'labels' must be integers .* got \d+\.7",
+        ),
+        (
+            lambda p, t: (p, [{**t[0], "labels": t[0]["labels"].double() + 0.5}, t[1]]),
+            r"targets\[0\] \(image_id=\d+\): 'labels' must be integers .* got \d+\.5",
+        ),
+        (
+            lambda p, t: ([{**p[0], "labels": p[0]["labels"] * float("nan")}, p[1]], t),
+            r"predictions\[0\] \(image_id=\d+\): 'labels' must be integers .* got nan",
+        ),
+        (
+            lambda p, t: ([p[0], {**p[1], "labels": p[1]["labels"] > 0}], t),
+            r"predictions\[1\] \(image_id=\d+\): 'labels' must be integers, got dtype torch.bool",
+        ),
     ],
 )
 def test_bad_batches_raise_naming_the_image(mutate, message):
     predictions, targets = case(seed=8, num_images=2, max_gt=3, max_random=2)
     with pytest.raises((ValueError, TypeError), match=message):
         CocoEvaluator().update(*mutate(predictions, targets))
+
+
+def test_integral_float_labels_count_as_their_integers():
+    predictions, targets = case(seed=8, num_images=3)
+    expected = compute(predictions, targets)
+    as_floats = [{**p, "labels": p["labels"].float()} for p in predictions]
+    targets_as_floats = [{**t, "labels": t["labels"].double()} for t in targets]
+    assert compute(as_floats, targets_as_floats) == expected
 
 
 def test_segm_errors_name_the_image():
@@ -383,3 +408,35 @@ def test_results_file_is_replaced_atomically(tmp_path, monkeypatch):
         evaluator.write_results(path)
     assert path.read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+@pytest.mark.parametrize("box_format", ["XYXY", "XYWH", "CXCYWH"])
+def test_tv_tensors_targets_and_predictions_give_the_same_numbers(box_format):
+    """Datasets return tv_tensors; boxes in another format are converted, not misread."""
+    from torchvision import tv_tensors
+    from torchvision.transforms.v2.functional import convert_bounding_box_format
+
+    predictions, targets = case("segm", seed=11, num_images=3)
+    expected = compute(predictions, targets, ("bbox", "segm"))
+
+    def wrap(boxes, size):
+        boxes = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=size)
+        return convert_bounding_box_format(boxes, new_format=box_format)
+
+    wrapped_targets = [
+        {
+            **t,
+            "boxes": wrap(t["boxes"], t["masks"].shape[-2:]),
+            "masks": tv_tensors.Mask(t["masks"]),
+        }
+        for t in targets
+    ]
+    wrapped_predictions = [
+        {
+            **p,
+            "boxes": wrap(p["boxes"], p["masks"].shape[-2:]),
+            "masks": tv_tensors.Mask(p["masks"]),
+        }
+        for p in predictions
+    ]
+    assert compute(wrapped_predictions, wrapped_targets, ("bbox", "segm")) == expected

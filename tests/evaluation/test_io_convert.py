@@ -14,14 +14,12 @@ from strategies import binary_masks
 from detkit.data import InstanceMaskDataset
 from detkit.evaluation import (
     CocoEvaluator,
-    available_backends,
     coco_ground_truth,
     coco_results,
     masks_to_rle,
     write_coco_ground_truth,
     xyxy_to_xywh,
 )
-from detkit.evaluation._coco import MaskEncoder
 
 
 @settings(max_examples=60)
@@ -33,9 +31,6 @@ def test_masks_to_rle_equals_pycocotools_one_by_one(masks):
     assert masks_to_rle(masks.numpy()[:, None]) == expected
     probabilities = masks[:, None].float() * 0.75 + 0.1  # 0.85 inside, 0.1 outside
     assert masks_to_rle(probabilities) == expected
-    if "hotcoco" in available_backends():  # the evaluator's encoder with the hotcoco backend
-        assert MaskEncoder(fast=True)(probabilities, 0.5) == expected
-        assert MaskEncoder(fast=True)(masks, 0.5) == expected
     assert masks_to_rle(probabilities, threshold=0.9) == [
         mask_utils.encode(np.asfortranarray(np.zeros_like(m.numpy()))) for m in masks
     ]

@@ -7,14 +7,16 @@ transforms live in :mod:`detkit.data.transforms` (``from detkit.data import tran
 from detkit.data import transforms as transforms  # the subpackage, for `detkit.data.transforms`
 from detkit.data.auditing import AuditReport, SampleProblem, audit, best_anchor_iou
 from detkit.data.coco import CocoJsonDataset
-from detkit.data.coco_synthetic import write_synthetic_coco
 from detkit.data.collate import collate_fn
 from detkit.data.download import DownloadError, download_file, extract_zip
-from detkit.data.grouping import compute_aspect_ratios, create_aspect_ratio_groups
-from detkit.data.inference_sampler import InferenceSampler
 from detkit.data.instance_mask import InstanceMaskDataset
-from detkit.data.samplers import GroupedBatchSampler
-from detkit.data.synthetic import write_synthetic_pennfudan
+from detkit.data.samplers import (
+    GroupedBatchSampler,
+    InferenceSampler,
+    compute_aspect_ratios,
+    create_aspect_ratio_groups,
+)
+from detkit.data.synthetic import write_synthetic_coco, write_synthetic_pennfudan
 
 __all__ = [
     "AuditReport",

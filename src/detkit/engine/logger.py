@@ -5,10 +5,11 @@ Lines look like those of torchvision's detection tutorial::
     Epoch: [0]  [10/60]  eta: 0:00:20  lr: 0.005000  loss: 1.3007 (1.5313)  ...  time: 0.4123  data: 0.0021
 
 Each loss meter shows ``median (global average)``: the median over a recent window and the
-average since the start. Lines go through the :mod:`logging` module (logger
-``"detkit.engine"``, level ``INFO``) and only on the main process; call
-``logging.basicConfig(level=logging.INFO)`` (or configure a handler) to see them. On a
-terminal a progress bar is drawn as well (detkit's own, no dependency).
+average since the start. Lines are :mod:`logging` records (logger ``"detkit.engine"``,
+level ``INFO``), sent on the main process only; they are printed even when the application
+configured no logging, and :func:`detkit.set_verbosity` silences them (see
+:mod:`detkit.console`). With `tqdm <https://tqdm.github.io>`_ installed, a progress bar is
+drawn as well on a terminal and in notebooks.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import datetime
 import logging
 import math
 import statistics
-import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -26,6 +26,7 @@ from typing import Any, TextIO
 import torch
 import torch.distributed as dist
 
+from detkit.console import progress_bar, show_output
 from detkit.distributed import get_world_size, is_dist_avail_and_initialized, is_main_process
 
 __all__ = ["MetricLogger", "SmoothedValue"]
@@ -124,8 +125,9 @@ class MetricLogger:
         delimiter: separator between the parts of a line.
         window_size: window of meters created on first :meth:`update`.
         logger: where lines go (default: the ``"detkit.engine"`` logger, level ``INFO``).
-        progress: draw a progress bar in :meth:`log_every`: ``None`` (default) draws one
-            when ``stream`` is a terminal and this is the main process.
+        progress: draw a tqdm progress bar in :meth:`log_every` (main process only):
+            ``None`` (default) draws one on a terminal or in a notebook while the logger is
+            enabled for ``INFO``; without tqdm there is none (the lines report progress).
         stream: the progress bar's stream (default ``sys.stderr``).
 
     >>> metric_logger = MetricLogger()
@@ -153,6 +155,7 @@ class MetricLogger:
         self.stream = stream
         self.main_process = is_main_process()
         self.progress = progress
+        show_output()  # lines visible without any logging configuration
 
     def add_meter(self, name: str, meter: SmoothedValue) -> None:
         """Register ``meter`` under ``name`` (e.g. with its own window or format)."""
@@ -218,11 +221,15 @@ class MetricLogger:
         iter_time = SmoothedValue(fmt="{avg:.4f}")
         data_time = SmoothedValue(fmt="{avg:.4f}")
         log_enabled = self.main_process and self.logger.isEnabledFor(logging.INFO)
-        stream = self.stream if self.stream is not None else sys.stderr
-        show_bar = self.progress
-        if show_bar is None:
-            show_bar = self.main_process and _isatty(stream)
-        bar = _ProgressBar(total, stream, header) if show_bar and self.main_process else None
+        bar = None
+        if self.main_process:
+            bar = progress_bar(
+                total,
+                desc=header.rstrip(":"),  # tqdm adds its own
+                enabled=self.progress,
+                logger=self.logger,
+                stream=self.stream,
+            )
         cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
         start = end = time.perf_counter()
         i = 0
@@ -231,6 +238,9 @@ class MetricLogger:
                 data_time.update(time.perf_counter() - end)
                 yield obj
                 iter_time.update(time.perf_counter() - end)
+                if bar is not None:
+                    bar.set_postfix_str(self._bar_postfix(), refresh=False)
+                    bar.update()
                 last = total is not None and i == total - 1
                 if log_enabled and (i % print_freq == 0 or last):
                     parts = [header, f"[{i:>{width}}/{total if total is not None else '?'}]"]
@@ -240,22 +250,17 @@ class MetricLogger:
                     if cuda:
                         parts.append(f"max mem: {torch.cuda.max_memory_allocated() / _MB:.0f}")
                     if bar is not None:
-                        bar.clear()
+                        bar.clear()  # a line printed over a text bar would garble both
                     self.logger.info(self.delimiter.join(p for p in parts if p))
                     if bar is not None:
-                        bar.draw(i + 1, self._bar_postfix(), force=True)
-                elif bar is not None:
-                    bar.draw(i + 1, self._bar_postfix)
+                        bar.refresh()
                 i += 1
                 end = time.perf_counter()
-        except GeneratorExit:
-            # The consumer stopped early (an exception in its loop): end the bar's line.
+        finally:
+            # Also when the consumer stops early (an exception in its loop): end the bar.
             if bar is not None:
-                bar.end_line()
-            raise
+                bar.close()
         elapsed = time.perf_counter() - start
-        if bar is not None:
-            bar.close(i, self._bar_postfix())
         if log_enabled:
             self.logger.info(
                 "%s Total time: %s (%.4f s / it)", header, _hms(elapsed), elapsed / max(i, 1)
@@ -266,69 +271,7 @@ class MetricLogger:
         return f"loss: {loss.median:.4f}" if loss is not None and loss.count else ""
 
 
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):  # closed or not a file
-        return False
-
-
 def _hms(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
     return str(datetime.timedelta(seconds=int(seconds)))
-
-
-class _ProgressBar:
-    """A one-line progress bar redrawn in place (``\\r``) at most every ``min_interval`` s."""
-
-    def __init__(
-        self, total: int | None, stream: TextIO, desc: str, min_interval: float = 0.1
-    ) -> None:
-        self.total = total
-        self.stream = stream
-        self.desc = desc
-        self.min_interval = min_interval
-        self.start = time.perf_counter()
-        self.last_draw = -math.inf
-        self.drawn = False
-
-    def render(self, n: int, postfix: str) -> str:
-        elapsed = time.perf_counter() - self.start
-        rate = n / elapsed if elapsed > 0 else 0.0
-        if self.total:
-            fraction = min(n / self.total, 1.0)
-            filled = int(fraction * 25)
-            eta = _hms((self.total - n) / rate) if rate > 0 else "?"
-            line = (
-                f"{self.desc} {fraction * 100:3.0f}%|{'#' * filled}{' ' * (25 - filled)}| "
-                f"{n}/{self.total} [{_hms(elapsed)}<{eta}, {rate:.2f} it/s]"
-            )
-        else:
-            line = f"{self.desc} {n} it [{_hms(elapsed)}, {rate:.2f} it/s]"
-        return f"{line} {postfix}".strip()
-
-    def draw(self, n: int, postfix: Any = "", *, force: bool = False) -> None:
-        now = time.perf_counter()
-        if not force and now - self.last_draw < self.min_interval:
-            return
-        self.last_draw = now
-        text = self.render(n, postfix() if callable(postfix) else postfix)
-        self.stream.write("\r\x1b[2K" + text)
-        self.stream.flush()
-        self.drawn = True
-
-    def clear(self) -> None:
-        if self.drawn:
-            self.stream.write("\r\x1b[2K")
-            self.stream.flush()
-
-    def close(self, n: int, postfix: str) -> None:
-        self.draw(n, postfix, force=True)
-        self.end_line()
-
-    def end_line(self) -> None:
-        if self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.drawn = False

@@ -1,44 +1,31 @@
-"""One training epoch of a torchvision detection model."""
+"""One training epoch of a torchvision detection model.
+
+:func:`train_one_epoch` is the reference scripts' loop, one named step per line: prepare the
+batch, forward and loss (:func:`_forward`), backward with accumulation (:func:`_backward`),
+one read of the values, the optimizer step (warmup, gradient scaler, clipping, non-finite
+checks and scheduler: :class:`~detkit.engine._step.OptimizerStep`), and reporting
+(:class:`_EpochReport`: the log lines, the meters and ``scalar_hook``).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from detkit.distributed import is_main_process, reduce_dict
-from detkit.engine._failures import (
-    check_images,
-    forward_error,
-    non_finite_error,
-    non_finite_gradient_error,
-)
+from detkit.engine._failures import check_images, forward_error, non_finite_error
+from detkit.engine._step import OptimizerStep, StepOptions, warmup_factor_at
 from detkit.engine.logger import MetricLogger, SmoothedValue
 from detkit.types import validate_target
 
 __all__ = ["move_to_device", "train_one_epoch", "warmup_factor_at"]
 
 ScalarHook = Callable[[str, float, int], Any]
-_INTERVALS = ("iteration", "epoch")
-
-
-def warmup_factor_at(step: int, warmup_iters: int, warmup_factor: float = 1e-3) -> float:
-    """The learning-rate multiplier of linear warmup at optimizer step ``step`` (0-based).
-
-    It rises linearly from ``warmup_factor`` at step 0 to 1 at step ``warmup_iters`` and stays
-    1 afterwards, as ``torch.optim.lr_scheduler.LinearLR(start_factor=warmup_factor,
-    total_iters=warmup_iters)`` does in torchvision's reference scripts.
-
-    >>> [round(warmup_factor_at(s, 4, 0.2), 2) for s in range(6)]
-    [0.2, 0.4, 0.6, 0.8, 1.0, 1.0]
-    """
-    if step >= warmup_iters:
-        return 1.0
-    return warmup_factor + (1.0 - warmup_factor) * step / warmup_iters
 
 
 def move_to_device(
@@ -70,42 +57,6 @@ def move_to_device(
     return moved_images, moved_targets
 
 
-def _check_options(
-    *,
-    epoch: int,
-    print_freq: int,
-    lr_scheduler: Any,
-    lr_scheduler_interval: str | None,
-    warmup_iters: int | None,
-    warmup_factor: float,
-    max_grad_norm: float | None,
-    accumulation_steps: int,
-) -> None:
-    if not isinstance(epoch, int) or epoch < 0:
-        raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
-    if print_freq < 1:
-        raise ValueError(f"print_freq must be >= 1, got {print_freq}")
-    if not isinstance(accumulation_steps, int) or accumulation_steps < 1:
-        raise ValueError(f"accumulation_steps must be an int >= 1, got {accumulation_steps!r}")
-    if warmup_iters is not None and (not isinstance(warmup_iters, int) or warmup_iters < 0):
-        raise ValueError(f"warmup_iters must be an int >= 0 or None, got {warmup_iters!r}")
-    if not 0.0 < warmup_factor <= 1.0:
-        raise ValueError(f"warmup_factor must lie in (0, 1], got {warmup_factor}")
-    if max_grad_norm is not None and not max_grad_norm > 0:
-        raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm}")
-    if lr_scheduler is not None:
-        if isinstance(lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            raise ValueError(
-                "ReduceLROnPlateau needs a validation metric: step it yourself after "
-                "evaluate(), and pass lr_scheduler=None"
-            )
-        if lr_scheduler_interval not in _INTERVALS:
-            raise ValueError(
-                "lr_scheduler_interval must say when lr_scheduler steps: 'iteration' (after "
-                f"every optimizer step) or 'epoch' (once, at the end); got {lr_scheduler_interval!r}"
-            )
-
-
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -128,42 +79,22 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """Train ``model`` for one pass over ``data_loader``; return the epoch's average losses.
 
-    Per batch: images and every tensor of the targets go to ``device``; the model's loss
-    dict is summed and back-propagated (under ``torch.autocast`` when asked); losses are
-    averaged over processes for logging; a non-finite loss, or finite losses with a NaN or
-    infinite gradient, raise :class:`~detkit.engine.NonFiniteLossError` *before* the optimizer
-    steps; then the gradients may be clipped and the optimizer steps (every
-    ``accumulation_steps`` batches). The gradient check is one fused norm over all gradients
-    per optimizer step, read in the same device-to-host copy as the logged losses (the norm
-    that clipping computes, when ``max_grad_norm`` is set).
+    Each batch, as in the reference scripts: move it to ``device``; forward and sum the
+    losses (under ``torch.autocast`` when asked); back-propagate; every
+    ``accumulation_steps`` batches, check the gradients, clip them (when asked) and step the
+    optimizer with warmup; report. A NaN or infinite loss, or finite losses with a NaN or
+    infinite gradient, raise :class:`~detkit.engine.NonFiniteLossError` *before* the
+    optimizer steps. An error raised inside the model (such as torchvision's *"All bounding
+    boxes should have positive height and width"*) is raised again, of the same type, naming
+    the batch's ``image_id`` values and, where detkit can tell, the cause (a keypoint count,
+    a label beyond the model's classes, a degenerate box). The first batch's float images
+    must lie in ``0..1`` (:func:`detkit.types.check_image_range`).
 
-    **Errors name the batch.** An exception raised inside the model's forward pass (such as
-    torchvision's *"All bounding boxes should have positive height and width ... for target
-    at index 1"*) is raised again, chained and of the same type, with the batch's
-    ``image_id`` values and, where detkit can tell, the cause (*"model has 5 keypoints,
-    targets have 17"*, a label beyond the model's classes, a degenerate box in target index
-    1 = image_id 42). The first batch's float images are checked to lie in ``0..1``
-    (:func:`detkit.types.check_image_range`): ``ToDtype(torch.float32)`` without
-    ``scale=True`` gives 0..255, which trains silently badly.
-
-    **Warmup** is the reference scripts' linear warmup, applied as a multiplier on each
-    parameter group's learning rate at optimizer step ``epoch * steps_per_epoch + k``: from
-    ``warmup_factor`` up to 1 over ``warmup_iters`` optimizer steps, by default
-    ``min(1000, steps_per_epoch - 1)``, i.e. within the first epoch. The multiplier is applied
-    only around ``optimizer.step()``, so it composes with any scheduler (which keeps seeing
-    and setting the un-warmed rates) and checkpoints hold the un-warmed rates. Pass
-    ``warmup_iters=0`` to turn it off.
-
-    **Gradient accumulation** sums the gradients of ``accumulation_steps`` consecutive
-    batches, each loss divided by the number of batches in its group (a shorter last group
-    included, when the loader has a length), and steps once per group; under
-    ``DistributedDataParallel`` the gradient all-reduce runs only on a group's last batch.
-
-    **Mixed precision:** ``autocast_dtype=torch.float16`` with a
-    ``torch.amp.GradScaler("cuda")`` on CUDA; ``torch.bfloat16`` needs no scaler and also
-    works on the CPU. A ``scaler`` without ``autocast_dtype`` means float16 (as in the
-    reference scripts). With a scaler, gradients are unscaled before clipping, and a step
-    with non-finite gradients is skipped by the scaler instead of raising.
+    A log line every ``print_freq`` batches shows the losses and the learning rate that the
+    batch's optimizer step applied; the lines are printed even without any :mod:`logging`
+    configuration, and :func:`detkit.set_verbosity` silences them. The training guide
+    (``docs/guides/training.rst``) covers warmup, accumulation, mixed precision and
+    multi-GPU runs.
 
     Args:
         model: a torchvision detection model (or one with its interface: ``model(images,
@@ -180,15 +111,24 @@ def train_one_epoch(
         lr_scheduler_interval: ``"iteration"`` or ``"epoch"``; required with
             ``lr_scheduler`` (stepping a per-epoch schedule per iteration, or the reverse,
             silently ruins a run, so detkit does not guess).
-        warmup_iters: optimizer steps of linear warmup (see above; ``None``: the default).
+        warmup_iters: optimizer steps of the reference scripts' linear warmup, counted from
+            epoch 0's first step (``None``: ``min(1000, steps_per_epoch - 1)``, within the
+            first epoch; ``0``: none). The multiplier is applied around ``optimizer.step()``
+            only, so schedulers and checkpoints keep the un-warmed rates.
         warmup_factor: the learning-rate multiplier at the first step.
         max_grad_norm: clip the gradients' total L2 norm to this value (``None``: no
             clipping). Clipping or not, without a scaler a non-finite norm raises
             :class:`~detkit.engine.NonFiniteLossError`.
-        accumulation_steps: batches per optimizer step.
+        accumulation_steps: batches per optimizer step: their gradients are summed, each
+            loss divided by the number of batches in its group (a shorter last group
+            included, when the loader has a length); under ``DistributedDataParallel`` the
+            all-reduce runs on a group's last batch only.
         scaler: a ``torch.amp.GradScaler`` (keep one for the whole run and checkpoint it).
-        autocast_dtype: dtype for ``torch.autocast`` (``None``: no autocast unless a scaler
-            is given).
+            Gradients are unscaled before clipping, and a step with non-finite gradients is
+            skipped by the scaler instead of raising.
+        autocast_dtype: dtype for ``torch.autocast``: ``torch.float16`` with a scaler on
+            CUDA, ``torch.bfloat16`` (no scaler; CPU too). ``None``: none, or float16 with a
+            scaler, as in the reference scripts.
         scalar_hook: called on the main process as ``scalar_hook(tag, value, step)`` for the
             total loss, each loss component and the learning rate after every batch, with
             tags ``"train/<name>"`` and ``step = epoch * len(data_loader) + iteration`` (the
@@ -200,7 +140,8 @@ def train_one_epoch(
             surfacing as a NaN loss, torchvision's "All bounding boxes should have positive
             height and width", or worse (torchvision's ROI pooling can crash the process on
             non-finite boxes). Costs a few tensor operations per image.
-        progress: progress bar (``None``: on a terminal, main process only).
+        progress: a tqdm progress bar, main process only (``None``: on a terminal or in a
+            notebook, while detkit's ``INFO`` lines are enabled; none without tqdm).
 
     Returns:
         ``{"loss": ..., "loss_classifier": ..., ...}``: each loss averaged over the epoch's
@@ -230,197 +171,189 @@ def train_one_epoch(
         >>> sorted(losses)
         ['loss', 'loss_box_reg', 'loss_classifier', 'loss_objectness', 'loss_rpn_box_reg']
     """
-    _check_options(
-        epoch=epoch,
-        print_freq=print_freq,
+    options = StepOptions(
         lr_scheduler=lr_scheduler,
         lr_scheduler_interval=lr_scheduler_interval,
         warmup_iters=warmup_iters,
         warmup_factor=warmup_factor,
         max_grad_norm=max_grad_norm,
         accumulation_steps=accumulation_steps,
+        scaler=scaler,
+        autocast_dtype=autocast_dtype,
+        validate_targets=validate_targets,
     )
     device = torch.device(device)
-    if scaler is not None and autocast_dtype is None:
-        autocast_dtype = torch.float16
     try:
         num_batches: int | None = len(data_loader)  # type: ignore[arg-type]
     except TypeError:
         num_batches = None
+    report = _EpochReport(epoch, num_batches, print_freq, scalar_hook, progress)
     steps_per_epoch = math.ceil(num_batches / accumulation_steps) if num_batches else None
-    if warmup_iters is None:
-        warmup_iters = min(1000, steps_per_epoch - 1) if steps_per_epoch else 1000
-    # Optimizer steps before this epoch, for warmup across epochs; unknown without a length,
-    # in which case warmup can only happen in epoch 0.
-    if steps_per_epoch is not None:
-        first_step = epoch * steps_per_epoch
-    else:
-        first_step = 0 if epoch == 0 else warmup_iters
-
+    optimizer_step = OptimizerStep(
+        model, optimizer, options, epoch=epoch, steps_per_epoch=steps_per_epoch
+    )
     model.train()
-    ddp = isinstance(model, nn.parallel.DistributedDataParallel)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    main = is_main_process()
-    hook = scalar_hook if main else None
-    metric_logger = MetricLogger(progress=progress)
-    metric_logger.add_meter("lr", SmoothedValue(window_size=1, fmt="{value:.6f}"))
-    loss_names: list[str] = []
     optimizer.zero_grad(set_to_none=True)
-    steps_done = 0
-    pending = 0  # batches whose gradients wait for an optimizer step
 
-    batches = metric_logger.log_every(data_loader, print_freq, header=f"Epoch: [{epoch}]")
-    group_targets: list[Any] = []  # the targets whose gradients the next step applies
+    batches = report.log_every(data_loader)
     with contextlib.closing(batches):
         for iteration, batch in enumerate(batches):
-            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-                raise TypeError(
-                    "data_loader must yield (images, targets) pairs (use detkit.data.collate_fn); "
-                    f"got a {type(batch).__name__}"
-                )
-            if validate_targets:
-                for image, target in zip(batch[0], batch[1]):
-                    validate_target(image, target)
-            images, targets = move_to_device(batch[0], batch[1], device)
-            if iteration == 0:
-                check_images(images, batch[1])  # float images in 0..255 train silently badly
-            group_start = iteration - iteration % accumulation_steps
-            group_size = accumulation_steps
-            if num_batches is not None:
-                group_size = min(accumulation_steps, num_batches - group_start)
-            last_in_group = iteration - group_start == group_size - 1
-            group_targets += batch[1]
-            sync = model.no_sync() if ddp and not last_in_group else contextlib.nullcontext()
-            with sync:
-                try:
-                    with (
-                        torch.autocast(device.type, dtype=autocast_dtype)
-                        if autocast_dtype is not None
-                        else contextlib.nullcontext()
-                    ):
-                        loss_dict = model(images, targets)
-                except Exception as error:  # name the batch (and the cause, where detkit can tell)
-                    raise forward_error(error, model, batch[0], batch[1]) from error
-                if not isinstance(loss_dict, Mapping) or not loss_dict:
-                    raise TypeError(
-                        "model(images, targets) must return a non-empty dict of losses in training "
-                        f"mode, got {type(loss_dict).__name__}: is it a detection model?"
-                    )
-                total = sum(loss_dict.values())
-                backward_loss = total / group_size if group_size > 1 else total
-                if scaler is not None:
-                    scaler.scale(backward_loss).backward()
-                else:
-                    backward_loss.backward()
-            pending += 1
+            # The data: to change it, wrap the data loader (or its collate_fn).
+            images, targets = _prepare(batch, device, options.validate_targets, iteration == 0)
+            group_size, last_in_group = _group(iteration, accumulation_steps, num_batches)
+            optimizer_step.accumulate(batch[1])
+            # Under DistributedDataParallel, gradients are all-reduced on a group's last batch.
+            with _no_sync(model, skip=not last_in_group):
+                # The losses: to change them, wrap the model (it returns the dict of losses).
+                loss_dict = _forward(model, batch, images, targets, device, options.autocast_dtype)
+                _backward(loss_dict, group_size, options.scaler)
+            # One device-to-host copy per batch: the losses (averaged over processes) and,
+            # before a step, the gradient norms that say whether the gradients are finite.
             reduced = reduce_dict(loss_dict)
-            names = list(reduced)
-            norms = _grad_norms(params, optimizer, scaler, max_grad_norm) if last_in_group else []
-            # One device-to-host copy per batch: logged values, loss and gradient checks.
-            with torch.no_grad():
-                values = torch.stack([*reduced.values(), *norms]).float().tolist()
-            norm_values = values[len(names) :]
-            values = values[: len(names)]
-            loss_value = math.fsum(values)
-            if not math.isfinite(loss_value):
+            norms = optimizer_step.gradient_norms() if last_in_group else []
+            losses, norm_values = _read(reduced, norms)
+            if not math.isfinite(losses["loss"]):
                 raise non_finite_error(epoch, iteration, loss_dict, batch[1], "non-finite loss")
-            if not loss_names:
-                loss_names = ["loss", *names]
-
-            factor = warmup_factor_at(first_step + steps_done, warmup_iters, warmup_factor)
-            lr = float(optimizer.param_groups[0]["lr"]) * factor
+            lr = optimizer_step.lr  # the rate this group's step applies, warmup included
             if last_in_group:
-                if scaler is None and not all(map(math.isfinite, norm_values)):
-                    raise non_finite_gradient_error(
-                        model, epoch, iteration, loss_dict, group_targets, math.hypot(*norm_values)
-                    )
-                _optimizer_step(optimizer, scaler, factor)
-                optimizer.zero_grad(set_to_none=True)
-                if lr_scheduler is not None and lr_scheduler_interval == "iteration":
-                    lr_scheduler.step()
-                steps_done += 1
-                pending = 0
-                group_targets = []
-                if max_grad_norm is not None:
-                    metric_logger.update(grad_norm=norm_values[0])
+                # The update: to change clipping, scaling or the schedule, see OptimizerStep.
+                optimizer_step.step(norm_values, iteration=iteration, loss_dict=loss_dict)
+            clipped = last_in_group and max_grad_norm is not None
+            report.update(iteration, losses, lr, norm_values[0] if clipped else None)
 
-            scalars = dict(zip(names, values))
-            metric_logger.update(loss=loss_value, **scalars, lr=lr)
-            if hook is not None:
-                step = epoch * (num_batches or 0) + iteration
-                hook("train/loss", loss_value, step)
-                for name, value in scalars.items():
-                    hook(f"train/{name}", value, step)
-                hook("train/lr", lr, step)
-
-    if not loss_names:
+    if not report.loss_names:
         raise ValueError(
             "data_loader yielded no batch: is the dataset empty, or drop_last=True with fewer "
             "samples than batch_size?"
         )
-    if pending:
-        # A loader without a length ends mid-group: step on what was accumulated.
-        norms = _grad_norms(params, optimizer, scaler, max_grad_norm)
-        norm_values = torch.stack(norms).float().tolist() if norms else []
-        if scaler is None and not all(map(math.isfinite, norm_values)):
-            raise non_finite_gradient_error(
-                model, epoch, iteration, loss_dict, group_targets, math.hypot(*norm_values)
-            )
-        factor = warmup_factor_at(first_step + steps_done, warmup_iters, warmup_factor)
-        _optimizer_step(optimizer, scaler, factor)
-        optimizer.zero_grad(set_to_none=True)
-        if lr_scheduler is not None and lr_scheduler_interval == "iteration":
-            lr_scheduler.step()
-    if lr_scheduler is not None and lr_scheduler_interval == "epoch":
-        lr_scheduler.step()
-    return {name: metric_logger[name].global_avg for name in loss_names}
+    optimizer_step.finish_epoch(iteration=iteration, loss_dict=loss_dict)
+    return report.averages()
 
 
-def _grad_norms(
-    params: list[torch.Tensor],
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler | None,
-    max_grad_norm: float | None,
-) -> list[torch.Tensor]:
-    """Norms whose finiteness says whether the gradients are finite, still on the device.
+def _prepare(
+    batch: Any, device: torch.device, validate: bool, first: bool
+) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+    """Check a batch's form (and targets, when asked), move it to ``device``."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise TypeError(
+            "data_loader must yield (images, targets) pairs (use detkit.data.collate_fn); "
+            f"got a {type(batch).__name__}"
+        )
+    if validate:
+        for image, target in zip(batch[0], batch[1]):
+            validate_target(image, target)
+    images, targets = move_to_device(batch[0], batch[1], device)
+    if first:
+        check_images(images, batch[1])  # float images in 0..255 train silently badly
+    return images, targets  # type: ignore[return-value]
 
-    With clipping, the one total norm ``clip_grad_norm_`` computes (and logs); otherwise the
-    per-tensor norms of one fused ``torch._foreach_norm``, which the caller reads with the
-    losses, in one copy (stacking them into a total first would cost another kernel for
-    nothing). Without clipping and with a scaler, none: the scaler finds non-finite gradients
-    itself and skips the step.
+
+def _group(iteration: int, accumulation_steps: int, num_batches: int | None) -> tuple[int, bool]:
+    """(batches in the accumulation group of ``iteration``, whether it is the group's last).
+
+    A shorter last group counts its own batches, when the loader has a length.
     """
-    if max_grad_norm is not None:
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        return [torch.nn.utils.clip_grad_norm_(params, max_grad_norm)]
-    if scaler is not None:
-        return []
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return []
-    first = grads[0]
-    if all(g.device == first.device and g.dtype == first.dtype for g in grads):
-        return list(torch._foreach_norm(grads))
-    return [torch.nn.utils.get_total_norm(grads).to(first.device, torch.float32)]
+    start = iteration - iteration % accumulation_steps
+    size = accumulation_steps
+    if num_batches is not None:
+        size = min(accumulation_steps, num_batches - start)
+    return size, iteration - start == size - 1
 
 
-def _optimizer_step(
-    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, factor: float
-) -> None:
-    """Step with every group's learning rate multiplied by ``factor``, then restore the rates."""
-    saved = None
-    if factor != 1.0:
-        saved = [group["lr"] for group in optimizer.param_groups]
-        for group in optimizer.param_groups:
-            group["lr"] = group["lr"] * factor
+def _no_sync(model: nn.Module, *, skip: bool) -> contextlib.AbstractContextManager[Any]:
+    """DistributedDataParallel's ``no_sync()`` when ``skip``: no all-reduce in backward."""
+    if skip and isinstance(model, nn.parallel.DistributedDataParallel):
+        return model.no_sync()
+    return contextlib.nullcontext()
+
+
+def _forward(
+    model: nn.Module,
+    batch: Sequence[Any],
+    images: list[torch.Tensor],
+    targets: list[dict[str, Any]],
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+) -> Mapping[str, torch.Tensor]:
+    """The model's dict of losses on ``batch`` (moved: ``images``, ``targets``), under
+    autocast when asked; errors name the batch."""
     try:
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-    finally:
-        if saved is not None:
-            for group, lr in zip(optimizer.param_groups, saved):
-                group["lr"] = lr
+        with (
+            torch.autocast(device.type, dtype=autocast_dtype)
+            if autocast_dtype is not None
+            else contextlib.nullcontext()
+        ):
+            loss_dict = model(images, targets)
+    except Exception as error:  # name the batch (and the cause, where detkit can tell)
+        raise forward_error(error, model, batch[0], batch[1]) from error
+    if not isinstance(loss_dict, Mapping) or not loss_dict:
+        raise TypeError(
+            "model(images, targets) must return a non-empty dict of losses in training "
+            f"mode, got {type(loss_dict).__name__}: is it a detection model?"
+        )
+    return loss_dict
+
+
+def _backward(
+    loss_dict: Mapping[str, torch.Tensor], group_size: int, scaler: torch.amp.GradScaler | None
+) -> None:
+    """Back-propagate the summed losses, divided by the accumulation group's size."""
+    total = sum(loss_dict.values())
+    if group_size > 1:
+        total = total / group_size
+    (scaler.scale(total) if scaler is not None else total).backward()
+
+
+def _read(
+    losses: Mapping[str, torch.Tensor], norms: list[torch.Tensor]
+) -> tuple[dict[str, float], list[float]]:
+    """``({"loss": total, **losses}, norms)`` as floats, in one device-to-host copy."""
+    with torch.no_grad():
+        values = torch.stack([*losses.values(), *norms]).float().tolist()
+    count = len(losses)
+    return {"loss": math.fsum(values[:count]), **dict(zip(losses, values))}, values[count:]
+
+
+class _EpochReport:
+    """The epoch's log lines and meters (main process), and calls of ``scalar_hook``."""
+
+    def __init__(
+        self,
+        epoch: int,
+        num_batches: int | None,
+        print_freq: int,
+        scalar_hook: ScalarHook | None,
+        progress: bool | None,
+    ) -> None:
+        if not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
+        if print_freq < 1:
+            raise ValueError(f"print_freq must be >= 1, got {print_freq}")
+        self.epoch, self.num_batches, self.print_freq = epoch, num_batches, print_freq
+        self.hook = scalar_hook if is_main_process() else None
+        self.metric_logger = MetricLogger(progress=progress)
+        self.metric_logger.add_meter("lr", SmoothedValue(window_size=1, fmt="{value:.6f}"))
+        self.loss_names: list[str] = []
+
+    def log_every(self, data_loader: Iterable[Any]) -> Iterator[Any]:
+        """The loader's batches, with a log line every ``print_freq`` (and a progress bar)."""
+        return self.metric_logger.log_every(data_loader, self.print_freq, f"Epoch: [{self.epoch}]")
+
+    def update(
+        self, iteration: int, losses: dict[str, float], lr: float, grad_norm: float | None
+    ) -> None:
+        """Record a batch's losses, the learning rate its step used and the clipped norm."""
+        if grad_norm is not None:
+            self.metric_logger.update(grad_norm=grad_norm)
+        self.metric_logger.update(**losses, lr=lr)
+        if not self.loss_names:
+            self.loss_names = list(losses)
+        if self.hook is not None:
+            step = self.epoch * (self.num_batches or 0) + iteration
+            for name, value in losses.items():
+                self.hook(f"train/{name}", value, step)
+            self.hook("train/lr", lr, step)
+
+    def averages(self) -> dict[str, float]:
+        """Each loss averaged over the epoch's batches."""
+        return {name: self.metric_logger[name].global_avg for name in self.loss_names}

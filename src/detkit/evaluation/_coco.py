@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from pycocotools import mask as mask_utils
 
 #: pycocotools' default OKS sigmas, for the 17 COCO person keypoints.
@@ -216,73 +215,6 @@ def category_dicts(category_ids: list[int]) -> list[dict]:
 
 def _text(counts: bytes | str) -> str:
     return counts.decode("ascii") if isinstance(counts, bytes) else counts
-
-
-class MaskEncoder:
-    """Binarizes masks into reused buffers, laid out as pycocotools' encoder reads, and encodes.
-
-    Thresholding in the masks' own (contiguous) order, then copying transposed (a C-ordered
-    ``[N, W, H]`` block is the Fortran-ordered ``[H, W, N]`` array ``encode`` wants), takes
-    two numpy passes, faster than one strided pass or torch's compare-transpose-copy. Reusing
-    the buffers spares the allocator two mask-sized blocks per image, which otherwise fragment
-    the heap and keep resident memory growing.
-    """
-
-    #: Buffers up to this size are kept between calls (COCO-sized: 100 masks of 640x480).
-    KEEP_BYTES = 64 * 1024 * 1024
-
-    def __init__(self, *, fast: bool = False) -> None:
-        self._buffers = (np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.uint8))
-        self._encode = mask_utils.encode
-        if fast:
-            # hotcoco's encoder writes the same bytes as pycocotools' (tested), 7x faster.
-            from hotcoco import mask as hotcoco_mask
-
-            self._encode = hotcoco_mask.encode
-
-    def _blocks(self, n: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-        size = n * height * width
-        if size > self._buffers[0].size:
-            buffers = (np.empty(size, dtype=np.uint8), np.empty(size, dtype=np.uint8))
-            if size <= self.KEEP_BYTES:
-                self._buffers = buffers
-        else:
-            buffers = self._buffers
-        rows, columns = buffers
-        return rows[:size].reshape(n, height, width), columns[:size].reshape(n, width, height)
-
-    def __call__(self, masks, threshold: float) -> list[dict]:
-        """RLE dicts of ``Tensor[N, 1, H, W]`` / ``[N, H, W]`` masks (see ``masks_to_rle``)."""
-        shape = tuple(masks.shape)
-        if len(shape) == 4 and shape[1] == 1:
-            masks = masks[:, 0]
-        elif len(shape) != 3:
-            raise ValueError(f"masks must have shape [N, 1, H, W] or [N, H, W], got {shape}")
-        n, height, width = (int(v) for v in masks.shape)
-        if n == 0:
-            return []
-        rows, columns = self._blocks(n, height, width)
-        if isinstance(masks, torch.Tensor) and masks.device.type != "cpu":
-            # Threshold where the masks are; only the binary block crosses to the host.
-            binary = masks.detach() > threshold if masks.is_floating_point() else masks != 0
-            torch.from_numpy(columns).copy_(binary.transpose(1, 2))
-        else:
-            array = _host_array(masks)
-            if np.issubdtype(array.dtype, np.floating):
-                np.greater(array, threshold, out=rows.view(np.bool_))
-            else:
-                np.not_equal(array, 0, out=rows.view(np.bool_))
-            np.copyto(columns, rows.transpose(0, 2, 1))
-        return self._encode(columns.transpose(2, 1, 0))
-
-
-def _host_array(value) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.detach()
-        if value.dtype in (torch.bfloat16, torch.float16):
-            value = value.float()
-        return value.numpy()
-    return np.asarray(value)
 
 
 def result_dicts(detections: Annotations, iou_type: str) -> list[dict]:

@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from detkit.evaluation._coco import Annotations, MaskEncoder, detections_like_load_res
 from detkit.evaluation._params import LabelMap
-from detkit.evaluation._store import Block
+from detkit.evaluation._rle import encode_masks
 
 
 def _missing(item: Any, key: str, where: str) -> Exception:
@@ -24,20 +23,52 @@ def _missing(item: Any, key: str, where: str) -> Exception:
     return ValueError(f"{where}: missing '{key}' (present: {sorted(item)})")
 
 
-def _column(values: list, width: int) -> np.ndarray:
-    """Per-image values (``[N]`` or ``[N, width]``) as one float64 array ``[n, width]``.
+def _plain(value: Any) -> Any:
+    """A tensor subclass (tv_tensors) as a plain tensor, once: their dispatch costs several
+    times a plain tensor's on every attribute and op."""
+    if isinstance(value, torch.Tensor) and type(value) is not torch.Tensor:
+        return value.as_subclass(torch.Tensor)
+    return value
+
+
+#: Box formats of ``tv_tensors.BoundingBoxes`` read as XYXY in float64 (exact for float32).
+_TO_XYXY = {
+    "XYWH": lambda b: np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1),
+    "CXCYWH": lambda b: np.concatenate([b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2], axis=1),
+}
+
+
+def _xyxy(boxes: Any, where: str) -> Any:
+    """Boxes as XYXY: a ``tv_tensors.BoundingBoxes`` in another format is converted (in
+    float64), not misread; plain tensors are XYXY by the target contract."""
+    box_format = getattr(boxes, "format", None)  # only BoundingBoxes carry a format
+    boxes = _plain(boxes)
+    if box_format is None:
+        return boxes
+    name = getattr(box_format, "name", str(box_format)).upper()
+    if name == "XYXY":
+        return boxes
+    if name not in _TO_XYXY:
+        raise ValueError(f"{where}: 'boxes' in format {name} cannot be evaluated as COCO boxes")
+    values = boxes.detach().cpu()
+    values = (values.float() if values.dtype == torch.bfloat16 else values).numpy()
+    return _TO_XYXY[name](values.astype(np.float64).reshape(-1, 4))
+
+
+def _column(values: list, width: int, dtype=np.float64) -> np.ndarray:
+    """Per-image values (``[N]`` or ``[N, width]``) as one array ``[n, width]`` (float64).
 
     CPU tensors are read in place by numpy (a torch call costs several times a numpy one on
     arrays this small); tensors on an accelerator are concatenated there and copied once.
     """
     if not values:
-        return np.zeros((0, width))
+        return np.zeros((0, width), dtype=dtype)
     try:  # the common case, CPU tensors without grad (or numpy arrays): no torch call at all
         arrays = [v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for v in values]
     except (RuntimeError, TypeError):  # on an accelerator, needing grad, or bfloat16
         arrays = _host_arrays(values)
     joined = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-    return joined.reshape(-1, width).astype(np.float64)
+    return joined.reshape(-1, width).astype(dtype)
 
 
 def _host_arrays(values: list) -> list[np.ndarray]:
@@ -56,7 +87,8 @@ def _host_arrays(values: list) -> list[np.ndarray]:
     return arrays
 
 
-def _boxes_xywh(values: list) -> np.ndarray:
+def boxes_xywh(values: list) -> np.ndarray:
+    """Per-image XYXY boxes (tensors or arrays ``[N, 4]``) as one float64 XYWH array."""
     boxes = _column(values, 4)
     boxes[:, 2:] -= boxes[:, :2]
     return boxes
@@ -69,20 +101,18 @@ def prediction_columns(
     *,
     mask_threshold: float,
     labels: LabelMap,
-    encoder: MaskEncoder | None = None,
 ) -> dict[str, Any]:
     """One batch of predictions as columns: counts per image, then one row per detection."""
-    encoder = MaskEncoder() if encoder is None else encoder
     boxes, scores, label_list, rles, keypoints, sizes = [], [], [], [], [], []
     counts = []
     want_boxes, want_masks = "bbox" in iou_types, "segm" in iou_types
     want_points = "keypoints" in iou_types
     for n, prediction in enumerate(predictions):
         try:
-            score, label = prediction["scores"], prediction["labels"]
+            score, label = _plain(prediction["scores"]), _plain(prediction["labels"])
             box = prediction["boxes"] if want_boxes else None
-            mask = prediction["masks"] if want_masks else None
-            point = prediction["keypoints"] if want_points else None
+            mask = _plain(prediction["masks"]) if want_masks else None
+            point = _plain(prediction["keypoints"]) if want_points else None
         except (KeyError, TypeError):
             where = f"predictions[{n}] (image_id={image_ids[n]})"
             for key in ("scores", "labels", "boxes", "masks", "keypoints"):
@@ -119,21 +149,25 @@ def prediction_columns(
         scores.append(score)
         label_list.append(label)
         if want_boxes:
-            boxes.append(box)
+            boxes.append(_xyxy(box, f"predictions[{n}] (image_id={image_ids[n]})"))
         if want_masks:
             sizes.append((int(mask.shape[-2]), int(mask.shape[-1])))
-            rles += [r["counts"] for r in encoder(mask, mask_threshold)]
+            rles += encode_masks(mask, mask_threshold)
         if want_points:
             keypoints.append(point)
     columns = {
         "counts": np.asarray(counts, dtype=np.int64),
         "score": _column(scores, 1)[:, 0],
         "category_id": _map_labels(
-            _column(label_list, 1)[:, 0].astype(np.int64), labels, counts, image_ids, "predictions"
+            _label_column(label_list, counts, image_ids, "predictions"),
+            labels,
+            counts,
+            image_ids,
+            "predictions",
         ),
     }
     if want_boxes:
-        columns["bbox"] = _boxes_xywh(boxes)
+        columns["bbox"] = boxes_xywh(boxes)
     if want_masks:
         columns["rles"], columns["mask_sizes"] = rles, sizes
     if want_points:
@@ -168,6 +202,44 @@ def _points(keypoints: list, image_ids: list[int], what: str) -> np.ndarray:
     return _column(keypoints, 3 * k).reshape(n, k, 3) if n else np.zeros((0, k, 3))
 
 
+def _label_column(values: list, counts, image_ids, what: str) -> np.ndarray:
+    """Labels as int64: integers, or floats with integral values; anything else names its image."""
+    kinds = [_dtype_kind(value.dtype) for value in values]
+    for n, kind in enumerate(kinds):
+        if kind in "bc":
+            raise ValueError(
+                f"{what}[{n}] (image_id={image_ids[n]}): 'labels' must be integers, got "
+                f"dtype {values[n].dtype}"
+            )
+    if all(kind in "iu" for kind in kinds):
+        return _column(values, 1, np.int64)[:, 0]
+    column = _column(values, 1)[:, 0]
+    bad = ~np.isfinite(column) | (column != np.floor(column))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        image = _row_image(row, counts)
+        raise ValueError(
+            f"{what}[{image}] (image_id={image_ids[image]}): 'labels' must be integers (or "
+            f"floats with integral values), got {column[row]}"
+        )
+    return column.astype(np.int64)
+
+
+def _dtype_kind(dtype) -> str:
+    """numpy's kind letter (``b``ool, ``i``nteger, ``f``loat, ``c``omplex) of a torch or numpy
+    dtype."""
+    if isinstance(dtype, torch.dtype):
+        if dtype == torch.bool:
+            return "b"
+        return "c" if dtype.is_complex else "f" if dtype.is_floating_point else "i"
+    return np.dtype(dtype).kind
+
+
+def _row_image(row: int, counts) -> int:
+    """The position of the image that row ``row`` of a batch's columns belongs to."""
+    return int(np.searchsorted(np.cumsum(counts), row, side="right"))
+
+
 def _map_labels(values, labels: LabelMap, counts, image_ids, what: str) -> np.ndarray:
     try:
         return labels(values, what)
@@ -187,32 +259,10 @@ def _check_finite(columns: dict, counts, image_ids, what: str) -> None:
             continue
         flat = values.reshape(len(values), values.size // max(len(values), 1))
         row = int(np.flatnonzero(~np.isfinite(flat).all(axis=1))[0])
-        image = int(np.searchsorted(np.cumsum(counts), row, side="right"))
+        image = _row_image(row, counts)
         raise ValueError(
             f"{what}[{image}] (image_id={image_ids[image]}): '{key}' has NaN or infinite values"
         )
-
-
-def detections_from_columns(
-    columns: Mapping[str, Any], iou_type: str, image_id: np.ndarray, sizes: np.ndarray | None
-) -> Annotations:
-    """Detections of one iou type from prediction columns, with ``loadRes``' derived fields.
-
-    ``image_id`` and ``sizes`` (``[D, 2]`` mask height and width, segm only) are per row.
-    """
-    rles = None
-    if iou_type == "segm":
-        rles = [{"size": s, "counts": c} for s, c in zip(sizes.tolist(), columns["rles"])]
-    keypoints = columns.get("keypoints")
-    return detections_like_load_res(
-        iou_type,
-        image_id,
-        columns["category_id"],
-        columns["score"],
-        bbox=columns.get("bbox"),
-        rles=rles,
-        keypoints=None if keypoints is None else flat_points(keypoints),
-    )
 
 
 def target_columns(
@@ -221,23 +271,23 @@ def target_columns(
     iou_types: set[str],
     *,
     labels: LabelMap,
-    encoder: MaskEncoder | None = None,
 ) -> dict[str, Any]:
     """One batch of ground-truth targets as columns (counts per image, one row per instance).
 
     ``area`` defaults to the mask pixel count where masks exist, else the box area; ``iscrowd``
     to 0. Masks are encoded only for segm, keypoints kept only for keypoints.
     """
-    encoder = MaskEncoder() if encoder is None else encoder
     counts, boxes, label_list, areas, crowds, rles, keypoints, sizes = ([] for _ in range(8))
     for n, target in enumerate(targets):
         try:
-            box, label = target["boxes"], target["labels"]
+            box, label = target["boxes"], _plain(target["labels"])
         except (KeyError, TypeError):
             where = f"targets[{n}] (image_id={image_ids[n]})"
             has_boxes = isinstance(target, Mapping) and "boxes" in target
             raise _missing(target, "labels" if has_boxes else "boxes", where) from None
-        masks, area, crowd = target.get("masks"), target.get("area"), target.get("iscrowd")
+        box = _xyxy(box, f"targets[{n}] (image_id={image_ids[n]})")
+        masks, area = _plain(target.get("masks")), _plain(target.get("area"))
+        crowd = _plain(target.get("iscrowd"))
         try:
             num = box.shape[0]
             bad = (
@@ -270,9 +320,9 @@ def target_columns(
                     f"targets[{n}] (image_id={image_ids[n]}): segm evaluation needs "
                     "ground-truth 'masks'"
                 )
-            rles += [r["counts"] for r in encoder(masks, 0.5)]
+            rles += encode_masks(masks, 0.5)
         if "keypoints" in iou_types:
-            point = target.get("keypoints")
+            point = _plain(target.get("keypoints"))
             if point is None or point.ndim != 3 or point.shape[0] != num or point.shape[2] != 3:
                 raise ValueError(
                     f"targets[{n}] (image_id={image_ids[n]}): keypoints evaluation needs "
@@ -289,9 +339,13 @@ def target_columns(
         "counts": np.asarray(counts, dtype=np.int64),
         "sizes": np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
         "category_id": _map_labels(
-            _column(label_list, 1)[:, 0].astype(np.int64), labels, counts, image_ids, "targets"
+            _label_column(label_list, counts, image_ids, "targets"),
+            labels,
+            counts,
+            image_ids,
+            "targets",
         ),
-        "bbox": _boxes_xywh(boxes),
+        "bbox": boxes_xywh(boxes),
         "area": _column(areas, 1)[:, 0],
         "iscrowd": (_column(crowds, 1)[:, 0] != 0).astype(np.int64),
     }
@@ -318,11 +372,6 @@ def _box_area(boxes):
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
-def flat_points(keypoints: np.ndarray) -> np.ndarray:
-    """``[n, K, 3]`` keypoints as COCO's flat ``[n, K * 3]`` rows (also for ``n = 0``)."""
-    return keypoints.reshape(len(keypoints), keypoints.shape[1] * 3)
-
-
 def merge_sizes(sizes: np.ndarray, mask_sizes: list | None, ids: list[int]) -> np.ndarray:
     """Image sizes ``[B, 2]`` from the ground truth, else from the predicted masks (checked)."""
     if not mask_sizes:
@@ -338,36 +387,3 @@ def merge_sizes(sizes: np.ndarray, mask_sizes: list | None, ids: list[int]) -> n
             "masks must be pasted at the evaluated image's size"
         )
     return np.where(known[:, None], sizes, predicted)
-
-
-def block_ground_truth(block: Block, iou_types) -> Annotations:
-    """The ground truth stored in a block (built from targets) as annotations of one type."""
-    gt = block.gt
-    rles = keypoints = num_keypoints = None
-    if "segm" in iou_types and "rles" in gt:
-        heights = np.repeat(block.heights, block.gt_counts).tolist()
-        widths = np.repeat(block.widths, block.gt_counts).tolist()
-        rles = [{"size": [h, w], "counts": c} for h, w, c in zip(heights, widths, gt["rles"])]
-    if "keypoints" in iou_types and "keypoints" in gt:
-        keypoints = flat_points(gt["keypoints"])
-        num_keypoints = (gt["keypoints"][..., 2] > 0).sum(1)
-    return Annotations(
-        image_id=np.repeat(block.image_ids, block.gt_counts),
-        category_id=gt["category_id"],
-        bbox=gt["bbox"],
-        area=gt["area"],
-        iscrowd=gt["iscrowd"],
-        rles=rles,
-        keypoints=keypoints,
-        num_keypoints=num_keypoints,
-    )
-
-
-def block_detections(block: Block, iou_type: str) -> Annotations:
-    """The detections stored in a block as annotations of one type."""
-    sizes = None
-    if iou_type == "segm":  # only masks need their image's size
-        sizes = np.repeat(np.stack([block.heights, block.widths], axis=1), block.dt_counts, 0)
-    return detections_from_columns(
-        block.dt, iou_type, np.repeat(block.image_ids, block.dt_counts), sizes
-    )

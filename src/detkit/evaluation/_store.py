@@ -3,17 +3,21 @@
 A :class:`Block` holds one ``update`` call: per image its id, size and instance counts, then
 one row per ground-truth instance and one per detection (numpy columns; RLE counts as bytes).
 :class:`Store` appends blocks and enforces the duplicate-image rule; :func:`gather_to_main`
-brings every process's block to rank 0.
+brings every process's block to rank 0; :func:`block_ground_truth` and
+:func:`block_detections` read a block back as :class:`~detkit.evaluation._coco.Annotations`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch.distributed as dist
 
 from detkit.distributed import all_gather, get_rank, get_world_size
+from detkit.evaluation._coco import Annotations, detections_like_load_res
 
 
 def _take(value, rows: np.ndarray):
@@ -282,3 +286,63 @@ def gather_to_main(local: Block | None) -> Block | None:
     dist.gather_object(local, gathered, dst=0)
     blocks = [b for b in gathered or [] if b is not None and len(b)]
     return Block.concat(blocks) if blocks else None
+
+
+def detections_from_columns(
+    columns: Mapping[str, Any], iou_type: str, image_id: np.ndarray, sizes: np.ndarray | None
+) -> Annotations:
+    """Detections of one iou type from prediction columns, with ``loadRes``' derived fields.
+
+    ``image_id`` and ``sizes`` (``[D, 2]`` mask height and width, segm only) are per row.
+    """
+    rles = None
+    if iou_type == "segm":
+        rles = [{"size": s, "counts": c} for s, c in zip(sizes.tolist(), columns["rles"])]
+    keypoints = columns.get("keypoints")
+    return detections_like_load_res(
+        iou_type,
+        image_id,
+        columns["category_id"],
+        columns["score"],
+        bbox=columns.get("bbox"),
+        rles=rles,
+        keypoints=None if keypoints is None else flat_points(keypoints),
+    )
+
+
+def flat_points(keypoints: np.ndarray) -> np.ndarray:
+    """``[n, K, 3]`` keypoints as COCO's flat ``[n, K * 3]`` rows (also for ``n = 0``)."""
+    return keypoints.reshape(len(keypoints), keypoints.shape[1] * 3)
+
+
+def block_ground_truth(block: Block, iou_types) -> Annotations:
+    """The ground truth stored in a block (built from targets) as annotations of one type."""
+    gt = block.gt
+    rles = keypoints = num_keypoints = None
+    if "segm" in iou_types and "rles" in gt:
+        heights = np.repeat(block.heights, block.gt_counts).tolist()
+        widths = np.repeat(block.widths, block.gt_counts).tolist()
+        rles = [{"size": [h, w], "counts": c} for h, w, c in zip(heights, widths, gt["rles"])]
+    if "keypoints" in iou_types and "keypoints" in gt:
+        keypoints = flat_points(gt["keypoints"])
+        num_keypoints = (gt["keypoints"][..., 2] > 0).sum(1)
+    return Annotations(
+        image_id=np.repeat(block.image_ids, block.gt_counts),
+        category_id=gt["category_id"],
+        bbox=gt["bbox"],
+        area=gt["area"],
+        iscrowd=gt["iscrowd"],
+        rles=rles,
+        keypoints=keypoints,
+        num_keypoints=num_keypoints,
+    )
+
+
+def block_detections(block: Block, iou_type: str) -> Annotations:
+    """The detections stored in a block as annotations of one type."""
+    sizes = None
+    if iou_type == "segm":  # only masks need their image's size
+        sizes = np.repeat(np.stack([block.heights, block.widths], axis=1), block.dt_counts, 0)
+    return detections_from_columns(
+        block.dt, iou_type, np.repeat(block.image_ids, block.dt_counts), sizes
+    )

@@ -2,8 +2,7 @@
 
 Boxes are converted in float64 (the difference of two float32 coordinates is exact there),
 so neither float32 nor float64 inputs lose precision. Masks are thresholded on their own
-device and RLE-encoded by pycocotools' C encoder on a Fortran-ordered view: no per-pixel
-Python work.
+device and RLE-encoded from their non-zero crop, byte for byte as pycocotools encodes them.
 """
 
 from __future__ import annotations
@@ -14,15 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from detkit.evaluation._coco import MaskEncoder, result_dicts
-from detkit.evaluation._columns import (
-    _boxes_xywh,
-    block_detections,
-    merge_sizes,
-    prediction_columns,
-)
+from detkit.evaluation._coco import result_dicts
+from detkit.evaluation._columns import boxes_xywh, merge_sizes, prediction_columns
 from detkit.evaluation._params import IOU_TYPES, LabelMap
-from detkit.evaluation._store import Block
+from detkit.evaluation._rle import encode_masks
+from detkit.evaluation._store import Block, block_detections
 from detkit.types import normalize_image_id
 
 __all__ = ["coco_results", "masks_to_rle", "xyxy_to_xywh"]
@@ -43,7 +38,7 @@ def xyxy_to_xywh(boxes: torch.Tensor | np.ndarray) -> np.ndarray:
     shape = tuple(np.shape(boxes))
     if len(shape) != 2 or shape[1] != 4:
         raise ValueError(f"boxes must have shape [N, 4], got {shape}")
-    return _boxes_xywh([boxes])
+    return boxes_xywh([boxes])
 
 
 def masks_to_rle(masks: torch.Tensor | np.ndarray, *, threshold: float = 0.5) -> list[dict]:
@@ -66,9 +61,8 @@ def masks_to_rle(masks: torch.Tensor | np.ndarray, *, threshold: float = 0.5) ->
     >>> rle["size"], int(mask_utils.area(rle))
     ([3, 4], 4)
     """
-    if not isinstance(masks, torch.Tensor):
-        masks = np.asarray(masks)
-    return MaskEncoder()(masks, threshold)
+    height, width = (int(v) for v in masks.shape[-2:])
+    return [{"size": [height, width], "counts": c} for c in encode_masks(masks, threshold)]
 
 
 def coco_results(

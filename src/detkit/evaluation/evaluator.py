@@ -14,14 +14,8 @@ import torch.distributed as dist
 
 from detkit.distributed import get_world_size, is_main_process
 from detkit.evaluation import backends
-from detkit.evaluation._coco import Annotations, Images, MaskEncoder, result_dicts
-from detkit.evaluation._columns import (
-    block_detections,
-    block_ground_truth,
-    merge_sizes,
-    prediction_columns,
-    target_columns,
-)
+from detkit.evaluation._coco import Annotations, Images, result_dicts
+from detkit.evaluation._columns import merge_sizes, prediction_columns, target_columns
 from detkit.evaluation._params import (
     LabelMap,
     build_params,
@@ -30,7 +24,13 @@ from detkit.evaluation._params import (
     iou_types_tuple,
     keypoint_sigmas,
 )
-from detkit.evaluation._store import Block, Store, gather_to_main
+from detkit.evaluation._store import (
+    Block,
+    Store,
+    block_detections,
+    block_ground_truth,
+    gather_to_main,
+)
 from detkit.evaluation._summary import compute_stats, format_table, undefined_stats
 from detkit.evaluation.io import GroundTruthIndex, write_json
 from detkit.types import normalize_image_id
@@ -126,7 +126,6 @@ class CocoEvaluator:
             raise ValueError(f"mask_threshold must be in [0, 1), got {mask_threshold!r}")
         self._mask_threshold = float(mask_threshold)
         self._store = Store()
-        self._encoder = MaskEncoder(fast=self.backend == "hotcoco")
         self._num_keypoints: int | None = None
         self._last: dict | None = None
 
@@ -144,7 +143,6 @@ class CocoEvaluator:
     def reset(self) -> None:
         """Forget every image, ground truth and prediction seen so far."""
         self._store.reset()
-        self._encoder = MaskEncoder(fast=self.backend == "hotcoco")
         self._num_keypoints = None
         self._last = None
 
@@ -178,7 +176,7 @@ class CocoEvaluator:
         ids = [self._image_id(target, n) for n, target in enumerate(targets)]
         types = set(self.iou_types)
         if self._gt_index is None:
-            gt = target_columns(targets, ids, types, labels=self._labels, encoder=self._encoder)
+            gt = target_columns(targets, ids, types, labels=self._labels)
             sizes = gt.pop("sizes")
         else:
             gt = {"counts": np.zeros(len(ids), dtype=np.int64)}
@@ -189,7 +187,6 @@ class CocoEvaluator:
             types,
             mask_threshold=self._mask_threshold,
             labels=self._labels,
-            encoder=self._encoder,
         )
         sizes = merge_sizes(sizes, dt.pop("mask_sizes", None), ids)
         self._check_keypoints(gt, dt, ids)
@@ -252,7 +249,8 @@ class CocoEvaluator:
         outcome: Any = None
         if is_main_process():
             try:
-                outcome = self._evaluate(block)
+                with backends.garbage_collection_paused():
+                    outcome = self._evaluate(block)
             except Exception as error:  # sent to every rank, raised there too
                 outcome = error
         if get_world_size() > 1:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import numbers
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -19,10 +21,11 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from detkit.evaluation._coco import Annotations, MaskEncoder, annotation_dicts, category_dicts
-from detkit.evaluation._columns import block_ground_truth, target_columns
+from detkit.evaluation._coco import Annotations, annotation_dicts, category_dicts
+from detkit.evaluation._columns import target_columns
 from detkit.evaluation._params import LabelMap
-from detkit.evaluation._store import Block
+from detkit.evaluation._rle import string_totals
+from detkit.evaluation._store import Block, block_ground_truth
 from detkit.types import image_size, normalize_image_id
 
 __all__ = ["coco_ground_truth", "write_coco_ground_truth"]
@@ -68,7 +71,6 @@ def coco_ground_truth(
     ([{'id': 4, 'height': 8, 'width': 8}], [0.0, 0.0, 2.0, 3.0], 1)
     """
     labels = LabelMap(label_to_category)
-    encoder = MaskEncoder()
     images, annotations, seen = [], [], set()
     for n, sample in enumerate(_samples(dataset)):
         image, target = sample
@@ -84,7 +86,7 @@ def coco_ground_truth(
             iou_types.add("segm")
         if target.get("keypoints") is not None:
             iou_types.add("keypoints")
-        columns = target_columns([target], [image_id], iou_types, labels=labels, encoder=encoder)
+        columns = target_columns([target], [image_id], iou_types, labels=labels)
         images.append({"id": image_id, "height": height, "width": width})
         block = Block(
             image_ids=np.array([image_id]),
@@ -134,6 +136,15 @@ def write_json(data: Any, path: str | os.PathLike) -> Path:
     return path
 
 
+def _integer(value: Any, where: str) -> int:
+    """A json id as ``int``: an integer, or a float with an integral value (``3.0``)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    raise ValueError(f"{where} must be an integer, got {value!r}")
+
+
 class GroundTruthIndex:
     """A ground truth given up front (json path, COCO-like object or dict), indexed by image.
 
@@ -157,22 +168,28 @@ class GroundTruthIndex:
         if not isinstance(dataset.get("images"), list):
             raise ValueError("coco_gt has no 'images' list")
         self.sizes = {
-            normalize_image_id(img["id"], argument="coco_gt image id"): (
+            _integer(img.get("id"), f"coco_gt image {img}: 'id'"): (
                 int(img.get("height") or 0),
                 int(img.get("width") or 0),
             )
             for img in dataset["images"]
         }
         self._by_image: dict[int, list[dict]] = defaultdict(list)
+        found = set()
         for ann in dataset.get("annotations") or []:
-            self._by_image[int(ann["image_id"])].append(ann)
+            where = f"coco_gt annotation {ann.get('id')}"
+            image_id = _integer(ann.get("image_id"), f"{where}: 'image_id'")
+            found.add(
+                _integer(ann.get("category_id"), f"{where} (image_id {image_id}): 'category_id'")
+            )
+            self._by_image[image_id].append(ann)
         categories = dataset.get("categories")
         if categories:
-            self.category_ids = sorted({int(c["id"]) for c in categories})
-        else:
             self.category_ids = sorted(
-                {int(a["category_id"]) for a in dataset.get("annotations") or []}
+                {_integer(c.get("id"), f"coco_gt category {c}: 'id'") for c in categories}
             )
+        else:
+            self.category_ids = sorted(found)
 
     def __contains__(self, image_id: int) -> bool:
         return image_id in self.sizes
@@ -183,7 +200,10 @@ class GroundTruthIndex:
         n = len(anns)
         image_id = np.array([i for i, _ in anns], dtype=np.int64)
         category_id = np.array([int(a["category_id"]) for _, a in anns], dtype=np.int64)
-        rles = [self._rle(i, a) for i, a in anns] if iou_type == "segm" else None
+        rles = None
+        if iou_type == "segm":
+            rles = [self._rle(i, a) for i, a in anns]
+            self._check_rles(anns, rles)
         bbox = np.zeros((n, 4))
         for row, (_, ann) in enumerate(anns):
             if ann.get("bbox") is not None and len(ann["bbox"]) == 4:
@@ -229,12 +249,28 @@ class GroundTruthIndex:
                 "segm evaluation needs a polygon or RLE for every ground-truth instance"
             )
         height, width = self.sizes[image_id]
-        if isinstance(segmentation, Mapping) and not isinstance(segmentation.get("counts"), list):
-            counts = segmentation["counts"]
-            return {
-                "size": list(segmentation["size"]),
-                "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
-            }
+        if isinstance(segmentation, Mapping):
+            size, counts = segmentation.get("size"), segmentation.get("counts")
+            where = f"coco_gt annotation {ann.get('id')} (image_id {image_id})"
+            if not (isinstance(size, (list, tuple)) and len(size) == 2):
+                raise ValueError(f"{where}: an RLE segmentation needs 'size' [height, width]")
+            size = [_integer(v, f"{where}: RLE 'size'") for v in size]
+            if isinstance(counts, list):  # uncompressed runs
+                runs = [_integer(v, f"{where}: RLE 'counts'") for v in counts]
+                if min(runs, default=0) < 0 or sum(runs) != size[0] * size[1]:
+                    raise ValueError(
+                        f"{where}: its RLE runs must be non-negative and cover {size[0]} x "
+                        f"{size[1]} = {size[0] * size[1]} pixels, got {sum(runs)} pixels"
+                    )
+                return mask_utils.frPyObjects({"size": size, "counts": runs}, *size)
+            if isinstance(counts, str) and counts.isascii():
+                counts = counts.encode("ascii")
+            if not isinstance(counts, bytes):
+                raise ValueError(
+                    f"{where}: RLE 'counts' must be a list of run lengths or a compressed "
+                    f"ASCII string, got {type(counts).__name__}"
+                )
+            return {"size": size, "counts": counts}
         if not height or not width:
             raise ValueError(
                 f"coco_gt image {image_id} has no height/width, needed to rasterize the "
@@ -242,6 +278,32 @@ class GroundTruthIndex:
             )
         rle = mask_utils.frPyObjects(segmentation, height, width)
         return mask_utils.merge(rle) if isinstance(rle, list) else rle
+
+    def _check_rles(self, anns: list, rles: list[dict]) -> None:
+        """Every RLE must be well formed, of its image's size, and its runs cover exactly
+        height x width pixels: pycocotools decodes any other into uninitialised (or
+        out-of-bounds) memory, and never matches masks of another size."""
+        totals, valid = string_totals([r["counts"] for r in rles])
+        for row in np.flatnonzero(
+            ~valid | (totals != [h * w for h, w in (r["size"] for r in rles)])
+        ):
+            image_id, ann = anns[row]
+            height, width = rles[row]["size"]
+            problem = (
+                "is malformed (not pycocotools' compressed counts)"
+                if not valid[row]
+                else f"covers {totals[row]} pixels, not {height} x {width} = {height * width}"
+            )
+            raise ValueError(
+                f"coco_gt annotation {ann.get('id')} (image_id {image_id}): its RLE {problem}"
+            )
+        for (image_id, ann), rle in zip(anns, rles):
+            if all(self.sizes[image_id]) and tuple(rle["size"]) != self.sizes[image_id]:
+                raise ValueError(
+                    f"coco_gt annotation {ann.get('id')} (image_id {image_id}): its RLE is "
+                    f"{tuple(rle['size'])} (height, width) but the image is "
+                    f"{self.sizes[image_id]}; masks of another size never match"
+                )
 
     @staticmethod
     def _keypoints(anns: list) -> tuple[np.ndarray, np.ndarray]:

@@ -1,15 +1,21 @@
 """Drawing ground truth and predictions: boxes, masks, keypoints, labels and scores.
 
-Built on :func:`torchvision.utils.draw_bounding_boxes`, :func:`~torchvision.utils.draw_segmentation_masks`
-and :func:`~torchvision.utils.draw_keypoints`; every function returns a new uint8
-``Tensor[3, H, W]`` and leaves its inputs untouched.
+Built on :func:`torchvision.utils.draw_bounding_boxes`,
+:func:`~torchvision.utils.draw_segmentation_masks` and
+:func:`~torchvision.utils.draw_keypoints`; every function returns a new uint8
+``Tensor[3, H, W]`` and leaves its inputs untouched. Images and targets may be plain tensors
+or :mod:`torchvision.tv_tensors` (boxes in any axis-aligned format are read as such).
+
+Each instance is drawn in its class's colour (:func:`class_colors`): its mask, box outline,
+keypoints and caption tab all share it, and a class keeps its colour from one picture to the
+next. Captions (class name and score) are written by :func:`draw_captions`: black or white
+text on the tab, whichever contrasts more, at a size that grows with the image.
 """
 
 from __future__ import annotations
 
-import colorsys
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +25,14 @@ from PIL import Image
 from torchvision.utils import draw_bounding_boxes, draw_keypoints, draw_segmentation_masks
 
 from detkit.files import atomic_write
+from detkit.tv_tensors import plain, to_xyxy
+from detkit.visualize.style import class_colors, draw_captions
 
 __all__ = [
     "COCO_PERSON_SKELETON",
     "draw_instances",
     "draw_prediction",
     "draw_target",
-    "label_color",
     "make_grid",
     "save_image",
 ]
@@ -37,17 +44,6 @@ COCO_PERSON_SKELETON: tuple[tuple[int, int], ...] = (
 )  # fmt: skip
 
 
-def label_color(label: int) -> tuple[int, int, int]:
-    """A distinct, stable RGB colour for a class label (golden-ratio hues).
-
-    >>> label_color(1), label_color(1) == label_color(2)
-    ((77, 129, 255), False)
-    """
-    hue = (int(label) * 0.6180339887498949) % 1.0
-    red, green, blue = colorsys.hsv_to_rgb(hue if label else 0.0, 0.7 if label else 0.0, 1.0)
-    return round(red * 255), round(green * 255), round(blue * 255)
-
-
 def _to_uint8_image(image: Any) -> torch.Tensor:
     if isinstance(image, Image.Image):
         return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
@@ -56,12 +52,41 @@ def _to_uint8_image(image: Any) -> torch.Tensor:
         raise TypeError(
             f"image must be a PIL image or a Tensor[3, H, W] (or [1, H, W]), got {shape}"
         )
-    image = image.detach().cpu()
+    image = plain(image).detach().cpu()
     if image.is_floating_point():
         image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
     elif image.dtype != torch.uint8:
         raise TypeError(f"integer images must be uint8, got {image.dtype}")
     return image.expand(3, -1, -1) if image.shape[0] == 1 else image
+
+
+def _caption_texts(
+    labels: list[int],
+    scores: torch.Tensor | None,
+    label_names: Sequence[str] | Mapping[int, str] | None,
+) -> list[str]:
+    captions = []
+    for i, label in enumerate(labels):
+        if isinstance(label_names, Mapping):
+            name = label_names.get(label, str(label))
+        elif label_names is not None and 0 <= label < len(label_names):
+            name = label_names[label]
+        else:
+            name = str(label)
+        captions.append(name if scores is None else f"{name} {float(scores[i]):.2f}")
+    return captions
+
+
+def _check_masks(masks: torch.Tensor, num: int, size: tuple[int, int]) -> torch.Tensor:
+    masks = plain(masks).detach().cpu()
+    if masks.ndim == 4:  # Mask R-CNN's [N, 1, H, W]
+        masks = masks[:, 0]
+    if masks.shape[0] != num or tuple(masks.shape[1:]) != size:
+        raise ValueError(
+            f"masks of shape {tuple(masks.shape)} do not match {num} boxes on an image of "
+            f"size {size}"
+        )
+    return masks != 0
 
 
 def draw_instances(
@@ -73,86 +98,115 @@ def draw_instances(
     masks: torch.Tensor | None = None,
     keypoints: torch.Tensor | None = None,
     label_names: Sequence[str] | Mapping[int, str] | None = None,
+    colors: Mapping[int, str | tuple[int, int, int]]
+    | Callable[[int], str | tuple[int, int, int]]
+    | str
+    | tuple[int, int, int]
+    | None = None,
+    font_size: int | None = None,
+    font: str | os.PathLike | None = None,
+    captions: bool = True,
     connectivity: Sequence[tuple[int, int]] | None = None,
     mask_alpha: float = 0.5,
     box_width: int = 2,
     keypoint_radius: int = 2,
 ) -> torch.Tensor:
-    """Draw instances on an image, coloured by class.
+    """Draw instances on an image, coloured by class, with legible captions.
 
     Args:
-        image: PIL image, uint8 ``Tensor[3, H, W]`` or float ``Tensor[3, H, W]`` in 0..1.
-        boxes: ``Tensor[N, 4]`` XYXY.
-        labels: int64 ``Tensor[N]``; colours and captions come from it.
+        image: PIL image, uint8 ``Tensor[3, H, W]`` or float ``Tensor[3, H, W]`` in 0..1
+            (a :class:`~torchvision.tv_tensors.Image` too).
+        boxes: ``Tensor[N, 4]`` XYXY (a :class:`~torchvision.tv_tensors.BoundingBoxes` in
+            any axis-aligned format).
+        labels: int64 ``Tensor[N]``; colours and captions come from it (all ``1`` when
+            ``None``).
         scores: optional ``Tensor[N]``, appended to captions as ``0.87``.
-        masks: optional binary ``Tensor[N, H, W]`` (any dtype; non-zero is inside).
+        masks: optional binary ``Tensor[N, H, W]`` or ``[N, 1, H, W]`` (any dtype;
+            non-zero is inside).
         keypoints: optional ``Tensor[N, K, 3]`` (x, y, visibility); only points with
             visibility > 0 are drawn.
         label_names: names for captions, indexed by label (a list whose item 0 is the
             background, or a mapping); labels without a name are shown as numbers.
+        colors: each class's colour, for its masks, boxes, keypoints and caption tabs: a
+            mapping from label to colour (labels it lacks keep :func:`label_color`), a
+            function of the label, or one colour for all (see :func:`class_colors`). A
+            colour is a name (``"red"``, ``"#ff8800"``) or an ``(R, G, B)`` triple.
+        font_size: caption height in pixels; by default 1/40 of the image's shorter
+            side, at least 11.
+        font: a TrueType font file for the captions (see :func:`caption_font`).
+        captions: ``False`` to draw no captions.
         connectivity: keypoint pairs to join with lines (e.g. :data:`COCO_PERSON_SKELETON`).
         mask_alpha: opacity of the masks.
         box_width: box outline width in pixels.
         keypoint_radius: radius of keypoint dots.
 
     Returns:
-        uint8 ``Tensor[3, H, W]``.
+        a new uint8 ``Tensor[3, H, W]``.
 
-    >>> canvas = draw_instances(torch.zeros(3, 20, 20), torch.tensor([[2.0, 2.0, 12.0, 15.0]]),
-    ...                         torch.tensor([1]), label_names=["background", "person"])
-    >>> canvas.dtype, tuple(canvas.shape), int(canvas[:, 2, 5].sum()) > 0
-    (torch.uint8, (3, 20, 20), True)
+    Raises:
+        TypeError: for an image that is not a PIL image or a ``[3, H, W]`` tensor.
+        ValueError: when labels, masks or keypoints do not match the boxes, or for a
+            colour that is not one.
+
+    >>> canvas = draw_instances(
+    ...     torch.zeros(3, 40, 40),
+    ...     torch.tensor([[2.0, 16.0, 30.0, 38.0]]),
+    ...     torch.tensor([1]),
+    ...     label_names=["background", "person"],
+    ...     colors={1: "orange"},
+    ... )
+    >>> canvas.dtype, tuple(canvas.shape), canvas[:, 30, 2].tolist()
+    (torch.uint8, (3, 40, 40), [255, 165, 0])
     """
     canvas = _to_uint8_image(image)
-    boxes = boxes.detach().cpu().reshape(-1, 4).to(torch.float32)
+    size = (int(canvas.shape[1]), int(canvas.shape[2]))
+    boxes = plain(to_xyxy(boxes)).detach().cpu().reshape(-1, 4).to(torch.float32)
     num = boxes.shape[0]
     labels = (
-        torch.ones(num, dtype=torch.int64) if labels is None else labels.detach().cpu().reshape(-1)
+        torch.ones(num, dtype=torch.int64)
+        if labels is None
+        else plain(labels).detach().cpu().reshape(-1)
     )
     if labels.shape[0] != num:
         raise ValueError(f"labels has {labels.shape[0]} entries for {num} boxes")
-    if num == 0:
-        return canvas.clone()
-    colors = [label_color(int(label)) for label in labels]
-    if masks is not None:
-        masks = masks.detach().cpu()
-        if masks.ndim == 4:  # Mask R-CNN's [N, 1, H, W]
-            masks = masks[:, 0]
-        if masks.shape[0] != num or tuple(masks.shape[1:]) != tuple(canvas.shape[1:]):
-            raise ValueError(
-                f"masks of shape {tuple(masks.shape)} do not match {num} boxes on an image of "
-                f"size {tuple(canvas.shape[1:])}"
-            )
-        canvas = draw_segmentation_masks(canvas, masks != 0, alpha=mask_alpha, colors=colors)
-    captions = []
-    for i, label in enumerate(labels.tolist()):
-        if isinstance(label_names, Mapping):
-            name = label_names.get(label, str(label))
-        elif label_names is not None and 0 <= label < len(label_names):
-            name = label_names[label]
-        else:
-            name = str(label)
-        captions.append(name if scores is None else f"{name} {float(scores[i]):.2f}")
-    canvas = draw_bounding_boxes(canvas, boxes, labels=captions, colors=colors, width=box_width)
+    if scores is not None:
+        scores = plain(scores).detach().cpu().reshape(-1)
+        if scores.shape[0] != num:
+            raise ValueError(f"scores has {scores.shape[0]} entries for {num} boxes")
     if keypoints is not None:
-        keypoints = keypoints.detach().cpu().to(torch.float32)
+        keypoints = plain(keypoints).detach().cpu().to(torch.float32)
         if keypoints.ndim != 3 or keypoints.shape[0] != num or keypoints.shape[2] < 2:
             raise ValueError(
                 f"keypoints must be a Tensor[{num}, K, 3], got {tuple(keypoints.shape)}"
             )
+    if masks is not None:
+        masks = _check_masks(masks, num, size)
+    if num == 0:
+        return canvas.clone()
+    label_list = [int(label) for label in labels.tolist()]
+    instance_colors = class_colors(label_list, colors)
+    if masks is not None:
+        canvas = draw_segmentation_masks(canvas, masks, alpha=mask_alpha, colors=instance_colors)
+    canvas = draw_bounding_boxes(canvas, boxes, colors=instance_colors, width=box_width)
+    if keypoints is not None:
         visible = keypoints[..., 2] > 0 if keypoints.shape[2] > 2 else None
-        # draw_keypoints takes one colour a call: one call per class, not per instance.
-        for label in labels.unique().tolist():
-            chosen = labels == label
+        # draw_keypoints takes one colour a call: one call per colour, not per instance.
+        for color in set(instance_colors):
+            chosen = torch.tensor([c == color for c in instance_colors])
             canvas = draw_keypoints(
                 canvas,
                 keypoints[chosen, :, :2],
                 connectivity=list(connectivity or []) or None,
-                colors=label_color(label),
+                colors=color,
                 radius=keypoint_radius,
                 width=max(box_width - 1, 1),
                 visibility=None if visible is None else visible[chosen],
             )
+    if captions:
+        texts = _caption_texts(label_list, scores, label_names)
+        canvas = draw_captions(
+            canvas, boxes, texts, instance_colors, font_size=font_size, font=font
+        )
     return canvas
 
 
@@ -160,11 +214,13 @@ def draw_target(image: Any, target: Mapping[str, Any], **kwargs: Any) -> torch.T
     """Draw a ground-truth target (boxes, labels, masks, keypoints) on its image.
 
     Args:
-        image: the sample's image (PIL or ``Tensor[3, H, W]``).
+        image: the sample's image (PIL or ``Tensor[3, H, W]``, a tv_tensor too).
         target: a target in the contract of :mod:`detkit.types`.
-        **kwargs: passed to :func:`draw_instances` (``label_names``, ``connectivity``, ...).
+        **kwargs: passed to :func:`draw_instances` (``label_names``, ``colors``,
+            ``font_size``, ``connectivity``, ...).
 
-    >>> target = {"boxes": torch.tensor([[1.0, 1.0, 6.0, 8.0]]), "labels": torch.tensor([2])}
+    >>> target = {"boxes": torch.tensor([[1.0, 1.0, 6.0, 8.0]]),
+    ...           "labels": torch.tensor([2])}
     >>> draw_target(torch.zeros(3, 10, 10), target).shape
     torch.Size([3, 10, 10])
     """
@@ -188,6 +244,8 @@ def draw_prediction(
 ) -> torch.Tensor:
     """Draw a model's prediction for one image, keeping detections above a score.
 
+    Captions show each detection's class and score (``person 0.87``).
+
     Args:
         image: the image the model saw (PIL or ``Tensor[3, H, W]``).
         prediction: one element of a torchvision detection model's eval output
@@ -195,25 +253,29 @@ def draw_prediction(
             probabilities and ``keypoints``).
         score_threshold: detections scoring below it are not drawn.
         mask_threshold: mask probabilities above it count as inside.
-        **kwargs: passed to :func:`draw_instances`.
+        **kwargs: passed to :func:`draw_instances` (``label_names``, ``colors``,
+            ``font_size``, ...).
 
-    >>> prediction = {"boxes": torch.tensor([[1.0, 1.0, 6.0, 8.0], [0.0, 0.0, 3.0, 3.0]]),
-    ...               "labels": torch.tensor([1, 1]), "scores": torch.tensor([0.9, 0.1])}
-    >>> draw_prediction(torch.zeros(3, 10, 10), prediction, score_threshold=0.5).shape
+    >>> prediction = {
+    ...     "boxes": torch.tensor([[1.0, 1.0, 6.0, 8.0], [0.0, 0.0, 3.0, 3.0]]),
+    ...     "labels": torch.tensor([1, 1]),
+    ...     "scores": torch.tensor([0.9, 0.1]),
+    ... }
+    >>> draw_prediction(torch.zeros(3, 10, 10), prediction).shape
     torch.Size([3, 10, 10])
     """
-    scores = prediction["scores"].detach().cpu()
+    scores = plain(prediction["scores"]).detach().cpu()
     keep = scores >= score_threshold
     masks = prediction.get("masks")
     if masks is not None:
-        masks = masks.detach().cpu()[keep] > mask_threshold
+        masks = plain(masks).detach().cpu()[keep] > mask_threshold
     keypoints = prediction.get("keypoints")
     if keypoints is not None:
-        keypoints = keypoints.detach().cpu()[keep]
+        keypoints = plain(keypoints).detach().cpu()[keep]
     return draw_instances(
         image,
-        prediction["boxes"].detach().cpu()[keep],
-        prediction["labels"].detach().cpu()[keep],
+        plain(to_xyxy(prediction["boxes"])).detach().cpu()[keep],
+        plain(prediction["labels"]).detach().cpu()[keep],
         scores=scores[keep],
         masks=masks,
         keypoints=keypoints,
@@ -226,8 +288,8 @@ def make_grid(images: Sequence[torch.Tensor], *, ncols: int = 4, padding: int = 
 
     Each cell is as large as the largest image; smaller images sit at its top-left.
 
-    >>> make_grid([torch.zeros(3, 4, 6, dtype=torch.uint8), torch.zeros(3, 5, 2, dtype=torch.uint8)],
-    ...           ncols=2, padding=1).shape
+    >>> tiles = [torch.zeros(3, 4, 6), torch.zeros(3, 5, 2)]
+    >>> make_grid(tiles, ncols=2, padding=1).shape
     torch.Size([3, 7, 15])
     """
     if not images:

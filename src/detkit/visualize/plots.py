@@ -8,7 +8,9 @@ atomically (:func:`detkit.files.atomic_write`) when given a path, and returns th
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import numpy as np
 
 from detkit.files import atomic_write
 
-__all__ = ["plot_audit"]
+__all__ = ["plot_audit", "plot_training_curves"]
 
 
 def _figure(width: float, height: float) -> Any:
@@ -93,5 +95,166 @@ def plot_audit(report: Any, path: str | os.PathLike | None = None) -> Any:
     figure.suptitle(
         f"{report.num_samples} samples, {problems} problem(s), {len(report.warnings)} warning(s)"
     )
+    _save(figure, path)
+    return figure
+
+
+def _epochs(history: Any) -> list[Mapping[str, Any]]:
+    """The per-epoch records of ``history``, checked."""
+    if isinstance(history, Mapping):
+        if "epochs" not in history:
+            raise ValueError(
+                "history: a mapping must hold the per-epoch records under 'epochs' (the "
+                "layout of the example's metrics.json)"
+            )
+        history = history["epochs"]
+    if isinstance(history, (str, bytes)) or not isinstance(history, Sequence):
+        raise TypeError(f"history must be a list of per-epoch dicts, got {type(history).__name__}")
+    if not history:
+        raise ValueError("history has no epochs to plot")
+    for i, record in enumerate(history):
+        if not isinstance(record, Mapping):
+            raise TypeError(f"history[{i}] must be a dict, got {type(record).__name__}")
+    return list(history)
+
+
+def _value(record: Mapping[str, Any], *keys: str) -> float:
+    """``record[k0][k1]...`` as a float; NaN when absent (COCO's -1 means absent too)."""
+    value: Any = record
+    for key in keys:
+        if not isinstance(value, Mapping) or key not in value:
+            return math.nan
+        value = value[key]
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return math.nan if value == -1.0 and keys[-1].startswith("AP") else value
+
+
+def _plot_series(axes: Any, x: list[float], y: list[float], **style: Any) -> bool:
+    """Plot unless every value is missing; markers show epochs that stand alone."""
+    if all(math.isnan(v) for v in y):
+        return False
+    axes.plot(x, y, marker="o", markersize=3, **style)
+    return True
+
+
+def _empty(axes: Any, text: str) -> None:
+    axes.text(0.5, 0.5, text, ha="center", va="center", transform=axes.transAxes)
+
+
+def plot_training_curves(
+    history: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+    path: str | os.PathLike | None = None,
+) -> Any:
+    """Draw a training run per epoch: losses, learning rate, and COCO AP / AP50.
+
+    The three panels read what each epoch's record holds, as the example's
+    ``metrics.json`` writes it, and skip what is missing:
+
+    * ``losses``: the total ``loss`` (thick) and each component; ``val_losses`` (the
+      same names), when recorded, dashed in the same colours;
+    * ``lr``: the learning rate, on a log scale when it spans a factor of 10 or more;
+    * every evaluated task (``bbox``, ``segm``, ``keypoints``, ...: a dict with ``AP``):
+      ``AP`` solid, ``AP50`` dashed, in one colour per task.
+
+    Args:
+        history: the per-epoch records (dicts with ``epoch``, ``losses``, ``lr``,
+            ``bbox``, ...), or the whole ``metrics.json`` (a dict with ``epochs``).
+        path: where to save the figure (PNG by its suffix), written atomically so that
+            a viewer never sees half a file; ``None`` to only return it.
+
+    Returns:
+        the matplotlib ``Figure``.
+
+    Raises:
+        ImportError: without matplotlib, saying how to install it.
+        TypeError: when ``history`` is not a list of dicts.
+        ValueError: when it has no epochs.
+
+    >>> history = [
+    ...     {"epoch": 0, "lr": 0.02, "losses": {"loss": 2.1, "loss_mask": 0.9},
+    ...      "bbox": {"AP": 0.05, "AP50": 0.15}},
+    ...     {"epoch": 1, "lr": 0.002, "losses": {"loss": 1.4, "loss_mask": 0.6},
+    ...      "bbox": {"AP": 0.21, "AP50": 0.52}},
+    ... ]
+    >>> figure = plot_training_curves(history)
+    >>> [axes.get_title() for axes in figure.axes]
+    ['loss', 'learning rate', 'COCO AP (solid) and AP50 (dashed)']
+    """
+    epochs = _epochs(history)
+    x = [
+        float(record["epoch"]) if isinstance(record.get("epoch"), (int, float)) else float(i)
+        for i, record in enumerate(epochs)
+    ]
+    figure = _figure(13, 3.8)
+    loss_ax, lr_ax, ap_ax = figure.subplots(1, 3)
+    colors = [f"C{i}" for i in range(10)]
+
+    names: list[str] = []
+    for record in epochs:
+        for group in ("losses", "val_losses"):
+            losses = record.get(group)
+            if isinstance(losses, Mapping):
+                names += [n for n in losses if n not in names]
+    names.sort(key=lambda n: (n != "loss", n))  # the total first
+    drawn = False
+    for i, name in enumerate(names):
+        short = name.removeprefix("loss_") if name != "loss" else "total"
+        width = 2.2 if name == "loss" else 1.2
+        color = colors[i % len(colors)]
+        for group, style, label in (("losses", "-", short), ("val_losses", "--", f"{short} (val)")):
+            y = [_value(record, group, name) for record in epochs]
+            drawn |= _plot_series(
+                loss_ax, x, y, color=color, linestyle=style, linewidth=width, label=label
+            )
+    if drawn:
+        loss_ax.legend(fontsize="small", ncol=2)
+    else:
+        _empty(loss_ax, "no losses recorded")
+    loss_ax.set_title("loss")
+
+    rates = [_value(record, "lr") for record in epochs]
+    if _plot_series(lr_ax, x, rates, color="C0"):
+        known = [r for r in rates if r > 0 and not math.isnan(r)]
+        if known and max(known) >= 10 * min(known):
+            from matplotlib.ticker import FuncFormatter, LogLocator
+
+            # Ticks at 1, 2 and 5 per decade, written as plain numbers (0.002, not 2e-3).
+            lr_ax.set_yscale("log")
+            plain = FuncFormatter(lambda value, _: f"{value:g}")
+            lr_ax.yaxis.set_major_formatter(plain)
+            lr_ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+            lr_ax.yaxis.set_minor_formatter(plain)
+    else:
+        _empty(lr_ax, "no learning rate recorded")
+    lr_ax.set_title("learning rate")
+
+    tasks: list[str] = []
+    for record in epochs:
+        tasks += [
+            k for k, v in record.items() if isinstance(v, Mapping) and "AP" in v and k not in tasks
+        ]
+    for i, task in enumerate(tasks):
+        color = colors[i % len(colors)]
+        _plot_series(ap_ax, x, [_value(r, task, "AP") for r in epochs], color=color, label=task)
+        _plot_series(
+            ap_ax, x, [_value(r, task, "AP50") for r in epochs], color=color, linestyle="--"
+        )
+    if tasks:
+        ap_ax.set_ylim(bottom=0)
+        ap_ax.legend(fontsize="small")
+    else:
+        _empty(ap_ax, "no evaluation recorded")
+    ap_ax.set_title("COCO AP (solid) and AP50 (dashed)")
+
+    from matplotlib.ticker import MaxNLocator
+
+    for axes in (loss_ax, lr_ax, ap_ax):
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+    figure.suptitle(f"training curves, {len(epochs)} epoch{'s' if len(epochs) > 1 else ''}")
     _save(figure, path)
     return figure

@@ -1,12 +1,13 @@
 """Field checks for COCO annotation files: boxes, segmentations, keypoints.
 
 Each check says what is wrong in words that name the annotation, so that
-:mod:`detkit.data._coco_json` can gather every problem of a file into one error.
+:mod:`detkit.data.coco._parsing` can gather every problem of a file into one error.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,12 @@ import numpy as np
 logger = logging.getLogger("detkit.data.coco")
 
 _MAX_LISTED = 10
+_NUMBER_TYPES = frozenset({int, float})  # bool is neither: ``true`` is not a coordinate
+
+
+def are_numbers(values: Any) -> bool:
+    """Whether ``values`` is a list of JSON numbers (no strings, booleans or nulls)."""
+    return isinstance(values, list) and set(map(type, values)) <= _NUMBER_TYPES
 
 
 class Problems:
@@ -74,6 +81,8 @@ def keypoint_row(value: Any, num_kp: int) -> list[float] | str:
     """3K floats with v = 0 points zeroed, or a message saying what is wrong."""
     if value is None or (isinstance(value, list) and not value):
         return [0.0] * (3 * num_kp)  # an instance without keypoints: all "not labelled"
+    if not are_numbers(value):
+        return f"'keypoints' must be a list of numbers, got {value!r:.80}"
     try:
         flat = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -81,7 +90,9 @@ def keypoint_row(value: Any, num_kp: int) -> list[float] | str:
     if flat.shape != (3 * num_kp,):
         return f"'keypoints' must hold {3 * num_kp} numbers ({num_kp} x (x, y, v)), got {flat.size}"
     triples = flat.reshape(num_kp, 3)
-    if not np.isin(triples[:, 2], (0, 1, 2)).all() or not np.isfinite(triples).all():
+    if not np.isfinite(triples).all():
+        return f"'keypoints' must be finite numbers, got {value!r:.80}"
+    if not np.isin(triples[:, 2], (0, 1, 2)).all():
         return f"keypoint visibilities must be 0, 1 or 2, got {triples[:, 2].tolist()}"
     triples[triples[:, 2] == 0] = 0.0  # COCO exports leave coordinates on unlabelled points
     return triples.ravel().tolist()
@@ -123,6 +134,9 @@ def _segmentation_problem(segm: Any, size: tuple[int, int]) -> str | None:
                     f"polygon {j} of 'segmentation' must be a flat list of (x, y) pairs, got "
                     f"{shown:.80}"
                 )
+            problem = _polygon_problem(polygon, size)
+            if problem:
+                return f"polygon {j} of 'segmentation' {problem}"
         return None
     if not (isinstance(segm, dict) and "counts" in segm and "size" in segm):
         return f"'segmentation' must be a list of polygons or an RLE dict, got {segm!r:.80}"
@@ -133,7 +147,7 @@ def _segmentation_problem(segm: Any, size: tuple[int, int]) -> str | None:
         )
     counts = segm["counts"]
     if isinstance(counts, list):
-        if not all(isinstance(c, int) and c >= 0 for c in counts):
+        if not all(type(c) is int and c >= 0 for c in counts):
             return "uncompressed RLE counts must be non-negative integers"
         if sum(counts) != size[0] * size[1]:
             return (
@@ -142,6 +156,67 @@ def _segmentation_problem(segm: Any, size: tuple[int, int]) -> str | None:
             )
     elif not isinstance(counts, (str, bytes)) or not counts:
         return f"RLE 'counts' must be a list or a non-empty string, got {counts!r:.40}"
+    return None
+
+
+def _polygon_problem(polygon: list[Any], size: tuple[int, int]) -> str | None:
+    """What is wrong with a polygon's coordinates, or None.
+
+    pycocotools rasterizes a polygon by walking its edges pixel by pixel, so a coordinate of
+    1e8 or NaN makes it allocate without bound or crash the process: coordinates must be
+    finite and within one image size of the image.
+    """
+    if not polygon:
+        return None
+    if not are_numbers(polygon):
+        return f"must hold numbers only, got {polygon!r:.80}"
+    reach = max(size)
+    if not math.isfinite(sum(polygon)):
+        return "has a NaN or infinite coordinate"
+    if min(polygon) < -reach or max(polygon) > 2 * reach:
+        return (
+            f"has coordinates from {min(polygon)} to {max(polygon)}, more than an image size "
+            f"({reach} px) outside the {size[1]}x{size[0]} (WxH) image"
+        )
+    return None
+
+
+def rle_string_problem(counts: str | bytes, size: tuple[int, int]) -> str | None:
+    """What is wrong with a compressed RLE string for an image of ``size`` (H, W), or None.
+
+    pycocotools decodes a string whose runs cover fewer than H * W pixels into a mask whose
+    remaining pixels are whatever memory held (different on every read), so the runs are
+    decoded here (pycocotools' ``rleFrString``, vectorized) and must cover exactly H * W
+    pixels, with none negative.
+    """
+    raw = counts.encode("ascii", "replace") if isinstance(counts, str) else bytes(counts)
+    chars = np.frombuffer(raw, dtype=np.uint8)
+    if not chars.size or chars.min() < 48 or chars.max() > 111:
+        return "compressed RLE 'counts' holds characters outside '0'..'o'"
+    values = chars.astype(np.int64) - 48
+    last = values < 32  # no continuation bit: the last character of a run length
+    if not last[-1]:
+        return "compressed RLE 'counts' ends in the middle of a run length"
+    ends = np.flatnonzero(last)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if lengths.max() > 7:  # 35 bits: more than any image has pixels
+        return "compressed RLE 'counts' holds a run length too large for any image"
+    shift = 5 * (np.arange(values.size) - np.repeat(starts, lengths))
+    deltas = np.add.reduceat((values & 0x1F) << shift, starts)
+    negative = (values[ends] & 0x10) != 0
+    deltas[negative] -= np.left_shift(1, 5 * lengths[negative])
+    runs = deltas.copy()  # from the fourth on, a run is stored as a difference to run i - 2
+    runs[1::2] = np.cumsum(deltas[1::2])
+    runs[2::2] = np.cumsum(deltas[2::2])
+    height, width = size
+    if runs.min() < 0:
+        return "compressed RLE 'counts' decodes to a negative run length"
+    if int(runs.sum()) != height * width:
+        return (
+            f"compressed RLE 'counts' covers {int(runs.sum())} pixels, not height * width = "
+            f"{height * width}"
+        )
     return None
 
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from detkit.data._coco_fields import (
+from detkit.data.coco._fields import (
     Problems,
+    are_numbers,
     check_boxes,
     count_keypoints,
     keypoint_row,
@@ -87,6 +88,17 @@ def _positive_int(value: Any) -> int | None:
     return int(value)
 
 
+def _leaves_root(name: str) -> bool:
+    """Whether ``file_name`` could name a file outside the folder it is relative to.
+
+    Judged on the text alone, under both POSIX and Windows rules (``/`` and ``\\``
+    separators, drive letters), so that a file checks the same on every system.
+    """
+    if name.startswith(("/", "\\")) or name[1:2] == ":":
+        return True
+    return ".." in name and ".." in name.replace("\\", "/").split("/")
+
+
 def parse(
     data: dict[str, Any],
     path: Path,
@@ -96,6 +108,8 @@ def parse(
     box_tolerance: float,
     drop_degenerate: bool,
     keep_negatives: bool,
+    max_pixels: int | None = None,
+    allow_paths_outside_root: bool = False,
 ) -> tuple[_Parsed, bool, bool]:
     """Check and index a COCO dict; returns the parsed file, with_masks and with_keypoints."""
     problems = Problems(path)
@@ -131,12 +145,38 @@ def parse(
                 f"image id {iid} ('{name}') needs positive integer 'height' and 'width', got "
                 f"{image.get('height')!r} and {image.get('width')!r}"
             )
+        elif "\x00" in name:
+            problems.add(f"image id {iid}: 'file_name' {name!r} contains a NUL character")
+        elif not allow_paths_outside_root and _leaves_root(name):
+            problems.add(
+                f"image id {iid}: 'file_name' {name!r} leads outside image_root (an absolute "
+                "path, a drive or a '..' component); pass allow_paths_outside_root=True if the file "
+                "is trusted"
+            )
+        elif max_pixels is not None and height * width > max_pixels:
+            problems.add(
+                f"image id {iid} ('{name}') is {width}x{height} (WxH) = {height * width:,} "
+                f"pixels, over max_image_pixels={max_pixels:,}"
+            )
         else:
             image_pos[iid] = len(image_ids)
             image_ids.append(iid)
             file_names.append(name)
             sizes.append((height, width))
     problems.raise_if_any()
+    if len(set(file_names)) < len(file_names):  # legal, but more often an export's mistake
+        seen: dict[str, int] = {}
+        shared = [(seen.setdefault(n, iid), iid, n) for iid, n in zip(image_ids, file_names)]
+        first, second, name = next(entry for entry in shared if entry[0] != entry[1])
+        logger.warning(
+            "'%s': %d image entries share a file with another, e.g. image ids %d and %d both "
+            "read '%s'",
+            path,
+            len(file_names) - len(set(file_names)),
+            first,
+            second,
+            name,
+        )
 
     annotations = _section(data, "annotations", path, required=False)
     if with_masks is None:
@@ -150,12 +190,18 @@ def parse(
     dropped: list[str] = []  # annotations without a usable polygon (drop_degenerate)
     thin = 0  # annotations that lost a polygon of fewer than 3 points
     keypoints: list[Any] = []
+    seen_ann_ids: set[int] = set()
     for i, ann in enumerate(annotations):
         if not isinstance(ann, dict):
             problems.add(f"annotations[{i}] is a {type(ann).__name__}, not an object")
             continue
         aid = ann.get("id")
         where = f"annotation id {aid}" if _is_int(aid) else f"annotations[{i}]"
+        if _is_int(aid):
+            if aid in seen_ann_ids:  # pycocotools would keep only one of them
+                problems.add(f"annotations[{i}]: annotation id {aid} appears twice")
+                continue
+            seen_ann_ids.add(aid)
         iid = ann.get("image_id")
         pos = image_pos.get(iid) if _is_int(iid) else None
         if pos is None:
@@ -171,10 +217,7 @@ def parse(
             )
             continue
         bbox = ann.get("bbox")
-        try:
-            box = [float(v) for v in bbox]  # type: ignore[union-attr]
-        except (TypeError, ValueError):
-            box = []
+        box = [float(v) for v in bbox] if are_numbers(bbox) else []
         if len(box) != 4 or not all(math.isfinite(v) for v in box):
             problems.add(f"{where}: 'bbox' must be 4 finite numbers [x, y, w, h], got {bbox!r}")
             continue
@@ -183,8 +226,10 @@ def parse(
             problems.add(f"{where}: 'iscrowd' must be 0 or 1, got {iscrowd!r}")
             continue
         area = ann.get("area")
-        if area is not None and (isinstance(area, bool) or not isinstance(area, (int, float))):
-            problems.add(f"{where}: 'area' must be a number, got {area!r}")
+        if area is not None and (
+            type(area) not in (int, float) or not math.isfinite(area) or area < 0
+        ):
+            problems.add(f"{where}: 'area' must be a finite number >= 0, got {area!r}")
             continue
         if with_masks:
             segm, message, degenerate = usable_segmentation(ann.get("segmentation"), sizes[pos])

@@ -18,7 +18,7 @@ from torch.utils.data import (
     SubsetRandomSampler,
 )
 
-from detkit.data.inference_sampler import InferenceSampler
+from detkit.data.samplers.inference import InferenceSampler
 
 __all__ = ["GroupedBatchSampler"]
 

@@ -13,13 +13,21 @@ import torch
 from pycocotools import mask as mask_utils
 from torchvision import tv_tensors
 
-from detkit.data._coco_json import load_json, parse
-from detkit.data._image_io import decode
+from detkit.data._image_files import (
+    MaxPixels,
+    decode,
+    find_missing,
+    missing_files_error,
+    orientation_hint,
+    resolve_max_pixels,
+)
+from detkit.data.coco._fields import rle_string_problem
+from detkit.data.coco._parsing import load_json, parse
 from detkit.data.transforms.keypoints import flip_indices_from_names
 from detkit.data.transforms.pipeline import apply_transforms, check_transforms
 from detkit.ops import box_area, masks_area
 from detkit.tv_tensors import KeyPointsWithVisibility, check_flip_indices
-from detkit.types import Target
+from detkit.types import Target, sample_name
 
 __all__ = ["CocoJsonDataset"]
 
@@ -65,6 +73,27 @@ class CocoJsonDataset(torch.utils.data.Dataset):
     coordinates, and COCO itself has boxes that overshoot their image by a fraction of a pixel.
     Missing image files raise :class:`FileNotFoundError` (all listed) when ``check_files``.
 
+    Also refused at construction, because each would otherwise give a wrong target without a
+    word or crash later: an ``area`` that is negative, NaN or infinite (``validate_target``
+    rejects it); an annotation ``id`` that appears twice (pycocotools keeps only one of
+    them); strings or booleans where numbers belong (``bbox``, ``area``, polygons,
+    ``keypoints``, RLE counts); a polygon coordinate that is NaN, infinite or more than an
+    image size outside the image (pycocotools rasterizes it without bound and crashes the
+    process); an image whose ``width * height`` exceeds ``max_image_pixels`` (its masks
+    alone would exhaust memory); a ``file_name`` with a NUL character, or one that leads
+    outside ``image_root`` (absolute, a drive, or a ``..`` component; a hostile file could
+    otherwise read any file on the machine) unless ``allow_paths_outside_root=True``.
+    A compressed RLE is checked when its mask is decoded (its run lengths must cover exactly
+    ``height * width`` pixels: pycocotools fills the rest of a short one with whatever memory
+    held, different on every read), with an error naming the annotation, image and file.
+
+    **Reading** goes through the same checked path as :class:`InstanceMaskDataset`: EXIF
+    orientation applied (``apply_exif_orientation``), 16-bit images scaled to 8 bits, the
+    pixel limit enforced from the file's header before decoding. The file's ``width`` and
+    ``height`` are taken as the size shown, after EXIF orientation, as labelling tools
+    display and export it; an image whose decoded size differs is an error, which says so
+    when the EXIF orientation explains the difference.
+
     Args:
         image_root: folder the images' ``file_name`` entries are relative to.
         annotation_file: the COCO ``.json`` file.
@@ -80,7 +109,16 @@ class CocoJsonDataset(torch.utils.data.Dataset):
         box_tolerance: how far (in pixels) a box may reach outside its image before it is an
             error rather than clipped; default ``1.0``.
         drop_degenerate: skip degenerate boxes with a logged warning instead of raising.
-        check_files: check at construction that every image file exists.
+        check_files: check at construction that every image file exists and is a file (one
+            directory listing per folder; no file is opened).
+        max_image_pixels: largest ``height * width`` of an image, checked against the file's
+            sizes at construction and against each image's header before decoding.
+            ``"pil"`` (default): ``PIL.Image.MAX_IMAGE_PIXELS`` as it is at construction;
+            ``None``: no limit.
+        apply_exif_orientation: apply the EXIF orientation of JPEG and PNG files; ``False``
+            reads pixels as stored, for files annotated on unrotated pixels.
+        allow_paths_outside_root: read ``file_name`` entries that are absolute or contain
+            ``..``; only for annotation files you trust.
         flip_indices: the keypoints' left/right permutation for flips. By default it is
             derived from the keypoint names of the file's categories with
             :func:`~detkit.data.transforms.flip_indices_from_names` (``left_eye`` /
@@ -105,7 +143,8 @@ class CocoJsonDataset(torch.utils.data.Dataset):
 
     Raises:
         FileNotFoundError: for a missing annotation file or image files.
-        ValueError: for a malformed file (see above).
+        ValueError: for a malformed file (see above), or an image path that is a directory.
+        TypeError: for a ``max_image_pixels`` that is not a positive int, None or "pil".
 
     >>> import tempfile
     >>> from detkit.data import write_synthetic_coco
@@ -132,6 +171,9 @@ class CocoJsonDataset(torch.utils.data.Dataset):
         box_tolerance: float = 1.0,
         drop_degenerate: bool = False,
         check_files: bool = True,
+        max_image_pixels: MaxPixels = "pil",
+        apply_exif_orientation: bool = True,
+        allow_paths_outside_root: bool = False,
         flip_indices: Sequence[int] | None = None,
         instance_fields: Sequence[str] = (),
     ) -> None:
@@ -144,6 +186,8 @@ class CocoJsonDataset(torch.utils.data.Dataset):
             raise ValueError(f"box_tolerance must be >= 0 pixels, got {box_tolerance}")
         self.image_root = Path(image_root)
         self.annotation_file = Path(annotation_file)
+        self.max_image_pixels = resolve_max_pixels(max_image_pixels)
+        self.apply_exif_orientation = bool(apply_exif_orientation)
         parsed, self.with_masks, self.with_keypoints = parse(
             load_json(self.annotation_file),
             self.annotation_file,
@@ -152,6 +196,8 @@ class CocoJsonDataset(torch.utils.data.Dataset):
             box_tolerance=float(box_tolerance),
             drop_degenerate=drop_degenerate,
             keep_negatives=keep_negatives,
+            max_pixels=self.max_image_pixels,
+            allow_paths_outside_root=allow_paths_outside_root,
         )
         self._parsed = parsed
         self.transforms = transforms
@@ -178,18 +224,13 @@ class CocoJsonDataset(torch.utils.data.Dataset):
         return None
 
     def _check_files(self) -> None:
-        missing = [
-            f"image id {iid}: '{self.image_root / name}'"
-            for iid, name in zip(self.ids, self._parsed.file_names)
-            if not (self.image_root / name).is_file()
-        ]
-        if missing:
-            shown = "\n  ".join(missing[:10])
-            more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
-            raise FileNotFoundError(
-                f"{len(missing)} image file(s) listed in '{self.annotation_file}' do not exist "
-                f"under image_root '{self.image_root}':\n  {shown}{more}"
-            )
+        root = os.fspath(self.image_root)
+        paths = [os.path.join(root, name) for name in self._parsed.file_names]
+        problems = find_missing(paths)
+        if problems:
+            names = [f"image id {image_id}" for image_id in self.ids]
+            listed = f"'{self.annotation_file}' (under image_root '{self.image_root}')"
+            raise missing_files_error(problems, paths, names, listed)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -222,14 +263,22 @@ class CocoJsonDataset(torch.utils.data.Dataset):
         """
         idx = self._index(idx)
         path = self.image_path(idx)
-        where = f"image id {self.ids[idx]}"
-        image = decode(path, where, "image", rgb=True)
+        where = sample_name(image_id=self.ids[idx], source=path)
+        image = decode(
+            path,
+            where,
+            "image",
+            rgb=True,
+            max_pixels=self.max_image_pixels,
+            exif=self.apply_exif_orientation,
+        )
         expected = self.get_height_and_width(idx)
         if tuple(image.shape[1:]) != expected:
+            hint = orientation_hint(path) if self.apply_exif_orientation else ""
             raise ValueError(
                 f"{where}: '{path}' is {image.shape[2]}x{image.shape[1]} (WxH) but "
                 f"'{self.annotation_file}' says {expected[1]}x{expected[0]}; was the image "
-                "replaced or rotated (EXIF orientation) after annotation?"
+                f"replaced or rotated after annotation?{hint}"
             )
         return image
 
@@ -248,7 +297,7 @@ class CocoJsonDataset(torch.utils.data.Dataset):
         }
         if self.with_masks:
             segms = parsed.segmentations[start:end]  # type: ignore[index]
-            where = f"image id {self.ids[idx]} ('{self.image_path(idx)}')"
+            where = sample_name(image_id=self.ids[idx], source=self.image_path(idx))
             masks = _decode_masks(segms, height, width, parsed.ann_ids[start:end], where)
             target["masks"] = tv_tensors.Mask(torch.from_numpy(masks))
         missing = np.isnan(area)
@@ -288,6 +337,9 @@ def _to_rle(segm: Any, height: int, width: int) -> dict[str, Any]:
     if isinstance(segm["counts"], list):  # uncompressed RLE, usual for crowd regions
         return mask_utils.frPyObjects(segm, height, width)
     counts = segm["counts"]
+    problem = rle_string_problem(counts, (height, width))
+    if problem:
+        raise ValueError(problem)
     return {
         "size": [height, width],
         "counts": counts.encode() if isinstance(counts, str) else counts,
@@ -311,8 +363,7 @@ def _decode_masks(
                     mask_utils.decode([_to_rle(segm, height, width)])
                 except (TypeError, ValueError) as exc:
                     raise ValueError(
-                        f"{where}: pycocotools cannot read the segmentation of annotation id "
-                        f"{ann_id}: {exc}"
+                        f"{where}: cannot read the segmentation of annotation id {ann_id}: {exc}"
                     ) from exc
             raise
     return np.ascontiguousarray(decoded.transpose(2, 0, 1))

@@ -85,7 +85,7 @@ def create_aspect_ratio_groups(
     ``a = width / height`` goes to group ``bisect_right(edges, a)``, giving ``2k + 2`` groups
     (group ``0`` holds ratios below ``1/2``, the last group those of ``2`` and above). With
     ``k < 0`` grouping is disabled: every image is in group ``0``. A summary of the group
-    sizes is logged at ``INFO`` level on the ``detkit.data.grouping`` logger.
+    sizes is logged at ``INFO`` level on the ``detkit.data.samplers.aspect_ratios`` logger.
 
     Args:
         dataset: a map-style dataset (sizes are read as :func:`compute_aspect_ratios` does).

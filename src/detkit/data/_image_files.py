@@ -1,0 +1,393 @@
+"""Image and mask file reading shared by the datasets: one decode path, header sizes, errors.
+
+Every function takes ``where`` (``"sample 3"``, ``"image id 17"``) so that its errors name the
+sample as its dataset does, and ``what`` (``"image"``, ``"mask"``) to name the file's role.
+
+What every file read here goes through, in this order (the datasets' docstrings point here):
+
+1. The header is read first (PNG and JPEG from their bytes, other formats by PIL's lazy open).
+2. **Pixel limit**: a file whose header announces more than ``max_pixels`` pixels is refused
+   before any pixel is decoded (a decompression bomb: a few kilobytes that inflate to
+   gigabytes).
+3. **Lossy masks** (JPEG, lossy WebP, JPEG-compressed TIFF, told by the header, not by the
+   file's extension) are refused: compression artefacts turn object edges into ids that
+   belong to no object.
+4. Decoding: torchvision's decoders for PNG and JPEG (they write straight into a tensor,
+   about 1 ms an image faster than PIL), PIL for the rest.
+5. **16-bit images** become 8-bit as ``value >> 8`` (the full 0..65535 range onto 0..255,
+   as PIL reads 16-bit RGB); 16-bit masks keep their ids.
+6. **EXIF orientation** (``exif=True``) is applied, so that pixels come out as image viewers
+   and labelling tools show them; :func:`header_size` reports the size after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from detkit.data._image_headers import (
+    ImageHeader,
+    NeedMoreBytes,
+    open_lazily,
+    parse_header,
+    pil_header,
+)
+
+try:
+    import torchvision.io  # noqa: F401  - loads torchvision's image ops into torch.ops.image
+
+    # The ops themselves: the public wrappers add a deprecation warning per call (torchvision
+    # 0.29), whose suppression costs more than the decode of a small mask.
+    _tv_decode_image = torch.ops.image.decode_image
+    _tv_read_file = torch.ops.image.read_file
+except (ImportError, AttributeError, RuntimeError):  # no image ops: PIL does all the work
+    _tv_decode_image = _tv_read_file = None
+
+# Mask modes that hold one integer per pixel. "1" is a binary mask (one instance).
+ID_MASK_MODES = ("1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N")
+_16_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+_TV_UNCHANGED, _TV_RGB = 0, 3  # torchvision.io.ImageReadMode values
+_HEAD_BYTES = 1 << 12  # a PNG's or JPEG's header, unless a large EXIF block comes first
+_LIST_FOLDER_FROM = 16  # check files by one listing of their folder from this many on
+
+_OPEN_FLAGS = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+
+MaxPixels = int | None | Literal["pil"]
+
+
+class _NotAFile(Exception):
+    """The path is a FIFO, device or socket (``read_error`` says which)."""
+
+
+def resolve_max_pixels(value: MaxPixels) -> int | None:
+    """The pixel limit a dataset keeps: ``"pil"`` is ``PIL.Image.MAX_IMAGE_PIXELS`` now.
+
+    Raises:
+        TypeError: for anything but a positive int, ``None`` or ``"pil"``.
+    """
+    if value == "pil":
+        value = Image.MAX_IMAGE_PIXELS
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TypeError(
+            f"max_image_pixels must be a positive int, None (no limit) or 'pil' (PIL's "
+            f"Image.MAX_IMAGE_PIXELS), got {value!r}"
+        )
+    return value
+
+
+def read_error(where: str, path: Path, what: str, exc: BaseException) -> OSError | ValueError:
+    """The error to raise when ``path`` cannot be read, naming the sample and the file."""
+    why = _why_unreadable(str(path))
+    if why == "does not exist":
+        return FileNotFoundError(f"{where}: {what} file not found: '{path}'")
+    if why is not None and "permission" in why:
+        return PermissionError(f"{where}: cannot read {what} file '{path}' (permission denied)")
+    if why is not None:
+        return ValueError(f"{where}: {what} path '{path}' {why}; expected an image file")
+    if isinstance(exc, PermissionError) or not os.access(path, os.R_OK):
+        return PermissionError(f"{where}: cannot read {what} file '{path}' (permission denied)")
+    if isinstance(exc, OSError) and exc.errno is not None:  # the OS's, not a decoder's
+        return OSError(exc.errno, f"{where}: cannot read {what} file '{path}': {exc.strerror}")
+    return ValueError(f"{where}: cannot decode {what} file '{path}' (corrupt or truncated?): {exc}")
+
+
+def decode(
+    path: Path,
+    where: str,
+    what: str,
+    *,
+    rgb: bool,
+    max_pixels: int | None = None,
+    exif: bool = True,
+) -> torch.Tensor:
+    """Decode ``path`` to a ``Tensor[C, H, W]``: RGB uint8 when ``rgb``, else an id mask.
+
+    See the module's docstring for the checks, in order. Without ``rgb`` the result is the
+    file's integer channels unchanged (uint8 or uint16); a file whose PIL mode is not one of
+    :data:`ID_MASK_MODES` is refused.
+
+    Raises:
+        FileNotFoundError, PermissionError: naming the file.
+        ValueError: for a directory, a corrupt file, one over ``max_pixels``, a lossy mask.
+    """
+    data = _read_bytes(path, where, what)
+    view = memoryview(data.numpy())
+    try:
+        header = parse_header(view)
+    except (NeedMoreBytes, ValueError) as exc:
+        raise read_error(where, path, what, exc) from None
+    opened = None
+    if header is None:
+        opened = _open_with_pil(view, where, path, what)
+        header = pil_header(opened, view)
+    _check_header(header, where, path, what, rgb=rgb, max_pixels=max_pixels)
+    tensor = None
+    if _tv_decode_image is not None and opened is None and (rgb or not header.low_bit_png):
+        # On failure PIL reports the problem, or reads what torchvision cannot.
+        with contextlib.suppress(RuntimeError):
+            mode = _TV_RGB if rgb else _TV_UNCHANGED
+            tensor = _tv_decode_image(data, mode, False)
+    if tensor is None:
+        tensor = _decode_with_pil(opened or open_lazily(view), where, path, what, rgb=rgb)
+    if rgb and tensor.dtype != torch.uint8:
+        tensor = torch.from_numpy((tensor.numpy() >> 8).astype(np.uint8))
+    if exif and header.orientation != 1:
+        tensor = _orient(tensor, header.orientation)
+    return tensor
+
+
+def header_size(path: Path, where: str, *, exif: bool = True) -> tuple[int, int]:
+    """``(height, width)`` from an image file's header, after EXIF orientation when ``exif``.
+
+    Reads the first 4 KiB for PNG and JPEG (more only when the header runs on, as a large
+    EXIF block makes it), else opens the file with PIL lazily; decodes no pixels.
+    """
+    try:
+        header = _file_header(path)
+        if header is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    header = pil_header(image, None)
+    except (
+        OSError,
+        _NotAFile,
+        NeedMoreBytes,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as exc:
+        error = read_error(where, path, "image", exc)
+        if isinstance(error, ValueError) and "cannot decode" in str(error):
+            error = ValueError(f"{where}: cannot read the header of image file '{path}': {exc}")
+        raise error from None
+    return header.size(exif=exif)
+
+
+def find_missing(paths: Sequence[str]) -> list[tuple[int, str]]:
+    """``(index, why)`` for each path that is not a readable file, e.g. ``"does not exist"``.
+
+    Costs one directory listing per folder (from a few files per folder on) instead of one
+    ``stat`` per file; a name the listing does not show as a file is checked by ``stat``, so a
+    case-insensitive file system or a symbolic link gives the right answer.
+    """
+    sep, alt = os.sep, os.altsep
+    keys = [path.replace(alt, sep) for path in paths] if alt else paths
+    # Whole-list passes, no per-path Python statement: 20,000 paths take a few ms.
+    folders = {key.rpartition(sep)[0] for key in keys}
+    present: set[str] = set()
+    if len(folders) * _LIST_FOLDER_FROM <= len(keys):  # else a stat per file is cheaper
+        for folder in folders:
+            prefix = folder + sep if folder else ""
+            present.update([prefix + name for name in _files_in(folder or os.curdir)])
+    absent = set(keys).difference(present)
+    missing = []
+    for i in [i for i, key in enumerate(keys) if key in absent] if absent else []:
+        why = _why_unreadable(paths[i])
+        if why is not None:
+            missing.append((i, why))
+    return missing
+
+
+def missing_files_error(
+    problems: list[tuple[int, str]], paths: Sequence[str], names: Sequence[str], listed: str
+) -> OSError | ValueError:
+    """The error for what :func:`find_missing` found: one line per file, naming its sample.
+
+    ``names[i]`` says whose file ``paths[i]`` is (``"sample 3, mask"``); ``listed`` where the
+    files were listed. A :class:`FileNotFoundError` when any file is missing, else a
+    :class:`ValueError` (directories and other non-files).
+    """
+    missing = [why == "does not exist" for _, why in problems]
+    # "does not exist" goes without saying under a heading that says it of them all.
+    lines = [f"{names[i]}{'' if all(missing) else f' ({why})'}: {paths[i]}" for i, why in problems]
+    shown = "\n  ".join(lines[:10]) + (
+        f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else ""
+    )
+    state = "do not exist" if all(missing) else "are not readable files"
+    error = FileNotFoundError if any(missing) else ValueError
+    return error(f"{len(lines)} file(s) listed in {listed} {state}:\n  {shown}")
+
+
+def orientation_hint(path: Path) -> str:
+    """A sentence on ``path``'s EXIF orientation when it swaps height and width, else ``""``."""
+    try:
+        header = _file_header(path)
+    except (OSError, _NotAFile, NeedMoreBytes, ValueError):
+        return ""
+    if header is None or header.orientation < 5:
+        return ""
+    return (
+        f" '{path}' has EXIF orientation {header.orientation}: stored {header.width}x"
+        f"{header.height}, shown (and read by detkit) {header.height}x{header.width}; if the "
+        "annotations were made on the stored pixels, pass apply_exif_orientation=False"
+    )
+
+
+def _file_header(path: Path) -> ImageHeader | None:
+    """The PNG or JPEG header of the file ``path`` (``None`` for other formats)."""
+    with _open_file(path) as file:
+        head = file.read(_HEAD_BYTES)
+        while True:
+            try:
+                return parse_header(head)
+            except NeedMoreBytes:
+                more = file.read(8 * len(head))
+                if not more:
+                    raise
+                head += more
+
+
+def _check_header(
+    header: ImageHeader, where: str, path: Path, what: str, *, rgb: bool, max_pixels: int | None
+) -> None:
+    pixels = header.width * header.height
+    if max_pixels is not None and pixels > max_pixels:
+        raise ValueError(
+            f"{where}: {what} file '{path}' is {header.width}x{header.height} (WxH) = "
+            f"{pixels:,} pixels, over the limit of {max_pixels:,} (max_image_pixels, a guard "
+            "against decompression bombs); pass a larger max_image_pixels, or None for no limit"
+        )
+    if not rgb and header.lossy:
+        raise ValueError(
+            f"{where}: {what} file '{path}' is {header.format}, a lossy format: its compression "
+            "artefacts change ids along object edges and make stray instances; save masks "
+            "losslessly (PNG)"
+        )
+
+
+def _open_file(path: Path) -> BinaryIO:
+    """``path`` opened for reading, refusing anything but a regular file.
+
+    Non-blocking, so that a FIFO given as an image is refused instead of waiting for a writer.
+    """
+    fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _NotAFile
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_bytes(path: Path, where: str, what: str) -> torch.Tensor:
+    """The bytes of the file ``path`` as a uint8 ``Tensor[size]``."""
+    if _tv_read_file is not None:
+        # torchvision's reader costs a tenth of Python's file objects right after a decode
+        # has evicted them from the caches; it is handed regular files only (a FIFO would
+        # block it), and on any failure the Python reader below says what is wrong.
+        with contextlib.suppress(OSError, RuntimeError, ValueError):
+            if stat.S_ISREG(os.stat(path).st_mode):
+                return _tv_read_file(os.fspath(path))
+    try:
+        with _open_file(path) as file:
+            size = os.fstat(file.fileno()).st_size
+            data = np.empty(size, dtype=np.uint8)
+            if file.readinto(memoryview(data)) != size:
+                raise ValueError(f"{where}: {what} file '{path}' changed size while being read")
+    except (OSError, _NotAFile) as exc:
+        raise read_error(where, path, what, exc) from None
+    return torch.from_numpy(data)
+
+
+def _open_with_pil(data: memoryview, where: str, path: Path, what: str) -> Image.Image:
+    with warnings.catch_warnings():
+        # The pixel limit is checked next, from the header, with the dataset's own setting.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return open_lazily(data)
+        except Image.DecompressionBombError as exc:
+            raise ValueError(
+                f"{where}: {what} file '{path}' exceeds PIL's pixel limit, which PIL applies "
+                f"to this format by itself (raise PIL.Image.MAX_IMAGE_PIXELS): {exc}"
+            ) from None
+        except (OSError, SyntaxError) as exc:
+            raise read_error(where, path, what, exc) from None
+
+
+def _decode_with_pil(
+    image: Image.Image, where: str, path: Path, what: str, *, rgb: bool
+) -> torch.Tensor:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise read_error(where, path, what, exc) from exc
+    if not rgb:
+        if image.mode not in ID_MASK_MODES:
+            raise ValueError(
+                f"{where}: {what} file '{path}' has PIL mode {image.mode!r}; an id mask must "
+                f"have one integer channel (modes {', '.join(ID_MASK_MODES)})"
+            )
+        array = np.array(image)
+        if not array.dtype.isnative:  # "I;16B"
+            array = array.astype(array.dtype.newbyteorder("="))
+        return torch.from_numpy(array.view(np.uint8) if array.dtype == np.bool_ else array)[None]
+    if image.mode in _16_BIT_MODES:
+        gray = (np.array(image).astype(np.uint16) >> 8).astype(np.uint8)
+        return torch.from_numpy(gray)[None].expand(3, -1, -1).contiguous()
+    if image.mode in ("I", "F"):
+        raise ValueError(
+            f"{where}: {what} file '{path}' has 32-bit PIL mode {image.mode!r}, whose range "
+            "detkit cannot tell; save it as 8- or 16-bit"
+        )
+    rgb_image = image if image.mode == "RGB" else image.convert("RGB")
+    return torch.from_numpy(np.array(rgb_image)).permute(2, 0, 1)
+
+
+def _orient(tensor: torch.Tensor, orientation: int) -> torch.Tensor:
+    """``tensor[C, H, W]`` as shown under EXIF ``orientation`` (PIL's ``exif_transpose``)."""
+    if orientation == 2:
+        return tensor.flip(-1)
+    if orientation == 3:
+        return tensor.flip(-2, -1)
+    if orientation == 4:
+        return tensor.flip(-2)
+    if orientation == 5:
+        return tensor.transpose(-2, -1).contiguous()
+    if orientation == 6:
+        return torch.rot90(tensor, -1, (-2, -1)).contiguous()
+    if orientation == 7:
+        return tensor.transpose(-2, -1).flip(-2, -1)
+    return torch.rot90(tensor, 1, (-2, -1)).contiguous()
+
+
+def _files_in(folder: str) -> set[str]:
+    """Names of the regular files (or links to them) in ``folder``; empty if unlistable."""
+    try:
+        with os.scandir(folder) as entries:
+            return {entry.name for entry in entries if entry.is_file()}
+    except (OSError, ValueError):
+        return set()
+
+
+def _why_unreadable(path: str) -> str | None:
+    """Why ``path`` is not a readable regular file, or ``None`` if it is one."""
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return "does not exist"
+    except PermissionError:
+        return "cannot be reached (permission denied)"
+    except ValueError:
+        return "is not a valid path (it contains a NUL character)"
+    except OSError as exc:
+        return f"cannot be reached ({exc.strerror})"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a directory"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file"
+    return None

@@ -1,0 +1,204 @@
+"""What an image file's header says: format, stored size, EXIF orientation, lossy or not.
+
+PNG and JPEG headers are parsed here from bytes (a few microseconds, no pixel decode), so
+that size checks and the pixel limit apply before anything is decoded and so that
+``get_height_and_width`` and the decoded image agree by construction; other formats ask PIL,
+which opens them lazily.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOI = b"\xff\xd8"
+_EXIF_ORIENTATION = 0x0112
+# Start-of-frame markers: SOF0-3, 5-7, 9-11, 13-15 (C4, C8 and CC are other segments).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_LOSSLESS_SOF = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
+# Markers without a length field: TEM, RST0-7, SOI.
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
+# PIL formats whose pixels went through a lossy codec (WebP is checked from its chunks).
+_LOSSY_PIL_FORMATS = frozenset({"JPEG", "MPO"})
+_LOSSY_TIFF_COMPRESSION = frozenset({"jpeg", "tiff_jpeg", "webp"})
+
+
+class NeedMoreBytes(Exception):
+    """The header does not end within the bytes given: read more of the file."""
+
+    def __init__(self) -> None:
+        super().__init__("the file ends inside its header")
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """An image file's header.
+
+    Attributes:
+        format: ``"PNG"``, ``"JPEG"``, or PIL's name of another format.
+        height: stored height in pixels (before EXIF orientation).
+        width: stored width in pixels.
+        orientation: EXIF orientation ``1..8`` (``1``: shown as stored; ``5..8`` swap
+            height and width); ``1`` when absent or invalid, as PIL's ``exif_transpose``.
+        lossy: whether the pixels went through a lossy codec (JPEG, lossy WebP).
+        low_bit_png: a PNG of 1, 2 or 4 bits a sample (torchvision unpacks their rows
+            wrongly or scales their values).
+    """
+
+    format: str
+    height: int
+    width: int
+    orientation: int = 1
+    lossy: bool = False
+    low_bit_png: bool = False
+
+    def size(self, *, exif: bool) -> tuple[int, int]:
+        """``(height, width)`` as shown: after EXIF orientation when ``exif``."""
+        if exif and self.orientation >= 5:
+            return self.width, self.height
+        return self.height, self.width
+
+
+def parse_header(data: bytes | memoryview) -> ImageHeader | None:
+    """The header of a PNG or JPEG file starting at ``data``; ``None`` for other formats.
+
+    Raises:
+        NeedMoreBytes: when ``data`` ends before the header does.
+        ValueError: for a PNG or JPEG signature followed by a malformed header.
+    """
+    if data[:8] == PNG_SIGNATURE:
+        return _png_header(data)
+    if data[:2] == _JPEG_SOI:
+        return _jpeg_header(data)
+    return None
+
+
+def pil_header(image: Image.Image, data: bytes | memoryview | None) -> ImageHeader:
+    """The header of a file PIL has opened (lazily: no pixels decoded).
+
+    ``data`` (the file's bytes, when at hand) tells lossy WebP from lossless.
+    """
+    fmt = image.format or "unknown"
+    compression = str(image.info.get("compression", "")).lower()
+    lossy = fmt in _LOSSY_PIL_FORMATS or compression in _LOSSY_TIFF_COMPRESSION
+    if fmt == "WEBP":
+        lossy = data is None or _webp_is_lossy(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PIL warns about odd EXIF blocks; they read as none
+        try:
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        except Exception:  # a broken EXIF block means no orientation, as in PIL
+            orientation = 1
+    width, height = image.size
+    return ImageHeader(fmt, height, width, _valid_orientation(orientation), lossy)
+
+
+def open_lazily(data: bytes | memoryview) -> Image.Image:
+    """PIL's lazy ``Image.open`` on in-memory bytes."""
+    return Image.open(io.BytesIO(data))
+
+
+def _valid_orientation(value: Any) -> int:
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _png_header(data: bytes | memoryview) -> ImageHeader:
+    if len(data) < 33:
+        raise NeedMoreBytes
+    if data[12:16] != b"IHDR":
+        raise ValueError("PNG file without an IHDR chunk")
+    width = int.from_bytes(data[16:20], "big")
+    height = int.from_bytes(data[20:24], "big")
+    bit_depth, color_type = data[24], data[25]
+    # eXIf counts only before the image data, where decoders and viewers look for it.
+    orientation, pos = 1, 8
+    while True:
+        if pos + 8 > len(data):
+            raise NeedMoreBytes
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = bytes(data[pos + 4 : pos + 8])
+        if kind in (b"IDAT", b"IEND"):
+            break
+        if kind == b"eXIf":
+            if pos + 8 + length > len(data):
+                raise NeedMoreBytes
+            orientation = _tiff_orientation(data[pos + 8 : pos + 8 + length])
+            break
+        pos += 12 + length
+    return ImageHeader(
+        "PNG", height, width, orientation, low_bit_png=bit_depth < 8 and color_type in (0, 3)
+    )
+
+
+def _jpeg_header(data: bytes | memoryview) -> ImageHeader:
+    orientation, pos, end = None, 2, len(data)
+    while True:
+        if pos + 4 > end:
+            raise NeedMoreBytes
+        if data[pos] != 0xFF:
+            raise ValueError(f"JPEG marker expected at byte {pos}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        if marker in _JPEG_SOF:
+            if pos + 9 > end:
+                raise NeedMoreBytes
+            height = (data[pos + 5] << 8) | data[pos + 6]
+            width = (data[pos + 7] << 8) | data[pos + 8]
+            if not height or not width:
+                raise ValueError(f"JPEG frame header gives a size of {width}x{height} (WxH)")
+            return ImageHeader(
+                "JPEG", height, width, orientation or 1, lossy=marker not in _JPEG_LOSSLESS_SOF
+            )
+        if marker in (0xDA, 0xD9):  # start of scan or end of image: no frame header
+            raise ValueError("JPEG file without a frame header (no size)")
+        if marker == 0xE1 and orientation is None:  # the first Exif block counts, as in PIL
+            if pos + 2 + length > end:
+                raise NeedMoreBytes
+            segment = data[pos + 4 : pos + 2 + length]
+            if segment[:6] == b"Exif\x00\x00":
+                orientation = _tiff_orientation(segment[6:])
+        pos += 2 + length
+
+
+def _tiff_orientation(tiff: bytes | memoryview) -> int:
+    """The Orientation tag of a TIFF-structured EXIF block's first IFD; 1 when absent."""
+    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+        return 1
+    order = "little" if tiff[:2] == b"II" else "big"
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return 1
+    for entry in range(ifd + 2, ifd + 2 + 12 * int.from_bytes(tiff[ifd : ifd + 2], order), 12):
+        if entry + 12 > len(tiff):
+            return 1
+        if int.from_bytes(tiff[entry : entry + 2], order) == _EXIF_ORIENTATION:
+            if int.from_bytes(tiff[entry + 2 : entry + 4], order) != 3:  # not a SHORT
+                return 1
+            return _valid_orientation(int.from_bytes(tiff[entry + 8 : entry + 10], order))
+    return 1
+
+
+def _webp_is_lossy(data: bytes | memoryview) -> bool:
+    """Whether a WebP file's image chunk is ``VP8`` (lossy) rather than ``VP8L``."""
+    pos = 12
+    while pos + 8 <= len(data):
+        kind = bytes(data[pos : pos + 4])
+        if kind in (b"VP8 ", b"VP8L"):
+            return kind == b"VP8 "
+        if kind == b"ANMF":  # animation frame: its image chunk follows 16 bytes of frame data
+            pos += 24
+            continue
+        size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        pos += 8 + size + (size & 1)  # chunks are padded to an even length
+    return True  # no image chunk found: assume the worst for a mask
