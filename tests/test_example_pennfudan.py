@@ -9,10 +9,13 @@ import common
 import numpy as np
 import predict
 import pytest
+import reports
 import torch
 import train
 from PIL import Image
 from pycocotools.coco import COCO
+
+from detkit.engine import warmup_factor_at
 
 STATS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 
@@ -30,8 +33,23 @@ def tiny_demo(tmp_path, *extra):
 def demo_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("demo")
     torch.manual_seed(0)
-    result = train.main(tiny_demo(tmp_path))
+    # StepLR decays after every epoch: the optimizer's rate after an epoch is not the one
+    # the epoch's steps applied.
+    result = train.main(tiny_demo(tmp_path, "--lr-step-size", "1"))
     return tmp_path, result
+
+
+def steps_per_epoch(tmp_path) -> int:
+    """Optimizer steps in an epoch of the tiny demo (its data already written)."""
+    args = train.parse_args(tiny_demo(tmp_path))
+    train_loader, *_ = train.make_loaders(args, tmp_path / "data", False)
+    return len(train_loader)
+
+
+def demo_lr(epoch: int, step: int) -> float:
+    """The rate the demo's ``step``-th step of ``epoch`` applies: 0.02, decayed 10x per epoch
+    (StepLR, step size 1), times the warmup over the demo's first 100 steps."""
+    return 0.02 * 0.1**epoch * warmup_factor_at(step, 100)
 
 
 def test_demo_writes_metrics_checkpoint_and_pictures(demo_run):
@@ -45,6 +63,10 @@ def test_demo_writes_metrics_checkpoint_and_pictures(demo_run):
         assert set(STATS) <= set(epoch[iou_type])
         assert all(-1.0 <= epoch[iou_type][s] <= 1.0 for s in STATS)
     assert epoch["losses"]["loss"] > 0 and np.isfinite(epoch["losses"]["loss"])
+    # The rate the epoch's last step applied, warmup included (not the decayed 0.002 the
+    # optimizer holds after the epoch, nor the un-warmed 0.02).
+    last_step = steps_per_epoch(tmp_path) - 1
+    assert epoch["lr"] == pytest.approx(demo_lr(0, last_step), rel=1e-12)
     # Validation losses of the Mask R-CNN, their sum first.
     val_losses = epoch["val_losses"]
     assert list(val_losses) == [
@@ -63,6 +85,10 @@ def test_demo_writes_metrics_checkpoint_and_pictures(demo_run):
     }  # fmt: skip
     assert metrics["stopped_early_at"] is None
     assert torch.load(run / "best.pt", weights_only=True)["epoch"] == 0
+    # The training curves beside metrics.json, written atomically (no temporary file left).
+    with Image.open(run / "curves.png") as curves:
+        assert curves.format == "PNG" and curves.width > 600
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
     pictures = sorted((run / "predictions").glob("*.png"))
     assert len(pictures) == 3
     assert Image.open(run / "predictions.png").mode == "RGB"
@@ -112,6 +138,10 @@ def test_resume_continues_rotates_and_stops_early(demo_run, tmp_path, capsys):
         == json.loads((source / "run" / "metrics.json").read_text())["epochs"][0]
     )
     assert all("val_losses" in e for e in metrics["epochs"])
+    steps = steps_per_epoch(source)
+    assert [e["lr"] for e in metrics["epochs"][1:]] == pytest.approx(
+        [demo_lr(1, 2 * steps - 1), demo_lr(2, 3 * steps - 1)], rel=1e-12
+    )
     assert metrics["best"] == {
         "metric": "num_images", "mode": "max", "epoch": 1, "value": 4.0, "checkpoint": "best.pt",
     }  # fmt: skip
@@ -140,6 +170,55 @@ def resume_without_training(demo_run, tmp_path, metrics: bytes | None):
     argv = tiny_demo(tmp_path, "--resume", "last", "--num-pictures", "0")
     argv[argv.index("--data-root") + 1] = str(source / "data")
     return run, train.main(argv)
+
+
+def test_without_matplotlib_the_curves_are_skipped_once_with_the_reason(
+    tmp_path, monkeypatch, caplog
+):
+    find_spec = reports.importlib.util.find_spec
+    monkeypatch.setattr(
+        reports.importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "matplotlib" else find_spec(name, *args),
+    )
+    curves = reports.TrainingCurves(tmp_path / "curves.png")
+    history = [{"epoch": 0, "lr": 0.02, "losses": {"loss": 1.0}}]
+    with caplog.at_level("INFO", logger="pennfudan"):
+        assert curves.write(history) is None
+        assert curves.write(history) is None
+    assert caplog.messages == [
+        'curves.png not drawn: matplotlib is not installed (pip install "torch-detkit[plot]")'
+    ]
+    assert not list(tmp_path.iterdir())
+
+
+def test_audit_names_the_bad_file_and_exits_1(tmp_path, capsys):
+    # Clean data: both splits pass, pictures drawn, nothing trained.
+    argv = tiny_demo(tmp_path, "--audit")
+    status, out, err = cli_with_output(capsys, train.main, argv)
+    assert status == 0, err
+    assert out.count("no problems: every sample follows the target contract") == 2
+    assert "== train split ==" in out and "== test split ==" in out
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir()) == ["audit.png", "audit_test.png"]
+    with Image.open(run / "audit.png") as picture:
+        assert picture.format == "PNG"
+
+    # One mask that does not fit its image: the report names the file, the status is 1.
+    masks = sorted((tmp_path / "data" / "PedMasks").glob("*.png"))
+    bad = masks[5]
+    Image.new("L", (8, 8)).save(bad)
+    status, out, err = cli_with_output(capsys, train.main, argv)
+    assert status == 1, err
+    image = tmp_path / "data" / "PNGImages" / bad.name.replace("_mask", "")
+    problems = [line for line in out.splitlines() if str(bad) in line]
+    assert len(problems) == 1
+    assert f"('{image}')" in problems[0] and "field 'file'" in problems[0]
+    assert "8x8 (WxH)" in problems[0]
+    assert out.count("1 problem(s) in 1 sample(s):") == 1
+    assert out.count("no problems: every sample follows the target contract") == 1
+    assert "1 problem(s) found: fix or remove those samples before training" in err
+    assert not list(run.glob("*.pt"))
 
 
 def test_resume_survives_a_damaged_metrics_file(demo_run, tmp_path, capsys):
@@ -187,6 +266,13 @@ def cli(capsys, main, argv):
     except SystemExit as exit:
         status = exit.code
     return status, capsys.readouterr().err
+
+
+def cli_with_output(capsys, main, argv):
+    """``run_cli``'s exit status, stdout and stderr."""
+    status = common.run_cli(main, argv)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
 
 
 def assert_one_line(err, *parts):

@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +77,12 @@ def run_cli(main: Callable[[list[str] | None], Any], argv: list[str] | None = No
 
     :class:`UserError` and writes that fail because of the machine's state (a full disk, no
     permission: ``OSError`` with such an ``errno``) are printed as ``script: error: ...``.
-    Anything else is a bug and keeps its traceback.
+    Anything else is a bug and keeps its traceback. Otherwise the status is 0, or the
+    ``"exit_status"`` of the mapping ``main`` returns (``train.py --audit``: 1 for bad samples).
     """
     prog = Path(sys.argv[0]).name or "pennfudan"
     try:
-        main(argv)
+        result = main(argv)
     except UserError as error:
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         return 2
@@ -90,7 +91,7 @@ def run_cli(main: Callable[[list[str] | None], Any], argv: list[str] | None = No
             raise
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         return 2
-    return 0
+    return int(result.get("exit_status", 0)) if isinstance(result, Mapping) else 0
 
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
