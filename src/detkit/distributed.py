@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import torch
 import torch.distributed as dist
@@ -144,6 +144,14 @@ class DistributedInfo:
     def is_main_process(self) -> bool:
         """Whether this is rank 0."""
         return self.rank == 0
+
+
+@overload
+def _env_int(name: str, *, default: int) -> int: ...
+
+
+@overload
+def _env_int(name: str, *, default: None = None) -> int | None: ...
 
 
 def _env_int(name: str, *, default: int | None = None) -> int | None:

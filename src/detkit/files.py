@@ -84,7 +84,7 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     >>> [p.name for p in remove_stale_temporaries(folder)]
     ['.last.pt.999999999.0123abcd.tmp']
     """
-    removed = []
+    removed: list[Path] = []
     now = time.time()
     try:
         entries = list(os.scandir(folder))

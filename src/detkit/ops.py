@@ -6,6 +6,8 @@ coordinates, so the box of a mask is ``[xmin, ymin, xmax + 1, ymax + 1]``.
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import numpy as np
 import torch
 
@@ -59,7 +61,7 @@ def _boxes_from_presence(rows, cols) -> torch.Tensor:
     if isinstance(rows, np.ndarray):
         # argmax returns the first maximum: the first True from the start, and from the end
         # on the reversed array. Empty masks give 0 everywhere and are zeroed below.
-        boxes = np.stack(
+        found = np.stack(
             [
                 cols.argmax(axis=1),
                 rows.argmax(axis=1),
@@ -68,8 +70,8 @@ def _boxes_from_presence(rows, cols) -> torch.Tensor:
             ],
             axis=1,
         ).astype(np.float32)
-        boxes *= rows.any(axis=1, keepdims=True)
-        return torch.from_numpy(boxes.reshape(num, 4))
+        found *= rows.any(axis=1, keepdims=True)
+        return torch.from_numpy(found.reshape(num, 4))
     if num == 0:
         return torch.zeros((0, 4), dtype=torch.float32, device=rows.device)
     rows8, cols8 = rows.to(torch.uint8), cols.to(torch.uint8)
@@ -122,6 +124,21 @@ def box_area(boxes: torch.Tensor) -> torch.Tensor:
     if not boxes.is_floating_point():
         boxes = boxes.to(torch.float32)
     return (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+
+
+@overload
+def instance_ids(
+    id_mask: np.ndarray | torch.Tensor,
+    *,
+    background: int = 0,
+    return_counts: Literal[False] = False,
+) -> np.ndarray: ...
+
+
+@overload
+def instance_ids(
+    id_mask: np.ndarray | torch.Tensor, *, background: int = 0, return_counts: Literal[True]
+) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def instance_ids(

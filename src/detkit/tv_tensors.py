@@ -233,7 +233,9 @@ class KeyPointsWithVisibility(tv_tensors.TVTensor):
         indices = None
         if flip_indices is not None:
             indices = check_flip_indices(flip_indices, tensor.shape[1])
-        return cls._wrap(tensor, canvas_size=tuple(canvas_size), flip_indices=indices)
+        return cls._wrap(
+            tensor, canvas_size=(int(canvas_size[0]), int(canvas_size[1])), flip_indices=indices
+        )
 
     @classmethod
     def wrap(  # type: ignore[override]

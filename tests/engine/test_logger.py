@@ -100,8 +100,8 @@ def verbose(caplog):
 
 
 def bar_text(stream) -> str:
-    """What a tqdm bar shows last in ``stream``."""
-    return stream.getvalue().rstrip("\n").split("\r")[-1]
+    """What a tqdm bar shows last in ``stream`` (tqdm pads a shorter line with spaces)."""
+    return stream.getvalue().rstrip("\n").split("\r")[-1].rstrip()
 
 
 @needs_tqdm

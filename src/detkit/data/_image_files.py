@@ -23,12 +23,13 @@ What every file read here goes through, in this order (the datasets' docstrings 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import stat
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -42,6 +43,8 @@ from detkit.data._image_headers import (
     pil_header,
 )
 
+_tv_decode_image: Any
+_tv_read_file: Any
 try:
     import torchvision.io  # noqa: F401  - loads torchvision's image ops into torch.ops.image
 
@@ -122,7 +125,7 @@ def decode(
         ValueError: for a directory, a corrupt file, one over ``max_pixels``, a lossy mask.
     """
     data = _read_bytes(path, where, what)
-    view = memoryview(data.numpy())
+    view = data.numpy().data
     try:
         header = parse_header(view)
     except (NeedMoreBytes, ValueError) as exc:
@@ -267,7 +270,7 @@ def _check_header(
         )
 
 
-def _open_file(path: Path) -> BinaryIO:
+def _open_file(path: Path) -> io.BufferedReader:
     """``path`` opened for reading, refusing anything but a regular file.
 
     Non-blocking, so that a FIFO given as an image is refused instead of waiting for a writer.
@@ -295,7 +298,7 @@ def _read_bytes(path: Path, where: str, what: str) -> torch.Tensor:
         with _open_file(path) as file:
             size = os.fstat(file.fileno()).st_size
             data = np.empty(size, dtype=np.uint8)
-            if file.readinto(memoryview(data)) != size:
+            if file.readinto(data.data) != size:
                 raise ValueError(f"{where}: {what} file '{path}' changed size while being read")
     except (OSError, _NotAFile) as exc:
         raise read_error(where, path, what, exc) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -136,13 +136,13 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
         pairs = _path_pairs(samples)
         if not pairs:
             raise ValueError("samples is empty: the dataset has no (image, mask) pairs")
-        if semantic_masks is not None:
-            semantic_masks = [Path(p) for p in semantic_masks]
-            if len(semantic_masks) != len(pairs):
-                raise ValueError(
-                    f"semantic_masks has {len(semantic_masks)} paths but samples has "
-                    f"{len(pairs)}: they must be parallel"
-                )
+        semantic_paths = None if semantic_masks is None else [Path(p) for p in semantic_masks]
+        if semantic_paths is not None and len(semantic_paths) != len(pairs):
+            raise ValueError(
+                f"semantic_masks has {len(semantic_paths)} paths but samples has "
+                f"{len(pairs)}: they must be parallel"
+            )
+        bad: dict[Any, Any]
         if isinstance(labels, Mapping):
             bad = {k: v for k, v in labels.items() if int(v) < 1}
             label_map = {int(k): int(v) for k, v in labels.items()}
@@ -160,7 +160,7 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
         self.instance_fields = tuple(instance_fields)
         self._pairs = pairs  # strings: 10,000 Path objects would cost more than listing the folder
         self.transforms = transforms
-        self.semantic_masks: list[Path] | None = semantic_masks
+        self.semantic_masks: list[Path] | None = semantic_paths
         self._label_map = label_map
         self._crowd_ids = np.array(sorted(int(i) for i in crowd_ids), dtype=np.int64)
         self._sizes: dict[int, tuple[int, int]] = {}
@@ -358,10 +358,12 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
 
 def _path_pairs(samples: Sequence[tuple[PathLike, PathLike]]) -> list[tuple[str, str]]:
     """``samples`` as pairs of path strings; raises for anything that is not a pair."""
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for i, pair in enumerate(samples):
         if type(pair) is tuple and len(pair) == 2 and type(pair[0]) is type(pair[1]) is str:
-            pairs.append(pair)  # the common case, kept fast for folders of 10,000 files
+            pairs.append(
+                cast("tuple[str, str]", pair)
+            )  # the common case, kept fast for folders of 10,000 files
             continue
         try:
             if isinstance(pair, (str, bytes, os.PathLike)):

@@ -21,7 +21,7 @@ from detkit.types import InvalidTargetError, check_image_range, normalize_image_
 
 
 def _image_ids(targets: Sequence[Mapping[str, Any]]) -> list[Any]:
-    ids = []
+    ids: list[Any] = []
     for target in targets:
         value = target.get("image_id") if isinstance(target, Mapping) else None
         try:
@@ -113,15 +113,15 @@ def _counts(model: nn.Module) -> tuple[int | None, int | None]:
     model = unwrap_model(model)
     roi_heads = getattr(model, "roi_heads", None)
     classes = keypoints = None
-    predictor = getattr(roi_heads, "box_predictor", None)
+    predictor: Any = getattr(roi_heads, "box_predictor", None)
     if isinstance(getattr(predictor, "cls_score", None), nn.Linear):
         classes = predictor.cls_score.out_features
-    head = getattr(getattr(model, "head", None), "classification_head", None)
+    head: Any = getattr(getattr(model, "head", None), "classification_head", None)
     if isinstance(getattr(head, "num_classes", None), int):
         classes = head.num_classes
     elif isinstance(getattr(head, "num_columns", None), int):
         classes = head.num_columns  # SSD
-    scores = getattr(getattr(roi_heads, "keypoint_predictor", None), "kps_score_lowres", None)
+    scores: Any = getattr(getattr(roi_heads, "keypoint_predictor", None), "kps_score_lowres", None)
     if isinstance(getattr(scores, "out_channels", None), int):
         keypoints = scores.out_channels
     return classes, keypoints
@@ -143,7 +143,7 @@ def _diagnose(
     if targets is None:
         return None
     classes, keypoints = _counts(model)
-    roi_heads = getattr(unwrap_model(model), "roi_heads", None)
+    roi_heads: Any = getattr(unwrap_model(model), "roi_heads", None)
     masks = callable(getattr(roi_heads, "has_mask", None)) and roi_heads.has_mask()
     for i, target in enumerate(targets):
         if not isinstance(target, Mapping):

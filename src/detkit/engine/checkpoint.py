@@ -113,9 +113,14 @@ def _plain(value: Any, where: str) -> Any:
     if type(value) in _SCALARS or isinstance(value, _TORCH_VALUES):
         return value
     # Subclasses (enums, torch.__version__'s TorchVersion) are not plain for weights_only.
-    if isinstance(value, (str, bytes, int, float)):
-        base = next(t for t in (str, bytes, int, float) if isinstance(value, t))
-        return base.__str__(value) if base is str else base(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, bytes):
+        return bytes(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, os.PathLike):

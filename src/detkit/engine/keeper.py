@@ -221,7 +221,8 @@ class CheckpointKeeper:
     def default_metric(metrics: Mapping[str, Any]) -> str:
         """``segm/AP`` for metrics with masks, ``keypoints/AP`` with keypoints, else ``bbox/AP``.
 
-        >>> CheckpointKeeper.default_metric({"bbox": {"AP": 0.5}, "segm": {"AP": 0.4}})
+        >>> metrics = {"bbox": {"AP": 0.5}, "segm": {"AP": 0.4}}
+        >>> CheckpointKeeper.default_metric(metrics)
         'segm/AP'
         """
         for iou_type in ("segm", "keypoints"):
@@ -258,8 +259,10 @@ class CheckpointKeeper:
         No file is touched (:meth:`save` calls this). A NaN is never an improvement.
 
         >>> keeper = CheckpointKeeper("runs", metric="losses/loss", patience=1)
-        >>> keeper.update(0, {"losses": {"loss": 1.5}}), keeper.update(1, {"losses": {"loss": 1.7}})
-        (True, False)
+        >>> keeper.update(0, {"losses": {"loss": 1.5}})
+        True
+        >>> keeper.update(1, {"losses": {"loss": 1.7}})
+        False
         >>> keeper.mode, keeper.best_epoch, keeper.should_stop
         ('min', 0, True)
         """
@@ -339,26 +342,26 @@ class CheckpointKeeper:
             return False
         self.load_state_dict(state)
         if is_main_process() and self.best_epoch is not None:
-            self._repair_best(checkpoint, path)
+            self._repair_best(checkpoint, path, self.best_epoch)
         return True
 
     def _repair_best(
-        self, checkpoint: Mapping[str, Any], path: str | os.PathLike[str] | None
+        self, checkpoint: Mapping[str, Any], path: str | os.PathLike[str] | None, best_epoch: int
     ) -> None:
-        if self.best_path.is_file() and _saved_epoch(self.best_path) == self.best_epoch:
+        if self.best_path.is_file() and _saved_epoch(self.best_path) == best_epoch:
             return
-        candidates = [self.path_for(self.best_epoch)]
-        if path is not None and checkpoint.get("epoch") == self.best_epoch:
+        candidates = [self.path_for(best_epoch)]
+        if path is not None and checkpoint.get("epoch") == best_epoch:
             candidates.insert(0, Path(path))
         for candidate in candidates:
-            if candidate.is_file() and _saved_epoch(candidate) == self.best_epoch:
+            if candidate.is_file() and _saved_epoch(candidate) == best_epoch:
                 _point(self.best_path, candidate)
-                _log.info("%s now holds the best epoch, %d", self.best_path, self.best_epoch)
+                _log.info("%s now holds the best epoch, %d", self.best_path, best_epoch)
                 return
         _log.warning(
             "the best epoch was %d, but neither %s nor its checkpoint holds it: %s will be "
             "written at the next improvement",
-            self.best_epoch,
+            best_epoch,
             self.best_path,
             self.best_path,
         )

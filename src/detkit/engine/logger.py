@@ -20,7 +20,7 @@ import math
 import statistics
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import Any, TextIO
 
 import torch
@@ -191,7 +191,7 @@ class MetricLogger:
 
     def log_every(
         self, iterable: Iterable[Any], print_freq: int = 10, header: str = ""
-    ) -> Iterator[Any]:
+    ) -> Generator[Any, None, None]:
         """Yield from ``iterable``, logging a line every ``print_freq`` items and at the end.
 
         A line holds the position, the ETA, every meter, the time per iteration, the time

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -298,7 +298,7 @@ def _backward(
     loss_dict: Mapping[str, torch.Tensor], group_size: int, scaler: torch.amp.GradScaler | None
 ) -> None:
     """Back-propagate the summed losses, divided by the accumulation group's size."""
-    total = sum(loss_dict.values())
+    total = cast(torch.Tensor, sum(loss_dict.values()))  # the reference's sum, bit for bit
     if group_size > 1:
         total = total / group_size
     (scaler.scale(total) if scaler is not None else total).backward()
@@ -335,7 +335,7 @@ class _EpochReport:
         self.metric_logger.add_meter("lr", SmoothedValue(window_size=1, fmt="{value:.6f}"))
         self.loss_names: list[str] = []
 
-    def log_every(self, data_loader: Iterable[Any]) -> Iterator[Any]:
+    def log_every(self, data_loader: Iterable[Any]) -> Generator[Any, None, None]:
         """The loader's batches, with a log line every ``print_freq`` (and a progress bar)."""
         return self.metric_logger.log_every(data_loader, self.print_freq, f"Epoch: [{self.epoch}]")
 

@@ -5,7 +5,7 @@ Part of :mod:`detkit.types`; import the names from there.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import torch
@@ -134,7 +134,7 @@ def target_problems(
         return add("boxes", f"expected shape [N, 4], got {tuple(boxes.shape)}")
     labels = tensor("labels", 1, dtype=torch.int64)
     fields = {"boxes": boxes, "labels": labels}
-    masks = keypoints = area = iscrowd = None
+    masks = keypoints = None
     if "masks" in target:
         masks = fields["masks"] = tensor("masks", 3, dtype=torch.uint8)
         if masks is not None and tuple(masks.shape[1:]) != (height, width):
@@ -152,9 +152,9 @@ def target_problems(
             )
             keypoints = fields["keypoints"] = None
     if "area" in target:
-        area = fields["area"] = tensor("area", 1, floating=True)
+        fields["area"] = tensor("area", 1, floating=True)
     if "iscrowd" in target:
-        iscrowd = fields["iscrowd"] = tensor("iscrowd", 1, dtype=torch.int64)
+        fields["iscrowd"] = tensor("iscrowd", 1, dtype=torch.int64)
     if problems or boxes is None or labels is None:
         return problems
     num = boxes.shape[0]
@@ -164,9 +164,23 @@ def target_problems(
         return add(
             next(k for k, v in counts.items() if v != num), f"fields disagree on N ({shown})"
         )
-    if not num:
-        return problems
+    if num:
+        _value_problems(fields, (height, width), num_classes, add)
+    return problems
 
+
+def _value_problems(
+    fields: Mapping[str, torch.Tensor | None],
+    size: tuple[int, int],
+    num_classes: int | None,
+    add: Callable[[str, str], Any],
+) -> None:
+    """Report the bad values of well-formed, non-empty fields through ``add(field, message)``."""
+    height, width = size
+    boxes, labels = fields["boxes"], fields["labels"]
+    if boxes is None or labels is None:  # malformed: reported by the caller
+        return
+    keypoints, area, iscrowd = fields.get("keypoints"), fields.get("area"), fields.get("iscrowd")
     finite = torch.isfinite(boxes).all(1)
     if not bool(finite.all()):
         add("boxes", f"boxes {_indices(~finite)} contain NaN or infinite values")
@@ -211,7 +225,6 @@ def target_problems(
             add("area", f"areas must be non-negative (instances {_indices(area < 0)})")
     if iscrowd is not None and ((iscrowd != 0) & (iscrowd != 1)).any():
         add("iscrowd", "values must be 0 or 1")
-    return problems
 
 
 def validate_target(

@@ -6,8 +6,14 @@ there.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
+
+if sys.version_info >= (3, 11):
+    from typing import Required
+else:  # torch depends on typing_extensions
+    from typing_extensions import Required
 
 import torch
 from PIL import Image
@@ -37,17 +43,18 @@ PER_INSTANCE_FIELDS = ("boxes", "labels", "masks", "keypoints", "area", "iscrowd
 class Target(TypedDict, total=False):
     """A ground-truth target for one image; see the module docs for shapes and conventions.
 
-    ``boxes`` and ``labels`` are required by torchvision's detection models; the other keys
-    are optional. Extra per-instance tensors (first dimension ``N``) may be added by users and
+    ``boxes`` and ``labels`` are required (torchvision's detection models need both, and a
+    type checker says so); the other keys are optional. Extra per-instance tensors (first dimension ``N``) may be added by users and
     are kept aligned by detkit's transforms.
 
-    >>> target: Target = {"boxes": torch.tensor([[0.0, 0.0, 4.0, 2.0]]), "labels": torch.tensor([1])}
+    >>> boxes = torch.tensor([[0.0, 0.0, 4.0, 2.0]])
+    >>> target: Target = {"boxes": boxes, "labels": torch.tensor([1])}
     >>> from detkit.types import validate_target
     >>> validate_target(torch.zeros(3, 2, 4), target)
     """
 
-    boxes: torch.Tensor
-    labels: torch.Tensor
+    boxes: Required[torch.Tensor]
+    labels: Required[torch.Tensor]
     masks: torch.Tensor
     keypoints: torch.Tensor
     area: torch.Tensor

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -19,7 +19,7 @@ _MAX_LISTED = 10
 _NUMBER_TYPES = frozenset({int, float})  # bool is neither: ``true`` is not a coordinate
 
 
-def are_numbers(values: Any) -> bool:
+def are_numbers(values: Any) -> TypeGuard[list[int | float]]:
     """Whether ``values`` is a list of JSON numbers (no strings, booleans or nulls)."""
     return isinstance(values, list) and set(map(type, values)) <= _NUMBER_TYPES
 
@@ -46,6 +46,33 @@ class Problems:
                 + "\n  ".join(self.messages)
                 + tail
             )
+
+
+def box_crowd_area(ann: dict[str, Any]) -> tuple[list[float], int, float] | str:
+    """An annotation's ``bbox`` (XYWH), ``iscrowd`` and ``area`` (NaN when absent), or what is
+    wrong with them."""
+    bbox = ann.get("bbox")
+    box = [float(v) for v in bbox] if are_numbers(bbox) else []
+    if len(box) != 4 or not all(math.isfinite(v) for v in box):
+        return f"'bbox' must be 4 finite numbers [x, y, w, h], got {bbox!r}"
+    iscrowd = ann.get("iscrowd", 0)
+    if iscrowd not in (0, 1):
+        return f"'iscrowd' must be 0 or 1, got {iscrowd!r}"
+    area = ann.get("area")
+    if area is not None and (type(area) not in (int, float) or not math.isfinite(area) or area < 0):
+        return f"'area' must be a finite number >= 0, got {area!r}"
+    return box, int(iscrowd), math.nan if area is None else float(area)
+
+
+def leaves_root(name: str) -> bool:
+    """Whether ``file_name`` could name a file outside the folder it is relative to.
+
+    Judged on the text alone, under both POSIX and Windows rules (``/`` and ``\\``
+    separators, drive letters), so that a file checks the same on every system.
+    """
+    if name.startswith(("/", "\\")) or name[1:2] == ":":
+        return True
+    return ".." in name and ".." in name.replace("\\", "/").split("/")
 
 
 def count_keypoints(
@@ -248,7 +275,7 @@ def check_boxes(
     degenerate = ~outside & ((clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1]))
     problems = Problems(path)
 
-    def describe(r: int) -> str:
+    def describe(r: int | np.integer) -> str:
         pos = rows[r]
         return (
             f"annotation id {ann_ids[r]} (image id {image_ids[pos]} '{file_names[pos]}', "

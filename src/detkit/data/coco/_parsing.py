@@ -7,19 +7,19 @@ that ``__getitem__`` only slices them and a dataset of a million annotations sta
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
 from detkit.data.coco._fields import (
     Problems,
-    are_numbers,
+    box_crowd_area,
     check_boxes,
     count_keypoints,
     keypoint_row,
+    leaves_root,
     logger,
     usable_segmentation,
 )
@@ -75,7 +75,7 @@ def _section(data: dict[str, Any], key: str, path: Path, *, required: bool) -> l
     return value
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -88,15 +88,28 @@ def _positive_int(value: Any) -> int | None:
     return int(value)
 
 
-def _leaves_root(name: str) -> bool:
-    """Whether ``file_name`` could name a file outside the folder it is relative to.
+@dataclass
+class _Images:
+    """The ``images`` section, checked: parallel lists and each image id's position."""
 
-    Judged on the text alone, under both POSIX and Windows rules (``/`` and ``\\``
-    separators, drive letters), so that a file checks the same on every system.
-    """
-    if name.startswith(("/", "\\")) or name[1:2] == ":":
-        return True
-    return ".." in name and ".." in name.replace("\\", "/").split("/")
+    ids: list[int] = field(default_factory=list)
+    file_names: list[str] = field(default_factory=list)
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+    position: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Rows:
+    """The annotations kept, one entry per row, in file order."""
+
+    image: list[int] = field(default_factory=list)  # position in _Images
+    ann_ids: list[int] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    crowd: list[int] = field(default_factory=list)
+    areas: list[float] = field(default_factory=list)
+    boxes: list[list[float]] = field(default_factory=list)  # XYWH as in the file
+    segmentations: list[Any] = field(default_factory=list)
+    keypoints: list[Any] = field(default_factory=list)
 
 
 def parse(
@@ -111,9 +124,46 @@ def parse(
     max_pixels: int | None = None,
     allow_paths_outside_root: bool = False,
 ) -> tuple[_Parsed, bool, bool]:
-    """Check and index a COCO dict; returns the parsed file, with_masks and with_keypoints."""
-    problems = Problems(path)
+    """Check and index a COCO dict; returns the parsed file, with_masks and with_keypoints.
 
+    Four steps: the categories, the images, the annotations (each section's problems are
+    gathered and raised together), then the rows grouped by image.
+    """
+    problems = Problems(path)
+    categories = _categories(data, path, problems)
+    images = _images(data, path, problems, max_pixels, allow_paths_outside_root)
+    annotations = _section(data, "annotations", path, required=False)
+    if with_masks is None:
+        with_masks = any(isinstance(a, dict) and a.get("segmentation") for a in annotations)
+    num_kp = count_keypoints(categories, annotations, with_keypoints, path)
+    if with_keypoints is None:
+        with_keypoints = num_kp > 0
+    rows = _annotations(
+        annotations,
+        path,
+        problems,
+        images,
+        label_of={cid: label for label, cid in enumerate(sorted(categories), start=1)},
+        with_masks=with_masks,
+        num_kp=num_kp if with_keypoints else None,
+        drop_degenerate=drop_degenerate,
+    )
+    parsed = _group(
+        rows,
+        images,
+        path,
+        categories=[categories[cid] for cid in sorted(categories)],
+        num_kp=num_kp if with_keypoints else None,
+        with_masks=with_masks,
+        box_tolerance=box_tolerance,
+        drop_degenerate=drop_degenerate,
+        keep_negatives=keep_negatives,
+    )
+    return parsed, with_masks, with_keypoints
+
+
+def _categories(data: dict[str, Any], path: Path, problems: Problems) -> dict[int, dict[str, Any]]:
+    """The ``categories`` section by id (raises for missing or repeated ids)."""
     categories: dict[int, dict[str, Any]] = {}
     for i, cat in enumerate(_section(data, "categories", path, required=False)):
         cid = cat.get("id") if isinstance(cat, dict) else None
@@ -124,11 +174,18 @@ def parse(
         else:
             categories[cid] = cat
     problems.raise_if_any()
-    cat_ids = sorted(categories)
-    label_of = {cid: label for label, cid in enumerate(cat_ids, start=1)}
+    return categories
 
-    image_pos: dict[int, int] = {}
-    image_ids, file_names, sizes = [], [], []
+
+def _images(
+    data: dict[str, Any],
+    path: Path,
+    problems: Problems,
+    max_pixels: int | None,
+    allow_paths_outside_root: bool,
+) -> _Images:
+    """The ``images`` section, checked (raises for every bad entry at once)."""
+    images = _Images()
     for i, image in enumerate(_section(data, "images", path, required=True)):
         iid = image.get("id") if isinstance(image, dict) else None
         if not _is_int(iid):
@@ -136,7 +193,7 @@ def parse(
             continue
         name = image.get("file_name")
         height, width = _positive_int(image.get("height")), _positive_int(image.get("width"))
-        if iid in image_pos:
+        if iid in images.position:
             problems.add(f"images[{i}]: image id {iid} appears twice")
         elif not isinstance(name, str) or not name:
             problems.add(f"image id {iid} (images[{i}]) has no 'file_name'")
@@ -147,7 +204,7 @@ def parse(
             )
         elif "\x00" in name:
             problems.add(f"image id {iid}: 'file_name' {name!r} contains a NUL character")
-        elif not allow_paths_outside_root and _leaves_root(name):
+        elif not allow_paths_outside_root and leaves_root(name):
             problems.add(
                 f"image id {iid}: 'file_name' {name!r} leads outside image_root (an absolute "
                 "path, a drive or a '..' component); pass allow_paths_outside_root=True if the file "
@@ -159,37 +216,48 @@ def parse(
                 f"pixels, over max_image_pixels={max_pixels:,}"
             )
         else:
-            image_pos[iid] = len(image_ids)
-            image_ids.append(iid)
-            file_names.append(name)
-            sizes.append((height, width))
+            images.position[iid] = len(images.ids)
+            images.ids.append(iid)
+            images.file_names.append(name)
+            images.sizes.append((height, width))
     problems.raise_if_any()
-    if len(set(file_names)) < len(file_names):  # legal, but more often an export's mistake
-        seen: dict[str, int] = {}
-        shared = [(seen.setdefault(n, iid), iid, n) for iid, n in zip(image_ids, file_names)]
-        first, second, name = next(entry for entry in shared if entry[0] != entry[1])
-        logger.warning(
-            "'%s': %d image entries share a file with another, e.g. image ids %d and %d both "
-            "read '%s'",
-            path,
-            len(file_names) - len(set(file_names)),
-            first,
-            second,
-            name,
-        )
+    _warn_shared_files(images, path)
+    return images
 
-    annotations = _section(data, "annotations", path, required=False)
-    if with_masks is None:
-        with_masks = any(isinstance(a, dict) and a.get("segmentation") for a in annotations)
-    num_kp = count_keypoints(categories, annotations, with_keypoints, path)
-    if with_keypoints is None:
-        with_keypoints = num_kp > 0
 
-    rows_image, ann_ids, labels, crowd, areas, raw_boxes = [], [], [], [], [], []
-    segmentations: list[Any] = []
+def _warn_shared_files(images: _Images, path: Path) -> None:
+    """Several image entries reading one file: legal, but more often an export's mistake."""
+    names = images.file_names
+    if len(set(names)) == len(names):
+        return
+    seen: dict[str, int] = {}
+    shared = [(seen.setdefault(n, iid), iid, n) for iid, n in zip(images.ids, names)]
+    first, second, name = next(entry for entry in shared if entry[0] != entry[1])
+    logger.warning(
+        "'%s': %d image entries share a file with another, e.g. image ids %d and %d both read '%s'",
+        path,
+        len(names) - len(set(names)),
+        first,
+        second,
+        name,
+    )
+
+
+def _annotations(
+    annotations: list[Any],
+    path: Path,
+    problems: Problems,
+    images: _Images,
+    *,
+    label_of: dict[int, int],
+    with_masks: bool,
+    num_kp: int | None,
+    drop_degenerate: bool,
+) -> _Rows:
+    """The ``annotations`` section, checked entry by entry (raises for every bad one at once)."""
+    rows = _Rows()
     dropped: list[str] = []  # annotations without a usable polygon (drop_degenerate)
     thin = 0  # annotations that lost a polygon of fewer than 3 points
-    keypoints: list[Any] = []
     seen_ann_ids: set[int] = set()
     for i, ann in enumerate(annotations):
         if not isinstance(ann, dict):
@@ -203,36 +271,28 @@ def parse(
                 continue
             seen_ann_ids.add(aid)
         iid = ann.get("image_id")
-        pos = image_pos.get(iid) if _is_int(iid) else None
+        pos = images.position.get(iid) if _is_int(iid) else None
         if pos is None:
             problems.add(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
             continue
-        where += f" (image id {image_ids[pos]} '{file_names[pos]}')"
+        where += f" (image id {images.ids[pos]} '{images.file_names[pos]}')"
         cid = ann.get("category_id")
         label = label_of.get(cid) if _is_int(cid) else None
         if label is None:
             problems.add(
                 f"{where}: category_id {ann.get('category_id')!r} is not in 'categories' "
-                f"(known ids: {cat_ids[:20]}{' ...' if len(cat_ids) > 20 else ''})"
+                f"(known ids: {sorted(label_of)[:20]}{' ...' if len(label_of) > 20 else ''})"
             )
             continue
-        bbox = ann.get("bbox")
-        box = [float(v) for v in bbox] if are_numbers(bbox) else []
-        if len(box) != 4 or not all(math.isfinite(v) for v in box):
-            problems.add(f"{where}: 'bbox' must be 4 finite numbers [x, y, w, h], got {bbox!r}")
+        numbers = box_crowd_area(ann)
+        if isinstance(numbers, str):
+            problems.add(f"{where}: {numbers}")
             continue
-        iscrowd = ann.get("iscrowd", 0)
-        if iscrowd not in (0, 1):
-            problems.add(f"{where}: 'iscrowd' must be 0 or 1, got {iscrowd!r}")
-            continue
-        area = ann.get("area")
-        if area is not None and (
-            type(area) not in (int, float) or not math.isfinite(area) or area < 0
-        ):
-            problems.add(f"{where}: 'area' must be a finite number >= 0, got {area!r}")
-            continue
+        box, iscrowd, area = numbers
         if with_masks:
-            segm, message, degenerate = usable_segmentation(ann.get("segmentation"), sizes[pos])
+            segm, message, degenerate = usable_segmentation(
+                ann.get("segmentation"), images.sizes[pos]
+            )
             if message:
                 if degenerate and drop_degenerate:
                     dropped.append(where)
@@ -240,19 +300,19 @@ def parse(
                     problems.add(f"{where}: {message}")
                 continue
             thin += len(segm) < len(ann["segmentation"]) if isinstance(segm, list) else 0
-            segmentations.append(segm)
-        if with_keypoints:
+            rows.segmentations.append(segm)
+        if num_kp is not None:
             kps = keypoint_row(ann.get("keypoints"), num_kp)
             if isinstance(kps, str):
                 problems.add(f"{where}: {kps}")
                 continue
-            keypoints.append(kps)
-        rows_image.append(pos)
-        ann_ids.append(aid if _is_int(aid) else -1)
-        labels.append(label)
-        crowd.append(int(iscrowd))
-        areas.append(math.nan if area is None else float(area))
-        raw_boxes.append(box)
+            rows.keypoints.append(kps)
+        rows.image.append(pos)
+        rows.ann_ids.append(aid if _is_int(aid) else -1)
+        rows.labels.append(label)
+        rows.crowd.append(iscrowd)
+        rows.areas.append(area)
+        rows.boxes.append(box)
     problems.raise_if_any()
     if dropped:
         logger.warning(
@@ -267,49 +327,58 @@ def parse(
             path,
             thin,
         )
+    return rows
 
-    count = len(rows_image)
-    xywh = np.asarray(raw_boxes, dtype=np.float64).reshape(count, 4)
-    sizes_arr = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
-    rows = np.asarray(rows_image, dtype=np.int64)
+
+def _group(
+    rows: _Rows,
+    images: _Images,
+    path: Path,
+    *,
+    categories: list[dict[str, Any]],
+    num_kp: int | None,
+    with_masks: bool,
+    box_tolerance: float,
+    drop_degenerate: bool,
+    keep_negatives: bool,
+) -> _Parsed:
+    """Boxes checked against their images, then rows grouped by image (file order kept)."""
+    count = len(rows.image)
+    sizes = np.asarray(images.sizes, dtype=np.int64).reshape(-1, 2)
+    image_of = np.asarray(rows.image, dtype=np.int64)
     boxes, keep = check_boxes(
-        xywh,
-        rows,
-        sizes_arr,
-        image_ids,
-        file_names,
-        ann_ids,
+        np.asarray(rows.boxes, dtype=np.float64).reshape(count, 4),
+        image_of,
+        sizes,
+        images.ids,
+        images.file_names,
+        rows.ann_ids,
         path,
         box_tolerance=box_tolerance,
         drop_degenerate=drop_degenerate,
     )
-
-    # Group rows by image (stable: annotations keep their file order within an image).
-    order = np.argsort(rows, kind="stable")
+    order = np.argsort(image_of, kind="stable")
     order = order[keep[order]]
-    rows = rows[order]
-    counts = np.bincount(rows, minlength=len(image_ids))
-    kept_images = np.arange(len(image_ids))
+    counts = np.bincount(image_of[order], minlength=len(images.ids))
+    kept_images = np.arange(len(images.ids))
     if not keep_negatives:
         kept_images = np.flatnonzero(counts > 0)
     offsets = np.zeros(len(kept_images) + 1, dtype=np.int64)
     np.cumsum(counts[kept_images], out=offsets[1:])
-    parsed = _Parsed(
-        image_ids=[image_ids[i] for i in kept_images],
-        file_names=[file_names[i] for i in kept_images],
-        sizes=sizes_arr[kept_images],
+    keypoints = None
+    if num_kp is not None:
+        keypoints = np.asarray(rows.keypoints, dtype=np.float32).reshape(count, num_kp, 3)[order]
+    return _Parsed(
+        image_ids=[images.ids[i] for i in kept_images],
+        file_names=[images.file_names[i] for i in kept_images],
+        sizes=sizes[kept_images],
         offsets=offsets,
-        ann_ids=np.asarray(ann_ids, dtype=np.int64)[order],
+        ann_ids=np.asarray(rows.ann_ids, dtype=np.int64)[order],
         boxes=boxes[order].astype(np.float32),
-        labels=np.asarray(labels, dtype=np.int64)[order],
-        area=np.asarray(areas, dtype=np.float32)[order],
-        iscrowd=np.asarray(crowd, dtype=np.int64)[order],
-        keypoints=(
-            np.asarray(keypoints, dtype=np.float32).reshape(count, num_kp, 3)[order]
-            if with_keypoints
-            else None
-        ),
-        segmentations=[segmentations[i] for i in order] if with_masks else None,
-        categories=[categories[cid] for cid in cat_ids],
+        labels=np.asarray(rows.labels, dtype=np.int64)[order],
+        area=np.asarray(rows.areas, dtype=np.float32)[order],
+        iscrowd=np.asarray(rows.crowd, dtype=np.int64)[order],
+        keypoints=keypoints,
+        segmentations=[rows.segmentations[i] for i in order] if with_masks else None,
+        categories=categories,
     )
-    return parsed, with_masks, with_keypoints

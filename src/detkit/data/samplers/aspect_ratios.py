@@ -159,7 +159,7 @@ def _sizes(dataset: Any, positions: np.ndarray, num_workers: int) -> np.ndarray:
         return _sizes(dataset.dataset, mapped, num_workers)
     if isinstance(dataset, torch.utils.data.ConcatDataset):
         return _concat_sizes(dataset, positions, num_workers)
-    coco = getattr(dataset, "coco", None)
+    coco: Any = getattr(dataset, "coco", None)
     if hasattr(coco, "imgs") and hasattr(dataset, "ids"):
         infos = [coco.imgs[dataset.ids[int(i)]] for i in positions]
         return np.asarray([(info["height"], info["width"]) for info in infos], dtype=np.int64)

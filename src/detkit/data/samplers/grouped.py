@@ -214,7 +214,7 @@ class GroupedBatchSampler(BatchSampler):
 
     def _fixed_counts(self) -> np.ndarray | None:
         """Per-group counts for base samplers whose epoch always holds the same indices."""
-        sampler = self.sampler
+        sampler: Any = self.sampler  # one of the well-known samplers, told apart by type below
         kind = type(sampler)
         if kind in (SequentialSampler, RandomSampler):
             n = len(sampler.data_source)
@@ -234,7 +234,7 @@ class GroupedBatchSampler(BatchSampler):
 
     def _balanced_count(self) -> int:
         """The batch count every rank yields this epoch (computed from all ranks' shards)."""
-        sampler = self.sampler
+        sampler: Any = self.sampler  # a DistributedSampler (checked by the caller)
         key = (
             getattr(sampler, "epoch", None),
             getattr(sampler, "seed", None),
@@ -283,7 +283,8 @@ def _dataset_size(sampler: Any) -> int | None:
     if kind in (SequentialSampler, RandomSampler):
         return len(sampler.data_source)
     if isinstance(sampler, DistributedSampler):
-        return len(sampler.dataset)
+        dataset: Any = sampler.dataset  # map-style: sized
+        return len(dataset)
     if kind is InferenceSampler:
         return sampler.total_size
     return None

@@ -119,7 +119,7 @@ def flip_indices_from_names(
     True
     """
     names = list(names)
-    position = {}
+    position: dict[str, int] = {}
     for i, name in enumerate(names):
         if name in position:
             raise ValueError(
@@ -141,7 +141,7 @@ def flip_indices_from_names(
                 raise ValueError(f"pairs: {pair!r} names {name!r}, which is not one of {names}")
             if name in paired:
                 raise ValueError(f"pairs: {name!r} is in both {paired[name]!r} and {pair!r}")
-            paired[name] = tuple(pair)
+            paired[name] = (left, right)
         flip[position[left]], flip[position[right]] = position[right], position[left]
     return tuple(flip)
 
