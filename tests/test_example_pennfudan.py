@@ -9,10 +9,13 @@ import common
 import numpy as np
 import predict
 import pytest
+import reports
 import torch
 import train
 from PIL import Image
 from pycocotools.coco import COCO
+
+from detkit.engine import warmup_factor_at
 
 STATS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 
@@ -30,8 +33,23 @@ def tiny_demo(tmp_path, *extra):
 def demo_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("demo")
     torch.manual_seed(0)
-    result = train.main(tiny_demo(tmp_path))
+    # StepLR decays after every epoch: the optimizer's rate after an epoch is not the one
+    # the epoch's steps applied.
+    result = train.main(tiny_demo(tmp_path, "--lr-step-size", "1"))
     return tmp_path, result
+
+
+def steps_per_epoch(tmp_path) -> int:
+    """Optimizer steps in an epoch of the tiny demo (its data already written)."""
+    args = train.parse_args(tiny_demo(tmp_path))
+    train_loader, *_ = train.make_loaders(args, tmp_path / "data", False)
+    return len(train_loader)
+
+
+def demo_lr(epoch: int, step: int) -> float:
+    """The rate the demo's ``step``-th step of ``epoch`` applies: 0.02, decayed 10x per epoch
+    (StepLR, step size 1), times the warmup over the demo's first 100 steps."""
+    return 0.02 * 0.1**epoch * warmup_factor_at(step, 100)
 
 
 def test_demo_writes_metrics_checkpoint_and_pictures(demo_run):
@@ -45,9 +63,32 @@ def test_demo_writes_metrics_checkpoint_and_pictures(demo_run):
         assert set(STATS) <= set(epoch[iou_type])
         assert all(-1.0 <= epoch[iou_type][s] <= 1.0 for s in STATS)
     assert epoch["losses"]["loss"] > 0 and np.isfinite(epoch["losses"]["loss"])
+    # The rate the epoch's last step applied, warmup included (not the decayed 0.002 the
+    # optimizer holds after the epoch, nor the un-warmed 0.02).
+    last_step = steps_per_epoch(tmp_path) - 1
+    assert epoch["lr"] == pytest.approx(demo_lr(0, last_step), rel=1e-12)
+    # Validation losses of the Mask R-CNN, their sum first.
+    val_losses = epoch["val_losses"]
+    assert list(val_losses) == [
+        "loss", "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness",
+        "loss_rpn_box_reg",
+    ]  # fmt: skip
+    assert val_losses["loss"] == pytest.approx(sum(list(val_losses.values())[1:]))
+    assert all(np.isfinite(v) and v >= 0 for v in val_losses.values())
     assert epoch == json.loads(json.dumps(result["epochs"][0]))
     state = torch.load(run / "checkpoint_000.pt", weights_only=True)
     assert state["epoch"] == 0 and state["config"]["model"] == "lite:mobilenet_v3_large"
+    # The best epoch by the Mask R-CNN's default metric, and its checkpoint.
+    assert metrics["best"] == {
+        "metric": "segm/AP", "mode": "max", "epoch": 0, "value": epoch["segm"]["AP"],
+        "checkpoint": "best.pt",
+    }  # fmt: skip
+    assert metrics["stopped_early_at"] is None
+    assert torch.load(run / "best.pt", weights_only=True)["epoch"] == 0
+    # The training curves beside metrics.json, written atomically (no temporary file left).
+    with Image.open(run / "curves.png") as curves:
+        assert curves.format == "PNG" and curves.width > 600
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
     pictures = sorted((run / "predictions").glob("*.png"))
     assert len(pictures) == 3
     assert Image.open(run / "predictions.png").mode == "RGB"
@@ -76,21 +117,46 @@ def test_predict_on_the_demo_checkpoint(demo_run):
         assert all("segmentation" in r and r["bbox"][2] >= 0 for r in saved)
 
 
-def test_resume_continues_from_the_saved_epoch(demo_run, tmp_path):
+def test_resume_continues_rotates_and_stops_early(demo_run, tmp_path, capsys):
     source, _ = demo_run
     run = tmp_path / "run"
     run.mkdir()
     for name in ("checkpoint_000.pt", "metrics.json"):
         (run / name).write_bytes((source / "run" / name).read_bytes())
-    argv = tiny_demo(tmp_path, "--epochs", "2", "--resume", "last", "--num-pictures", "0")
+    # num_images never improves after its first value: with patience 1, epoch 1 is the best
+    # and epoch 2 ends the run, although --epochs asks for 4.
+    argv = tiny_demo(
+        tmp_path, "--epochs", "4", "--resume", "last", "--num-pictures", "0",
+        "--keep-last", "1", "--best-metric", "num_images", "--early-stop", "1",
+    )  # fmt: skip
     argv[argv.index("--data-root") + 1] = str(source / "data")
     result = train.main(argv)
-    assert [e["epoch"] for e in result["epochs"]] == [0, 1]
+    assert [e["epoch"] for e in result["epochs"]] == [0, 1, 2]
+    metrics = json.loads((run / "metrics.json").read_text())
     assert (
-        json.loads((run / "metrics.json").read_text())["epochs"][0]
+        metrics["epochs"][0]
         == json.loads((source / "run" / "metrics.json").read_text())["epochs"][0]
     )
-    assert torch.load(run / "checkpoint_001.pt", weights_only=True)["epoch"] == 1
+    assert all("val_losses" in e for e in metrics["epochs"])
+    steps = steps_per_epoch(source)
+    assert [e["lr"] for e in metrics["epochs"][1:]] == pytest.approx(
+        [demo_lr(1, 2 * steps - 1), demo_lr(2, 3 * steps - 1)], rel=1e-12
+    )
+    assert metrics["best"] == {
+        "metric": "num_images", "mode": "max", "epoch": 1, "value": 4.0, "checkpoint": "best.pt",
+    }  # fmt: skip
+    assert metrics["stopped_early_at"] == 2
+    # The last checkpoint and the best are kept; the resumed-from one was rotated out.
+    assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt", "checkpoint_002.pt"]
+    assert torch.load(run / "best.pt", weights_only=True)["epoch"] == 1
+    err = capsys.readouterr().err
+    assert "ranked by segm/AP, now by num_images: the best starts afresh" in err
+    assert "early stop: num_images has not improved for 1 epochs; best.pt is epoch 1" in err
+
+    # Resumed again from where it stopped: nothing more to train.
+    result = train.main(argv)
+    assert [e["epoch"] for e in result["epochs"]] == [0, 1, 2]
+    assert "this run stopped early at epoch 2 (best: epoch 1)" in capsys.readouterr().err
 
 
 def resume_without_training(demo_run, tmp_path, metrics: bytes | None):
@@ -104,6 +170,55 @@ def resume_without_training(demo_run, tmp_path, metrics: bytes | None):
     argv = tiny_demo(tmp_path, "--resume", "last", "--num-pictures", "0")
     argv[argv.index("--data-root") + 1] = str(source / "data")
     return run, train.main(argv)
+
+
+def test_without_matplotlib_the_curves_are_skipped_once_with_the_reason(
+    tmp_path, monkeypatch, caplog
+):
+    find_spec = reports.importlib.util.find_spec
+    monkeypatch.setattr(
+        reports.importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "matplotlib" else find_spec(name, *args),
+    )
+    curves = reports.TrainingCurves(tmp_path / "curves.png")
+    history = [{"epoch": 0, "lr": 0.02, "losses": {"loss": 1.0}}]
+    with caplog.at_level("INFO", logger="pennfudan"):
+        assert curves.write(history) is None
+        assert curves.write(history) is None
+    assert caplog.messages == [
+        'curves.png not drawn: matplotlib is not installed (pip install "torch-detkit[plot]")'
+    ]
+    assert not list(tmp_path.iterdir())
+
+
+def test_audit_names_the_bad_file_and_exits_1(tmp_path, capsys):
+    # Clean data: both splits pass, pictures drawn, nothing trained.
+    argv = tiny_demo(tmp_path, "--audit")
+    status, out, err = cli_with_output(capsys, train.main, argv)
+    assert status == 0, err
+    assert out.count("no problems: every sample follows the target contract") == 2
+    assert "== train split ==" in out and "== test split ==" in out
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir()) == ["audit.png", "audit_test.png"]
+    with Image.open(run / "audit.png") as picture:
+        assert picture.format == "PNG"
+
+    # One mask that does not fit its image: the report names the file, the status is 1.
+    masks = sorted((tmp_path / "data" / "PedMasks").glob("*.png"))
+    bad = masks[5]
+    Image.new("L", (8, 8)).save(bad)
+    status, out, err = cli_with_output(capsys, train.main, argv)
+    assert status == 1, err
+    image = tmp_path / "data" / "PNGImages" / bad.name.replace("_mask", "")
+    problems = [line for line in out.splitlines() if str(bad) in line]
+    assert len(problems) == 1
+    assert f"('{image}')" in problems[0] and "field 'file'" in problems[0]
+    assert "8x8 (WxH)" in problems[0]
+    assert out.count("1 problem(s) in 1 sample(s):") == 1
+    assert out.count("no problems: every sample follows the target contract") == 1
+    assert "1 problem(s) found: fix or remove those samples before training" in err
+    assert not list(run.glob("*.pt"))
 
 
 def test_resume_survives_a_damaged_metrics_file(demo_run, tmp_path, capsys):
@@ -153,6 +268,13 @@ def cli(capsys, main, argv):
     return status, capsys.readouterr().err
 
 
+def cli_with_output(capsys, main, argv):
+    """``run_cli``'s exit status, stdout and stderr."""
+    status = common.run_cli(main, argv)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
 def assert_one_line(err, *parts):
     """The error is the last line of stderr, alone (log lines of the run may precede it)."""
     assert err.endswith("\n") and "Traceback" not in err, err
@@ -200,6 +322,21 @@ def test_bad_resume_file_is_one_line_and_status_2(demo_run, tmp_path, capsys):
         status, err = cli(capsys, train.main, argv)
         assert status == 2
         assert_one_line(err, expected)
+
+
+def test_a_best_metric_the_evaluation_lacks_is_one_line_before_training(tmp_path, capsys):
+    status, err = cli(capsys, train.main, tiny_demo(tmp_path, "--best-metric", "keypoints/AP"))
+    assert status == 2
+    assert_one_line(
+        err,
+        "--best-metric 'keypoints/AP': the evaluation gives num_images, bbox, segm, losses, "
+        "not 'keypoints'; e.g. --best-metric segm/AP",
+    )
+    assert "Epoch: [0]" not in err and not list((tmp_path / "run").glob("*.pt"))
+    argv = tiny_demo(tmp_path, "--best-metric", "losses/loss", "--no-val-loss")
+    status, err = cli(capsys, train.main, argv)
+    assert status == 2
+    assert_one_line(err, "(the validation loss is off: drop --no-val-loss)")
 
 
 def test_bad_arguments_are_one_line_and_status_2(tmp_path, capsys):
@@ -410,7 +547,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
 
     script = Path(train.__file__)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    argv = tiny_demo(tmp_path, "--test-size", "5", "--num-pictures", "1")
+    argv = tiny_demo(tmp_path, "--test-size", "5", "--num-pictures", "1", "--no-val-loss")
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(script), *argv],
@@ -419,7 +556,9 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     (epoch,) = json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"]
     assert epoch["num_images"] == 5  # 5 test images over 2 ranks: none dropped, none doubled
+    assert "val_losses" not in epoch
     assert torch.load(tmp_path / "run" / "checkpoint_000.pt", weights_only=True)["epoch"] == 0
+    assert torch.load(tmp_path / "run" / "best.pt", weights_only=True)["epoch"] == 0
 
 
 @pytest.mark.parametrize("grouped", [True, False])

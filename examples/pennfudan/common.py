@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +77,12 @@ def run_cli(main: Callable[[list[str] | None], Any], argv: list[str] | None = No
 
     :class:`UserError` and writes that fail because of the machine's state (a full disk, no
     permission: ``OSError`` with such an ``errno``) are printed as ``script: error: ...``.
-    Anything else is a bug and keeps its traceback.
+    Anything else is a bug and keeps its traceback. Otherwise the status is 0, or the
+    ``"exit_status"`` of the mapping ``main`` returns (``train.py --audit``: 1 for bad samples).
     """
     prog = Path(sys.argv[0]).name or "pennfudan"
     try:
-        main(argv)
+        result = main(argv)
     except UserError as error:
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         return 2
@@ -90,7 +91,49 @@ def run_cli(main: Callable[[list[str] | None], Any], argv: list[str] | None = No
             raise
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         return 2
-    return 0
+    return int(result.get("exit_status", 0)) if isinstance(result, Mapping) else 0
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """train.py's options for validation losses, the checkpoints kept and early stopping."""
+    group = parser.add_argument_group("validation and checkpoints")
+    group.add_argument(
+        "--no-val-loss",
+        action="store_true",
+        help="skip the validation loss (computed with the metrics by default)",
+    )
+    group.add_argument(
+        "--keep-last",
+        type=positive_int,
+        metavar="N",
+        help="keep only the N most recent epoch checkpoints, besides best.pt (default: all)",
+    )
+    group.add_argument(
+        "--best-metric",
+        metavar="NAME",
+        help="the metric that picks best.pt, as TYPE/NAME: bbox/AP, segm/AP50, losses/loss "
+        "(validation loss: lower is better) ... (default: segm/AP for Mask R-CNN, else bbox/AP)",
+    )
+    group.add_argument(
+        "--early-stop",
+        type=positive_int,
+        metavar="N",
+        help="stop once --best-metric has not improved for N epochs (default: never)",
+    )
+
+
+def check_best_metric(name: str | None, iou_types: tuple[str, ...], val_loss: bool) -> None:
+    """Refuse a ``--best-metric`` the evaluation cannot produce, before any training."""
+    if name is None:
+        return
+    produced = ["num_images", *iou_types] + (["losses"] if val_loss else [])
+    first = name.strip("/").split("/")[0]
+    if first not in produced:
+        hint = " (the validation loss is off: drop --no-val-loss)" if first == "losses" else ""
+        raise UserError(
+            f"--best-metric {name!r}: the evaluation gives {', '.join(produced)}, not "
+            f"{first!r}{hint}; e.g. --best-metric {iou_types[-1]}/AP"
+        )
 
 
 def check_output_dir(folder: Path, option: str = "--output-dir") -> None:

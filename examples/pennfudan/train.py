@@ -12,8 +12,16 @@ Several processes (CPU: gloo; GPUs: nccl)::
 
     torchrun --nproc_per_node=2 examples/pennfudan/train.py --demo
 
-Writes to ``--output-dir``: a checkpoint per epoch, ``metrics.json`` (per-epoch losses and
-COCO statistics) and ``predictions/`` (pictures of predictions on test images).
+Writes to ``--output-dir``: a checkpoint per epoch (``--keep-last N`` keeps the newest N),
+``best.pt`` (the epoch with the best ``--best-metric``), ``metrics.json`` (per epoch: training
+and validation losses, the learning rate, COCO statistics; the best epoch), ``curves.png``
+(those curves; needs matplotlib) and ``predictions/`` (pictures of predictions on test
+images). ``--early-stop N`` ends the run once the metric has not improved for N epochs.
+
+Check the data first, without training (every bad sample at once, box sizes against the
+model's anchors; exit status 0 when no sample is bad, 1 when some are)::
+
+    python examples/pennfudan/train.py --demo --audit
 """
 
 from __future__ import annotations
@@ -31,7 +39,9 @@ from common import (
     MODELS,
     ArgumentParser,
     UserError,
+    add_checkpoint_arguments,
     build_model,
+    check_best_metric,
     check_output_dir,
     eval_transforms,
     non_negative_int,
@@ -44,7 +54,15 @@ from common import (
     write_json,
 )
 from dataset import PennFudanDataset
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, Subset
+from reports import (
+    NamedSubset,
+    TrainingCurves,
+    audit_splits,
+    best_record,
+    draw_pictures,
+    log_epoch,
+)
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler
 
 from detkit.data import (
     GroupedBatchSampler,
@@ -53,8 +71,13 @@ from detkit.data import (
     create_aspect_ratio_groups,
 )
 from detkit.distributed import barrier, init_distributed, is_main_process, unwrap_model, wrap_ddp
-from detkit.engine import evaluate, load_checkpoint, save_checkpoint, train_one_epoch
-from detkit.visualize import draw_prediction, make_grid, save_image
+from detkit.engine import (
+    CheckpointKeeper,
+    evaluate,
+    infer_iou_types,
+    load_checkpoint,
+    train_one_epoch,
+)
 
 logger = logging.getLogger("pennfudan")
 
@@ -180,6 +203,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="test images to draw predictions on",
     )
     out.add_argument("--score-threshold", type=float, default=0.5, help="for the pictures")
+    add_checkpoint_arguments(parser)
+    parser.add_argument(
+        "--audit",
+        action="store_true",
+        help="audit the train and test splits instead of training: print every bad sample "
+        "(its file and what is wrong) and the box statistics against the model's anchors, "
+        "draw audit.png (train) and audit_test.png; exit status 0 when no sample is bad, 1 "
+        "when some are (one process: not under torchrun)",
+    )
     parser.add_argument(
         "--demo",
         action="store_true",
@@ -193,9 +225,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def make_loaders(args: argparse.Namespace, root: Path, distributed: bool):
+def make_datasets(
+    args: argparse.Namespace, root: Path, *, augment: bool = True
+) -> tuple[NamedSubset, NamedSubset]:
+    """The tutorial's split: a seeded permutation, the last ``--test-size`` images for testing.
+
+    ``augment=False`` gives the training images without random flips (for the audit).
+    """
     try:
-        train_set = PennFudanDataset(root, transforms=train_transforms())
+        train_set = PennFudanDataset(
+            root, transforms=train_transforms() if augment else eval_transforms()
+        )
         test_set = PennFudanDataset(root, transforms=eval_transforms())
     except (OSError, ValueError) as error:
         raise UserError(f"--data-root: {error}") from error
@@ -203,13 +243,17 @@ def make_loaders(args: argparse.Namespace, root: Path, distributed: bool):
         raise UserError(
             f"--test-size must be between 1 and {len(train_set) - 1} for {len(train_set)} images"
         )
-    # The tutorial's split: a seeded permutation, the last test_size images for testing.
     order = torch.randperm(
         len(train_set), generator=torch.Generator().manual_seed(args.seed)
     ).tolist()
-    train_set = Subset(train_set, order[: -args.test_size])
-    test_set = Subset(test_set, order[-args.test_size :])
+    return (
+        NamedSubset(train_set, order[: -args.test_size], CLASS_NAMES),
+        NamedSubset(test_set, order[-args.test_size :], CLASS_NAMES),
+    )
 
+
+def make_loaders(args: argparse.Namespace, root: Path, distributed: bool):
+    train_set, test_set = make_datasets(args, root)
     generator = torch.Generator().manual_seed(args.seed)
     if distributed:
         sampler = DistributedSampler(train_set, seed=args.seed)
@@ -249,39 +293,49 @@ def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
     return path
 
 
-def draw_pictures(
-    model, test_loader, device, output_dir: Path, count: int, threshold: float
-) -> Path | None:
-    """Predictions on the first ``count`` test images: one PNG each, and a grid of all."""
-    if count <= 0:
-        return None
-    folder = output_dir / "predictions"
-    pictures = []
-    model.eval()
-    with torch.inference_mode():
-        for images, targets in test_loader:
-            outputs = model([image.to(device) for image in images])
-            for image, target, output in zip(images, targets, outputs):
-                picture = draw_prediction(
-                    image, output, score_threshold=threshold, label_names=CLASS_NAMES
-                )
-                save_image(picture, folder / f"image_{int(target['image_id']):04d}.png")
-                pictures.append(picture)
-                if len(pictures) == count:
-                    break
-            if len(pictures) == count:
-                break
-    return save_image(make_grid(pictures, ncols=4), output_dir / "predictions.png")
+def make_model(config: dict[str, Any]) -> torch.nn.Module:
+    try:
+        return build_model(config)
+    except (OSError, ValueError) as error:  # an unknown --model, a bad --weights file, offline
+        raise UserError(f"cannot build the model ({config['model']}): {error}") from error
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    info = init_distributed()
+def run_audit(args: argparse.Namespace) -> dict[str, Any]:
+    """``--audit``: read every sample of both splits once, report, draw; no training."""
+    check_output_dir(args.output_dir)
+    root = prepare_data(
+        args.data_root,
+        download=args.download,
+        synthetic=args.synthetic,
+        seed=args.seed,
+        size_range=tuple(args.synthetic_size),
+    )
+    train_set, test_set = make_datasets(args, root, augment=False)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    # Only the anchors and the input size are read: no weights to load (or download).
+    model = make_model({**config, "weights": None, "weights_backbone": None})
+    reports = audit_splits({"train": train_set, "test": test_set}, model, args.output_dir)
+    bad = sum(len(report.problems) for report in reports.values())
+    if bad:
+        logger.info("%d problem(s) found: fix or remove those samples before training", bad)
+    return {"audit": reports, "exit_status": 1 if bad else 0}
+
+
+def configure_logging() -> None:
     logging.basicConfig(
         level=logging.INFO if is_main_process() else logging.WARNING,
         format="%(message)s",
         force=True,
     )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.audit:
+        configure_logging()
+        return run_audit(args)
+    info = init_distributed()
+    configure_logging()
     torch.manual_seed(args.seed)
     device = torch.device(args.device) if args.device else info.device
 
@@ -302,11 +356,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train_loader, test_loader, batches, generator = make_loaders(args, root, info.distributed)
 
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    try:
-        model = build_model(config)
-    except (OSError, ValueError) as error:  # an unknown --model, a bad --weights file, offline
-        raise UserError(f"cannot build the model ({args.model}): {error}") from error
-    model = model.to(device)
+    model = make_model(config).to(device)
+    val_loss = not args.no_val_loss  # validation losses, in the evaluation's pass
+    check_best_metric(args.best_metric, infer_iou_types(model), val_loss)
+    keeper = CheckpointKeeper(
+        output_dir, keep_last=args.keep_last, metric=args.best_metric, patience=args.early_stop
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(
         params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay
@@ -332,15 +387,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         except (OSError, ValueError) as error:
             raise UserError(f"--resume: {error}") from error
         start_epoch = state["epoch"] + 1
+        if not keeper.restore(state, resume):
+            logger.info("%s holds no best-checkpoint state: ranking epochs afresh", resume)
         if is_main_process():
             history = read_history(metrics_path, start_epoch)
         logger.info("resumed from %s: continuing at epoch %d", resume, start_epoch)
     model = wrap_ddp(model, device)
 
     metrics: dict[str, Any] = {}
-    for epoch in range(start_epoch, args.epochs):
+    end_epoch = args.epochs
+    if keeper.should_stop:  # resumed from the epoch an early stop ended on
+        logger.info(
+            "this run stopped early at epoch %d (best: epoch %s); raise --early-stop to go on",
+            start_epoch - 1,
+            keeper.best_epoch,
+        )
+        end_epoch = start_epoch
+    curves = TrainingCurves(output_dir / "curves.png")
+    logged: dict[str, float] = {}  # the last value train_one_epoch reported per tag
+    for epoch in range(start_epoch, end_epoch):
         started = time.perf_counter()
         set_epoch(batches, epoch)
+        # metrics.json's lr: the rate the last step applied (warmup included), as
+        # train_one_epoch logs it. After the epoch, the optimizer holds the next
+        # epoch's rate: its scheduler has stepped.
+        logged.clear()
         losses = train_one_epoch(
             model,
             optimizer,
@@ -353,35 +424,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             warmup_iters=args.warmup_iters,
             max_grad_norm=args.clip_grad_norm,
             scaler=scaler,
+            scalar_hook=lambda tag, value, step: logged.__setitem__(tag, value),
         )
-        save_checkpoint(
-            output_dir / f"checkpoint_{epoch:03d}.pt",
+        metrics = evaluate(model, test_loader, device, losses=val_loss)
+        try:
+            keeper.value_of(metrics)
+        except ValueError as error:  # a --best-metric the metrics lack
+            raise UserError(f"--best-metric: {error}") from error
+        # Evaluated first, so that the checkpoint holds the keeper's decision on this epoch.
+        keeper.save(
+            epoch,
+            metrics,
             model=model,
-            epoch=epoch,
             optimizer=optimizer,
             lr_scheduler=scheduler,
             scaler=scaler,
             config=config,
             generators={"train": generator},
         )
-        metrics = evaluate(model, test_loader, device)
+        val_losses = metrics.pop("losses", None)
         history.append(
             {
                 "epoch": epoch,
-                "lr": optimizer.param_groups[0]["lr"],
+                "lr": logged.get("train/lr"),  # the epoch's last step (main process)
                 "seconds": round(time.perf_counter() - started, 1),
                 "losses": losses,
+                **({"val_losses": val_losses} if val_losses is not None else {}),
                 **metrics,
             }
         )
+        stopped = epoch if keeper.should_stop else None
         if is_main_process():
-            write_json(metrics_path, {"config": config, "epochs": history}, indent=2)
-            summary = "  ".join(
-                f"{t} AP {metrics[t]['AP']:.3f} AP50 {metrics[t]['AP50']:.3f}"
-                for t in ("bbox", "segm", "keypoints")
-                if t in metrics
+            record = {"config": config, "best": best_record(keeper), "stopped_early_at": stopped}
+            write_json(metrics_path, {**record, "epochs": history}, indent=2)
+            curves.write(history)
+            log_epoch(history[-1], keeper)
+        if stopped is not None:
+            logger.info(
+                "early stop: %s has not improved for %d epochs; best.pt is epoch %s",
+                keeper.metric,
+                keeper.patience,
+                keeper.best_epoch,
             )
-            logger.info("epoch %d done in %.0f s: %s", epoch, history[-1]["seconds"], summary)
+            break
     if is_main_process():
         grid = draw_pictures(
             unwrap_model(model),
@@ -392,9 +477,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             args.score_threshold,
         )
         logger.info("metrics: %s", metrics_path)
+        if curves.available and history:
+            logger.info("curves: %s", curves.path)
         if grid is not None:
             logger.info("pictures: %s and %s", grid, output_dir / "predictions")
-    return {"epochs": history, "metrics": metrics}
+    return {"epochs": history, "metrics": metrics, "best": best_record(keeper)}
 
 
 if __name__ == "__main__":

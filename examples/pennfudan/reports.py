@@ -1,0 +1,150 @@
+"""What train.py writes besides checkpoints: metrics, curves, pictures, the dataset audit."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import CLASS_NAMES
+from torch.utils.data import Dataset, Subset
+
+from detkit.data import AuditReport, audit
+from detkit.engine import CheckpointKeeper
+from detkit.visualize import (
+    draw_prediction,
+    make_grid,
+    plot_audit,
+    plot_training_curves,
+    save_image,
+)
+
+logger = logging.getLogger("pennfudan")
+
+PLOT_EXTRA = 'pip install "torch-detkit[plot]"'
+
+
+def can_plot() -> bool:
+    """Whether matplotlib, an optional extra, is installed (checked without importing it)."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+class TrainingCurves:
+    """Draws ``curves.png`` (losses, learning rate, AP per epoch) after each epoch.
+
+    Without matplotlib the run goes on without the picture, and says so once.
+
+    Args:
+        path: the picture's file, written atomically (a viewer never sees half of it).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.available = can_plot()
+        self._told = False
+
+    def write(self, history: Sequence[dict[str, Any]]) -> Path | None:
+        """Draw the curves of ``history`` (metrics.json's epochs); the path, or ``None``."""
+        if not self.available:
+            if not self._told:
+                logger.info(
+                    "%s not drawn: matplotlib is not installed (%s)", self.path.name, PLOT_EXTRA
+                )
+                self._told = True
+            return None
+        plot_training_curves(history, self.path)
+        return self.path
+
+
+class NamedSubset(Subset):
+    """A ``Subset`` that still names its samples' image files, and the class names.
+
+    :func:`detkit.data.audit` names each bad sample's file through ``image_path``, which a
+    plain ``Subset`` hides.
+    """
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int], class_names: list[str]) -> None:
+        super().__init__(dataset, indices)
+        self.class_names = class_names
+
+    def image_path(self, idx: int) -> Path:
+        return self.dataset.image_path(self.indices[idx])  # type: ignore[attr-defined]
+
+
+def audit_splits(
+    splits: dict[str, Dataset], model: Any, output_dir: Path
+) -> dict[str, AuditReport]:
+    """Audit each split against ``model``'s anchors; print the reports, draw the pictures.
+
+    The pictures: ``audit.png`` for the first split (the training images, the ones the
+    anchors must fit), ``audit_<split>.png`` for the others.
+    """
+    reports = {}
+    for i, (split, dataset) in enumerate(splits.items()):
+        report = reports[split] = audit(dataset, model=model)
+        print(f"== {split} split ==\n{report.summary()}\n", flush=True)
+        path = output_dir / ("audit.png" if i == 0 else f"audit_{split}.png")
+        if can_plot():
+            plot_audit(report, path)
+            logger.info("audit picture of the %s split: %s", split, path)
+        elif i == 0:
+            logger.info("audit pictures not drawn: matplotlib is not installed (%s)", PLOT_EXTRA)
+    return reports
+
+
+def draw_pictures(
+    model, test_loader, device, output_dir: Path, count: int, threshold: float
+) -> Path | None:
+    """Predictions on the first ``count`` test images: one PNG each, and a grid of all."""
+    if count <= 0:
+        return None
+    folder = output_dir / "predictions"
+    pictures = []
+    model.eval()
+    with torch.inference_mode():
+        for images, targets in test_loader:
+            outputs = model([image.to(device) for image in images])
+            for image, target, output in zip(images, targets, outputs):
+                picture = draw_prediction(
+                    image, output, score_threshold=threshold, label_names=CLASS_NAMES
+                )
+                save_image(picture, folder / f"image_{int(target['image_id']):04d}.png")
+                pictures.append(picture)
+                if len(pictures) == count:
+                    break
+            if len(pictures) == count:
+                break
+    return save_image(make_grid(pictures, ncols=4), output_dir / "predictions.png")
+
+
+def best_record(keeper: CheckpointKeeper) -> dict[str, Any]:
+    """What metrics.json says about the best epoch."""
+    return {
+        "metric": keeper.metric,
+        "mode": keeper.mode,
+        "epoch": keeper.best_epoch,
+        "value": keeper.best_value,
+        "checkpoint": keeper.best_filename,
+    }
+
+
+def log_epoch(record: dict[str, Any], keeper: CheckpointKeeper) -> None:
+    summary = "  ".join(
+        f"{t} AP {record[t]['AP']:.3f} AP50 {record[t]['AP50']:.3f}"
+        for t in ("bbox", "segm", "keypoints")
+        if t in record
+    )
+    if record.get("val_losses"):
+        summary += f"  val loss {record['val_losses']['loss']:.4f}"
+    logger.info(
+        "epoch %d done in %.0f s: %s (best %s %.4f at epoch %d)",
+        record["epoch"],
+        record["seconds"],
+        summary,
+        keeper.metric,
+        keeper.best_value if keeper.best_value is not None else float("nan"),
+        keeper.best_epoch if keeper.best_epoch is not None else -1,
+    )
