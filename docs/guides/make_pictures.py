@@ -5,6 +5,10 @@
   if it were a model's output, with made-up scores. It illustrates the drawing (class
   colours, caption tabs), not a model. Top row: the defaults; bottom row: ``colors=`` and
   ``font_size=``.
+* ``pictures_audit.png`` and ``docs/_generated/audit_report.txt``: ``detkit.data.audit``
+  of 40 synthetic Penn-Fudan-layout images, one of whose masks was replaced by a smaller
+  one (a size mismatch the audit must name), against the anchors of torchvision's Mask
+  R-CNN, drawn by ``plot_audit``.
 * ``pictures_curves.png``: ``plot_training_curves`` of the offline demo's
   ``metrics.json`` (``examples/pennfudan/train.py --demo``), whose per-epoch records are
   kept in ``docs/_generated/demo_history.json``.
@@ -23,17 +27,25 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import textwrap
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from detkit.data import CocoJsonDataset, write_synthetic_coco
-from detkit.visualize import draw_prediction, make_grid, plot_training_curves
+from detkit.data import (
+    CocoJsonDataset,
+    InstanceMaskDataset,
+    audit,
+    write_synthetic_coco,
+    write_synthetic_pennfudan,
+)
+from detkit.visualize import draw_prediction, make_grid, plot_audit, plot_training_curves
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "docs" / "guides" / "_images"
 HISTORY = ROOT / "docs" / "_generated" / "demo_history.json"
+AUDIT_REPORT = ROOT / "docs" / "_generated" / "audit_report.txt"
 
 
 def small_png(picture: torch.Tensor | Image.Image, path: Path) -> None:
@@ -84,6 +96,33 @@ def prediction_picture(work: Path) -> None:
     small_png(grid, IMAGES / "pictures_predictions.png")
 
 
+def audit_picture(work: Path) -> None:
+    root = write_synthetic_pennfudan(work / "pedestrians", 40, seed=0, size_range=(250, 600))
+    images = sorted((root / "PNGImages").iterdir())
+    masks = sorted((root / "PedMasks").iterdir())
+    Image.new("L", (32, 32), 1).save(masks[7])  # a mask of the wrong size
+    dataset = InstanceMaskDataset(list(zip(map(str, images), map(str, masks))))
+    # torchvision's Mask R-CNN: anchors 32..512 px, ratios 0.5, 1, 2, inputs resized to 800.
+    report = audit(
+        dataset,
+        num_classes=2,
+        anchor_sizes=[32, 64, 128, 256, 512],
+        aspect_ratios=[0.5, 1.0, 2.0],
+        min_size=800,
+        max_size=1333,
+    )
+    text = str(report).replace(str(root), "pedestrians")
+    # Long lines wrapped for the page (a terminal wraps them by itself).
+    lines = [
+        textwrap.fill(line, 78, subsequent_indent="      ", break_on_hyphens=False)
+        for line in text.splitlines()
+    ]
+    AUDIT_REPORT.write_text("\n".join(lines) + "\n")
+    print(f"wrote {AUDIT_REPORT}")
+    plot_audit(report, work / "audit.png")
+    small_png(Image.open(work / "audit.png"), IMAGES / "pictures_audit.png")
+
+
 def save_history(metrics: Path) -> None:
     """Keep a run's per-epoch records (``metrics.json``'s ``epochs``) in ``HISTORY``."""
     epochs = json.loads(metrics.read_text())["epochs"]
@@ -109,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     IMAGES.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         prediction_picture(Path(tmp))
+        audit_picture(Path(tmp))
     curves_picture()
 
 

@@ -45,6 +45,8 @@ class SampleProblem:
     message: str
 
     def __str__(self) -> str:
+        if self.message.startswith("sample "):  # a dataset's error that names the sample
+            return f"index {self.index}: {self.message}"
         where = sample_name(image_id=self.image_id, source=self.source)
         return f"{where} (index {self.index}): field '{self.field}': {self.message}"
 
@@ -273,9 +275,9 @@ def audit(
         try:
             image, target = dataset[index]
         except Exception as exc:  # every unreadable sample is reported, none stops the audit
-            report.problems.append(
-                SampleProblem(index, None, source, "file", f"{type(exc).__name__}: {exc}")
-            )
+            named = str(exc).startswith("sample ")  # detkit's datasets name file and image_id
+            message = str(exc) if named else f"{type(exc).__name__}: {exc}"
+            report.problems.append(SampleProblem(index, None, source, "file", message))
             continue
         image_id = target.get("image_id") if isinstance(target, dict) else None
         with contextlib.suppress(TypeError):
