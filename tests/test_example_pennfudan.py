@@ -117,6 +117,75 @@ def test_predict_on_the_demo_checkpoint(demo_run):
         assert all("segmentation" in r and r["bbox"][2] >= 0 for r in saved)
 
 
+def test_metrics_json_holds_ap_intervals_and_operating_points(demo_run):
+    tmp_path, _ = demo_run
+    run = tmp_path / "run"
+    (epoch,) = json.loads((run / "metrics.json").read_text())["epochs"]
+    # Instances per test image, from the split train.py evaluated on.
+    _, test_set = train.make_datasets(train.parse_args(tiny_demo(tmp_path)), tmp_path / "data")
+    instances = sum(len(test_set[i][1]["boxes"]) for i in range(len(test_set)))
+    for iou_type in ("bbox", "segm"):
+        stats = epoch[iou_type]
+        for name in ("AP", "AP50"):
+            low, high = stats[f"{name}_interval"]
+            assert 0.0 <= low <= high <= 1.0
+        points = epoch["operating_points"][iou_type]
+        assert points["iou_type"] == iou_type and points["iou"] == 0.5
+        (person,) = points["classes"].values()
+        assert list(points["classes"]) == ["1"]
+        assert person["num_ground_truth"] == instances
+        assert person["ap"] == pytest.approx(stats["AP50"])  # AP at IoU 0.5 is COCO's AP50
+        assert 0.0 <= person["recall"] <= 1.0
+    # The best epoch's points, for predict.py --thresholds, and its pictures.
+    saved = json.loads((run / "operating_points.json").read_text())
+    assert saved == {"epoch": 0, "operating_points": epoch["operating_points"]}
+    for name in ("pr_curves.png", "confusion.png"):
+        with Image.open(run / name) as picture:
+            assert picture.format == "PNG"
+
+
+def test_predict_reads_the_operating_points_train_wrote(demo_run):
+    tmp_path, _ = demo_run
+    path = tmp_path / "run" / "operating_points.json"
+    classes = json.loads(path.read_text())["operating_points"]["bbox"]["classes"]
+    expected = {int(k): v["threshold"] for k, v in classes.items() if v["threshold"] is not None}
+    assert predict.read_thresholds(path) == expected
+    image = sorted((tmp_path / "data" / "PNGImages").glob("*.png"))[0]
+    out = tmp_path / "predict-thresholds"
+    predict.main([
+        "--checkpoint", str(tmp_path / "run" / "best.pt"), "--images", str(image),
+        "--output-dir", str(out), "--thresholds", str(path),
+    ])  # fmt: skip
+    assert (out / image.name).is_file()
+
+
+def test_the_epoch_line_gives_ap_with_its_interval(caplog):
+    keeper = type("Keeper", (), {"metric": "bbox/AP", "best_value": 0.612, "best_epoch": 3})
+    stats = {"AP": 0.612, "AP50": 0.9, "AP_interval": [0.571, 0.65], "AP50_interval": [0.8, 1.0]}
+    record = {"epoch": 3, "seconds": 12.0, "bbox": stats}
+    with caplog.at_level("INFO", logger="pennfudan"):
+        reports.log_epoch(record, keeper, 0.95)
+        reports.log_epoch({**record, "bbox": {"AP": 0.612, "AP50": 0.9}}, keeper, None)
+    assert caplog.messages == [
+        "epoch 3 done in 12 s: bbox AP 0.612 [0.571, 0.650] AP50 0.900 [0.800, 1.000] "
+        "(95% bootstrap over images) (best bbox/AP 0.6120 at epoch 3)",
+        "epoch 3 done in 12 s: bbox AP 0.612 AP50 0.900 (best bbox/AP 0.6120 at epoch 3)",
+    ]
+
+
+def test_without_matplotlib_the_analysis_plots_are_skipped_once(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(reports, "can_plot", lambda: False)
+    plots = reports.AnalysisPlots(tmp_path)
+    with caplog.at_level("INFO", logger="pennfudan"):
+        assert plots.write(None, None) is False
+        assert plots.write(None, None) is False
+    assert caplog.messages == [
+        "pr_curves.png and confusion.png not drawn: matplotlib is not installed "
+        '(pip install "torch-detkit[plot]")'
+    ]
+    assert not list(tmp_path.iterdir())
+
+
 def test_resume_continues_rotates_and_stops_early(demo_run, tmp_path, capsys):
     source, _ = demo_run
     run = tmp_path / "run"

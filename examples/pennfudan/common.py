@@ -103,6 +103,12 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip the validation loss (computed with the metrics by default)",
     )
     group.add_argument(
+        "--no-intervals",
+        action="store_true",
+        help="skip the 95%% bootstrap intervals of AP and AP50 over the test images "
+        "(computed by default: a few times the cost of the COCO statistics alone)",
+    )
+    group.add_argument(
         "--keep-last",
         type=positive_int,
         metavar="N",

@@ -18,6 +18,8 @@ from detkit.visualize import (
     draw_prediction,
     make_grid,
     plot_audit,
+    plot_confusion_matrix,
+    plot_pr_curves,
     plot_training_curves,
     save_image,
 )
@@ -57,6 +59,43 @@ class TrainingCurves:
             return None
         plot_training_curves(history, self.path)
         return self.path
+
+
+class AnalysisPlots:
+    """Draws ``pr_curves.png`` and ``confusion.png`` (boxes) of the best epoch so far.
+
+    The precision-recall curve of each class with its F1-best score threshold marked, and
+    the confusion matrix (background included) of the detections kept at those thresholds:
+    what ``operating_points.json`` gives ``predict.py --thresholds``. Without matplotlib
+    nothing is drawn, and the run says so once.
+
+    Args:
+        output_dir: where the pictures go (written atomically).
+    """
+
+    def __init__(self, output_dir: Path) -> None:
+        self.pr_curves = output_dir / "pr_curves.png"
+        self.confusion = output_dir / "confusion.png"
+        self.available = can_plot()
+        self._told = False
+
+    def write(self, points: Any, matrix: Any) -> bool:
+        """Draw ``points`` (:class:`~detkit.evaluation.OperatingPoints`) and ``matrix``
+        (:class:`~detkit.evaluation.ConfusionMatrix`); whether they were drawn."""
+        if not self.available:
+            if not self._told:
+                logger.info(
+                    "%s and %s not drawn: matplotlib is not installed (%s)",
+                    self.pr_curves.name,
+                    self.confusion.name,
+                    PLOT_EXTRA,
+                )
+                self._told = True
+            return False
+        names = dict(enumerate(CLASS_NAMES))
+        plot_pr_curves(points, self.pr_curves, class_names=names)
+        plot_confusion_matrix(matrix, self.confusion, class_names=names)
+        return True
 
 
 class NamedSubset(Subset):
@@ -131,12 +170,29 @@ def best_record(keeper: CheckpointKeeper) -> dict[str, Any]:
     }
 
 
-def log_epoch(record: dict[str, Any], keeper: CheckpointKeeper) -> None:
+def with_interval(stats: dict[str, Any], name: str) -> str:
+    """``"AP 0.612 [0.571, 0.650]"``: a statistic and its bootstrap interval when it has one."""
+    text = f"{name} {stats[name]:.3f}"
+    interval = stats.get(f"{name}_interval")
+    if interval is not None:
+        text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return text
+
+
+def log_epoch(
+    record: dict[str, Any], keeper: CheckpointKeeper, confidence: float | None = None
+) -> None:
+    """One line per epoch: AP and AP50 per task (with their intervals), the validation loss
+    and the best epoch so far; ``confidence`` names the intervals' level."""
     summary = "  ".join(
-        f"{t} AP {record[t]['AP']:.3f} AP50 {record[t]['AP50']:.3f}"
+        f"{t} {with_interval(record[t], 'AP')} {with_interval(record[t], 'AP50')}"
         for t in ("bbox", "segm", "keypoints")
         if t in record
     )
+    if confidence is not None and any(
+        isinstance(stats, dict) and "AP_interval" in stats for stats in record.values()
+    ):
+        summary += f" ({100 * confidence:g}% bootstrap over images)"
     if record.get("val_losses"):
         summary += f"  val loss {record['val_losses']['loss']:.4f}"
     logger.info(

@@ -14,9 +14,13 @@ Several processes (CPU: gloo; GPUs: nccl)::
 
 Writes to ``--output-dir``: a checkpoint per epoch (``--keep-last N`` keeps the newest N),
 ``best.pt`` (the epoch with the best ``--best-metric``), ``metrics.json`` (per epoch: training
-and validation losses, the learning rate, COCO statistics; the best epoch), ``curves.png``
-(those curves; needs matplotlib) and ``predictions/`` (pictures of predictions on test
-images). ``--early-stop N`` ends the run once the metric has not improved for N epochs.
+and validation losses, the learning rate, COCO statistics with 95% bootstrap intervals of AP
+and AP50, per-class operating points; the best epoch), ``curves.png`` (those curves; needs
+matplotlib), ``operating_points.json`` (the best epoch's per-class score thresholds, for
+``predict.py --thresholds``), ``pr_curves.png`` and ``confusion.png`` (the best epoch's
+precision-recall curves and confusion matrix of the boxes; need matplotlib) and
+``predictions/`` (pictures of predictions on test images). ``--early-stop N`` ends the run
+once the metric has not improved for N epochs; ``--no-intervals`` skips the bootstrap.
 
 Check the data first, without training (every bad sample at once, box sizes against the
 model's anchors; exit status 0 when no sample is bad, 1 when some are)::
@@ -55,6 +59,7 @@ from common import (
 )
 from dataset import PennFudanDataset
 from reports import (
+    AnalysisPlots,
     NamedSubset,
     TrainingCurves,
     audit_splits,
@@ -78,8 +83,12 @@ from detkit.engine import (
     load_checkpoint,
     train_one_epoch,
 )
+from detkit.evaluation import CocoEvaluator
 
 logger = logging.getLogger("pennfudan")
+
+#: The level of the AP intervals train.py reports (bootstrap over the test images).
+CONFIDENCE = 0.95
 
 #: What ``--demo`` changes; any flag given explicitly still wins.
 DEMO = {
@@ -321,6 +330,31 @@ def run_audit(args: argparse.Namespace) -> dict[str, Any]:
     return {"audit": reports, "exit_status": 1 if bad else 0}
 
 
+def write_best_analysis(
+    evaluator: CocoEvaluator,
+    points: dict[str, Any],
+    record: dict[str, Any],
+    output_dir: Path,
+    plots: AnalysisPlots,
+) -> None:
+    """The best epoch so far: ``operating_points.json`` (for ``predict.py --thresholds``),
+    ``pr_curves.png`` and ``confusion.png`` (boxes, at their F1-best thresholds).
+
+    Every process calls it (the confusion matrix is collective); the main one writes.
+    """
+    matrix = None
+    if plots.available:
+        matrix = evaluator.confusion_matrix("bbox", thresholds=points["bbox"])
+    if not is_main_process():
+        return
+    write_json(
+        output_dir / "operating_points.json",
+        {"epoch": record["epoch"], "operating_points": record["operating_points"]},
+        indent=2,
+    )
+    plots.write(points["bbox"], matrix)
+
+
 def configure_logging() -> None:
     logging.basicConfig(
         level=logging.INFO if is_main_process() else logging.WARNING,
@@ -358,7 +392,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     model = make_model(config).to(device)
     val_loss = not args.no_val_loss  # validation losses, in the evaluation's pass
-    check_best_metric(args.best_metric, infer_iou_types(model), val_loss)
+    iou_types = infer_iou_types(model)
+    check_best_metric(args.best_metric, iou_types, val_loss)
+    # Our own evaluator: after evaluate it still holds the epoch's detections, for the
+    # operating points and the confusion matrix.
+    evaluator = CocoEvaluator(iou_types)
+    confidence = None if args.no_intervals else CONFIDENCE
     keeper = CheckpointKeeper(
         output_dir, keep_last=args.keep_last, metric=args.best_metric, patience=args.early_stop
     )
@@ -404,6 +443,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         end_epoch = start_epoch
     curves = TrainingCurves(output_dir / "curves.png")
+    plots = AnalysisPlots(output_dir)
     logged: dict[str, float] = {}  # the last value train_one_epoch reported per tag
     for epoch in range(start_epoch, end_epoch):
         started = time.perf_counter()
@@ -426,7 +466,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             scaler=scaler,
             scalar_hook=lambda tag, value, step: logged.__setitem__(tag, value),
         )
-        metrics = evaluate(model, test_loader, device, losses=val_loss)
+        metrics = evaluate(
+            model,
+            test_loader,
+            device,
+            evaluator=evaluator,
+            losses=val_loss,
+            compute_kwargs=None if confidence is None else {"confidence": confidence},
+        )
+        # Collective under torch.distributed: every process asks.
+        points = {t: evaluator.operating_points(t) for t in ("bbox", "segm") if t in iou_types}
         try:
             keeper.value_of(metrics)
         except ValueError as error:  # a --best-metric the metrics lack
@@ -451,14 +500,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "losses": losses,
                 **({"val_losses": val_losses} if val_losses is not None else {}),
                 **metrics,
+                "operating_points": {t: p.to_dict() for t, p in points.items()},
             }
         )
+        if keeper.best_epoch == epoch:
+            write_best_analysis(evaluator, points, history[-1], output_dir, plots)
         stopped = epoch if keeper.should_stop else None
         if is_main_process():
             record = {"config": config, "best": best_record(keeper), "stopped_early_at": stopped}
             write_json(metrics_path, {**record, "epochs": history}, indent=2)
             curves.write(history)
-            log_epoch(history[-1], keeper)
+            log_epoch(history[-1], keeper, confidence)
         if stopped is not None:
             logger.info(
                 "early stop: %s has not improved for %d epochs; best.pt is epoch %s",
@@ -479,6 +531,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         logger.info("metrics: %s", metrics_path)
         if curves.available and history:
             logger.info("curves: %s", curves.path)
+        if keeper.best_epoch is not None and (output_dir / "operating_points.json").is_file():
+            logger.info(
+                "operating points of the best epoch: %s", output_dir / "operating_points.json"
+            )
+        if plots.available and plots.pr_curves.is_file():
+            logger.info("pr curves, confusion matrix: %s, %s", plots.pr_curves, plots.confusion)
         if grid is not None:
             logger.info("pictures: %s and %s", grid, output_dir / "predictions")
     return {"epochs": history, "metrics": metrics, "best": best_record(keeper)}

@@ -307,3 +307,38 @@ def test_validation_losses_need_the_fields_training_needs(samples):
     degenerate[0][1]["boxes"][0, 2] = degenerate[0][1]["boxes"][0, 0]
     with pytest.raises(AssertionError, match=r"positive height and width.*\[batch image_ids \[0\]"):
         evaluate(tiny_detector(), loader(degenerate), "cpu", losses=True, progress=False)
+
+
+class HalfOracle(Oracle):
+    """The oracle on images whose first sample index is even; nothing on the others, so that
+    AP differs from image to image and a bootstrap over images has a spread."""
+
+    def forward(self, images, targets=None):
+        outputs = super().forward(images)
+        for image, output in zip(images, outputs):
+            index = next(i for i, (im, _) in enumerate(self.samples) if torch.equal(im, image))
+            if index % 2:
+                for key in ("boxes", "labels", "scores", "masks"):
+                    output[key] = output[key][:0]
+        return outputs
+
+
+def test_compute_kwargs_give_the_bootstrap_intervals_of_the_evaluator(samples):
+    options = {"confidence": 0.9, "resamples": 50, "seed": 3}
+    model = HalfOracle(samples)
+    metrics = evaluate(
+        model, loader(samples), "cpu", iou_types=("bbox", "segm"), progress=False,
+        compute_kwargs=options,
+    )  # fmt: skip
+    evaluator = CocoEvaluator(("bbox", "segm"))
+    for images, targets in loader(samples, batch_size=5):
+        evaluator.update(model(list(images)), targets)
+    assert metrics == evaluator.compute(**options)
+    for iou_type in ("bbox", "segm"):
+        low, high = metrics[iou_type]["AP50_interval"]
+        assert 0.0 < metrics[iou_type]["AP50"] < 1.0  # some images found, some missed
+        assert low < high and low <= metrics[iou_type]["AP50"] <= high
+        assert metrics[iou_type]["AP_interval"][0] <= metrics[iou_type]["AP_interval"][1]
+    # No intervals unless asked: they cost several times the plain computation.
+    plain = evaluate(model, loader(samples), "cpu", iou_types=("bbox",), progress=False)
+    assert "AP_interval" not in plain["bbox"] and "AP50_interval" not in plain["bbox"]

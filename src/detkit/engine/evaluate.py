@@ -66,6 +66,7 @@ def evaluate(
     step: int = 0,
     progress: bool | None = None,
     losses: bool = False,
+    compute_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``model`` over ``data_loader`` and return the COCO metrics of its predictions.
 
@@ -116,11 +117,18 @@ def evaluate(
         losses: also compute the model's losses against the targets (which then need the
             fields training needs: ``masks`` for Mask R-CNN, ``keypoints`` for Keypoint
             R-CNN). Costs one pass of the heads (R-CNN) or of the model (others) more.
+        compute_kwargs: keyword arguments for the evaluator's ``compute``, e.g.
+            ``{"confidence": 0.95}`` for bootstrap intervals of AP and AP50 over the images
+            (:meth:`detkit.evaluation.CocoEvaluator.compute`; several times the cost of the
+            plain computation). Default: none (no intervals).
 
     Returns:
         The evaluator's metrics: ``{"num_images": ..., "bbox": {"AP": ..., ...}, ...}``;
         with ``losses``, also ``"losses": {"loss": ..., "loss_classifier": ..., ...}``
-        (per-image averages; ``"loss"`` is their sum, as in training's logs).
+        (per-image averages; ``"loss"`` is their sum, as in training's logs). With
+        ``compute_kwargs={"confidence": ...}``, bbox and segm also hold ``"AP_interval"`` and
+        ``"AP50_interval"`` (``(low, high)``). The evaluator (pass your own to keep it) still
+        holds the images afterwards, for its ``operating_points`` or ``confusion_matrix``.
 
     Raises:
         ValueError: for both ``evaluator`` and ``iou_types``, or ``num_threads < 1``.
@@ -143,6 +151,14 @@ def evaluate(
         (2, True)
         >>> list(metrics["losses"])
         ['loss', 'loss_classifier', 'loss_box_reg', 'loss_objectness', 'loss_rpn_box_reg']
+
+        With a 95% bootstrap interval of AP over the images:
+
+        >>> metrics = evaluate(model, loader, "cpu", progress=False,
+        ...                    compute_kwargs={"confidence": 0.95, "resamples": 20})
+        >>> low, high = metrics["bbox"]["AP_interval"]
+        >>> low <= high
+        True
     """
     if evaluator is not None and iou_types is not None:
         raise ValueError("pass either evaluator or iou_types, not both (the evaluator has its own)")
@@ -179,7 +195,7 @@ def evaluate(
                 loss_sums=loss_sums,
             )
             start = time.perf_counter()
-            metrics = evaluator.compute()
+            metrics = evaluator.compute(**(compute_kwargs or {}))
             compute_time = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)
