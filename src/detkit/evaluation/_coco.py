@@ -97,6 +97,36 @@ class Annotations:
     def __len__(self) -> int:
         return len(self.image_id)
 
+    def required_score(self) -> np.ndarray:
+        """``score``, which detections always have.
+
+        Raises:
+            ValueError: when these annotations have no scores (ground truth).
+        """
+        if self.score is None:
+            raise ValueError("these annotations have no 'score' column (ground truth has none)")
+        return self.score
+
+    def required_rles(self) -> list[dict]:
+        """``rles``, which segm annotations always have.
+
+        Raises:
+            ValueError: when these annotations have no RLEs (not segm).
+        """
+        if self.rles is None:
+            raise ValueError("these annotations have no RLEs (only segm annotations do)")
+        return self.rles
+
+    def required_keypoints(self) -> np.ndarray:
+        """``keypoints``, which keypoint annotations always have.
+
+        Raises:
+            ValueError: when these annotations have no keypoints (not keypoints).
+        """
+        if self.keypoints is None:
+            raise ValueError("these annotations have no keypoints (only keypoint annotations do)")
+        return self.keypoints
+
     def take(self, rows: np.ndarray) -> Annotations:
         """The annotations at integer positions (or a boolean mask) ``rows``."""
         rows = np.flatnonzero(rows) if rows.dtype == np.bool_ else rows
@@ -141,14 +171,20 @@ def detections_like_load_res(
     """
     n = len(image_id)
     if iou_type == "bbox":
+        if bbox is None:
+            raise ValueError("bbox detections need 'bbox'")
         area = bbox[:, 2] * bbox[:, 3]
     elif iou_type == "segm":
         if n:
+            if rles is None:
+                raise ValueError("segm detections need 'rles'")
             area = rle_areas(rles)
             bbox = np.asarray(mask_utils.toBbox(rles), dtype=np.float64)
         else:
             area, bbox = np.zeros(0), np.zeros((0, 4))
     else:
+        if keypoints is None:
+            raise ValueError("keypoint detections need 'keypoints'")
         x, y = keypoints[:, 0::3], keypoints[:, 1::3]
         if n:
             x0, x1, y0, y1 = x.min(1), x.max(1), y.min(1), y.max(1)

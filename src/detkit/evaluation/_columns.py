@@ -124,11 +124,15 @@ def prediction_columns(
             bad = (
                 score.shape != (num,)
                 or label.shape != (num,)
-                or (want_boxes and box.shape != (num, 4))
-                or (want_masks and not _mask_shape_ok(mask.shape, num))
+                or (want_boxes and (box is None or box.shape != (num, 4)))
+                or (want_masks and (mask is None or not _mask_shape_ok(mask.shape, num)))
                 or (
                     want_points
-                    and (point.ndim != 3 or point.shape[:1] + point.shape[2:] != (num, 3))
+                    and (
+                        point is None
+                        or point.ndim != 3
+                        or point.shape[:1] + point.shape[2:] != (num, 3)
+                    )
                 )
             )
         except (AttributeError, IndexError):
@@ -150,12 +154,12 @@ def prediction_columns(
         label_list.append(label)
         if want_boxes:
             boxes.append(_xyxy(box, f"predictions[{n}] (image_id={image_ids[n]})"))
-        if want_masks:
+        if mask is not None:  # wanted (and checked above)
             sizes.append((int(mask.shape[-2]), int(mask.shape[-1])))
             rles += encode_masks(mask, mask_threshold)
         if want_points:
             keypoints.append(point)
-    columns = {
+    columns: dict[str, Any] = {
         "counts": np.asarray(counts, dtype=np.int64),
         "score": _column(scores, 1)[:, 0],
         "category_id": _map_labels(
@@ -377,7 +381,7 @@ def merge_sizes(sizes: np.ndarray, mask_sizes: list | None, ids: list[int]) -> n
     if not mask_sizes:
         return sizes
     predicted = np.asarray(mask_sizes, dtype=np.int64).reshape(-1, 2)
-    known = (sizes > 0).all(axis=1)
+    known = np.all(sizes > 0, axis=1)
     bad = known & (sizes != predicted).any(axis=1)
     if bad.any():
         n = int(np.flatnonzero(bad)[0])

@@ -12,6 +12,7 @@ resampled image list.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import numpy as np
 
@@ -33,7 +34,7 @@ class Layout:
     positives: np.ndarray  # int [I, K]
 
 
-def layout(matching: Matching, t_rows: np.ndarray | slice = slice(None)) -> Layout:
+def layout(matching: Matching, t_rows: np.ndarray | list[int] | slice = slice(None)) -> Layout:
     """Arrange ``matching`` (at IoU threshold rows ``t_rows``) for :func:`accumulate`."""
     k_count = len(matching.category_ids)
     counts = np.bincount(matching.category, minlength=k_count)
@@ -71,6 +72,18 @@ def _first_reaching(counts: np.ndarray, positives: np.ndarray) -> np.ndarray:
     queries = needed.astype(np.int64)[None] + offsets
     found = np.searchsorted(flat, queries.ravel(), side="left").reshape(queries.shape)
     return found - np.arange(t_count * k_count).reshape(t_count, k_count, 1) * width
+
+
+@overload
+def accumulate(
+    data: Layout, weights: np.ndarray | None = None, *, scores: Literal[False] = False
+) -> tuple[np.ndarray, np.ndarray, None]: ...
+
+
+@overload
+def accumulate(
+    data: Layout, weights: np.ndarray | None = None, *, scores: Literal[True]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 def accumulate(
@@ -157,14 +170,14 @@ def _hits(matching: Matching) -> _Hits:
     # Padding repeats the last hit (weight 0 keeps its counts): the envelope is unchanged.
     last = np.maximum.accumulate(np.where(real, np.arange(width), 0), axis=1)
     detection = np.take_along_axis(detection, last, axis=1).reshape(t_count, k_count, width)
-    before = np.cumsum(np.bincount(matching.category, minlength=k_count)) - 1
-    before = np.r_[-1, before[:-1]]
+    last_of = np.cumsum(np.bincount(matching.category, minlength=k_count)) - 1
+    before: np.ndarray = np.r_[-1, last_of[:-1]]
     mixed = np.flatnonzero(ignored.any(axis=0) & ~ignored.all(axis=0))
     return _Hits(
         detection=detection,
         real=real.reshape(t_count, k_count, width),
         image=matching.image,
-        always=(~ignored.any(axis=0)).astype(np.int64),
+        always=(~np.any(ignored, axis=0)).astype(np.int64),
         before=before,
         mixed=mixed,
         mixed_counted=(~ignored[:, mixed]).astype(np.int64),

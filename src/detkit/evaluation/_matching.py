@@ -78,8 +78,9 @@ def _ious(iou_type: str, dt: Annotations, d_rows, gt: Annotations, g_rows) -> np
     if iou_type == "bbox":
         ious = mask_utils.iou(dt.bbox[d_rows], gt.bbox[g_rows], crowd)
     else:
+        dt_rles, gt_rles = dt.required_rles(), gt.required_rles()
         ious = mask_utils.iou(
-            [dt.rles[i] for i in d_rows.tolist()], [gt.rles[i] for i in g_rows.tolist()], crowd
+            [dt_rles[i] for i in d_rows.tolist()], [gt_rles[i] for i in g_rows.tolist()], crowd
         )
     return np.asarray(ious, dtype=np.float64).reshape(len(d_rows), len(g_rows))
 
@@ -194,7 +195,8 @@ def match(
     np.add.at(positives, (gt_img[~gt_ignored], gt_cat[~gt_ignored]), 1)
 
     # Detections per (image, category): by score (stable), the top max_det.
-    by_score = np.lexsort((np.arange(len(dt)), -dt.score, dt_cat, dt_img))
+    score = dt.required_score()
+    by_score = np.lexsort((np.arange(len(dt)), -score, dt_cat, dt_img))
     keys = dt_img[by_score] * k_count + dt_cat[by_score]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else keys
     rank = np.arange(len(keys)) - np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
@@ -215,7 +217,7 @@ def match(
             gt_matched[np.nonzero(hit)[0], image.g_rows[found[hit]]] = True
 
     # Accumulation order: category, score descending, image, order in the image.
-    order = kept[np.lexsort((np.arange(len(kept)), dt_img[kept], -dt.score[kept], dt_cat[kept]))]
+    order = kept[np.lexsort((np.arange(len(kept)), dt_img[kept], -score[kept], dt_cat[kept]))]
     matched = matched_gt[:, order] >= 0
     outside = (dt.area[order] < low) | (dt.area[order] > high)
     ignored = np.where(matched, np.r_[gt_ignored, False][matched_gt[:, order]], outside[None, :])
@@ -225,7 +227,7 @@ def match(
         image_ids=image_ids,
         category=dt_cat[order],
         image=dt_img[order],
-        score=dt.score[order],
+        score=score[order],
         row=order,
         matched=matched,
         ignored=ignored,

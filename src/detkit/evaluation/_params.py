@@ -44,7 +44,7 @@ def _max_dets(value: Any, iou_type: str) -> list[int]:
         value = [value]
     values = list(value)
     if not values or not all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in values
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) > 0 for v in values
     ):
         raise ValueError(f"max_dets must be positive integers, got {value!r}")
     if len(set(values)) != len(values):

@@ -297,6 +297,8 @@ def detections_from_columns(
     """
     rles = None
     if iou_type == "segm":
+        if sizes is None:
+            raise ValueError("segm detections need their masks' sizes")
         rles = [{"size": s, "counts": c} for s, c in zip(sizes.tolist(), columns["rles"])]
     keypoints = columns.get("keypoints")
     return detections_like_load_res(

@@ -30,11 +30,11 @@ def check_bootstrap(confidence, resamples, seed) -> dict | None:
         return None
     if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real):
         raise TypeError(f"confidence must be a number in (0, 1), got {confidence!r}")
-    if not 0 < confidence < 1:
+    if not 0 < float(confidence) < 1:
         raise ValueError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence!r}")
     if isinstance(resamples, bool) or not isinstance(resamples, numbers.Integral):
         raise TypeError(f"resamples must be an integer, got {resamples!r}")
-    if resamples < 10:
+    if int(resamples) < 10:
         raise ValueError(f"resamples must be at least 10, got {resamples}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer, got {seed!r}")
@@ -42,7 +42,7 @@ def check_bootstrap(confidence, resamples, seed) -> dict | None:
 
 
 def check_iou(iou) -> float:
-    if isinstance(iou, bool) or not isinstance(iou, numbers.Real) or not 0 < iou <= 1:
+    if isinstance(iou, bool) or not isinstance(iou, numbers.Real) or not 0 < float(iou) <= 1:
         raise ValueError(f"iou must be a number in (0, 1], got {iou!r}")
     return float(iou)
 
@@ -139,7 +139,7 @@ def matrix_from(
     scores = class_thresholds(thresholds, params.category_ids)
     lookup = dict(zip(params.category_ids, scores.tolist()))
     needed = np.array([lookup[c] for c in dt.category_id.tolist()], dtype=np.float64)
-    dt = dt.take(dt.score >= needed)
+    dt = dt.take(dt.required_score() >= needed)
     matching = match(images, gt, dt, params, np.array([iou]))
     return ConfusionMatrix(
         iou_type=params.iou_type,

@@ -262,8 +262,9 @@ def _cross_ious(iou_type: str, dt: Annotations, d_rows, gt: Annotations, g_rows)
     crowd = [0] * len(g_rows)
     if iou_type == "bbox":
         return np.asarray(mask_utils.iou(dt.bbox[d_rows], gt.bbox[g_rows], crowd))
+    dt_rles, gt_rles = dt.required_rles(), gt.required_rles()
     return np.asarray(
-        mask_utils.iou([dt.rles[i] for i in d_rows], [gt.rles[i] for i in g_rows], crowd)
+        mask_utils.iou([dt_rles[i] for i in d_rows], [gt_rles[i] for i in g_rows], crowd)
     )
 
 
@@ -284,9 +285,10 @@ def confusion_counts(
     d_rows, g_rows = matching.row[left_index], np.flatnonzero(gt_left)
     d_cat = matching.category[left_index]
     limit = min(float(matching.iou_thresholds[0]), 1 - 1e-10)
+    dt_score = dt.required_score()
     for image_id in np.intersect1d(dt.image_id[d_rows], gt.image_id[g_rows]).tolist():
         d_here = np.flatnonzero(dt.image_id[d_rows] == image_id)
-        d_here = d_here[np.argsort(-dt.score[d_rows[d_here]], kind="stable")]
+        d_here = d_here[np.argsort(-dt_score[d_rows[d_here]], kind="stable")]
         g_here = np.flatnonzero(gt.image_id[g_rows] == image_id)
         ious = _cross_ious(iou_type, dt, d_rows[d_here], gt, g_rows[g_here])
         free = np.ones(len(g_here), dtype=bool)

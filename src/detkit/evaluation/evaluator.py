@@ -305,10 +305,11 @@ class CocoEvaluator:
                 dataclasses.replace(self._params[iou_type], category_ids=categories)
             )
         gt = self._ground_truth(block, iou_type)
-        categories = self._fixed_categories()
-        if categories is None:
+        fixed = self._fixed_categories()
+        if fixed is None:
             categories = sorted(set(gt.category_id.tolist()))
         else:  # ground truth of other categories takes no part (as in pycocotools)
+            categories = fixed
             gt = gt.take(np.isin(gt.category_id, categories))
         params = dataclasses.replace(
             self._params[iou_type],
@@ -419,7 +420,7 @@ class CocoEvaluator:
         )
 
     def _evaluated_sigmas(self, gt: Annotations) -> np.ndarray:
-        k = gt.keypoints.shape[1] // 3 if len(gt) else self._num_keypoints
+        k = gt.required_keypoints().shape[1] // 3 if len(gt) else self._num_keypoints
         if len(gt) and self._num_keypoints not in (None, k):
             raise ValueError(
                 f"predictions have {self._num_keypoints} keypoints per instance, the ground "

@@ -138,7 +138,7 @@ def _integer(value: Any, where: str) -> int:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
     if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
-        return int(value)
+        return int(float(value))  # via float: numpy.float32 has no __trunc__ for math.trunc
     raise ValueError(f"{where} must be an integer, got {value!r}")
 
 

@@ -30,7 +30,8 @@ def _name(category: int, names: Mapping[int, str] | Sequence[str] | None) -> str
 
 
 def _rgb(category: int) -> tuple[float, float, float]:
-    return tuple(channel / 255 for channel in label_color(category))
+    red, green, blue = label_color(category)
+    return red / 255, green / 255, blue / 255
 
 
 def plot_pr_curves(

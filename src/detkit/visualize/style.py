@@ -257,15 +257,15 @@ def draw_captions(
     picture = Image.fromarray(plain(image).detach().cpu().permute(1, 2, 0).numpy().copy())
     pen = ImageDraw.Draw(picture)
     # One height for every tab (from the tallest and deepest letters), so that they line up.
-    _, top, _, bottom = pen.textbbox((0, 0), "Ay" + "".join(texts), font=pen_font)
+    # Boxes of text drawn at (0, 0) are whole pixels: int() only narrows Pillow's float type.
+    _, top, _, bottom = (int(v) for v in pen.textbbox((0, 0), "Ay" + "".join(texts), font=pen_font))
     pad = max(1, (bottom - top) // 5)
     tab_h = bottom - top + 2 * pad
     placed: list[tuple[int, int, int, int]] = []
     for (x0, y0, _, y1), text in zip(boxes.floor().int().tolist(), texts):
         left, _, right, _ = pen.textbbox((0, 0), text, font=pen_font)
-        placed.append(
-            _place_tab(x0, y0, y1, right - left + 2 * pad, tab_h, (height, width), placed)
-        )
+        tab_w = int(right - left) + 2 * pad
+        placed.append(_place_tab(x0, y0, y1, tab_w, tab_h, (height, width), placed))
     for (x, y, x1, y1), text, color in reversed(list(zip(placed, texts, colors))):
         rgb = _rgb(color)
         left = pen.textbbox((0, 0), text, font=pen_font)[0]
