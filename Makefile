@@ -33,11 +33,13 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples docs
+	$(PY) -m mypy
 	$(PY) -m pytest
 	$(MAKE) docs
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples docs
+	$(PY) -m mypy
 	$(PY) -m ruff format --check src tests benchmarks examples docs
 
 docs: $(STAMP)
@@ -52,4 +54,4 @@ benchmarks: $(STAMP)
 	for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) docs/_build .pytest_cache .hypothesis runs build dist src/*.egg-info
+	rm -rf $(VENV) docs/_build .pytest_cache .hypothesis .mypy_cache runs build dist src/*.egg-info

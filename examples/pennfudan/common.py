@@ -399,7 +399,7 @@ def set_epoch(batches: Any, epoch: int) -> None:
     without grouping the DistributedSampler inside it needs the call directly, or every
     epoch would see the same order.
     """
-    target = batches if hasattr(batches, "set_epoch") else getattr(batches, "sampler", None)
+    target: Any = batches if hasattr(batches, "set_epoch") else getattr(batches, "sampler", None)
     if hasattr(target, "set_epoch"):
         target.set_epoch(epoch)
 

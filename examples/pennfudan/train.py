@@ -34,6 +34,7 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ from reports import (
     draw_pictures,
     log_epoch,
 )
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, Sampler
 
 from detkit.data import (
     GroupedBatchSampler,
@@ -264,6 +265,8 @@ def make_datasets(
 def make_loaders(args: argparse.Namespace, root: Path, distributed: bool):
     train_set, test_set = make_datasets(args, root)
     generator = torch.Generator().manual_seed(args.seed)
+    sampler: Sampler[int]
+    batches: Sampler[list[int]]
     if distributed:
         sampler = DistributedSampler(train_set, seed=args.seed)
     else:
@@ -332,7 +335,7 @@ def run_audit(args: argparse.Namespace) -> dict[str, Any]:
 
 def write_best_analysis(
     evaluator: CocoEvaluator,
-    points: dict[str, Any],
+    points: Mapping[str, Any],
     record: dict[str, Any],
     output_dir: Path,
     plots: AnalysisPlots,
@@ -475,7 +478,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             compute_kwargs=None if confidence is None else {"confidence": confidence},
         )
         # Collective under torch.distributed: every process asks.
-        points = {t: evaluator.operating_points(t) for t in ("bbox", "segm") if t in iou_types}
+        points: dict[str, Any] = {
+            t: evaluator.operating_points(t) for t in ("bbox", "segm") if t in iou_types
+        }
         try:
             keeper.value_of(metrics)
         except ValueError as error:  # a --best-metric the metrics lack
