@@ -489,6 +489,25 @@ def test_missing_data_says_what_to_do(tmp_path):
         common.prepare_data(tmp_path / "PennFudanPed")
 
 
+def test_a_killed_synthetic_write_leaves_no_dataset_a_later_run_would_reuse(tmp_path, monkeypatch):
+    real = common.write_synthetic_pennfudan
+
+    def killed(root, num_images, **kwargs):  # dies after writing some of the images
+        real(root, 2, **kwargs)
+        raise KeyboardInterrupt
+
+    root = tmp_path / "PennFudanPed"
+    monkeypatch.setattr(common, "write_synthetic_pennfudan", killed)
+    with pytest.raises(KeyboardInterrupt):
+        common.prepare_data(root, synthetic=5, size_range=(40, 60))
+    assert not (root / "PNGImages").exists()  # the next run writes the data again
+    monkeypatch.setattr(common, "write_synthetic_pennfudan", real)
+    assert common.prepare_data(root, synthetic=5, size_range=(40, 60)) == root
+    assert len(list((root / "PNGImages").iterdir())) == 5
+    assert len(list((root / "PedMasks").iterdir())) == 5
+    assert [p.name for p in tmp_path.iterdir()] == ["PennFudanPed"]  # nothing left beside it
+
+
 # -- --download against a local HTTP server -----------------------------------------------------
 
 

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -350,7 +351,16 @@ def prepare_data(
     if synthetic:
         if not (root / "PNGImages").is_dir():
             logger.info("writing %d synthetic Penn-Fudan-layout images to %s", synthetic, root)
-            write_synthetic_pennfudan(root, synthetic, seed=seed, size_range=size_range)
+            # Written beside root and renamed once complete: a run killed half-way leaves no
+            # folder that a later run would take for the whole dataset.
+            partial = root.with_name(f".{root.name}.partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            write_synthetic_pennfudan(partial, synthetic, seed=seed, size_range=size_range)
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(root / "PedMasks", ignore_errors=True)  # left by a killed rename
+            for folder in ("PedMasks", "PNGImages"):  # PNGImages last: it marks completion
+                os.replace(partial / folder, root / folder)
+            shutil.rmtree(partial, ignore_errors=True)
         return root
     if (root / "PNGImages").is_dir():
         return root
