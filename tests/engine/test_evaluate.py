@@ -10,7 +10,7 @@ from strategies import RecordingEvaluator, synthetic_detection_samples, tiny_det
 from torch import nn
 
 from detkit.data import collate_fn
-from detkit.engine import evaluate, infer_iou_types
+from detkit.engine import Evaluator, evaluate, infer_iou_types
 from detkit.evaluation import CocoEvaluator
 
 
@@ -110,6 +110,20 @@ def test_evaluate_rejects_conflicting_options(samples):
         evaluate(model, loader(samples), "cpu", evaluator=RecordingEvaluator(), iou_types=["bbox"])
     with pytest.raises(ValueError, match="num_threads"):
         evaluate(model, loader(samples), "cpu", evaluator=RecordingEvaluator(), num_threads=0)
+
+
+def test_the_evaluator_interface_is_declared_and_checked_first(samples):
+    assert isinstance(RecordingEvaluator(), Evaluator)
+    assert isinstance(CocoEvaluator(["bbox"]), Evaluator)
+
+    class NoSummary:  # forgot one method: said before any image is read
+        def reset(self): ...
+        def update(self, predictions, targets): ...
+        def compute(self): ...
+
+    assert not isinstance(NoSummary(), Evaluator)
+    with pytest.raises(TypeError, match=r"NoSummary has no summary method.*Evaluator"):
+        evaluate(tiny_detector(), loader(samples), "cpu", evaluator=NoSummary(), progress=False)
 
 
 class Oracle(nn.Module):

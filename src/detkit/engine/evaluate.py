@@ -6,7 +6,7 @@ import contextlib
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -17,7 +17,37 @@ from detkit.engine._validation_loss import detections_and_losses
 from detkit.engine.logger import MetricLogger
 from detkit.engine.train import ScalarHook, move_to_device
 
-__all__ = ["evaluate", "infer_iou_types"]
+__all__ = ["Evaluator", "evaluate", "infer_iou_types"]
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """What :func:`evaluate` asks of an ``evaluator=``; :class:`detkit.evaluation.CocoEvaluator`
+    is one. Under ``torch.distributed``, ``compute`` must gather every process's images (it is
+    called on every process).
+
+    >>> from detkit.evaluation import CocoEvaluator
+    >>> isinstance(CocoEvaluator(["bbox"]), Evaluator)
+    True
+    """
+
+    def reset(self) -> None:
+        """Forget every image seen: :func:`evaluate` calls it first."""
+        ...
+
+    def update(
+        self, predictions: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Take one batch: the model's outputs and the batch's targets, in the same order."""
+        ...
+
+    def compute(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The metrics of every image seen, as data (``compute_kwargs`` are passed here)."""
+        ...
+
+    def summary(self) -> str:
+        """The metrics as text, logged by :func:`evaluate` on the main process."""
+        ...
 
 
 def infer_iou_types(model: nn.Module) -> tuple[str, ...]:
@@ -57,7 +87,7 @@ def evaluate(
     data_loader: Iterable[tuple[Sequence[torch.Tensor], Sequence[Mapping[str, Any]]]],
     device: torch.device | str,
     *,
-    evaluator: Any = None,
+    evaluator: Evaluator | None = None,
     iou_types: Sequence[str] | None = None,
     print_freq: int = 50,
     autocast_dtype: torch.dtype | None = None,
@@ -101,8 +131,8 @@ def evaluate(
         data_loader: yields ``(images, targets)`` batches; targets need ``image_id`` and
             the ground truth fields the evaluator reads.
         device: where the model is.
-        evaluator: a :class:`detkit.evaluation.CocoEvaluator` (or an object with its
-            ``reset``/``update``/``compute``/``summary`` interface); it is reset first.
+        evaluator: a :class:`detkit.evaluation.CocoEvaluator`, or any :class:`Evaluator`
+            (``reset``/``update``/``compute``/``summary``); it is reset first.
             Default: a ``CocoEvaluator`` for ``iou_types``.
         iou_types: iou types of the default evaluator (default:
             :func:`infer_iou_types` of the model). Not together with ``evaluator``.
@@ -170,6 +200,16 @@ def evaluate(
 
         evaluator = CocoEvaluator(tuple(iou_types) if iou_types else infer_iou_types(model))
     else:
+        missing = [
+            m
+            for m in ("reset", "update", "compute", "summary")
+            if not callable(getattr(evaluator, m, None))
+        ]
+        if missing:
+            raise TypeError(
+                f"evaluator: a {type(evaluator).__name__} has no {', '.join(missing)} method "
+                "(detkit.engine.Evaluator lists what evaluate calls)"
+            )
         evaluator.reset()
     model = unwrap_model(model)
     # Every process evaluates what rank 0 holds (and what save_checkpoint saves).
@@ -228,7 +268,7 @@ def _run(
     model: nn.Module,
     data_loader: Iterable[tuple[Sequence[torch.Tensor], Sequence[Mapping[str, Any]]]],
     device: torch.device,
-    evaluator: Any,
+    evaluator: Evaluator,
     metric_logger: MetricLogger,
     *,
     print_freq: int,
