@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torchvision
 from hypothesis import given, settings
 from pycocotools import mask as mask_utils
 from strategies import binary_masks
@@ -36,6 +37,7 @@ def test_masks_to_rle_equals_pycocotools_one_by_one(masks):
     ]
 
 
+@pytest.mark.filterwarnings("ignore:detkit.evaluation.xyxy_to_xywh is deprecated")
 def test_xyxy_to_xywh_keeps_float64_and_is_exact_for_float32():
     boxes32 = torch.tensor([[0.1, 0.2, 100.7, 50.3]])
     x1, y1, x2, y2 = boxes32[0].tolist()
@@ -47,6 +49,14 @@ def test_xyxy_to_xywh_keeps_float64_and_is_exact_for_float32():
     halves = torch.tensor([[1.0, 2.0, 4.5, 8.0]], dtype=torch.bfloat16)  # exact in bf16
     assert xyxy_to_xywh(halves).tolist() == [[1.0, 2.0, 3.5, 6.0]]
     assert xyxy_to_xywh(np.zeros((0, 4), np.float32)).shape == (0, 4)
+
+
+def test_xyxy_to_xywh_is_deprecated_for_box_convert_in_float64_which_is_exact():
+    boxes = torch.tensor([[0.1, 0.2, 100.7, 50.3], [3.0, 4.0, 5.5, 9.25]])
+    with pytest.warns(DeprecationWarning, match="box_convert"):
+        old = xyxy_to_xywh(boxes)
+    new = torchvision.ops.box_convert(boxes.double(), "xyxy", "xywh").numpy()
+    assert old.tolist() == new.tolist()
 
 
 def test_coco_results_of_nothing_is_an_empty_list():

@@ -7,6 +7,7 @@ device and RLE-encoded from their non-zero crop, byte for byte as pycocotools en
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,15 +27,26 @@ __all__ = ["coco_results", "masks_to_rle", "xyxy_to_xywh"]
 def xyxy_to_xywh(boxes: torch.Tensor | np.ndarray) -> np.ndarray:
     """XYXY boxes to COCO's XYWH, as float64 (no rounding of float32 or float64 inputs).
 
+    Deprecated: torchvision has the one conversion of box formats,
+    ``torchvision.ops.box_convert(boxes.double(), "xyxy", "xywh")`` (in float64 for COCO's
+    exact numbers); :func:`coco_results` and the evaluator convert by themselves.
+
     Args:
         boxes: ``Tensor[N, 4]`` or array ``[N, 4]``, XYXY.
 
     Returns:
         float64 array ``[N, 4]``: ``x1, y1, x2 - x1, y2 - y1``.
 
-    >>> xyxy_to_xywh(torch.tensor([[1.0, 2.0, 4.0, 8.0]]))
-    array([[1., 2., 3., 6.]])
+    >>> from torchvision.ops import box_convert  # instead of xyxy_to_xywh(boxes)
+    >>> box_convert(torch.tensor([[1.0, 2.0, 4.0, 8.0]]).double(), "xyxy", "xywh")
+    tensor([[1., 2., 3., 6.]], dtype=torch.float64)
     """
+    warnings.warn(
+        "detkit.evaluation.xyxy_to_xywh is deprecated: use torchvision.ops.box_convert(boxes"
+        '.double(), "xyxy", "xywh")',
+        DeprecationWarning,
+        stacklevel=2,
+    )
     shape = tuple(np.shape(boxes))
     if len(shape) != 2 or shape[1] != 4:
         raise ValueError(f"boxes must have shape [N, 4], got {shape}")
