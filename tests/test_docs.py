@@ -1,9 +1,12 @@
 """The API reference documents every public name, and every code example fits the page."""
 
 import importlib
+import importlib.util
 import inspect
 import pkgutil
 import re
+import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -47,14 +50,34 @@ def test_every_public_name_is_in_the_api_reference():
     assert missing == []
 
 
+def is_code(obj):
+    """A class or function, described by its docstring; other names (constants, type
+    aliases such as ``detkit.types.PathLike``, callable as some are) are data."""
+    return inspect.isclass(obj) or inspect.isroutine(obj)
+
+
+def attribute_comment(name, obj):
+    """The ``#:`` comment written above ``name = ...`` in the detkit module that binds
+    ``obj`` to ``name`` (what the API pages show for a constant or an alias), or None."""
+    analyzer = pytest.importorskip("sphinx.pycode").ModuleAnalyzer
+    binders = [
+        module_name
+        for module_name, module in sorted(sys.modules.items())
+        if module_name.startswith("detkit") and getattr(module, name, None) is obj
+    ]
+    docs = [analyzer.for_module(m).find_attr_docs().get(("", name)) for m in binders]
+    return next(filter(None, docs), None)
+
+
 def test_every_public_name_has_a_docstring():
+    """Classes and functions have a docstring, constants and aliases a ``#:`` comment."""
     undocumented = [
         f"{module.__name__}.{attr}"
         for module in public_modules()
         for attr in module.__all__
         if attr != "__version__"
-        and callable(getattr(module, attr))
-        and not (getattr(module, attr).__doc__ or "").strip()
+        and not inspect.ismodule(obj := getattr(module, attr))
+        and not ((obj.__doc__ or "").strip() if is_code(obj) else attribute_comment(attr, obj))
     ]
     assert undocumented == []
 
@@ -65,7 +88,7 @@ def test_every_public_function_and_class_has_an_example():
         f"{module.__name__}.{attr}"
         for module in public_modules()
         for attr in module.__all__
-        if callable(obj := getattr(module, attr))
+        if is_code(obj := getattr(module, attr))
         and not (isinstance(obj, type) and issubclass(obj, BaseException))
         and ">>>" not in (obj.__doc__ or "")
     ]
@@ -379,3 +402,66 @@ def test_the_api_index_lists_every_documented_name():
     listed = {id(getattr(module, attr)) for module in modules for attr in module.__all__}
     _, documented = documented_objects()
     assert sorted(name for key, name in documented.items() if key not in listed) == []
+
+
+# Intersphinx inventories ----------------------------------------------------------------
+
+INVENTORIES = DOCS / "_inventories"
+
+
+def load_inventory_script():
+    spec = importlib.util.spec_from_file_location(
+        "make_inventories", INVENTORIES / "make_inventories.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def read_inventory(content):
+    """``(header lines, {(name, role): (uri, shown)})`` of an ``objects.inv`` (version 2)."""
+    lines = content.split(b"\n", 4)
+    header, body = lines[:4], zlib.decompress(lines[4]).decode()
+    entries = {}
+    for line in body.splitlines():
+        name, role, priority, uri, shown = line.split(" ", 4)
+        assert priority == "1"
+        entries[name, role] = (uri.replace("$", name) if uri.endswith("$") else uri, shown)
+    return header, entries
+
+
+def test_the_shipped_inventories_are_what_the_script_writes():
+    """docs/_inventories/*.inv never go stale: rerun make_inventories.py after editing it."""
+    script = load_inventory_script()
+    assert sorted(p.stem for p in INVENTORIES.glob("*.inv")) == sorted(script.PROJECTS)
+    for name in script.PROJECTS:
+        shipped = read_inventory((INVENTORIES / f"{name}.inv").read_bytes())
+        assert shipped == read_inventory(script.inventory(name)), f"{name}.inv is stale"
+
+
+def test_the_inventories_point_at_the_projects_pages():
+    script = load_inventory_script()
+    torch_ = read_inventory(script.inventory("torch"))[1]
+    vision = read_inventory(script.inventory("torchvision"))[1]
+    python = read_inventory(script.inventory("python"))[1]
+    assert torch_["torch.Tensor", "py:class"] == ("tensors.html#torch.Tensor", "-")
+    # autodoc writes a base class by its defining module; it shows the public name's page.
+    assert torch_["torch.nn.modules.module.Module", "py:class"] == (
+        "generated/torch.nn.Module.html#torch.nn.Module",
+        "torch.nn.Module",
+    )
+    assert vision["torchvision.tv_tensors.BoundingBoxes", "py:class"] == (
+        "generated/torchvision.tv_tensors.BoundingBoxes.html#torchvision.tv_tensors.BoundingBoxes",
+        "-",
+    )
+    assert python["collections.abc.Sequence", "py:class"] == (
+        "library/collections.abc.html#collections.abc.Sequence",
+        "-",
+    )
+
+
+def test_the_docs_build_reads_the_shipped_inventories_offline():
+    conf = (DOCS / "conf.py").read_text(encoding="utf-8")
+    mapping = re.findall(r'"(\w+)": \("(https://[^"]+)", "_inventories/(\w+)\.inv"\)', conf)
+    assert sorted(name for name, _, _ in mapping) == sorted(load_inventory_script().PROJECTS)
+    assert all(name == file for name, _, file in mapping)

@@ -107,7 +107,8 @@ def hide_outside(keypoints: torch.Tensor, height: int, width: int) -> torch.Tens
 
     A keypoint whose ``(x, y)`` lies outside ``[0, width] x [0, height]`` (or is not finite)
     gets visibility ``0``, and every row with visibility ``0`` becomes ``(0, 0, 0)``, as the
-    contract wants. The input is not modified; a :class:`KeyPointsWithVisibility` stays one.
+    contract wants. The input is not modified; a
+    :class:`~detkit.tv_tensors.KeyPointsWithVisibility` stays one.
 
     Args:
         keypoints: ``Tensor[N, K, 3]`` (``x, y, visibility``).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,12 +23,9 @@ from detkit.data._image_files import (
 )
 from detkit.data.transforms.pipeline import apply_transforms, check_transforms
 from detkit.ops import split_id_mask
-from detkit.types import Target, sample_name
+from detkit.types import PathLike, Target, Transforms, sample_name
 
 __all__ = ["InstanceMaskDataset"]
-
-PathLike = str | os.PathLike
-Transforms = Callable[[Any, Target], tuple[Any, Target]]
 
 
 class InstanceMaskDataset(torch.utils.data.Dataset):

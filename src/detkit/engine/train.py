@@ -92,7 +92,7 @@ def train_one_epoch(
 
     A log line every ``print_freq`` batches shows the losses and the learning rate that the
     batch's optimizer step applied; the lines are printed even without any :mod:`logging`
-    configuration, and :func:`detkit.set_verbosity` silences them. The training guide
+    configuration, and :func:`detkit.set_verbosity() <detkit.console.set_verbosity>` silences them. The training guide
     (``docs/guides/training.rst``) covers warmup, accumulation, mixed precision and
     multi-GPU runs.
 

@@ -6,8 +6,9 @@ there.
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict
 
 if sys.version_info >= (3, 11):
@@ -24,8 +25,10 @@ from detkit.tv_tensors import KeyPointsWithVisibility, plain, to_xyxy
 __all__ = [
     "BOX_FORMAT",
     "PER_INSTANCE_FIELDS",
+    "PathLike",
     "Prediction",
     "Target",
+    "Transforms",
     "empty_target",
     "image_size",
     "normalize_image_id",
@@ -38,6 +41,10 @@ BOX_FORMAT = "XYXY"
 
 #: Target keys whose first dimension is the instance dimension ``N``.
 PER_INSTANCE_FIELDS = ("boxes", "labels", "masks", "keypoints", "area", "iscrowd")
+
+#: A file or folder path, as a ``str`` or an :class:`os.PathLike` such as
+#: :class:`pathlib.Path`.
+PathLike = str | os.PathLike
 
 
 class Target(TypedDict, total=False):
@@ -83,6 +90,11 @@ class Prediction(TypedDict, total=False):
     masks: torch.Tensor
     keypoints: torch.Tensor
     keypoints_scores: torch.Tensor
+
+
+#: What a dataset's ``transforms`` argument is: a callable taking ``(image, target)`` and
+#: returning the transformed pair, as :mod:`detkit.data.transforms` and torchvision v2 give.
+Transforms = Callable[[Any, Target], tuple[Any, Target]]
 
 
 def normalize_image_id(image_id: Any, *, argument: str = "image_id") -> int:

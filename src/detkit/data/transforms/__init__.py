@@ -34,6 +34,7 @@ from detkit.data.transforms.adapter import V2Transform
 from detkit.data.transforms.core import Transform, per_instance_keys, select_instances
 from detkit.data.transforms.flips import RandomHorizontalFlip, RandomVerticalFlip
 from detkit.data.transforms.geometry import (
+    Fill,
     FixedSizeCrop,
     RandomIoUCrop,
     RandomShortestSize,
@@ -83,6 +84,7 @@ __all__ = [
     "COCO_PERSON_KEYPOINT_NAMES",
     "REFERENCE_MEAN",
     "Compose",
+    "Fill",
     "FixedSizeCrop",
     "PILToTensor",
     "RandomHorizontalFlip",

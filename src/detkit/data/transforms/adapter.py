@@ -39,7 +39,7 @@ class V2Transform(Transform):
     A v2 flip swaps left and right keypoints through the keypoints' ``flip_indices``
     (:class:`~detkit.tv_tensors.KeyPointsWithVisibility`); ``flip_indices`` here overrides
     them for this transform. Keypoint flips map ``x -> W - x``
-    (see :mod:`detkit.data.transforms.keypoints`), not v2's ``W - 1 - x``.
+    (see :func:`~detkit.data.transforms.horizontal_flip_keypoints`), not v2's ``W - 1 - x``.
 
     Args:
         transform: a ``torchvision.transforms.v2`` transform (or ``v2.Compose``), or any

@@ -20,6 +20,7 @@ from torchvision.transforms.v2 import functional as F
 from detkit.data.transforms.adapter import V2Transform
 
 __all__ = [
+    "Fill",
     "FixedSizeCrop",
     "RandomIoUCrop",
     "RandomShortestSize",
@@ -28,11 +29,16 @@ __all__ = [
     "ScaleJitter",
 ]
 
+#: The value of the pixels a transform adds (padding, a zoom-out's canvas), one for every
+#: channel or one per channel.
 Fill = float | Sequence[float]
 
 
-class _Preset(V2Transform):
-    """A detkit transform made of one configured v2 transform (``repr`` shows detkit's args)."""
+class _ConfiguredV2(V2Transform):
+    """A :class:`V2Transform` around one v2 transform that it configures itself.
+
+    ``repr`` shows the arguments given to detkit's class, not those of the v2 transform.
+    """
 
     def __init__(self, transform: Any, **args: Any) -> None:
         super().__init__(transform)
@@ -42,7 +48,7 @@ class _Preset(V2Transform):
         return self._args
 
 
-class Resize(_Preset):
+class Resize(_ConfiguredV2):
     """Resize the image and its target (``torchvision.transforms.v2.Resize``).
 
     Boxes and keypoints scale with the image, masks are resized with nearest-neighbour
@@ -75,7 +81,7 @@ class Resize(_Preset):
         super().__init__(transform, size=size, max_size=max_size)
 
 
-class RandomShortestSize(_Preset):
+class RandomShortestSize(_ConfiguredV2):
     """Resize so that the shorter side is a random choice of ``min_size`` (``max_size`` caps
     the longer side); the references' ``multiscale`` policy.
 
@@ -105,7 +111,7 @@ class RandomShortestSize(_Preset):
         super().__init__(transform, min_size=min_size, max_size=max_size)
 
 
-class ScaleJitter(_Preset):
+class ScaleJitter(_ConfiguredV2):
     """Large-scale jitter: resize to ``target_size`` times a random factor in ``scale_range``
     (aspect ratio kept); with :class:`FixedSizeCrop`, the references' ``lsj`` policy.
 
@@ -151,7 +157,7 @@ def _fill_arg(fill: Fill) -> dict[Any, Any]:
     return {tv_tensors.Mask: 0, "others": _fill_value(fill)}
 
 
-class RandomZoomOut(_Preset):
+class RandomZoomOut(_ConfiguredV2):
     """Zoom out with probability ``p``: place the image at a random spot of a canvas
     ``side_range`` times larger, filled with ``fill`` (the SSD policy's expansion).
 
@@ -175,7 +181,7 @@ class RandomZoomOut(_Preset):
         super().__init__(transform, fill=fill, side_range=side_range, p=p)
 
 
-class RandomIoUCrop(_Preset):
+class RandomIoUCrop(_ConfiguredV2):
     """SSD's random crop: a crop whose IoU with some box exceeds a randomly chosen bound.
 
     torchvision v2's sampler; instances whose box centre falls outside the crop are dropped
@@ -250,7 +256,7 @@ class _CropThenPad(v2.Transform):
         return inpt
 
 
-class FixedSizeCrop(_Preset):
+class FixedSizeCrop(_ConfiguredV2):
     """Crop a random window of at most ``size``, then pad right and bottom to exactly ``size``.
 
     With :class:`ScaleJitter`, the references' ``lsj`` policy. Instances cut away entirely
