@@ -113,111 +113,12 @@ PAGES_TO_REWRAP = {"tutorial.rst"}
 # Docstrings whose examples are wider than their place on the API pages, by source file
 # (relative to src/), each rewrapped by the file's owner.
 WIDE_DOCSTRINGS = {
-    "detkit/data/auditing.py": {
-        "detkit.data.AuditReport",
-        "detkit.data.SampleProblem",
-        "detkit.data.best_anchor_iou",
-    },
-    "detkit/data/synthetic/coco.py": {
-        "detkit.data.write_synthetic_coco",
-    },
-    "detkit/data/collate.py": {
-        "detkit.data.collate_fn",
-    },
-    "detkit/data/download.py": {
-        "detkit.data.download_file",
-    },
-    "detkit/data/samplers/aspect_ratios.py": {
-        "detkit.data.compute_aspect_ratios",
-        "detkit.data.create_aspect_ratio_groups",
-    },
-    "detkit/data/instance_mask.py": {
-        "detkit.data.InstanceMaskDataset",
-    },
-    "detkit/data/samplers/grouped.py": {
-        "detkit.data.GroupedBatchSampler",
-    },
-    "detkit/data/synthetic/pennfudan.py": {
-        "detkit.data.write_synthetic_pennfudan",
-    },
-    "detkit/data/transforms/__init__.py": {
-        "detkit.data.transforms",
-    },
-    "detkit/data/transforms/adapter.py": {
-        "detkit.data.transforms.V2Transform",
-    },
-    "detkit/data/transforms/core.py": {
-        "detkit.data.transforms.per_instance_keys",
-    },
-    "detkit/data/transforms/flips.py": {
-        "detkit.data.transforms.RandomHorizontalFlip",
-        "detkit.data.transforms.RandomVerticalFlip",
-    },
-    "detkit/data/transforms/geometry.py": {
-        "detkit.data.transforms.FixedSizeCrop",
-        "detkit.data.transforms.RandomIoUCrop",
-        "detkit.data.transforms.RandomShortestSize",
-        "detkit.data.transforms.RandomZoomOut",
-        "detkit.data.transforms.Resize",
-        "detkit.data.transforms.ScaleJitter",
-    },
-    "detkit/data/transforms/keypoints.py": {
-        "detkit.data.transforms.flip_indices_from_names",
-        "detkit.data.transforms.vertical_flip_keypoints",
-    },
-    "detkit/data/transforms/photometric.py": {
-        "detkit.data.transforms.RandomPhotometricDistort",
-        "detkit.data.transforms.ToDtype",
-    },
-    "detkit/data/transforms/pipeline.py": {
-        "detkit.data.transforms.Compose",
-        "detkit.data.transforms.apply_transforms",
-        "detkit.data.transforms.check_transforms",
-    },
-    "detkit/data/transforms/presets.py": {
-        "detkit.data.transforms.eval_preset",
-        "detkit.data.transforms.hflip_preset",
-        "detkit.data.transforms.lsj_preset",
-        "detkit.data.transforms.multiscale_preset",
-        "detkit.data.transforms.ssd_preset",
-        "detkit.data.transforms.ssdlite_preset",
-    },
-    "detkit/data/transforms/sanitize.py": {
-        "detkit.data.transforms.SanitizeBoxes",
-    },
-    "detkit/distributed.py": {
-        "detkit.distributed.reduce_dict",
-    },
-    "detkit/engine/checkpoint.py": {
-        "detkit.engine.load_checkpoint",
-    },
-    "detkit/engine/evaluate.py": {
-        "detkit.engine.evaluate",
-    },
-    "detkit/engine/train.py": {
-        "detkit.engine.move_to_device",
-        "detkit.engine.train_one_epoch",
-    },
     "detkit/evaluation/evaluator.py": {
         "detkit.evaluation.CocoEvaluator",
     },
     "detkit/evaluation/io.py": {
         "detkit.evaluation.coco_ground_truth",
         "detkit.evaluation.write_coco_ground_truth",
-    },
-    "detkit/tv_tensors.py": {
-        "detkit.data.transforms.check_flip_indices",
-        "detkit.data.transforms.hide_outside",
-        "detkit.tv_tensors",
-        "detkit.tv_tensors.to_xyxy",
-    },
-    "detkit/types/checks.py": {
-        "detkit.types.Problem",
-        "detkit.types.target_problems",
-        "detkit.types.validate_target",
-    },
-    "detkit/types/contract.py": {
-        "detkit.types.to_tv_tensors",
     },
 }
 

@@ -109,9 +109,12 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
         >>> pairs = [(p, root / "PedMasks" / f"{p.stem}_mask.png") for p in images]
         >>> dataset = InstanceMaskDataset(pairs)
         >>> image, target = dataset[0]
-        >>> type(image).__name__, image.dtype, image.shape[0], target["labels"].unique().tolist()
-        ('Image', torch.uint8, 3, [1])
-        >>> target["boxes"].format.name, target["boxes"].canvas_size == tuple(image.shape[1:])
+        >>> type(image).__name__, image.dtype, image.shape[0]
+        ('Image', torch.uint8, 3)
+        >>> target["labels"].unique().tolist()
+        [1]
+        >>> boxes = target["boxes"]
+        >>> boxes.format.name, boxes.canvas_size == tuple(image.shape[1:])
         ('XYXY', True)
         >>> dataset.get_height_and_width(0) == tuple(image.shape[1:])
         True

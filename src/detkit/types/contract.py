@@ -208,9 +208,12 @@ def to_tv_tensors(
     already have their carrier, and every other field, are kept as they are; no data is
     copied and the inputs are not modified.
 
-    >>> image, target = to_tv_tensors(torch.zeros(3, 4, 6, dtype=torch.uint8),
-    ...                               {"boxes": torch.tensor([[0.0, 0.0, 2.0, 2.0]])})
-    >>> type(image).__name__, target["boxes"].canvas_size, target["boxes"].format.name
+    >>> image, target = to_tv_tensors(
+    ...     torch.zeros(3, 4, 6, dtype=torch.uint8),
+    ...     {"boxes": torch.tensor([[0.0, 0.0, 2.0, 2.0]])},
+    ... )
+    >>> boxes = target["boxes"]
+    >>> type(image).__name__, boxes.canvas_size, boxes.format.name
     ('Image', (4, 6), 'XYXY')
     """
     canvas = image_size(image)

@@ -21,9 +21,12 @@ lacks:
 Random parameters come from torch's global generator: ``torch.manual_seed`` reproduces a
 pipeline (in ``DataLoader`` workers, torch seeds each worker for you).
 
->>> from detkit.data.transforms import Compose, RandomHorizontalFlip, SanitizeBoxes, ToDtype
->>> pipeline = Compose([RandomHorizontalFlip(0.5), ToDtype(torch.float32, scale=True),
-...                     SanitizeBoxes()])
+>>> from detkit.data import transforms as T
+>>> pipeline = T.Compose([
+...     T.RandomHorizontalFlip(0.5),
+...     T.ToDtype(torch.float32, scale=True),
+...     T.SanitizeBoxes(),
+... ])
 """
 
 import torch  # noqa: F401  (used by the doctest above)

@@ -61,8 +61,9 @@ class Resize(_ConfiguredV2):
         interpolation: image interpolation (``v2.InterpolationMode``).
         antialias: antialias when downscaling (tensor images).
 
-    >>> image, target = Resize((4, 6))(torch.zeros(3, 2, 3),
-    ...     {"boxes": torch.tensor([[0.0, 0.0, 3.0, 1.0]]), "labels": torch.tensor([1])})
+    >>> boxes = torch.tensor([[0.0, 0.0, 3.0, 1.0]])
+    >>> target = {"boxes": boxes, "labels": torch.tensor([1])}
+    >>> image, target = Resize((4, 6))(torch.zeros(3, 2, 3), target)
     >>> image.shape, target["boxes"].tolist()
     (torch.Size([3, 4, 6]), [[0.0, 0.0, 6.0, 2.0]])
     """
@@ -91,8 +92,10 @@ class RandomShortestSize(_ConfiguredV2):
         interpolation: image interpolation.
         antialias: antialias when downscaling.
 
-    >>> image, _ = RandomShortestSize([8], max_size=20)(torch.zeros(3, 4, 6),
-    ...     {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)})
+    >>> labels = torch.zeros(0, dtype=torch.int64)
+    >>> target = {"boxes": torch.zeros(0, 4), "labels": labels}
+    >>> random_shortest_size = RandomShortestSize([8], max_size=20)
+    >>> image, _ = random_shortest_size(torch.zeros(3, 4, 6), target)
     >>> tuple(image.shape)
     (3, 8, 12)
     """
@@ -123,8 +126,10 @@ class ScaleJitter(_ConfiguredV2):
 
     >>> torch.manual_seed(0) is not None
     True
-    >>> image, _ = ScaleJitter((8, 8), scale_range=(2.0, 2.0))(torch.zeros(3, 4, 4),
-    ...     {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)})
+    >>> labels = torch.zeros(0, dtype=torch.int64)
+    >>> target = {"boxes": torch.zeros(0, 4), "labels": labels}
+    >>> scale_jitter = ScaleJitter((8, 8), scale_range=(2.0, 2.0))
+    >>> image, _ = scale_jitter(torch.zeros(3, 4, 4), target)
     >>> tuple(image.shape)
     (3, 16, 16)
     """
@@ -168,8 +173,10 @@ class RandomZoomOut(_ConfiguredV2):
 
     >>> torch.manual_seed(0) is not None
     True
-    >>> image, target = RandomZoomOut(side_range=(2.0, 2.0), p=1.0)(torch.ones(3, 2, 2),
-    ...     {"boxes": torch.tensor([[0.0, 0.0, 2.0, 2.0]]), "labels": torch.tensor([1])})
+    >>> boxes = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+    >>> target = {"boxes": boxes, "labels": torch.tensor([1])}
+    >>> random_zoom_out = RandomZoomOut(side_range=(2.0, 2.0), p=1.0)
+    >>> image, target = random_zoom_out(torch.ones(3, 2, 2), target)
     >>> tuple(image.shape), float(image.sum())
     ((3, 4, 4), 12.0)
     """
@@ -199,8 +206,9 @@ class RandomIoUCrop(_ConfiguredV2):
 
     >>> torch.manual_seed(0) is not None
     True
-    >>> image, target = RandomIoUCrop()(torch.zeros(3, 40, 40),
-    ...     {"boxes": torch.tensor([[5.0, 5.0, 30.0, 30.0]]), "labels": torch.tensor([1])})
+    >>> boxes = torch.tensor([[5.0, 5.0, 30.0, 30.0]])
+    >>> target = {"boxes": boxes, "labels": torch.tensor([1])}
+    >>> image, target = RandomIoUCrop()(torch.zeros(3, 40, 40), target)
     >>> bool((target["boxes"][:, 2:] <= torch.tensor(image.shape[:0:-1])).all())
     True
     """
@@ -269,8 +277,9 @@ class FixedSizeCrop(_ConfiguredV2):
         size: ``(height, width)`` of the output (an int for a square).
         fill: image padding value (one per channel, or one for all); masks get 0.
 
-    >>> image, target = FixedSizeCrop((6, 6), fill=0)(torch.ones(3, 4, 4),
-    ...     {"boxes": torch.tensor([[0.0, 0.0, 4.0, 4.0]]), "labels": torch.tensor([1])})
+    >>> boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0]])
+    >>> target = {"boxes": boxes, "labels": torch.tensor([1])}
+    >>> image, target = FixedSizeCrop((6, 6), fill=0)(torch.ones(3, 4, 4), target)
     >>> tuple(image.shape), target["boxes"].tolist()
     ((3, 6, 6), [[0.0, 0.0, 4.0, 4.0]])
     """
