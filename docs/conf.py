@@ -213,6 +213,48 @@ def _record_typehints(app, what, name, obj, options, signature, return_annotatio
         recorded[key] = f"~{text}" if text in aliases else text
 
 
+def _find_object(dotted: str) -> object | None:
+    """The detkit object a dotted name reaches (``detkit.models.replace_heads``), or None."""
+    parts = dotted.split(".")
+    for split in range(len(parts), 0, -1):
+        module_name = ".".join(parts[:split])
+        if not module_name.startswith("detkit"):
+            return None
+        try:
+            obj = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        for attr in parts[split:]:
+            obj = getattr(obj, attr, None)
+        return obj
+    return None
+
+
+def _resolve_public_path(app, env, node, contnode):
+    """Resolve a reference to a function or class by a path it is importable from.
+
+    Each object has one entry, under the module whose API page documents it
+    (``detkit.models.heads.replace_heads``); the docs refer to it as users import it
+    (``detkit.models.replace_heads``, ``detkit.set_verbosity``, or ``replace_heads`` inside
+    ``detkit.models``). Such a reference goes to the entry of the same object; a name that
+    reaches no documented object stays unresolved (and fails the nitpicky build).
+    """
+    if node.get("refdomain") != "py":
+        return None
+    target = node["reftarget"].lstrip(".~")
+    module = node.get("py:module")
+    for dotted in (target, f"{module}.{target}") if module else (target,):
+        obj = _find_object(dotted)
+        if not (inspect.isclass(obj) or inspect.isroutine(obj)):
+            continue
+        name = documented_names().get(id(obj))
+        if name and name != dotted:
+            return env.domains["py"].resolve_xref(
+                env, node["refdoc"], app.builder, node["reftype"], name, node, contnode
+            )
+    return None
+
+
 def _public_bases(app, name, obj, options, bases) -> None:
     """Show a class's public bases: a private base of detkit (``_ImageOnly``) has no entry
     to link to; its own bases stand in for it."""
@@ -229,5 +271,6 @@ def setup(app):
     app.add_directive("public-names", PublicNames)
     app.connect("builder-inited", _document_reexported_data)
     app.connect("autodoc-process-bases", _public_bases)
+    app.connect("missing-reference", _resolve_public_path)
     app.connect("autodoc-process-signature", _record_typehints)
     return {"parallel_read_safe": True}
