@@ -43,7 +43,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check src tests benchmarks examples docs
 
 docs: $(STAMP)
-	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	$(PY) -m sphinx -n -W --keep-going -q -b html docs docs/_build/html
 
 # About five minutes on a 2-core CPU: synthetic pedestrians, a light Mask R-CNN trained from
 # scratch; writes runs/demo/ (checkpoints, metrics.json, predictions.png).

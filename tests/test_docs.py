@@ -1,9 +1,12 @@
 """The API reference documents every public name, and every code example fits the page."""
 
 import importlib
+import importlib.util
 import inspect
 import pkgutil
 import re
+import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -47,14 +50,34 @@ def test_every_public_name_is_in_the_api_reference():
     assert missing == []
 
 
+def is_code(obj):
+    """A class or function, described by its docstring; other names (constants, type
+    aliases such as ``detkit.types.PathLike``, callable as some are) are data."""
+    return inspect.isclass(obj) or inspect.isroutine(obj)
+
+
+def attribute_comment(name, obj):
+    """The ``#:`` comment written above ``name = ...`` in the detkit module that binds
+    ``obj`` to ``name`` (what the API pages show for a constant or an alias), or None."""
+    analyzer = pytest.importorskip("sphinx.pycode").ModuleAnalyzer
+    binders = [
+        module_name
+        for module_name, module in sorted(sys.modules.items())
+        if module_name.startswith("detkit") and getattr(module, name, None) is obj
+    ]
+    docs = [analyzer.for_module(m).find_attr_docs().get(("", name)) for m in binders]
+    return next(filter(None, docs), None)
+
+
 def test_every_public_name_has_a_docstring():
+    """Classes and functions have a docstring, constants and aliases a ``#:`` comment."""
     undocumented = [
         f"{module.__name__}.{attr}"
         for module in public_modules()
         for attr in module.__all__
         if attr != "__version__"
-        and callable(getattr(module, attr))
-        and not (getattr(module, attr).__doc__ or "").strip()
+        and not inspect.ismodule(obj := getattr(module, attr))
+        and not ((obj.__doc__ or "").strip() if is_code(obj) else attribute_comment(attr, obj))
     ]
     assert undocumented == []
 
@@ -65,7 +88,7 @@ def test_every_public_function_and_class_has_an_example():
         f"{module.__name__}.{attr}"
         for module in public_modules()
         for attr in module.__all__
-        if callable(obj := getattr(module, attr))
+        if is_code(obj := getattr(module, attr))
         and not (isinstance(obj, type) and issubclass(obj, BaseException))
         and ">>>" not in (obj.__doc__ or "")
     ]
@@ -90,111 +113,12 @@ PAGES_TO_REWRAP = {"tutorial.rst"}
 # Docstrings whose examples are wider than their place on the API pages, by source file
 # (relative to src/), each rewrapped by the file's owner.
 WIDE_DOCSTRINGS = {
-    "detkit/data/auditing.py": {
-        "detkit.data.AuditReport",
-        "detkit.data.SampleProblem",
-        "detkit.data.best_anchor_iou",
-    },
-    "detkit/data/synthetic/coco.py": {
-        "detkit.data.write_synthetic_coco",
-    },
-    "detkit/data/collate.py": {
-        "detkit.data.collate_fn",
-    },
-    "detkit/data/download.py": {
-        "detkit.data.download_file",
-    },
-    "detkit/data/samplers/aspect_ratios.py": {
-        "detkit.data.compute_aspect_ratios",
-        "detkit.data.create_aspect_ratio_groups",
-    },
-    "detkit/data/instance_mask.py": {
-        "detkit.data.InstanceMaskDataset",
-    },
-    "detkit/data/samplers/grouped.py": {
-        "detkit.data.GroupedBatchSampler",
-    },
-    "detkit/data/synthetic/pennfudan.py": {
-        "detkit.data.write_synthetic_pennfudan",
-    },
-    "detkit/data/transforms/__init__.py": {
-        "detkit.data.transforms",
-    },
-    "detkit/data/transforms/adapter.py": {
-        "detkit.data.transforms.V2Transform",
-    },
-    "detkit/data/transforms/core.py": {
-        "detkit.data.transforms.per_instance_keys",
-    },
-    "detkit/data/transforms/flips.py": {
-        "detkit.data.transforms.RandomHorizontalFlip",
-        "detkit.data.transforms.RandomVerticalFlip",
-    },
-    "detkit/data/transforms/geometry.py": {
-        "detkit.data.transforms.FixedSizeCrop",
-        "detkit.data.transforms.RandomIoUCrop",
-        "detkit.data.transforms.RandomShortestSize",
-        "detkit.data.transforms.RandomZoomOut",
-        "detkit.data.transforms.Resize",
-        "detkit.data.transforms.ScaleJitter",
-    },
-    "detkit/data/transforms/keypoints.py": {
-        "detkit.data.transforms.flip_indices_from_names",
-        "detkit.data.transforms.vertical_flip_keypoints",
-    },
-    "detkit/data/transforms/photometric.py": {
-        "detkit.data.transforms.RandomPhotometricDistort",
-        "detkit.data.transforms.ToDtype",
-    },
-    "detkit/data/transforms/pipeline.py": {
-        "detkit.data.transforms.Compose",
-        "detkit.data.transforms.apply_transforms",
-        "detkit.data.transforms.check_transforms",
-    },
-    "detkit/data/transforms/presets.py": {
-        "detkit.data.transforms.eval_preset",
-        "detkit.data.transforms.hflip_preset",
-        "detkit.data.transforms.lsj_preset",
-        "detkit.data.transforms.multiscale_preset",
-        "detkit.data.transforms.ssd_preset",
-        "detkit.data.transforms.ssdlite_preset",
-    },
-    "detkit/data/transforms/sanitize.py": {
-        "detkit.data.transforms.SanitizeBoxes",
-    },
-    "detkit/distributed.py": {
-        "detkit.distributed.reduce_dict",
-    },
-    "detkit/engine/checkpoint.py": {
-        "detkit.engine.load_checkpoint",
-    },
-    "detkit/engine/evaluate.py": {
-        "detkit.engine.evaluate",
-    },
-    "detkit/engine/train.py": {
-        "detkit.engine.move_to_device",
-        "detkit.engine.train_one_epoch",
-    },
     "detkit/evaluation/evaluator.py": {
         "detkit.evaluation.CocoEvaluator",
     },
     "detkit/evaluation/io.py": {
         "detkit.evaluation.coco_ground_truth",
         "detkit.evaluation.write_coco_ground_truth",
-    },
-    "detkit/tv_tensors.py": {
-        "detkit.data.transforms.check_flip_indices",
-        "detkit.data.transforms.hide_outside",
-        "detkit.tv_tensors",
-        "detkit.tv_tensors.to_xyxy",
-    },
-    "detkit/types/checks.py": {
-        "detkit.types.Problem",
-        "detkit.types.target_problems",
-        "detkit.types.validate_target",
-    },
-    "detkit/types/contract.py": {
-        "detkit.types.to_tv_tensors",
     },
 }
 
@@ -379,3 +303,66 @@ def test_the_api_index_lists_every_documented_name():
     listed = {id(getattr(module, attr)) for module in modules for attr in module.__all__}
     _, documented = documented_objects()
     assert sorted(name for key, name in documented.items() if key not in listed) == []
+
+
+# Intersphinx inventories ----------------------------------------------------------------
+
+INVENTORIES = DOCS / "_inventories"
+
+
+def load_inventory_script():
+    spec = importlib.util.spec_from_file_location(
+        "make_inventories", INVENTORIES / "make_inventories.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def read_inventory(content):
+    """``(header lines, {(name, role): (uri, shown)})`` of an ``objects.inv`` (version 2)."""
+    lines = content.split(b"\n", 4)
+    header, body = lines[:4], zlib.decompress(lines[4]).decode()
+    entries = {}
+    for line in body.splitlines():
+        name, role, priority, uri, shown = line.split(" ", 4)
+        assert priority == "1"
+        entries[name, role] = (uri.replace("$", name) if uri.endswith("$") else uri, shown)
+    return header, entries
+
+
+def test_the_shipped_inventories_are_what_the_script_writes():
+    """docs/_inventories/*.inv never go stale: rerun make_inventories.py after editing it."""
+    script = load_inventory_script()
+    assert sorted(p.stem for p in INVENTORIES.glob("*.inv")) == sorted(script.PROJECTS)
+    for name in script.PROJECTS:
+        shipped = read_inventory((INVENTORIES / f"{name}.inv").read_bytes())
+        assert shipped == read_inventory(script.inventory(name)), f"{name}.inv is stale"
+
+
+def test_the_inventories_point_at_the_projects_pages():
+    script = load_inventory_script()
+    torch_ = read_inventory(script.inventory("torch"))[1]
+    vision = read_inventory(script.inventory("torchvision"))[1]
+    python = read_inventory(script.inventory("python"))[1]
+    assert torch_["torch.Tensor", "py:class"] == ("tensors.html#torch.Tensor", "-")
+    # autodoc writes a base class by its defining module; it shows the public name's page.
+    assert torch_["torch.nn.modules.module.Module", "py:class"] == (
+        "generated/torch.nn.Module.html#torch.nn.Module",
+        "torch.nn.Module",
+    )
+    assert vision["torchvision.tv_tensors.BoundingBoxes", "py:class"] == (
+        "generated/torchvision.tv_tensors.BoundingBoxes.html#torchvision.tv_tensors.BoundingBoxes",
+        "-",
+    )
+    assert python["collections.abc.Sequence", "py:class"] == (
+        "library/collections.abc.html#collections.abc.Sequence",
+        "-",
+    )
+
+
+def test_the_docs_build_reads_the_shipped_inventories_offline():
+    conf = (DOCS / "conf.py").read_text(encoding="utf-8")
+    mapping = re.findall(r'"(\w+)": \("(https://[^"]+)", "_inventories/(\w+)\.inv"\)', conf)
+    assert sorted(name for name, _, _ in mapping) == sorted(load_inventory_script().PROJECTS)
+    assert all(name == file for name, _, file in mapping)

@@ -291,7 +291,8 @@ def reduce_dict(
         TypeError: for a value that is not a tensor.
         ValueError: for a value that is not 0-d.
 
-    >>> reduce_dict({"loss_classifier": torch.tensor(0.5), "loss_box_reg": torch.tensor(0.25)})
+    >>> losses = {"loss_classifier": torch.tensor(0.5)}
+    >>> reduce_dict({**losses, "loss_box_reg": torch.tensor(0.25)})
     {'loss_classifier': tensor(0.5000), 'loss_box_reg': tensor(0.2500)}
     """
     for name, value in values.items():

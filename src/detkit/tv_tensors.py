@@ -20,8 +20,11 @@ visibility column, and a mirror image must also swap left and right keypoints.
   ``flip_indices`` is an error naming the fix, never a silent left/right mix-up.
 
 >>> from torchvision.transforms import v2
->>> kp = KeyPointsWithVisibility([[[1.0, 2.0, 2.0], [3.0, 2.0, 1.0]]], canvas_size=(4, 10),
-...                              flip_indices=(1, 0))
+>>> kp = KeyPointsWithVisibility(
+...     [[[1.0, 2.0, 2.0], [3.0, 2.0, 1.0]]],
+...     canvas_size=(4, 10),
+...     flip_indices=(1, 0),
+... )
 >>> v2.functional.horizontal_flip(kp).tolist()
 [[[7.0, 2.0, 1.0], [9.0, 2.0, 2.0]]]
 >>> v2.functional.resize(kp, [8, 20]).tolist()
@@ -71,7 +74,8 @@ def check_flip_indices(
     >>> check_flip_indices([1, 2, 0])
     Traceback (most recent call last):
     ...
-    ValueError: flip_indices: [1, 2, 0] is not its own inverse: keypoint 0 becomes 1 but 1 becomes 2 (a left/right swap must exchange pairs)
+    ValueError: flip_indices: [1, 2, 0] is not its own inverse: keypoint 0 becomes 1
+    but 1 becomes 2 (a left/right swap must exchange pairs)
     """
     if isinstance(flip_indices, torch.Tensor):
         flip_indices = flip_indices.tolist()
@@ -107,7 +111,8 @@ def hide_outside(keypoints: torch.Tensor, height: int, width: int) -> torch.Tens
 
     A keypoint whose ``(x, y)`` lies outside ``[0, width] x [0, height]`` (or is not finite)
     gets visibility ``0``, and every row with visibility ``0`` becomes ``(0, 0, 0)``, as the
-    contract wants. The input is not modified; a :class:`KeyPointsWithVisibility` stays one.
+    contract wants. The input is not modified; a
+    :class:`~detkit.tv_tensors.KeyPointsWithVisibility` stays one.
 
     Args:
         keypoints: ``Tensor[N, K, 3]`` (``x, y, visibility``).
@@ -117,7 +122,8 @@ def hide_outside(keypoints: torch.Tensor, height: int, width: int) -> torch.Tens
     Returns:
         a new ``Tensor[N, K, 3]``.
 
-    >>> hide_outside(torch.tensor([[[3.0, 1.0, 2.0], [5.5, 1.0, 2.0]]]), height=4, width=5)
+    >>> kp = torch.tensor([[[3.0, 1.0, 2.0], [5.5, 1.0, 2.0]]])
+    >>> hide_outside(kp, height=4, width=5)
     tensor([[[3., 1., 2.],
              [0., 0., 0.]]])
     """
@@ -151,7 +157,9 @@ def to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     ``CXCYWH``) is converted, so that it is never read as XYXY by mistake; XYXY boxes and
     plain tensors (which the contract defines as XYXY) are returned as they are.
 
-    >>> xywh = tv_tensors.BoundingBoxes([[1.0, 2.0, 3.0, 4.0]], format="XYWH", canvas_size=(10, 10))
+    >>> xywh = tv_tensors.BoundingBoxes(
+    ...     [[1.0, 2.0, 3.0, 4.0]], format="XYWH", canvas_size=(10, 10)
+    ... )
     >>> to_xyxy(xywh).tolist(), to_xyxy(xywh).format.name
     ([[1.0, 2.0, 4.0, 6.0]], 'XYXY')
     """

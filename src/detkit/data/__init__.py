@@ -5,6 +5,7 @@ transforms live in :mod:`detkit.data.transforms` (``from detkit.data import tran
 """
 
 from detkit.data import transforms as transforms  # the subpackage, for `detkit.data.transforms`
+from detkit.data._image_files import MaxPixels
 from detkit.data.auditing import AuditReport, SampleProblem, audit, best_anchor_iou
 from detkit.data.coco import CocoJsonDataset
 from detkit.data.collate import collate_fn
@@ -25,6 +26,7 @@ __all__ = [
     "GroupedBatchSampler",
     "InferenceSampler",
     "InstanceMaskDataset",
+    "MaxPixels",
     "SampleProblem",
     "audit",
     "best_anchor_iou",

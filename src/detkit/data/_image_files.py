@@ -64,6 +64,9 @@ _LIST_FOLDER_FROM = 16  # check files by one listing of their folder from this m
 
 _OPEN_FLAGS = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 
+#: A dataset's ``max_image_pixels``, the largest image (in pixels) it decodes; ``None`` for
+#: no limit, or ``"pil"`` for Pillow's own limit (``PIL.Image.MAX_IMAGE_PIXELS``) at the time
+#: the dataset is made.
 MaxPixels = int | None | Literal["pil"]
 
 

@@ -34,8 +34,8 @@ __all__ = ["AuditReport", "SampleProblem", "audit", "best_anchor_iou"]
 class SampleProblem:
     """One problem of one sample: where it is and what is wrong.
 
-    >>> print(SampleProblem(3, 17, "images/17.png", "boxes", "box 0 is degenerate"))
-    sample image_id=17 ('images/17.png') (index 3): field 'boxes': box 0 is degenerate
+    >>> print(SampleProblem(3, 17, "images/17.png", "boxes", "box 0 is flat"))
+    sample image_id=17 ('images/17.png') (index 3): field 'boxes': box 0 is flat
     """
 
     index: int
@@ -69,8 +69,10 @@ class AuditReport:
         anchor_sizes: the model's anchor sizes, if known.
         aspect_ratios: the model's anchor aspect ratios (height / width), if known.
 
-    >>> report = AuditReport(num_samples=2, instances_per_class={1: 3},
-    ...                      box_sizes=np.array([[10.0, 20.0], [30.0, 30.0], [5.0, 5.0]]))
+    >>> sizes = np.array([[10.0, 20.0], [30.0, 30.0], [5.0, 5.0]])
+    >>> report = AuditReport(
+    ...     num_samples=2, instances_per_class={1: 3}, box_sizes=sizes
+    ... )
     >>> report.ok
     True
     >>> print(report.summary().splitlines()[-1])
@@ -170,7 +172,8 @@ def best_anchor_iou(
     Anchors follow torchvision's ``AnchorGenerator``: size ``s`` and ratio ``r`` (height /
     width) give width ``s / sqrt(r)`` and height ``s * sqrt(r)``.
 
-    >>> best_anchor_iou(np.array([[32.0, 32.0], [10.0, 40.0]]), [32], [1.0]).round(3).tolist()
+    >>> boxes = np.array([[32.0, 32.0], [10.0, 40.0]])
+    >>> best_anchor_iou(boxes, [32], [1.0]).round(3).tolist()
     [1.0, 0.29]
     """
     sizes = np.asarray(anchor_sizes, dtype=np.float64)[:, None]

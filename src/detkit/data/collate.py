@@ -25,7 +25,8 @@ def collate_fn(batch: Sequence[tuple[Any, Any]]) -> tuple[tuple[Any, ...], tuple
     Raises:
         TypeError: when a sample is not an ``(image, target)`` pair.
 
-    >>> images, targets = collate_fn([("img0", {"image_id": 0}), ("img1", {"image_id": 1})])
+    >>> batch = [("img0", {"image_id": 0}), ("img1", {"image_id": 1})]
+    >>> images, targets = collate_fn(batch)
     >>> images, targets
     (('img0', 'img1'), ({'image_id': 0}, {'image_id': 1}))
     """

@@ -110,8 +110,9 @@ def download_file(
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
     >>> _ = (folder / "src.txt").write_text("hello")
-    >>> download_file((folder / "src.txt").as_uri(), folder / "copy.txt",
-    ...               sha256="2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824").read_text()
+    >>> sha256 = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    >>> url = (folder / "src.txt").as_uri()
+    >>> download_file(url, folder / "copy.txt", sha256=sha256).read_text()
     'hello'
     """
     path = Path(path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,12 +23,9 @@ from detkit.data._image_files import (
 )
 from detkit.data.transforms.pipeline import apply_transforms, check_transforms
 from detkit.ops import split_id_mask
-from detkit.types import Target, sample_name
+from detkit.types import PathLike, Target, Transforms, sample_name
 
 __all__ = ["InstanceMaskDataset"]
-
-PathLike = str | os.PathLike
-Transforms = Callable[[Any, Target], tuple[Any, Target]]
 
 
 class InstanceMaskDataset(torch.utils.data.Dataset):
@@ -112,9 +109,12 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
         >>> pairs = [(p, root / "PedMasks" / f"{p.stem}_mask.png") for p in images]
         >>> dataset = InstanceMaskDataset(pairs)
         >>> image, target = dataset[0]
-        >>> type(image).__name__, image.dtype, image.shape[0], target["labels"].unique().tolist()
-        ('Image', torch.uint8, 3, [1])
-        >>> target["boxes"].format.name, target["boxes"].canvas_size == tuple(image.shape[1:])
+        >>> type(image).__name__, image.dtype, image.shape[0]
+        ('Image', torch.uint8, 3)
+        >>> target["labels"].unique().tolist()
+        [1]
+        >>> boxes = target["boxes"]
+        >>> boxes.format.name, boxes.canvas_size == tuple(image.shape[1:])
         ('XYXY', True)
         >>> dataset.get_height_and_width(0) == tuple(image.shape[1:])
         True

@@ -329,8 +329,8 @@ def load_checkpoint(
             shapes; the scheduler's type; a GradScaler's state; the generators' states.
 
     >>> import tempfile
-    >>> path = save_checkpoint(Path(tempfile.mkdtemp()) / "last.pt", model=nn.Linear(2, 1),
-    ...                        epoch=0)
+    >>> path = Path(tempfile.mkdtemp()) / "last.pt"
+    >>> path = save_checkpoint(path, model=nn.Linear(2, 1), epoch=0)
     >>> model = nn.Linear(2, 1)
     >>> load_checkpoint(path, model=model)["epoch"]
     0

@@ -171,16 +171,28 @@ def evaluate(
     Example:
         >>> import torch, torchvision
         >>> from detkit.data import collate_fn
-        >>> model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
-        ...     weights=None, weights_backbone=None, num_classes=2, min_size=64, max_size=64)
-        >>> samples = [(torch.rand(3, 64, 64), {"boxes": torch.tensor([[8.0, 8.0, 40.0, 56.0]]),
-        ...             "labels": torch.tensor([1]), "image_id": i}) for i in range(2)]
-        >>> loader = torch.utils.data.DataLoader(samples, batch_size=2, collate_fn=collate_fn)
+        >>> from torchvision.models.detection import (
+        ...     fasterrcnn_mobilenet_v3_large_320_fpn as detector,
+        ... )
+        >>> model = detector(
+        ...     weights=None, weights_backbone=None, num_classes=2,
+        ...     min_size=64, max_size=64,
+        ... )
+        >>> boxes = torch.tensor([[8.0, 8.0, 40.0, 56.0]])
+        >>> samples = [
+        ...     (torch.rand(3, 64, 64), {"boxes": boxes, "labels": torch.tensor([1]),
+        ...                              "image_id": i})
+        ...     for i in range(2)
+        ... ]
+        >>> loader = torch.utils.data.DataLoader(
+        ...     samples, batch_size=2, collate_fn=collate_fn
+        ... )
         >>> metrics = evaluate(model, loader, "cpu", progress=False, losses=True)
         >>> metrics["num_images"], "AP50" in metrics["bbox"]
         (2, True)
         >>> list(metrics["losses"])
-        ['loss', 'loss_classifier', 'loss_box_reg', 'loss_objectness', 'loss_rpn_box_reg']
+        ['loss', 'loss_classifier', 'loss_box_reg', 'loss_objectness',
+         'loss_rpn_box_reg']
 
         With a 95% bootstrap interval of AP over the images:
 

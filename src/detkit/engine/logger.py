@@ -197,7 +197,7 @@ class MetricLogger:
         A line holds the position, the ETA, every meter, the time per iteration, the time
         spent waiting for data and (on CUDA) the peak memory. A closing line gives the total
         time. A consumer that may stop early should ``close()`` the generator (e.g. with
-        :func:`contextlib.closing`), which ends the progress bar's line at once.
+        :class:`contextlib.closing`), which ends the progress bar's line at once.
 
         Args:
             iterable: the data loader (or any iterable; without ``len`` there is no ETA).

@@ -39,8 +39,8 @@ def move_to_device(
     not modified. Copies are non-blocking, which overlaps them with compute when the data
     loader pins memory.
 
-    >>> images, targets = move_to_device([torch.zeros(3, 4, 4)],
-    ...                                  [{"boxes": torch.zeros(0, 4), "image_id": 7}], "cpu")
+    >>> targets = [{"boxes": torch.zeros(0, 4), "image_id": 7}]
+    >>> images, targets = move_to_device([torch.zeros(3, 4, 4)], targets, "cpu")
     >>> targets[0]["image_id"], targets[0]["boxes"].device.type
     (7, 'cpu')
     """
@@ -92,7 +92,7 @@ def train_one_epoch(
 
     A log line every ``print_freq`` batches shows the losses and the learning rate that the
     batch's optimizer step applied; the lines are printed even without any :mod:`logging`
-    configuration, and :func:`detkit.set_verbosity` silences them. The training guide
+    configuration, and :func:`detkit.set_verbosity() <detkit.console.set_verbosity>` silences them. The training guide
     (``docs/guides/training.rst``) covers warmup, accumulation, mixed precision and
     multi-GPU runs.
 
@@ -160,16 +160,26 @@ def train_one_epoch(
     Example:
         >>> import torch, torchvision
         >>> from detkit.data import collate_fn
-        >>> model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
-        ...     weights=None, weights_backbone=None, num_classes=2, min_size=64, max_size=64)
-        >>> sample = (torch.rand(3, 64, 64), {"boxes": torch.tensor([[8.0, 8.0, 40.0, 56.0]]),
-        ...           "labels": torch.tensor([1]), "image_id": 0})
-        >>> loader = torch.utils.data.DataLoader([sample] * 2, batch_size=2,
-        ...                                      collate_fn=collate_fn)
+        >>> from torchvision.models.detection import (
+        ...     fasterrcnn_mobilenet_v3_large_320_fpn as detector,
+        ... )
+        >>> model = detector(
+        ...     weights=None, weights_backbone=None, num_classes=2,
+        ...     min_size=64, max_size=64,
+        ... )
+        >>> boxes = torch.tensor([[8.0, 8.0, 40.0, 56.0]])
+        >>> target = {"boxes": boxes, "labels": torch.tensor([1]), "image_id": 0}
+        >>> samples = [(torch.rand(3, 64, 64), target)] * 2
+        >>> loader = torch.utils.data.DataLoader(
+        ...     samples, batch_size=2, collate_fn=collate_fn
+        ... )
         >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        >>> losses = train_one_epoch(model, optimizer, loader, "cpu", epoch=0, progress=False)
+        >>> losses = train_one_epoch(
+        ...     model, optimizer, loader, "cpu", epoch=0, progress=False
+        ... )
         >>> sorted(losses)
-        ['loss', 'loss_box_reg', 'loss_classifier', 'loss_objectness', 'loss_rpn_box_reg']
+        ['loss', 'loss_box_reg', 'loss_classifier', 'loss_objectness',
+         'loss_rpn_box_reg']
     """
     options = StepOptions(
         lr_scheduler=lr_scheduler,

@@ -41,7 +41,7 @@ class InvalidTargetError(ValueError):
 class Problem(NamedTuple):
     """One way a sample breaks the contract: the ``field`` at fault and what is wrong.
 
-    >>> Problem("labels", "label 0 at instance 2: labels start at 1 (0 is background)").field
+    >>> Problem("labels", "label 0 at instance 2: labels start at 1").field
     'labels'
     """
 
@@ -71,12 +71,16 @@ def target_problems(
         target: the target dict.
         num_classes: when given, labels must also be below it (the model's ``num_classes``).
 
-    >>> target = {"boxes": torch.tensor([[0.0, 0, 5, 5], [3, 3, 3, 4], [0, 0, 12, 2]]),
-    ...           "labels": torch.tensor([1, 1, 0])}
+    >>> target = {
+    ...     "boxes": torch.tensor([[0.0, 0, 5, 5], [3, 3, 3, 4], [0, 0, 12, 2]]),
+    ...     "labels": torch.tensor([1, 1, 0]),
+    ... }
     >>> for problem in target_problems(torch.zeros(3, 10, 10), target):
     ...     print(problem.field, "|", problem.message)
-    boxes | box 1 [3.0, 3.0, 3.0, 4.0] has zero or negative width or height (x2 <= x1 or y2 <= y1)
-    boxes | box 2 [0.0, 0.0, 12.0, 2.0] lies outside the 10x10 (WxH) image (boxes are XYXY in [0, 10] x [0, 10])
+    boxes | box 1 [3.0, 3.0, 3.0, 4.0] has zero or negative width or height
+      (x2 <= x1 or y2 <= y1)
+    boxes | box 2 [0.0, 0.0, 12.0, 2.0] lies outside the 10x10 (WxH) image
+      (boxes are XYXY in [0, 10] x [0, 10])
     labels | label 0 at instance 2: labels start at 1 (0 is background)
     """
     problems: list[Problem] = []
@@ -256,12 +260,15 @@ def validate_target(
             a tv_tensor whose ``canvas_size`` differs from the image's size.
 
     >>> image = torch.zeros(3, 10, 10)
-    >>> target = {"boxes": torch.tensor([[0.0, 0.0, 5.0, 5.0]]), "labels": torch.tensor([1])}
+    >>> boxes = torch.tensor([[0.0, 0, 5, 5]])
+    >>> target = {"boxes": boxes, "labels": torch.tensor([1])}
     >>> validate_target(image, target)
-    >>> validate_target(image, {**target, "boxes": torch.tensor([[2.0, 1.0, 2.0, 5.0]])})
+    >>> flat = torch.tensor([[2.0, 1.0, 2.0, 5.0]])
+    >>> validate_target(image, {**target, "boxes": flat})
     Traceback (most recent call last):
     ...
-    detkit.types.checks.InvalidTargetError: sample: field 'boxes': box 0 [2.0, 1.0, 2.0, 5.0] has zero or negative width or height (x2 <= x1 or y2 <= y1)
+    detkit.types.checks.InvalidTargetError: sample: field 'boxes': box 0
+    [2.0, 1.0, 2.0, 5.0] has zero or negative width or height (x2 <= x1 or y2 <= y1)
     """
     problems = target_problems(image, target, num_classes=num_classes)
     if not problems:

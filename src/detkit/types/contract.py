@@ -6,8 +6,9 @@ there.
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict
 
 if sys.version_info >= (3, 11):
@@ -24,8 +25,10 @@ from detkit.tv_tensors import KeyPointsWithVisibility, plain, to_xyxy
 __all__ = [
     "BOX_FORMAT",
     "PER_INSTANCE_FIELDS",
+    "PathLike",
     "Prediction",
     "Target",
+    "Transforms",
     "empty_target",
     "image_size",
     "normalize_image_id",
@@ -38,6 +41,10 @@ BOX_FORMAT = "XYXY"
 
 #: Target keys whose first dimension is the instance dimension ``N``.
 PER_INSTANCE_FIELDS = ("boxes", "labels", "masks", "keypoints", "area", "iscrowd")
+
+#: A file or folder path, as a ``str`` or an :class:`os.PathLike` such as
+#: :class:`pathlib.Path`.
+PathLike = str | os.PathLike
 
 
 class Target(TypedDict, total=False):
@@ -83,6 +90,11 @@ class Prediction(TypedDict, total=False):
     masks: torch.Tensor
     keypoints: torch.Tensor
     keypoints_scores: torch.Tensor
+
+
+#: What a dataset's ``transforms`` argument is: a callable taking ``(image, target)`` and
+#: returning the transformed pair, as :mod:`detkit.data.transforms` and torchvision v2 give.
+Transforms = Callable[[Any, Target], tuple[Any, Target]]
 
 
 def normalize_image_id(image_id: Any, *, argument: str = "image_id") -> int:
@@ -196,9 +208,12 @@ def to_tv_tensors(
     already have their carrier, and every other field, are kept as they are; no data is
     copied and the inputs are not modified.
 
-    >>> image, target = to_tv_tensors(torch.zeros(3, 4, 6, dtype=torch.uint8),
-    ...                               {"boxes": torch.tensor([[0.0, 0.0, 2.0, 2.0]])})
-    >>> type(image).__name__, target["boxes"].canvas_size, target["boxes"].format.name
+    >>> image, target = to_tv_tensors(
+    ...     torch.zeros(3, 4, 6, dtype=torch.uint8),
+    ...     {"boxes": torch.tensor([[0.0, 0.0, 2.0, 2.0]])},
+    ... )
+    >>> boxes = target["boxes"]
+    >>> type(image).__name__, boxes.canvas_size, boxes.format.name
     ('Image', (4, 6), 'XYXY')
     """
     canvas = image_size(image)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,9 @@ from detkit.data.transforms.keypoints import flip_indices_from_names
 from detkit.data.transforms.pipeline import apply_transforms, check_transforms
 from detkit.ops import box_area, masks_area
 from detkit.tv_tensors import KeyPointsWithVisibility, check_flip_indices
-from detkit.types import Target, sample_name
+from detkit.types import PathLike, Target, Transforms, sample_name
 
 __all__ = ["CocoJsonDataset"]
-
-PathLike = str | os.PathLike
-Transforms = Callable[[Any, Target], tuple[Any, Target]]
 
 
 class CocoJsonDataset(torch.utils.data.Dataset):

@@ -57,9 +57,10 @@ def compute_aspect_ratios(
 
     >>> from detkit.data import CocoJsonDataset, write_synthetic_coco
     >>> import tempfile
-    >>> root = write_synthetic_coco(tempfile.mkdtemp(), num_images=3, sizes=[(40, 80), (60, 30)])
+    >>> sizes = [(40, 80), (60, 30)]  # (height, width), used in turn
+    >>> root = write_synthetic_coco(tempfile.mkdtemp(), num_images=3, sizes=sizes)
     >>> dataset = CocoJsonDataset(root / "images", root / "annotations.json")
-    >>> compute_aspect_ratios(dataset).tolist()  # (height, width) = (40, 80), (60, 30), (40, 80)
+    >>> compute_aspect_ratios(dataset).tolist()
     [2.0, 0.5, 2.0]
     """
     if indices is None:
@@ -101,10 +102,10 @@ def create_aspect_ratio_groups(
 
     >>> from detkit.data import CocoJsonDataset, write_synthetic_coco
     >>> import tempfile
-    >>> root = write_synthetic_coco(
-    ...     tempfile.mkdtemp(), num_images=4, sizes=[(40, 80), (60, 30), (50, 50), (30, 33)])
+    >>> sizes = [(40, 80), (60, 30), (50, 50), (30, 33)]  # ratios 2, 0.5, 1, 1.1
+    >>> root = write_synthetic_coco(tempfile.mkdtemp(), num_images=4, sizes=sizes)
     >>> dataset = CocoJsonDataset(root / "images", root / "annotations.json")
-    >>> create_aspect_ratio_groups(dataset, k=1)  # edges 0.5, 1, 2: ratios 2, 0.5, 1, 1.1
+    >>> create_aspect_ratio_groups(dataset, k=1)  # edges 0.5, 1, 2
     [3, 1, 2, 2]
     >>> create_aspect_ratio_groups(dataset, k=-1)
     [0, 0, 0, 0]

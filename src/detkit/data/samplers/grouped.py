@@ -77,7 +77,7 @@ class GroupedBatchSampler(BatchSampler):
     >>> import torch
     >>> group_ids = [0, 1, 0, 1, 0, 1, 0]
     >>> sampler = torch.utils.data.SequentialSampler(range(7))
-    >>> list(GroupedBatchSampler(sampler, group_ids, 3))  # 0's leftover topped up with 0
+    >>> list(GroupedBatchSampler(sampler, group_ids, 3))  # 6 topped up with 0, 2
     [[0, 2, 4], [1, 3, 5], [6, 0, 2]]
     >>> list(GroupedBatchSampler(sampler, group_ids, 3, incomplete="keep"))
     [[0, 2, 4], [1, 3, 5], [6]]
@@ -88,10 +88,13 @@ class GroupedBatchSampler(BatchSampler):
     the same number of batches; rank 0 repeats a batch of its largest group to match rank 1:
 
     >>> from torch.utils.data import DistributedSampler
-    >>> shards = [DistributedSampler(range(7), num_replicas=2, rank=r, seed=0) for r in (0, 1)]
+    >>> shards = [
+    ...     DistributedSampler(range(7), num_replicas=2, rank=rank, seed=0)
+    ...     for rank in (0, 1)
+    ... ]
     >>> samplers = [GroupedBatchSampler(shard, group_ids, 2) for shard in shards]
     >>> for grouped in samplers:
-    ...     grouped.set_epoch(1)  # each epoch, to reshuffle, as with DistributedSampler itself
+    ...     grouped.set_epoch(1)  # each epoch, to reshuffle, as DistributedSampler
     >>> [list(grouped) for grouped in samplers]
     [[[1, 5], [0, 4], [0, 4]], [[6, 2], [3, 3], [0, 6]]]
     """

@@ -63,7 +63,8 @@ def write_synthetic_coco(
         ValueError: for arguments out of range.
 
     >>> import json, tempfile
-    >>> root = write_synthetic_coco(tempfile.mkdtemp(), num_images=2, sizes=[(20, 30)])
+    >>> folder = tempfile.mkdtemp()
+    >>> root = write_synthetic_coco(folder, num_images=2, sizes=[(20, 30)])
     >>> data = json.loads((root / "annotations.json").read_text())
     >>> [(image["id"], image["height"], image["width"]) for image in data["images"]]
     [(1, 20, 30), (3, 20, 30)]

@@ -83,7 +83,8 @@ def write_synthetic_pennfudan(
         ValueError: for arguments out of range.
 
     >>> import tempfile
-    >>> root = write_synthetic_pennfudan(tempfile.mkdtemp(), num_images=3, size_range=(64, 96))
+    >>> folder = tempfile.mkdtemp()
+    >>> root = write_synthetic_pennfudan(folder, num_images=3, size_range=(64, 96))
     >>> sorted(p.name for p in (root / "PedMasks").iterdir())
     ['FudanPed00000_mask.png', 'FudanPed00002_mask.png', 'PennPed00001_mask.png']
     """

@@ -21,9 +21,12 @@ lacks:
 Random parameters come from torch's global generator: ``torch.manual_seed`` reproduces a
 pipeline (in ``DataLoader`` workers, torch seeds each worker for you).
 
->>> from detkit.data.transforms import Compose, RandomHorizontalFlip, SanitizeBoxes, ToDtype
->>> pipeline = Compose([RandomHorizontalFlip(0.5), ToDtype(torch.float32, scale=True),
-...                     SanitizeBoxes()])
+>>> from detkit.data import transforms as T
+>>> pipeline = T.Compose([
+...     T.RandomHorizontalFlip(0.5),
+...     T.ToDtype(torch.float32, scale=True),
+...     T.SanitizeBoxes(),
+... ])
 """
 
 import torch  # noqa: F401  (used by the doctest above)
@@ -34,6 +37,7 @@ from detkit.data.transforms.adapter import V2Transform
 from detkit.data.transforms.core import Transform, per_instance_keys, select_instances
 from detkit.data.transforms.flips import RandomHorizontalFlip, RandomVerticalFlip
 from detkit.data.transforms.geometry import (
+    Fill,
     FixedSizeCrop,
     RandomIoUCrop,
     RandomShortestSize,
@@ -83,6 +87,7 @@ __all__ = [
     "COCO_PERSON_KEYPOINT_NAMES",
     "REFERENCE_MEAN",
     "Compose",
+    "Fill",
     "FixedSizeCrop",
     "PILToTensor",
     "RandomHorizontalFlip",

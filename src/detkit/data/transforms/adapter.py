@@ -39,7 +39,7 @@ class V2Transform(Transform):
     A v2 flip swaps left and right keypoints through the keypoints' ``flip_indices``
     (:class:`~detkit.tv_tensors.KeyPointsWithVisibility`); ``flip_indices`` here overrides
     them for this transform. Keypoint flips map ``x -> W - x``
-    (see :mod:`detkit.data.transforms.keypoints`), not v2's ``W - 1 - x``.
+    (see :func:`~detkit.data.transforms.horizontal_flip_keypoints`), not v2's ``W - 1 - x``.
 
     Args:
         transform: a ``torchvision.transforms.v2`` transform (or ``v2.Compose``), or any
@@ -50,9 +50,13 @@ class V2Transform(Transform):
 
     >>> from torchvision.transforms import v2
     >>> pad = V2Transform(v2.Pad([2, 0, 0, 0]))  # two columns on the left
-    >>> image, target = pad(torch.zeros(3, 4, 4, dtype=torch.uint8),
-    ...     {"boxes": torch.tensor([[0.0, 0, 2, 2]]), "labels": torch.tensor([1]),
-    ...      "keypoints": torch.tensor([[[1.0, 1.0, 2.0]]]), "area": torch.tensor([4.0])})
+    >>> target = {
+    ...     "boxes": torch.tensor([[0.0, 0, 2, 2]]),
+    ...     "labels": torch.tensor([1]),
+    ...     "keypoints": torch.tensor([[[1.0, 1.0, 2.0]]]),
+    ...     "area": torch.tensor([4.0]),
+    ... }
+    >>> image, target = pad(torch.zeros(3, 4, 4, dtype=torch.uint8), target)
     >>> image.shape, target["boxes"].tolist(), target["keypoints"].tolist()
     (torch.Size([3, 4, 6]), [[2.0, 0.0, 4.0, 2.0]], [[[3.0, 1.0, 2.0]]])
     """

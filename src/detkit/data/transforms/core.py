@@ -115,8 +115,12 @@ def per_instance_keys(target: Mapping[str, Any]) -> list[str]:
             a tensor (lists are allowed for declared fields) or has a length other than ``N``,
             naming the sample and the field.
 
-    >>> target = {"boxes": torch.zeros(2, 4), "labels": torch.ones(2, dtype=torch.int64),
-    ...           "track_ids": torch.tensor([7, 9]), "image_id": 3}
+    >>> target = {
+    ...     "boxes": torch.zeros(2, 4),
+    ...     "labels": torch.ones(2, dtype=torch.int64),
+    ...     "track_ids": torch.tensor([7, 9]),
+    ...     "image_id": 3,
+    ... }
     >>> per_instance_keys(target)
     ['boxes', 'labels']
     """

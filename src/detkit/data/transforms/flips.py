@@ -149,8 +149,13 @@ class RandomHorizontalFlip(_RandomFlip):
             contradicting ``swap_left_right=False``.
 
     >>> flip = RandomHorizontalFlip(p=1.0, flip_indices=[0, 2, 1])
-    >>> target = {"boxes": torch.tensor([[1.0, 0.0, 3.0, 2.0]]), "labels": torch.tensor([1]),
-    ...           "keypoints": torch.tensor([[[2.0, 1.0, 2.0], [1.5, 0.5, 2.0], [2.5, 0.5, 1.0]]])}
+    >>> target = {
+    ...     "boxes": torch.tensor([[1.0, 0.0, 3.0, 2.0]]),
+    ...     "labels": torch.tensor([1]),
+    ...     "keypoints": torch.tensor(
+    ...         [[[2.0, 1.0, 2.0], [1.5, 0.5, 2.0], [2.5, 0.5, 1.0]]]
+    ...     ),
+    ... }
     >>> _, out = flip(torch.zeros(3, 4, 10), target)
     >>> out["boxes"].tolist(), out["keypoints"][0].tolist()
     ([[7.0, 0.0, 9.0, 2.0]], [[8.0, 1.0, 2.0], [7.5, 0.5, 1.0], [8.5, 0.5, 2.0]])
@@ -169,8 +174,9 @@ class RandomVerticalFlip(_RandomFlip):
         flip_indices: the keypoints' left/right permutation.
         swap_left_right: set ``False`` to mirror keypoints without swapping identities.
 
-    >>> _, out = RandomVerticalFlip(p=1.0)(torch.zeros(3, 10, 4),
-    ...     {"boxes": torch.tensor([[0.0, 1.0, 2.0, 3.0]]), "labels": torch.tensor([1])})
+    >>> boxes = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    >>> target = {"boxes": boxes, "labels": torch.tensor([1])}
+    >>> _, out = RandomVerticalFlip(p=1.0)(torch.zeros(3, 10, 4), target)
     >>> out["boxes"].tolist()
     [[0.0, 7.0, 2.0, 9.0]]
     """

@@ -20,6 +20,7 @@ from torchvision.transforms.v2 import functional as F
 from detkit.data.transforms.adapter import V2Transform
 
 __all__ = [
+    "Fill",
     "FixedSizeCrop",
     "RandomIoUCrop",
     "RandomShortestSize",
@@ -28,11 +29,16 @@ __all__ = [
     "ScaleJitter",
 ]
 
+#: The value of the pixels a transform adds (padding, a zoom-out's canvas), one for every
+#: channel or one per channel.
 Fill = float | Sequence[float]
 
 
-class _Preset(V2Transform):
-    """A detkit transform made of one configured v2 transform (``repr`` shows detkit's args)."""
+class _ConfiguredV2(V2Transform):
+    """A :class:`V2Transform` around one v2 transform that it configures itself.
+
+    ``repr`` shows the arguments given to detkit's class, not those of the v2 transform.
+    """
 
     def __init__(self, transform: Any, **args: Any) -> None:
         super().__init__(transform)
@@ -42,7 +48,7 @@ class _Preset(V2Transform):
         return self._args
 
 
-class Resize(_Preset):
+class Resize(_ConfiguredV2):
     """Resize the image and its target (``torchvision.transforms.v2.Resize``).
 
     Boxes and keypoints scale with the image, masks are resized with nearest-neighbour
@@ -55,8 +61,9 @@ class Resize(_Preset):
         interpolation: image interpolation (``v2.InterpolationMode``).
         antialias: antialias when downscaling (tensor images).
 
-    >>> image, target = Resize((4, 6))(torch.zeros(3, 2, 3),
-    ...     {"boxes": torch.tensor([[0.0, 0.0, 3.0, 1.0]]), "labels": torch.tensor([1])})
+    >>> boxes = torch.tensor([[0.0, 0.0, 3.0, 1.0]])
+    >>> target = {"boxes": boxes, "labels": torch.tensor([1])}
+    >>> image, target = Resize((4, 6))(torch.zeros(3, 2, 3), target)
     >>> image.shape, target["boxes"].tolist()
     (torch.Size([3, 4, 6]), [[0.0, 0.0, 6.0, 2.0]])
     """
@@ -75,7 +82,7 @@ class Resize(_Preset):
         super().__init__(transform, size=size, max_size=max_size)
 
 
-class RandomShortestSize(_Preset):
+class RandomShortestSize(_ConfiguredV2):
     """Resize so that the shorter side is a random choice of ``min_size`` (``max_size`` caps
     the longer side); the references' ``multiscale`` policy.
 
@@ -85,8 +92,10 @@ class RandomShortestSize(_Preset):
         interpolation: image interpolation.
         antialias: antialias when downscaling.
 
-    >>> image, _ = RandomShortestSize([8], max_size=20)(torch.zeros(3, 4, 6),
-    ...     {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)})
+    >>> labels = torch.zeros(0, dtype=torch.int64)
+    >>> target = {"boxes": torch.zeros(0, 4), "labels": labels}
+    >>> random_shortest_size = RandomShortestSize([8], max_size=20)
+    >>> image, _ = random_shortest_size(torch.zeros(3, 4, 6), target)
     >>> tuple(image.shape)
     (3, 8, 12)
     """
@@ -105,7 +114,7 @@ class RandomShortestSize(_Preset):
         super().__init__(transform, min_size=min_size, max_size=max_size)
 
 
-class ScaleJitter(_Preset):
+class ScaleJitter(_ConfiguredV2):
     """Large-scale jitter: resize to ``target_size`` times a random factor in ``scale_range``
     (aspect ratio kept); with :class:`FixedSizeCrop`, the references' ``lsj`` policy.
 
@@ -117,8 +126,10 @@ class ScaleJitter(_Preset):
 
     >>> torch.manual_seed(0) is not None
     True
-    >>> image, _ = ScaleJitter((8, 8), scale_range=(2.0, 2.0))(torch.zeros(3, 4, 4),
-    ...     {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)})
+    >>> labels = torch.zeros(0, dtype=torch.int64)
+    >>> target = {"boxes": torch.zeros(0, 4), "labels": labels}
+    >>> scale_jitter = ScaleJitter((8, 8), scale_range=(2.0, 2.0))
+    >>> image, _ = scale_jitter(torch.zeros(3, 4, 4), target)
     >>> tuple(image.shape)
     (3, 16, 16)
     """
@@ -151,7 +162,7 @@ def _fill_arg(fill: Fill) -> dict[Any, Any]:
     return {tv_tensors.Mask: 0, "others": _fill_value(fill)}
 
 
-class RandomZoomOut(_Preset):
+class RandomZoomOut(_ConfiguredV2):
     """Zoom out with probability ``p``: place the image at a random spot of a canvas
     ``side_range`` times larger, filled with ``fill`` (the SSD policy's expansion).
 
@@ -162,8 +173,10 @@ class RandomZoomOut(_Preset):
 
     >>> torch.manual_seed(0) is not None
     True
-    >>> image, target = RandomZoomOut(side_range=(2.0, 2.0), p=1.0)(torch.ones(3, 2, 2),
-    ...     {"boxes": torch.tensor([[0.0, 0.0, 2.0, 2.0]]), "labels": torch.tensor([1])})
+    >>> boxes = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+    >>> target = {"boxes": boxes, "labels": torch.tensor([1])}
+    >>> random_zoom_out = RandomZoomOut(side_range=(2.0, 2.0), p=1.0)
+    >>> image, target = random_zoom_out(torch.ones(3, 2, 2), target)
     >>> tuple(image.shape), float(image.sum())
     ((3, 4, 4), 12.0)
     """
@@ -175,7 +188,7 @@ class RandomZoomOut(_Preset):
         super().__init__(transform, fill=fill, side_range=side_range, p=p)
 
 
-class RandomIoUCrop(_Preset):
+class RandomIoUCrop(_ConfiguredV2):
     """SSD's random crop: a crop whose IoU with some box exceeds a randomly chosen bound.
 
     torchvision v2's sampler; instances whose box centre falls outside the crop are dropped
@@ -193,8 +206,9 @@ class RandomIoUCrop(_Preset):
 
     >>> torch.manual_seed(0) is not None
     True
-    >>> image, target = RandomIoUCrop()(torch.zeros(3, 40, 40),
-    ...     {"boxes": torch.tensor([[5.0, 5.0, 30.0, 30.0]]), "labels": torch.tensor([1])})
+    >>> boxes = torch.tensor([[5.0, 5.0, 30.0, 30.0]])
+    >>> target = {"boxes": boxes, "labels": torch.tensor([1])}
+    >>> image, target = RandomIoUCrop()(torch.zeros(3, 40, 40), target)
     >>> bool((target["boxes"][:, 2:] <= torch.tensor(image.shape[:0:-1])).all())
     True
     """
@@ -250,7 +264,7 @@ class _CropThenPad(v2.Transform):
         return inpt
 
 
-class FixedSizeCrop(_Preset):
+class FixedSizeCrop(_ConfiguredV2):
     """Crop a random window of at most ``size``, then pad right and bottom to exactly ``size``.
 
     With :class:`ScaleJitter`, the references' ``lsj`` policy. Instances cut away entirely
@@ -263,8 +277,9 @@ class FixedSizeCrop(_Preset):
         size: ``(height, width)`` of the output (an int for a square).
         fill: image padding value (one per channel, or one for all); masks get 0.
 
-    >>> image, target = FixedSizeCrop((6, 6), fill=0)(torch.ones(3, 4, 4),
-    ...     {"boxes": torch.tensor([[0.0, 0.0, 4.0, 4.0]]), "labels": torch.tensor([1])})
+    >>> boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0]])
+    >>> target = {"boxes": boxes, "labels": torch.tensor([1])}
+    >>> image, target = FixedSizeCrop((6, 6), fill=0)(torch.ones(3, 4, 4), target)
     >>> tuple(image.shape), target["boxes"].tolist()
     ((3, 6, 6), [[0.0, 0.0, 4.0, 4.0]])
     """

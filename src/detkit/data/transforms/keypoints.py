@@ -113,9 +113,11 @@ def flip_indices_from_names(
     (0, 2, 1)
     >>> flip_indices_from_names(["beak", "wing_l", "wing_r", "eyeR", "eyeL"])
     (0, 2, 1, 4, 3)
-    >>> flip_indices_from_names(["tip", "port", "starboard"], [("port", "starboard")])
+    >>> names = ["tip", "port", "starboard"]
+    >>> flip_indices_from_names(names, [("port", "starboard")])
     (0, 2, 1)
-    >>> flip_indices_from_names(COCO_PERSON_KEYPOINT_NAMES) == COCO_PERSON_FLIP_INDICES
+    >>> indices = flip_indices_from_names(COCO_PERSON_KEYPOINT_NAMES)
+    >>> indices == COCO_PERSON_FLIP_INDICES
     True
     """
     names = list(names)
@@ -281,7 +283,8 @@ def vertical_flip_keypoints(
         height: canvas height ``H``.
         flip_indices: the left/right permutation, or ``None`` to mirror without swapping.
 
-    >>> vertical_flip_keypoints(torch.tensor([[[1.0, 2.0, 2.0]]]), height=8, flip_indices=None)
+    >>> kp = torch.tensor([[[1.0, 2.0, 2.0]]])
+    >>> vertical_flip_keypoints(kp, height=8, flip_indices=None)
     tensor([[[1., 6., 2.]]])
     """
     return _mirror(keypoints, 1, height, flip_indices)

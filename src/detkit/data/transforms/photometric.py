@@ -93,7 +93,8 @@ class ToDtype(_ImageOnly):
     Raises:
         TypeError: for a PIL image (convert it with :class:`ToImage` first).
 
-    >>> image, _ = ToDtype(torch.float32, scale=True)(torch.full((3, 1, 1), 255, dtype=torch.uint8), None)
+    >>> white = torch.full((3, 1, 1), 255, dtype=torch.uint8)
+    >>> image, _ = ToDtype(torch.float32, scale=True)(white, None)
     >>> image.dtype, image.max().item()
     (torch.float32, 1.0)
     """
@@ -134,7 +135,8 @@ class RandomPhotometricDistort(_ImageOnly):
 
     >>> torch.manual_seed(0) is not None
     True
-    >>> image, _ = RandomPhotometricDistort(p=1.0)(torch.full((3, 2, 2), 100, dtype=torch.uint8), None)
+    >>> grey = torch.full((3, 2, 2), 100, dtype=torch.uint8)
+    >>> image, _ = RandomPhotometricDistort(p=1.0)(grey, None)
     >>> image.shape, image.dtype
     (torch.Size([3, 2, 2]), torch.uint8)
     """

@@ -82,7 +82,9 @@ def check_transforms(transforms: Any, *, argument: str = "transforms") -> None:
     >>> check_transforms(v2.Compose([v2.RandomHorizontalFlip(), v1.ToTensor()]))
     Traceback (most recent call last):
     ...
-    TypeError: transforms[1] is ToTensor from torchvision.transforms (v1), which takes the image alone and would leave the target behind; use detkit's transform of that name or torchvision.transforms.v2's
+    TypeError: transforms[1] is ToTensor from torchvision.transforms (v1), which
+    takes the image alone and would leave the target behind; use detkit's
+    transform of that name or torchvision.transforms.v2's
     """
     if not callable(transforms):
         raise TypeError(f"{argument} must be callable, got {type(transforms).__name__}")
@@ -151,11 +153,18 @@ def apply_transforms(
         TypeError: when the pipeline does not return an ``(image, target)`` pair.
 
     >>> from torchvision.transforms import v2
-    >>> image, target = apply_transforms(v2.RandomHorizontalFlip(p=1.0),
+    >>> target = {
+    ...     "boxes": torch.tensor([[0.0, 0.0, 2.0, 2.0]]),
+    ...     "labels": torch.tensor([1]),
+    ...     "iscrowd": torch.tensor([0]),
+    ...     "area": torch.tensor([4.0]),
+    ... }
+    >>> image, target = apply_transforms(
+    ...     v2.RandomHorizontalFlip(p=1.0),
     ...     torch.zeros(3, 4, 10, dtype=torch.uint8),
-    ...     {"boxes": torch.tensor([[0.0, 0.0, 2.0, 2.0]]), "labels": torch.tensor([1]),
-    ...      "iscrowd": torch.tensor([0]), "area": torch.tensor([4.0])})
-    >>> target["boxes"]  # a plain tensor in, a plain tensor out: v2 alone would not move it
+    ...     target,
+    ... )
+    >>> target["boxes"]  # plain in, plain out: v2 alone would not move it
     tensor([[ 8.,  0., 10.,  2.]])
     """
     if isinstance(transforms, Compose):  # one pass of the bookkeeping, not two
@@ -306,9 +315,13 @@ class Compose(Transform):
             transform.
 
     >>> from detkit.data.transforms import RandomHorizontalFlip, ToDtype
-    >>> pipeline = Compose([RandomHorizontalFlip(p=1.0), ToDtype(torch.float32, scale=True)])
-    >>> image, target = pipeline(torch.full((3, 2, 4), 255, dtype=torch.uint8),
-    ...     {"boxes": torch.tensor([[0.0, 0, 1, 2]]), "labels": torch.tensor([1])})
+    >>> pipeline = Compose(
+    ...     [RandomHorizontalFlip(p=1.0), ToDtype(torch.float32, scale=True)]
+    ... )
+    >>> boxes = torch.tensor([[0.0, 0, 1, 2]])
+    >>> target = {"boxes": boxes, "labels": torch.tensor([1])}
+    >>> white = torch.full((3, 2, 4), 255, dtype=torch.uint8)
+    >>> image, target = pipeline(white, target)
     >>> image.dtype, target["boxes"].tolist()
     (torch.float32, [[3.0, 0.0, 4.0, 2.0]])
     """

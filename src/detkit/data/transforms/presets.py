@@ -72,8 +72,9 @@ def hflip_preset(
         swap_left_right: ``False`` to mirror keypoints without swapping.
 
     >>> pipeline = hflip_preset()
-    >>> image, target = pipeline(torch.zeros(3, 8, 8, dtype=torch.uint8),
-    ...     {"boxes": torch.tensor([[1.0, 1.0, 4.0, 4.0]]), "labels": torch.tensor([1])})
+    >>> boxes = torch.tensor([[1.0, 1.0, 4.0, 4.0]])
+    >>> target = {"boxes": boxes, "labels": torch.tensor([1])}
+    >>> image, target = pipeline(torch.zeros(3, 8, 8, dtype=torch.uint8), target)
     >>> image.dtype, target["boxes"].shape
     (torch.float32, torch.Size([1, 4]))
     """
@@ -98,9 +99,10 @@ def multiscale_preset(
         flip_indices: left/right keypoint permutation (needed with keypoints).
         swap_left_right: ``False`` to mirror keypoints without swapping.
 
-    >>> image, _ = multiscale_preset(min_size=[16], max_size=32)(
-    ...     torch.zeros(3, 8, 12, dtype=torch.uint8),
-    ...     {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)})
+    >>> labels = torch.zeros(0, dtype=torch.int64)
+    >>> target = {"boxes": torch.zeros(0, 4), "labels": labels}
+    >>> pipeline = multiscale_preset(min_size=[16], max_size=32)
+    >>> image, _ = pipeline(torch.zeros(3, 8, 12, dtype=torch.uint8), target)
     >>> tuple(image.shape)
     (3, 16, 24)
     """
@@ -128,8 +130,10 @@ def lsj_preset(
         flip_indices: left/right keypoint permutation (needed with keypoints).
         swap_left_right: ``False`` to mirror keypoints without swapping.
 
-    >>> image, _ = lsj_preset(size=(32, 32))(torch.zeros(3, 20, 30, dtype=torch.uint8),
-    ...     {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)})
+    >>> labels = torch.zeros(0, dtype=torch.int64)
+    >>> target = {"boxes": torch.zeros(0, 4), "labels": labels}
+    >>> pipeline = lsj_preset(size=(32, 32))
+    >>> image, _ = pipeline(torch.zeros(3, 20, 30, dtype=torch.uint8), target)
     >>> tuple(image.shape)
     (3, 32, 32)
     """
@@ -154,8 +158,10 @@ def ssd_preset(
         flip_indices: left/right keypoint permutation (needed with keypoints).
         swap_left_right: ``False`` to mirror keypoints without swapping.
 
-    >>> image, target = ssd_preset()(torch.zeros(3, 16, 16, dtype=torch.uint8),
-    ...     {"boxes": torch.tensor([[2.0, 2.0, 12.0, 12.0]]), "labels": torch.tensor([1])})
+    >>> boxes = torch.tensor([[2.0, 2.0, 12.0, 12.0]])
+    >>> target = {"boxes": boxes, "labels": torch.tensor([1])}
+    >>> pipeline = ssd_preset()
+    >>> image, target = pipeline(torch.zeros(3, 16, 16, dtype=torch.uint8), target)
     >>> image.dtype
     torch.float32
     """
@@ -176,8 +182,10 @@ def ssdlite_preset(
         flip_indices: left/right keypoint permutation (needed with keypoints).
         swap_left_right: ``False`` to mirror keypoints without swapping.
 
-    >>> image, _ = ssdlite_preset()(torch.zeros(3, 16, 16, dtype=torch.uint8),
-    ...     {"boxes": torch.tensor([[2.0, 2.0, 12.0, 12.0]]), "labels": torch.tensor([1])})
+    >>> boxes = torch.tensor([[2.0, 2.0, 12.0, 12.0]])
+    >>> target = {"boxes": boxes, "labels": torch.tensor([1])}
+    >>> pipeline = ssdlite_preset()
+    >>> image, _ = pipeline(torch.zeros(3, 16, 16, dtype=torch.uint8), target)
     >>> image.dtype
     torch.float32
     """
@@ -187,7 +195,8 @@ def ssdlite_preset(
 def eval_preset() -> Compose:
     """Evaluation: the image as a ``float32`` tensor in ``0..1``; the target unchanged.
 
-    >>> image, target = eval_preset()(torch.full((3, 2, 2), 255, dtype=torch.uint8), None)
+    >>> white = torch.full((3, 2, 2), 255, dtype=torch.uint8)
+    >>> image, target = eval_preset()(white, None)
     >>> image.dtype, image.max().item(), target
     (torch.float32, 1.0, None)
     """

@@ -43,9 +43,13 @@ class SanitizeBoxes(Transform):
         clamp: clip boxes to the canvas before checking them.
         drop_empty_masks: also drop instances whose mask has no pixel.
 
-    >>> target = {"boxes": torch.tensor([[0.0, 0, 4, 4], [2, 2, 2, 3], [1, 1, 9, 3]]),
-    ...           "labels": torch.tensor([1, 2, 3]), "area": torch.tensor([16.0, 0, 16]),
-    ...           "iscrowd": torch.tensor([0, 0, 1]), "image_id": 0}
+    >>> target = {
+    ...     "boxes": torch.tensor([[0.0, 0, 4, 4], [2, 2, 2, 3], [1, 1, 9, 3]]),
+    ...     "labels": torch.tensor([1, 2, 3]),
+    ...     "area": torch.tensor([16.0, 0, 16]),
+    ...     "iscrowd": torch.tensor([0, 0, 1]),
+    ...     "image_id": 0,
+    ... }
     >>> _, out = SanitizeBoxes()(torch.zeros(3, 5, 5), target)
     >>> out["boxes"].tolist(), out["labels"].tolist(), out["iscrowd"].tolist()
     ([[0.0, 0.0, 4.0, 4.0], [1.0, 1.0, 5.0, 3.0]], [1, 3], [0, 1])
