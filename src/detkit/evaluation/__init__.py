@@ -2,7 +2,7 @@
 
 The evaluator takes torchvision model outputs and detkit targets batch by batch and returns
 pycocotools' statistics as plain data, computed by the fastest installed backend (see
-:mod:`detkit.evaluation.backends`) with numbers equal to pycocotools' own.
+:data:`BACKENDS`) with numbers equal to pycocotools' own.
 """
 
 from detkit.evaluation.analysis import ConfusionMatrix, OperatingPoints

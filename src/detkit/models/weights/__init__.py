@@ -1,4 +1,4 @@
-"""Weights: where they come from (:mod:`.sources`) and how they load into a model (:mod:`.loading`).
+"""Weights: where they come from (``sources``) and how they load into a model (``loading``).
 
 Which function for which job (one route each):
 
