@@ -320,9 +320,11 @@ def test_photometric_and_conversions_leave_the_target_alone():
     array = image.permute(1, 2, 0).numpy()
     assert torch.equal(T.ToImage()(array, None)[0], image)
     assert torch.equal(T.ToImage()(Image.fromarray(array), None)[0], image)
-    assert torch.equal(T.PILToTensor()(Image.fromarray(array), None)[0], image)
+    with pytest.warns(DeprecationWarning, match="use ToImage"):
+        old = T.PILToTensor()
+    assert torch.equal(old(Image.fromarray(array), None)[0], image)
     with pytest.raises(TypeError, match="PILToTensor"):
-        T.PILToTensor()(array, None)
+        old(array, None)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,10 +68,22 @@ class ToImage(_ImageOnly):
 class PILToTensor(_ImageOnly):
     """Convert a PIL image to a plain ``uint8`` ``Tensor[C, H, W]``; tensors pass through.
 
+    Deprecated: :class:`ToImage` is the one conversion (it also takes numpy arrays and
+    returns a ``tv_tensors.Image``, which every v2 transform recognises as the image).
+
     >>> from PIL import Image
-    >>> PILToTensor()(Image.new("L", (3, 2)), None)[0].shape
+    >>> ToImage()(Image.new("L", (3, 2)), None)[0].shape  # instead of PILToTensor()
     torch.Size([1, 2, 3])
     """
+
+    def __init__(self) -> None:
+        warnings.warn(
+            "detkit's PILToTensor is deprecated: use ToImage (a tv_tensors.Image, which v2 "
+            "transforms recognise)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        super().__init__()
 
     def _image(self, image: Any) -> torch.Tensor:
         if isinstance(image, Image.Image):
