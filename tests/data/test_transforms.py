@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -198,6 +199,37 @@ def test_flip_indices_from_names():
         T.flip_indices_from_names(names, [("head", "tail"), ("tail", "LeftHand")])
     with pytest.raises(ValueError, match="with itself"):
         T.flip_indices_from_names(names, [("head", "head")])
+
+
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [
+        ("wing_l", "wing_r"),  # a suffix letter
+        ("hand.L", "hand.R"),
+        ("eyeL", "eyeR"),  # a camel-case letter
+        ("LEye", "REye"),
+        ("lEye", "rEye"),
+        ("l_foot", "r_foot"),  # a prefix letter
+        ("LeftEye", "RightEye"),  # a whole word
+        ("front_left", "front_right"),
+        ("frontLeft", "frontRight"),
+    ],
+)
+def test_flip_indices_from_names_pairs_the_common_conventions(left, right):
+    names = ["nose", right, left, "tail"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a pair found is no warning
+        assert T.flip_indices_from_names(names) == (0, 2, 1, 3)
+
+
+def test_a_sided_name_without_its_twin_is_reported_not_ignored():
+    names = ["nose", "wing_l", "wing_r", "left_ear", "tail_R"]
+    with pytest.warns(UserWarning, match=r"\['left_ear', 'tail_R'\] look like left/right"):
+        flip = T.flip_indices_from_names(names)
+    assert flip == (0, 2, 1, 3, 4)  # the pair is swapped, the lonely names stay
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        T.flip_indices_from_names(["nose", "blue", "Lever", "rib"])  # words, not sides
 
 
 def test_check_flip_indices_errors():
