@@ -246,7 +246,7 @@ class KeyPointsWithVisibility(tv_tensors.TVTensor):
         )
 
     @classmethod
-    def wrap(  # type: ignore[override]
+    def wrap(
         cls, tensor: torch.Tensor, like: KeyPointsWithVisibility, **kwargs: Any
     ) -> KeyPointsWithVisibility:
         return cls._wrap(
@@ -272,7 +272,7 @@ class KeyPointsWithVisibility(tv_tensors.TVTensor):
             return type(output)(cls.wrap(part, like) for part in output)
         return output
 
-    def __repr__(self, *, tensor_contents: Any = None) -> str:  # type: ignore[override]
+    def __repr__(self, *, tensor_contents: Any = None) -> str:
         return self._make_repr(canvas_size=self.canvas_size, flip_indices=self.flip_indices)
 
 

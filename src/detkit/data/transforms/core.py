@@ -67,7 +67,7 @@ class InstanceTracker(tv_tensors.Mask):
         return tracker
 
     @classmethod
-    def wrap(cls, tensor: torch.Tensor, like: Any, **kwargs: Any) -> InstanceTracker:  # type: ignore[override]
+    def wrap(cls, tensor: torch.Tensor, like: Any, **kwargs: Any) -> InstanceTracker:
         return cls.wrap_as(tensor, kwargs.get("canvas_size", like.canvas_size))
 
     @classmethod
