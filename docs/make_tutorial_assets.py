@@ -18,6 +18,7 @@ import logging
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -72,6 +73,17 @@ def forward_assets(root: Path) -> None:
     (GENERATED / "forward.txt").write_text("\n".join(lines) + "\n")
 
 
+def rounded(value: Any, digits: int) -> Any:
+    """``value`` with every float rounded, inside dicts and lists (AP intervals) too."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
 def demo_assets(work: Path) -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -96,9 +108,13 @@ def demo_assets(work: Path) -> None:
     last = result["epochs"][-1]
     summary = {
         "epoch": last["epoch"],
-        "losses": {k: round(v, 4) for k, v in last["losses"].items()},
-        "bbox": {k: round(v, 3) for k, v in last["bbox"].items() if k != "per_class_AP"},
-        "segm": {k: round(v, 3) for k, v in last["segm"].items() if k != "per_class_AP"},
+        "lr": last["lr"],
+        "losses": rounded(last["losses"], 4),
+        "val_losses": rounded(last.get("val_losses", {}), 4),
+        # per-class AP and operating points would make the excerpt pages long
+        "bbox": rounded({k: v for k, v in last["bbox"].items() if k != "per_class_AP"}, 3),
+        "segm": rounded({k: v for k, v in last["segm"].items() if k != "per_class_AP"}, 3),
+        "best": result.get("best"),
     }
     (GENERATED / "metrics_excerpt.json").write_text(json.dumps(summary, indent=2) + "\n")
     predictions = Image.open(work / "run" / "predictions.png")
