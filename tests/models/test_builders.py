@@ -218,7 +218,8 @@ def trainable_names(model: nn.Module) -> list[str]:
 def test_torchvision_weights_three_ways_give_one_model(coco_like_hub, monkeypatch):
     hub, path, state = coco_like_hub
     monkeypatch.setattr(torch.hub, "_hub_dir", str(hub))
-    ours = fasterrcnn("resnet50", weights="DEFAULT", num_classes=3)  # tutorial recipe 1
+    with pytest.warns(DeprecationWarning, match="detection_model"):  # the other route
+        ours = fasterrcnn("resnet50", weights="DEFAULT", num_classes=3)
     theirs = detection_model("fasterrcnn_resnet50_fpn", weights="DEFAULT", num_classes=3)
     from_file = detection_model("fasterrcnn_resnet50_fpn", weights=path, num_classes=3)
     heads = "roi_heads.box_predictor."
