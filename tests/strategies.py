@@ -408,3 +408,31 @@ def detection_batch(
             target["keypoints"] = torch.cat([xy, torch.full((2, num_keypoints, 1), 2.0)], dim=2)
         batch.append(target)
     return images, batch
+
+
+def run_gloo_ranks(worker_module: str, run, tmp_path, world_size: int = 2) -> None:
+    """Run ``run(rank, world_size, port, tmp_path)`` of ``worker_module`` in ``world_size``
+    processes forked from a fork server; fail with the rank's ``rank{r}.error`` text.
+
+    A fork server imports torch and detkit once, then forks clean ranks: spawning imports
+    them once per rank (most of a minute on a loaded two-core machine), and forking this
+    process would copy thread pools (hotcoco's) whose threads do not survive a fork.
+    """
+    import multiprocessing
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "detkit.evaluation", worker_module])
+    ranks = [
+        context.Process(target=run, args=(r, world_size, port, tmp_path)) for r in range(world_size)
+    ]
+    for process in ranks:
+        process.start()
+    for process in ranks:
+        process.join(timeout=180)
+    for rank, process in enumerate(ranks):
+        error = tmp_path / f"rank{rank}.error"
+        assert process.exitcode == 0, error.read_text() if error.exists() else process.exitcode

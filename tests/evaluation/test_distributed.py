@@ -4,38 +4,19 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import socket
 
 import distributed_worker as worker
 import pytest
+from strategies import run_gloo_ranks
 
 from detkit.evaluation import CocoEvaluator
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(
     "forkserver" not in multiprocessing.get_all_start_methods(), reason="needs a fork server"
 )
 def test_two_processes_equal_one(tmp_path):
-    # A fork server imports torch and detkit once, then forks clean ranks: spawning imports
-    # them once per rank (most of a minute on a loaded two-core machine), and forking this
-    # process would copy thread pools (hotcoco's) whose threads do not survive a fork.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "detkit.evaluation", "distributed_worker"])
-    port = str(free_port())
-    ranks = [context.Process(target=worker.run, args=(r, 2, port, tmp_path)) for r in range(2)]
-    for process in ranks:
-        process.start()
-    for process in ranks:
-        process.join(timeout=180)
-    for rank, process in enumerate(ranks):
-        error = tmp_path / f"rank{rank}.error"
-        assert process.exitcode == 0, error.read_text() if error.exists() else process.exitcode
+    run_gloo_ranks("distributed_worker", worker.run, tmp_path)
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
 
     predictions, targets = worker.data()
