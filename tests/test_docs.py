@@ -116,10 +116,6 @@ WIDE_DOCSTRINGS = {
     "detkit/evaluation/evaluator.py": {
         "detkit.evaluation.CocoEvaluator",
     },
-    "detkit/evaluation/io.py": {
-        "detkit.evaluation.coco_ground_truth",
-        "detkit.evaluation.write_coco_ground_truth",
-    },
 }
 
 _CODE_DIRECTIVE = re.compile(

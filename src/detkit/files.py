@@ -18,6 +18,7 @@ detkit exception carries terminal colour codes (torch's ``torch.load`` messages 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -27,7 +28,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "load_error_reason", "plain_text", "remove_stale_temporaries"]
+__all__ = [
+    "atomic_write",
+    "load_error_reason",
+    "plain_text",
+    "remove_stale_temporaries",
+    "write_json",
+]
 
 # Seconds a temporary file must have been left unchanged before it counts as abandoned.
 _STALE_AFTER = 60.0
@@ -190,6 +197,29 @@ def atomic_write(
             raise _write_error(error, path) from error
         raise
     _fsync_folder(folder)
+
+
+def write_json(path: str | os.PathLike[str], data: Any, **options: Any) -> Path:
+    """Write ``data`` as a JSON file through :func:`atomic_write`; returns the path.
+
+    The text is made first, so a value JSON cannot hold raises before anything is written;
+    a full disk or a crash then leaves the previous file whole.
+
+    Args:
+        path: the file to write.
+        data: what :func:`json.dumps` can serialize.
+        options: passed to :func:`json.dumps` (``indent=2``, say).
+
+    >>> import json, tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> path = write_json(folder / "metrics.json", {"AP": 0.5}, indent=1)
+    >>> json.loads(path.read_text())
+    {'AP': 0.5}
+    """
+    text = json.dumps(data, **options)
+    with atomic_write(path, "w") as file:
+        file.write(text)
+    return Path(path)
 
 
 def plain_text(text: str) -> str:

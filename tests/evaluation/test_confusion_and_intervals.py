@@ -218,7 +218,7 @@ def test_fast_resampled_ap_equals_full_accumulation(case, seed):
     predictions, targets = case
     evaluator = CocoEvaluator("bbox", backend="pycocotools")
     evaluator.update(predictions, targets)
-    images, gt, dt, params = evaluator._prepare(evaluator._store.merged(), "bbox")
+    images, gt, dt, params = evaluator._selection.prepare(evaluator._store.merged(), "bbox")
     if not params.category_ids:
         return
     matching = match(images, gt, dt, params)

@@ -125,7 +125,7 @@ def test_labels_mapped_to_category_ids():
     assert metrics["per_class_AP"][91] == -1.0  # label 4 is only ever predicted
     with pytest.raises(
         ValueError,
-        match=r"targets\[\d\] \(image_id=\d+\): labels \[1\] are not in label_to_category",
+        match=r"sample image_id=\d+ \(targets\[\d\]\): labels \[1\] are not in label_to_category",
     ):
         compute(predictions, targets, label_to_category={2: 18, 3: 90, 4: 91})
 
@@ -163,11 +163,11 @@ def test_repeated_identical_images_count_once_and_different_ones_raise():
         (lambda p, t: ({1: p[0], 2: p[1]}, t), "not dicts keyed by image id"),
         (
             lambda p, t: ([{k: v for k, v in p[0].items() if k != "scores"}, p[1]], t),
-            r"predictions\[0\] \(image_id=\d+\): missing 'scores'",
+            r"sample image_id=\d+ \(predictions\[0\]\): missing 'scores'",
         ),
         (
             lambda p, t: ([{**p[0], "boxes": p[0]["boxes"][:, :3]}, p[1]], t),
-            r"predictions\[0\] \(image_id=\d+\): expected .*'boxes' \(\d+, 3\)",
+            r"sample image_id=\d+ \(predictions\[0\]\): expected .*'boxes' \(\d+, 3\)",
         ),
         (
             lambda p, t: (p, [t[0], {k: v for k, v in t[1].items() if k != "image_id"}]),
@@ -176,28 +176,28 @@ def test_repeated_identical_images_count_once_and_different_ones_raise():
         (lambda p, t: (p, [t[0], {**t[1], "image_id": 1.5}]), r"targets\[1\]\['image_id'\]"),
         (
             lambda p, t: ([{**p[0], "boxes": p[0]["boxes"] * float("nan")}, p[1]], t),
-            r"predictions\[0\] \(image_id=\d+\): 'bbox' has NaN",
+            r"sample image_id=\d+ \(predictions\[0\]\): 'bbox' has NaN",
         ),
         (
             lambda p, t: (p, [{**t[0], "labels": t[0]["labels"].tolist()}, t[1]]),
-            r"targets\[0\] \(image_id=\d+\): 'labels' must be a tensor",
+            r"sample image_id=\d+ \(targets\[0\]\): 'labels' must be a tensor",
         ),
         # Fractional labels were truncated (1.7 -> class 1) and matched.
         (
             lambda p, t: ([p[0], {**p[1], "labels": p[1]["labels"] + 0.7}], t),
-            r"predictions\[1\] \(image_id=\d+\): 'labels' must be integers .* got \d+\.7",
+            r"sample image_id=\d+ \(predictions\[1\]\): 'labels' must be integers .* got \d+\.7",
         ),
         (
             lambda p, t: (p, [{**t[0], "labels": t[0]["labels"].double() + 0.5}, t[1]]),
-            r"targets\[0\] \(image_id=\d+\): 'labels' must be integers .* got \d+\.5",
+            r"sample image_id=\d+ \(targets\[0\]\): 'labels' must be integers .* got \d+\.5",
         ),
         (
             lambda p, t: ([{**p[0], "labels": p[0]["labels"] * float("nan")}, p[1]], t),
-            r"predictions\[0\] \(image_id=\d+\): 'labels' must be integers .* got nan",
+            r"sample image_id=\d+ \(predictions\[0\]\): 'labels' must be integers .* got nan",
         ),
         (
             lambda p, t: ([p[0], {**p[1], "labels": p[1]["labels"] > 0}], t),
-            r"predictions\[1\] \(image_id=\d+\): 'labels' must be integers, got dtype torch.bool",
+            r"sample image_id=\d+ \(predictions\[1\]\): 'labels' must be integers, got dtype torch.bool",
         ),
     ],
 )

@@ -136,7 +136,7 @@ def test_coco_ground_truth_errors():
     image = torch.zeros(3, 8, 8)
     with pytest.raises(ValueError, match="image_id 4 appears twice"):
         coco_ground_truth([(image, target), (image, target)])
-    with pytest.raises(ValueError, match="sample 0: target has no 'image_id'"):
+    with pytest.raises(ValueError, match=r"sample \(dataset\[0\]\): target has no 'image_id'"):
         coco_ground_truth([(image, {"boxes": target["boxes"], "labels": target["labels"]})])
     mapped = coco_ground_truth([(image, target)], label_to_category={1: 3, 2: 9})
     assert [c["id"] for c in mapped["categories"]] == [3, 9]

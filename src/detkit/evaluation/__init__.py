@@ -9,7 +9,7 @@ from detkit.evaluation.analysis import ConfusionMatrix, OperatingPoints
 from detkit.evaluation.backends import BACKENDS, available_backends
 from detkit.evaluation.convert import coco_results, masks_to_rle, xyxy_to_xywh
 from detkit.evaluation.evaluator import CocoEvaluator
-from detkit.evaluation.io import coco_ground_truth, write_coco_ground_truth
+from detkit.evaluation.ground_truth import coco_ground_truth, write_coco_ground_truth
 
 __all__ = [
     "BACKENDS",

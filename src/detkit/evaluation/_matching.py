@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from detkit.evaluation._coco import Annotations, EvalParams, Images
+from detkit.evaluation._params import EvalParams
+from detkit.evaluation._table import Annotations, Images
 
 #: The IoU types whose matching is available (keypoints' OKS is not implemented here).
 MATCHED_IOU_TYPES = ("bbox", "segm")
@@ -74,11 +75,11 @@ class Matching:
 def _ious(iou_type: str, dt: Annotations, d_rows, gt: Annotations, g_rows) -> np.ndarray:
     """``[D, G]`` IoUs by ``pycocotools.mask.iou`` (crowd regions: intersection over the
     detection), exactly the values pycocotools' ``computeIoU`` matches with."""
-    crowd = gt.iscrowd[g_rows].astype(np.uint8).tolist()
+    crowd = gt.required("iscrowd")[g_rows].astype(np.uint8).tolist()
     if iou_type == "bbox":
         ious = mask_utils.iou(dt.bbox[d_rows], gt.bbox[g_rows], crowd)
     else:
-        dt_rles, gt_rles = dt.required_rles(), gt.required_rles()
+        dt_rles, gt_rles = dt.rles, gt.rles
         ious = mask_utils.iou(
             [dt_rles[i] for i in d_rows.tolist()], [gt_rles[i] for i in g_rows.tolist()], crowd
         )
@@ -190,12 +191,13 @@ def match(
     dt_cat = np.array([cat_lut[c] for c in dt.category_id.tolist()], dtype=np.int64)
     gt_img = np.searchsorted(image_ids, gt.image_id)
     dt_img = np.searchsorted(image_ids, dt.image_id)
-    gt_ignored = (gt.iscrowd != 0) | (gt.area < low) | (gt.area > high)
+    area = gt.required("area")
+    gt_ignored = (gt.required("iscrowd") != 0) | (area < low) | (area > high)
     positives = np.zeros((i_count, k_count), dtype=np.int64)
     np.add.at(positives, (gt_img[~gt_ignored], gt_cat[~gt_ignored]), 1)
 
     # Detections per (image, category): by score (stable), the top max_det.
-    score = dt.required_score()
+    score = dt.required("score")
     by_score = np.lexsort((np.arange(len(dt)), -score, dt_cat, dt_img))
     keys = dt_img[by_score] * k_count + dt_cat[by_score]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else keys
@@ -209,7 +211,7 @@ def match(
     candidates = _candidates(
         params.iou_type, dt, kept, dt_img, dt_cat, gt, gt_img, gt_cat, gt_ignored, limits.min()
     )
-    crowd = gt.iscrowd != 0
+    crowd = gt.required("iscrowd") != 0
     for batch in _image_batches(candidates):
         for image, found in zip(batch, _greedy(batch, limits, crowd, gt_ignored)):
             hit = found >= 0
@@ -219,7 +221,8 @@ def match(
     # Accumulation order: category, score descending, image, order in the image.
     order = kept[np.lexsort((np.arange(len(kept)), dt_img[kept], -score[kept], dt_cat[kept]))]
     matched = matched_gt[:, order] >= 0
-    outside = (dt.area[order] < low) | (dt.area[order] > high)
+    dt_area = dt.required("area")[order]
+    outside = (dt_area < low) | (dt_area > high)
     ignored = np.where(matched, np.r_[gt_ignored, False][matched_gt[:, order]], outside[None, :])
     return Matching(
         iou_thresholds=thresholds,

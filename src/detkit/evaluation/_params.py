@@ -1,23 +1,72 @@
-"""Validation of the evaluator's options into per-iou-type :class:`EvalParams`."""
+"""The evaluation's parameters: pycocotools' defaults, and the evaluator's options
+validated into one :class:`EvalParams` per iou type."""
 
 from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from detkit.evaluation._coco import (
-    COCO_KEYPOINT_SIGMAS,
-    DEFAULT_AREA_RANGES,
-    DEFAULT_IOU_THRESHOLDS,
-    DEFAULT_MAX_DETS,
-    EvalParams,
-)
 from detkit.types import normalize_image_id
 
 IOU_TYPES = ("bbox", "segm", "keypoints")
+
+#: pycocotools' default OKS sigmas, for the 17 COCO person keypoints.
+COCO_KEYPOINT_SIGMAS = (
+    np.array(
+        [
+            0.26,
+            0.25,
+            0.25,
+            0.35,
+            0.35,
+            0.79,
+            0.79,
+            0.72,
+            0.72,
+            0.62,
+            0.62,
+            1.07,
+            1.07,
+            0.87,
+            0.87,
+            0.89,
+            0.89,
+        ]
+    )
+    / 10.0
+)
+
+#: pycocotools' defaults, built the way it builds them (linspace, not arange).
+DEFAULT_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10, endpoint=True)
+DEFAULT_AREA_RANGES = {
+    "bbox": {
+        "all": (0.0, 1e10),
+        "small": (0.0, 1024.0),
+        "medium": (1024.0, 9216.0),
+        "large": (9216.0, 1e10),
+    },
+    "keypoints": {"all": (0.0, 1e10), "medium": (1024.0, 9216.0), "large": (9216.0, 1e10)},
+}
+DEFAULT_AREA_RANGES["segm"] = DEFAULT_AREA_RANGES["bbox"]
+DEFAULT_MAX_DETS = {"bbox": (1, 10, 100), "segm": (1, 10, 100), "keypoints": (20,)}
+
+
+@dataclass
+class EvalParams:
+    """Evaluation parameters of one iou type (pycocotools' ``Params``, validated)."""
+
+    iou_type: str
+    iou_thresholds: np.ndarray
+    max_dets: list[int]
+    area_labels: list[str]
+    area_ranges: list[list[float]]
+    keypoint_sigmas: np.ndarray | None = None
+    category_ids: list[int] = field(default_factory=list)
+    image_ids: list[int] = field(default_factory=list)
 
 
 def iou_types_tuple(iou_types: Any) -> tuple[str, ...]:

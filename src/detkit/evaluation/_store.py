@@ -1,23 +1,23 @@
 """What the evaluator keeps between ``update`` and ``compute``: compact columns, no dicts.
 
-A :class:`Block` holds one ``update`` call: per image its id, size and instance counts, then
-one row per ground-truth instance and one per detection (numpy columns; RLE counts as bytes).
-:class:`Store` appends blocks and enforces the duplicate-image rule; :func:`gather_to_main`
-brings every process's block to rank 0; :func:`block_ground_truth` and
-:func:`block_detections` read a block back as :class:`~detkit.evaluation._coco.Annotations`.
+A :class:`Block` holds one ``update`` call: its :class:`~detkit.evaluation._table.Images`,
+their ground truth and detections as :class:`~detkit.evaluation._table.Annotations`, and the
+rows per image. :class:`Store` appends blocks into growing columns (RLE counts packed as
+bytes; the derived columns of :data:`~detkit.evaluation._table.DERIVED_COLUMNS` not kept) and
+enforces the duplicate-image rule; :func:`gather_to_main` brings every process's block to
+rank 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch.distributed as dist
 
 from detkit.distributed import all_gather, get_rank, get_world_size
-from detkit.evaluation._coco import Annotations, detections_like_load_res
+from detkit.evaluation._table import DERIVED_COLUMNS, Annotations, Images
 
 
 def _take(value, rows: np.ndarray):
@@ -44,56 +44,59 @@ def _same(a, b) -> bool:
 
 @dataclass
 class Block:
-    """Images of one update (or a merge of several) with their ground truth and detections."""
+    """Images of one update (or a merge of several) with their ground truth and detections,
+    the rows of each image contiguous and in the order of ``images``."""
 
-    image_ids: np.ndarray
-    heights: np.ndarray
-    widths: np.ndarray
+    images: Images
+    gt: Annotations
+    dt: Annotations
     gt_counts: np.ndarray
     dt_counts: np.ndarray
-    gt: dict = field(default_factory=dict)
-    dt: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(self.image_ids)
+        return len(self.images)
 
     @staticmethod
     def concat(blocks: list[Block]) -> Block:
         if len(blocks) == 1:
             return blocks[0]
-        first = blocks[0]
         return Block(
-            image_ids=np.concatenate([b.image_ids for b in blocks]),
-            heights=np.concatenate([b.heights for b in blocks]),
-            widths=np.concatenate([b.widths for b in blocks]),
+            images=Images.concat([b.images for b in blocks]),
+            gt=_concat_tables([b.gt for b in blocks]),
+            dt=_concat_tables([b.dt for b in blocks]),
             gt_counts=np.concatenate([b.gt_counts for b in blocks]),
             dt_counts=np.concatenate([b.dt_counts for b in blocks]),
-            gt={key: _join([b.gt[key] for b in blocks]) for key in first.gt},
-            dt={key: _join([b.dt[key] for b in blocks]) for key in first.dt},
         )
 
     def select(self, keep: np.ndarray) -> Block:
         """The images where ``keep`` (bool, per image) is true, with their rows."""
-        gt_rows = np.flatnonzero(np.repeat(keep, self.gt_counts))
-        dt_rows = np.flatnonzero(np.repeat(keep, self.dt_counts))
         return Block(
-            image_ids=self.image_ids[keep],
-            heights=self.heights[keep],
-            widths=self.widths[keep],
+            images=self.images.take(keep),
+            gt=self.gt.take(np.repeat(keep, self.gt_counts)),
+            dt=self.dt.take(np.repeat(keep, self.dt_counts)),
             gt_counts=self.gt_counts[keep],
             dt_counts=self.dt_counts[keep],
-            gt={key: _take(value, gt_rows) for key, value in self.gt.items()},
-            dt={key: _take(value, dt_rows) for key, value in self.dt.items()},
         )
 
     def payload(self, position: int) -> list:
         """Everything stored for the image at ``position``, for equality checks."""
-        out = [self.heights[position], self.widths[position]]
-        for counts, columns in ((self.gt_counts, self.gt), (self.dt_counts, self.dt)):
+        out = [self.images.heights[position], self.images.widths[position]]
+        for counts, table, part in (
+            (self.gt_counts, self.gt, "gt"),
+            (self.dt_counts, self.dt, "dt"),
+        ):
             start = int(counts[:position].sum())
-            rows = np.arange(start, start + int(counts[position]))
-            out += [_take(columns[key], rows) for key in sorted(columns)]
+            rows = table.take(np.arange(start, start + int(counts[position])))
+            columns = rows.columns(skip=DERIVED_COLUMNS[part])
+            out += [columns[key] for key in sorted(columns)]
         return out
+
+
+def _concat_tables(tables: list[Annotations]) -> Annotations:
+    columns = {}
+    for name in tables[0].columns():
+        columns[name] = _join([getattr(t, name) for t in tables])
+    return Annotations(**{"area": None, "iscrowd": None, **columns})
 
 
 def same_payload(a: list, b: list) -> bool:
@@ -209,7 +212,7 @@ class Store:
 
     def add(self, block: Block) -> int:
         """Append a block's images; returns how many were skipped as identical repeats."""
-        ids = block.image_ids.tolist()
+        ids = block.images.ids.tolist()
         skipped = 0
         if len(set(ids)) != len(ids) or any(i in self._sequence for i in ids):
             keep = np.ones(len(ids), dtype=bool)
@@ -230,40 +233,50 @@ class Store:
                     )
                 keep[position] = False
             block = block.select(keep)
-            ids = block.image_ids.tolist()
+            ids = block.images.ids.tolist()
             skipped = int((~keep).sum())
         if not ids:
             return skipped
         start = len(self._sequence)
         for offset, image_id in enumerate(ids):
             self._sequence[image_id] = start + offset
+        images = block.images
         self._images.extend(
             {
-                "image_ids": block.image_ids,
-                "heights": block.heights,
-                "widths": block.widths,
+                "ids": images.ids,
+                "heights": images.heights,
+                "widths": images.widths,
                 "gt_counts": block.gt_counts,
                 "dt_counts": block.dt_counts,
             }
         )
-        self._gt.extend(block.gt)
-        self._dt.extend(block.dt)
+        self._gt.extend(block.gt.columns(skip=DERIVED_COLUMNS["gt"]))
+        self._dt.extend(block.dt.columns(skip=DERIVED_COLUMNS["dt"]))
         return skipped
 
     def merged(self) -> Block | None:
         """All stored images as one block (``None`` when nothing was stored)."""
         if not self._sequence:
             return None
-        images = self._images.view()
+        view = self._images.view()
+        images = Images(view["ids"], view["heights"], view["widths"])
         return Block(
-            image_ids=images["image_ids"],
-            heights=images["heights"],
-            widths=images["widths"],
-            gt_counts=images["gt_counts"],
-            dt_counts=images["dt_counts"],
-            gt=self._gt.view(),
-            dt=self._dt.view(),
+            images=images,
+            gt=_table(self._gt.view(), images, view["gt_counts"]),
+            dt=_table(self._dt.view(), images, view["dt_counts"]),
+            gt_counts=view["gt_counts"],
+            dt_counts=view["dt_counts"],
         )
+
+
+def _table(columns: dict[str, Any], images: Images, counts: np.ndarray) -> Annotations:
+    """Stored columns as a table, with the columns derived from the images (each row's
+    image id, and its mask size where there are masks)."""
+    columns = {"area": None, "iscrowd": None, **columns}
+    if "rle_counts" in columns:
+        sizes = np.stack([images.heights, images.widths], axis=1)
+        columns["rle_sizes"] = np.repeat(sizes, counts, axis=0)
+    return Annotations(image_id=np.repeat(images.ids, counts), **columns)
 
 
 def gather_to_main(local: Block | None) -> Block | None:
@@ -276,75 +289,13 @@ def gather_to_main(local: Block | None) -> Block | None:
     world_size = get_world_size()
     if world_size == 1:
         return local
-    ids = np.zeros(0, dtype=np.int64) if local is None else local.image_ids
+    ids = np.zeros(0, dtype=np.int64) if local is None else local.images.ids
     every = all_gather(ids)
     rank = get_rank()
     if local is not None and rank > 0:
-        keep = ~np.isin(local.image_ids, np.concatenate(every[:rank]))
+        keep = ~np.isin(local.images.ids, np.concatenate(every[:rank]))
         local = local.select(keep) if not keep.all() else local
     gathered: list | None = [None] * world_size if rank == 0 else None
     dist.gather_object(local, gathered, dst=0)
     blocks = [b for b in gathered or [] if b is not None and len(b)]
     return Block.concat(blocks) if blocks else None
-
-
-def detections_from_columns(
-    columns: Mapping[str, Any], iou_type: str, image_id: np.ndarray, sizes: np.ndarray | None
-) -> Annotations:
-    """Detections of one iou type from prediction columns, with ``loadRes``' derived fields.
-
-    ``image_id`` and ``sizes`` (``[D, 2]`` mask height and width, segm only) are per row.
-    """
-    rles = None
-    if iou_type == "segm":
-        if sizes is None:
-            raise ValueError("segm detections need their masks' sizes")
-        rles = [{"size": s, "counts": c} for s, c in zip(sizes.tolist(), columns["rles"])]
-    keypoints = columns.get("keypoints")
-    return detections_like_load_res(
-        iou_type,
-        image_id,
-        columns["category_id"],
-        columns["score"],
-        bbox=columns.get("bbox"),
-        rles=rles,
-        keypoints=None if keypoints is None else flat_points(keypoints),
-    )
-
-
-def flat_points(keypoints: np.ndarray) -> np.ndarray:
-    """``[n, K, 3]`` keypoints as COCO's flat ``[n, K * 3]`` rows (also for ``n = 0``)."""
-    return keypoints.reshape(len(keypoints), keypoints.shape[1] * 3)
-
-
-def block_ground_truth(block: Block, iou_types) -> Annotations:
-    """The ground truth stored in a block (built from targets) as annotations of one type."""
-    gt = block.gt
-    rles = keypoints = num_keypoints = None
-    if "segm" in iou_types and "rles" in gt:
-        heights = np.repeat(block.heights, block.gt_counts).tolist()
-        widths = np.repeat(block.widths, block.gt_counts).tolist()
-        rles = [{"size": [h, w], "counts": c} for h, w, c in zip(heights, widths, gt["rles"])]
-    if "keypoints" in iou_types and "keypoints" in gt:
-        keypoints = flat_points(gt["keypoints"])
-        num_keypoints = (gt["keypoints"][..., 2] > 0).sum(1)
-    return Annotations(
-        image_id=np.repeat(block.image_ids, block.gt_counts),
-        category_id=gt["category_id"],
-        bbox=gt["bbox"],
-        area=gt["area"],
-        iscrowd=gt["iscrowd"],
-        rles=rles,
-        keypoints=keypoints,
-        num_keypoints=num_keypoints,
-    )
-
-
-def block_detections(block: Block, iou_type: str) -> Annotations:
-    """The detections stored in a block as annotations of one type."""
-    sizes = None
-    if iou_type == "segm":  # only masks need their image's size
-        sizes = np.repeat(np.stack([block.heights, block.widths], axis=1), block.dt_counts, 0)
-    return detections_from_columns(
-        block.dt, iou_type, np.repeat(block.image_ids, block.dt_counts), sizes
-    )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detkit.evaluation._coco import EvalParams
+from detkit.evaluation._params import EvalParams
 
 # pycocotools' area-range labels and the suffix its metric names use for them.
 _AREA_SUFFIX = {"small": "s", "medium": "m", "large": "l"}

@@ -8,9 +8,10 @@ import numbers
 
 import numpy as np
 
-from detkit.evaluation._coco import Annotations, EvalParams, Images
 from detkit.evaluation._curves import bootstrap
 from detkit.evaluation._matching import MATCHED_IOU_TYPES, Matching, match
+from detkit.evaluation._params import EvalParams
+from detkit.evaluation._table import Annotations, Images
 from detkit.evaluation.analysis import (
     ConfusionMatrix,
     OperatingPoints,
@@ -96,20 +97,7 @@ def analysis_type(iou_type: str) -> str:
 def empty_columns(params: EvalParams) -> tuple[Images, Annotations, Annotations, EvalParams]:
     """What :meth:`CocoEvaluator._prepare` gives when no image was updated."""
     none = np.zeros(0, dtype=np.int64)
-    return Images(none, none, none), _empty_annotations(), _empty_annotations(True), params
-
-
-def _empty_annotations(score: bool = False) -> Annotations:
-    """No annotations (for an evaluator that has seen no image)."""
-    return Annotations(
-        image_id=np.zeros(0, dtype=np.int64),
-        category_id=np.zeros(0, dtype=np.int64),
-        bbox=np.zeros((0, 4)),
-        area=np.zeros(0),
-        iscrowd=np.zeros(0, dtype=np.int64),
-        score=np.zeros(0) if score else None,
-        rles=[],
-    )
+    return Images(none, none, none), Annotations.empty(), Annotations.empty(detections=True), params
 
 
 def points_from(
@@ -139,7 +127,7 @@ def matrix_from(
     scores = class_thresholds(thresholds, params.category_ids)
     lookup = dict(zip(params.category_ids, scores.tolist()))
     needed = np.array([lookup[c] for c in dt.category_id.tolist()], dtype=np.float64)
-    dt = dt.take(dt.required_score() >= needed)
+    dt = dt.take(dt.required("score") >= needed)
     matching = match(images, gt, dt, params, np.array([iou]))
     return ConfusionMatrix(
         iou_type=params.iou_type,

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from detkit.evaluation._coco import Annotations
 from detkit.evaluation._curves import RECALL_THRESHOLDS, accumulate, layout, mean_defined
 from detkit.evaluation._matching import Matching
+from detkit.evaluation._table import Annotations
 
 __all__ = ["ConfusionMatrix", "OperatingPoints"]
 
@@ -262,7 +262,7 @@ def _cross_ious(iou_type: str, dt: Annotations, d_rows, gt: Annotations, g_rows)
     crowd = [0] * len(g_rows)
     if iou_type == "bbox":
         return np.asarray(mask_utils.iou(dt.bbox[d_rows], gt.bbox[g_rows], crowd))
-    dt_rles, gt_rles = dt.required_rles(), gt.required_rles()
+    dt_rles, gt_rles = dt.rles, gt.rles
     return np.asarray(
         mask_utils.iou([dt_rles[i] for i in d_rows], [gt_rles[i] for i in g_rows], crowd)
     )
@@ -278,14 +278,14 @@ def confusion_counts(
     np.add.at(matrix, (matching.category[tp], matching.category[tp]), 1)
     lut = {c: n for n, c in enumerate(matching.category_ids)}
     gt_cat = np.array([lut[c] for c in gt.category_id.tolist()], dtype=np.int64)
-    gt_left = ~matching.gt_matched[0] & ~matching.gt_ignored & (gt.iscrowd == 0)
+    gt_left = ~matching.gt_matched[0] & ~matching.gt_ignored & (gt.required("iscrowd") == 0)
     left = ~tp & ~ignored
     # Leftover detections meet leftover instances of other classes, image by image, by score.
     left_index = np.flatnonzero(left)
     d_rows, g_rows = matching.row[left_index], np.flatnonzero(gt_left)
     d_cat = matching.category[left_index]
     limit = min(float(matching.iou_thresholds[0]), 1 - 1e-10)
-    dt_score = dt.required_score()
+    dt_score = dt.required("score")
     for image_id in np.intersect1d(dt.image_id[d_rows], gt.image_id[g_rows]).tolist():
         d_here = np.flatnonzero(dt.image_id[d_rows] == image_id)
         d_here = d_here[np.argsort(-dt_score[d_rows[d_here]], kind="stable")]

@@ -29,14 +29,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from detkit.evaluation._coco import (
-    Annotations,
-    EvalParams,
-    Images,
-    annotation_dicts,
-    category_dicts,
-    image_dicts,
-)
+from detkit.evaluation._dicts import annotation_dicts, category_dicts, image_dicts
+from detkit.evaluation._params import EvalParams
+from detkit.evaluation._table import Annotations, Images
 
 __all__ = ["BACKENDS", "available_backends"]
 
@@ -134,9 +129,7 @@ def _pycocotools(images, gt, dt, params):
     chunks, ids = [], []
     evaluator = None
     for image_rows, gt_rows, dt_rows in _chunks(images, gt, dt, _CHUNK_IMAGES_PYCOCOTOOLS):
-        chunk = Images(
-            images.ids[image_rows], images.heights[image_rows], images.widths[image_rows]
-        )
+        chunk = images.take(image_rows)
         cocos = []
         for anns in (gt.take(gt_rows), dt.take(dt_rows)):
             coco = COCO()
@@ -219,7 +212,7 @@ def _hotcoco(images, gt, dt, params):
 
 
 def _hotcoco_update(stream, images, image_rows, gt, dt, params) -> None:
-    chunk = Images(images.ids[image_rows], images.heights[image_rows], images.widths[image_rows])
+    chunk = images.take(image_rows)
     gt_anns = annotation_dicts(gt, params.iou_type)
     if params.iou_type == "bbox":
         # hotcoco's array fast path: [image_id, x, y, w, h, score, category_id] per row.

@@ -14,12 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from detkit.evaluation._coco import result_dicts
-from detkit.evaluation._columns import boxes_xywh, merge_sizes, prediction_columns
+from detkit.evaluation._batch import boxes_xywh, prediction_table
+from detkit.evaluation._dicts import result_dicts
 from detkit.evaluation._params import IOU_TYPES, LabelMap
 from detkit.evaluation._rle import encode_masks
-from detkit.evaluation._store import Block, block_detections
-from detkit.types import normalize_image_id
+from detkit.types import check_predictions, normalize_image_id
 
 __all__ = ["coco_results", "masks_to_rle", "xyxy_to_xywh"]
 
@@ -111,20 +110,12 @@ def coco_results(
             f"got {len(predictions)} predictions but {len(image_ids)} image ids; they must align"
         )
     ids = [normalize_image_id(i, argument=f"image_ids[{n}]") for n, i in enumerate(image_ids)]
-    batch = prediction_columns(
+    check_predictions(predictions, ids, iou_types=(iou_type,))
+    detections = prediction_table(
         predictions,
         ids,
         {iou_type},
         mask_threshold=mask_threshold,
         labels=LabelMap(label_to_category),
-    )
-    sizes = merge_sizes(np.zeros((len(ids), 2), np.int64), batch.pop("mask_sizes", None), ids)
-    block = Block(
-        image_ids=np.asarray(ids, dtype=np.int64),
-        heights=sizes[:, 0],
-        widths=sizes[:, 1],
-        gt_counts=np.zeros(len(ids), dtype=np.int64),
-        dt_counts=batch.pop("counts"),
-        dt=batch,
-    )
-    return result_dicts(block_detections(block, iou_type), iou_type)
+    )[0]
+    return result_dicts(detections, iou_type)

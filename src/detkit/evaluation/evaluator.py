@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -10,42 +9,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch.distributed as dist
 
-from detkit.distributed import get_world_size, is_main_process
+from detkit.distributed import is_main_process
 from detkit.evaluation import backends
-from detkit.evaluation._coco import Annotations, Images, result_dicts
-from detkit.evaluation._columns import merge_sizes, prediction_columns, target_columns
-from detkit.evaluation._matching import MATCHED_IOU_TYPES, match
+from detkit.evaluation._batch import merge_sizes, prediction_table, target_table
+from detkit.evaluation._dicts import result_dicts
 from detkit.evaluation._params import (
     LabelMap,
     build_params,
     category_list,
-    check_sigmas,
     iou_types_tuple,
     keypoint_sigmas,
 )
-from detkit.evaluation._store import (
-    Block,
-    Store,
-    block_detections,
-    block_ground_truth,
-    gather_to_main,
-)
-from detkit.evaluation._summary import compute_stats, format_table, undefined_stats
+from detkit.evaluation._prepare import Selection, on_main
+from detkit.evaluation._store import Block, Store, gather_to_main
+from detkit.evaluation._summary import format_table
+from detkit.evaluation._table import Annotations, Images
 from detkit.evaluation._tasks import (
     analysis_type,
-    ap_intervals,
     check_bootstrap,
     check_iou,
-    empty_columns,
     matrix_from,
     points_from,
-    undefined_intervals,
 )
 from detkit.evaluation.analysis import ConfusionMatrix, OperatingPoints
-from detkit.evaluation.io import GroundTruthIndex, write_json
-from detkit.types import normalize_image_id
+from detkit.evaluation.ground_truth import GroundTruthIndex
+from detkit.files import write_json
+from detkit.types import check_predictions, check_targets, normalize_image_id
 
 __all__ = ["CocoEvaluator"]
 
@@ -133,7 +123,13 @@ class CocoEvaluator:
             for t in self.iou_types
         }
         self._sigmas = keypoint_sigmas(kpt_oks_sigmas)
-        self._category_ids = category_list(category_ids)
+        self._selection = Selection(
+            params=self._params,
+            labels=self._labels,
+            gt_index=self._gt_index,
+            category_ids=category_list(category_ids),
+            sigmas=self._sigmas,
+        )
         if not isinstance(mask_threshold, (int, float)) or not 0 <= mask_threshold < 1:
             raise ValueError(f"mask_threshold must be in [0, 1), got {mask_threshold!r}")
         self._mask_threshold = float(mask_threshold)
@@ -187,31 +183,23 @@ class CocoEvaluator:
             )
         ids = [self._image_id(target, n) for n, target in enumerate(targets)]
         types = set(self.iou_types)
+        # The batch's shapes, checked once, first; the values are checked as columns.
         if self._gt_index is None:
-            gt = target_columns(targets, ids, types, labels=self._labels)
-            sizes = gt.pop("sizes")
+            check_targets(targets, ids, iou_types=types)
+        check_predictions(predictions, ids, iou_types=types)
+        if self._gt_index is None:
+            gt, gt_counts, sizes = target_table(targets, ids, types, labels=self._labels)
         else:
-            gt = {"counts": np.zeros(len(ids), dtype=np.int64)}
+            gt, gt_counts = Annotations.empty(), np.zeros(len(ids), dtype=np.int64)
             sizes = np.array([self._gt_index.sizes[i] for i in ids], dtype=np.int64).reshape(-1, 2)
-        dt = prediction_columns(
-            predictions,
-            ids,
-            types,
-            mask_threshold=self._mask_threshold,
-            labels=self._labels,
+        dt, dt_counts, mask_sizes = prediction_table(
+            predictions, ids, types, mask_threshold=self._mask_threshold, labels=self._labels
         )
-        sizes = merge_sizes(sizes, dt.pop("mask_sizes", None), ids)
-        self._check_keypoints(gt, dt, ids)
-        block = Block(
-            image_ids=np.asarray(ids, dtype=np.int64),
-            heights=sizes[:, 0].copy(),
-            widths=sizes[:, 1].copy(),
-            gt_counts=gt.pop("counts"),
-            dt_counts=dt.pop("counts"),
-            gt=gt,
-            dt=dt,
-        )
-        skipped = self._store.add(block)
+        sizes = merge_sizes(sizes, mask_sizes, ids)
+        if "keypoints" in self.iou_types:
+            self._num_keypoints = self._selection.check_keypoints(gt, dt, ids, self._num_keypoints)
+        images = Images(np.asarray(ids, dtype=np.int64), sizes[:, 0].copy(), sizes[:, 1].copy())
+        skipped = self._store.add(Block(images, gt, dt, gt_counts, dt_counts))
         if skipped:
             logger.debug("skipped %d images already updated with identical content", skipped)
 
@@ -226,23 +214,6 @@ class CocoEvaluator:
                 f"({len(self._gt_index.sizes)} images)"
             )
         return image_id
-
-    def _check_keypoints(self, gt: dict, dt: dict, ids: list[int]) -> None:
-        if "keypoints" not in self.iou_types:
-            return
-        for what, columns in (("targets", gt), ("predictions", dt)):
-            if "keypoints" not in columns:
-                continue
-            if not len(columns["keypoints"]):  # K of an empty batch means nothing
-                continue
-            k = columns["keypoints"].shape[1]
-            where = f"{what} of image_ids {ids}"
-            if self._num_keypoints is not None and k != self._num_keypoints:
-                raise ValueError(
-                    f"{where}: instances have {k} keypoints, earlier ones {self._num_keypoints}"
-                )
-            check_sigmas(self._sigmas, k, where)
-            self._num_keypoints = k
 
     def compute(
         self, *, confidence: float | None = None, resamples: int = 200, seed: int = 0
@@ -272,81 +243,22 @@ class CocoEvaluator:
             ``(low, high)``, ``(-1.0, -1.0)`` when undefined.
         """
         bootstrap = check_bootstrap(confidence, resamples, seed)
-        outcome = self._on_main(lambda block: self._evaluate(block, bootstrap))
+        outcome = self._on_main(
+            lambda block: self._selection.evaluate(
+                block,
+                backend=self.backend,
+                verbose=self.verbose,
+                num_keypoints=self._num_keypoints,
+                bootstrap=bootstrap,
+            )
+        )
         self._last = outcome
         if self.verbose and is_main_process():
             logger.info("COCO evaluation (%s backend):\n%s", self.backend, self.summary())
         return outcome
 
     def _on_main(self, work: Callable[[Block | None], Any]) -> Any:
-        """Gather every process's images to rank 0, run ``work`` there, send the result (or
-        the exception) to every rank; collective under torch.distributed."""
-        block = gather_to_main(self._store.merged())
-        outcome: Any = None
-        if is_main_process():
-            try:
-                with backends.garbage_collection_paused():
-                    outcome = work(block)
-            except Exception as error:  # sent to every rank, raised there too
-                outcome = error
-        if get_world_size() > 1:
-            box = [outcome]
-            dist.broadcast_object_list(box, src=0)
-            outcome = box[0]
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
-    def _prepare(self, block: Block | None, iou_type: str):
-        """``(images, gt, dt, params)`` of one iou type, as the backends take them."""
-        if block is None:
-            categories = self._fixed_categories() or []
-            return empty_columns(
-                dataclasses.replace(self._params[iou_type], category_ids=categories)
-            )
-        gt = self._ground_truth(block, iou_type)
-        fixed = self._fixed_categories()
-        if fixed is None:
-            categories = sorted(set(gt.category_id.tolist()))
-        else:  # ground truth of other categories takes no part (as in pycocotools)
-            categories = fixed
-            gt = gt.take(np.isin(gt.category_id, categories))
-        params = dataclasses.replace(
-            self._params[iou_type],
-            category_ids=categories,
-            image_ids=sorted(set(block.image_ids.tolist())),
-        )
-        if iou_type == "keypoints":
-            params.keypoint_sigmas = self._evaluated_sigmas(gt)
-        dt = self._detections(block, iou_type, categories)
-        images = Images(block.image_ids, block.heights, block.widths)
-        return images, gt, dt, params
-
-    def _evaluate(self, block: Block | None, bootstrap: dict | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = {"num_images": 0 if block is None else len(block)}
-        for iou_type in self.iou_types:
-            params = self._params[iou_type]
-            if block is None:
-                categories = self._fixed_categories() or []
-                result[iou_type] = undefined_stats(
-                    dataclasses.replace(params, category_ids=categories)
-                )
-                if bootstrap is not None and iou_type in MATCHED_IOU_TYPES:
-                    result[iou_type].update(undefined_intervals(params))
-                continue
-            images, gt, dt, params = self._prepare(block, iou_type)
-            if not params.category_ids:
-                result[iou_type] = undefined_stats(params)
-            else:
-                with backends.quiet(self.verbose):
-                    precision, recall = backends.evaluate(self.backend, images, gt, dt, params)
-                result[iou_type] = compute_stats(precision, recall, params)
-            if bootstrap is not None and iou_type in MATCHED_IOU_TYPES:
-                matching = match(images, gt, dt, params) if params.category_ids else None
-                result[iou_type].update(
-                    ap_intervals(matching, params, result[iou_type], **bootstrap)
-                )
-        return result
+        return on_main(self._store.merged(), work)
 
     def operating_points(self, iou_type: str | None = None, *, iou: float = 0.5) -> OperatingPoints:
         """Per class: the precision-recall curve at IoU ``iou`` and the score threshold that
@@ -381,7 +293,11 @@ class CocoEvaluator:
         iou_type = analysis_type(self._result_type(iou_type))
         iou = check_iou(iou)
 
-        return self._on_main(lambda block: points_from(*self._prepare(block, iou_type), iou=iou))
+        return self._on_main(
+            lambda block: points_from(
+                *self._selection.prepare(block, iou_type, self._num_keypoints), iou=iou
+            )
+        )
 
     def confusion_matrix(
         self, iou_type: str | None = None, *, thresholds: Any = None, iou: float = 0.5
@@ -415,51 +331,11 @@ class CocoEvaluator:
 
         return self._on_main(
             lambda block: matrix_from(
-                *self._prepare(block, iou_type), iou=iou, thresholds=thresholds
+                *self._selection.prepare(block, iou_type, self._num_keypoints),
+                iou=iou,
+                thresholds=thresholds,
             )
         )
-
-    def _evaluated_sigmas(self, gt: Annotations) -> np.ndarray:
-        k = gt.required_keypoints().shape[1] // 3 if len(gt) else self._num_keypoints
-        if len(gt) and self._num_keypoints not in (None, k):
-            raise ValueError(
-                f"predictions have {self._num_keypoints} keypoints per instance, the ground "
-                f"truth {k}"
-            )
-        if k is None:  # no instance anywhere: nothing to match, any sigmas do
-            return self._sigmas if self._sigmas is not None else check_sigmas(None, 17, "")
-        return check_sigmas(self._sigmas, k, "ground truth")
-
-    def _fixed_categories(self) -> list[int] | None:
-        if self._category_ids is not None:
-            return self._category_ids
-        if self._gt_index is not None:
-            return self._gt_index.category_ids
-        if self._labels.mapping is not None:
-            return sorted(set(self._labels.mapping.values()))
-        return None
-
-    def _ground_truth(self, block: Block, iou_type: str) -> Annotations:
-        if self._gt_index is not None:
-            return self._gt_index.annotations(block.image_ids.tolist(), iou_type)
-        return block_ground_truth(block, {iou_type})
-
-    def _detections(self, block: Block, iou_type: str, categories: list[int]) -> Annotations:
-        dt = block_detections(block, iou_type)
-        known = np.isin(dt.category_id, categories)
-        if not known.all():
-            others = sorted(set(dt.category_id[~known].tolist()))
-            log = logger.warning if self._gt_index is not None else logger.debug
-            log(
-                "%d %s detections have category ids %s%s outside the evaluated categories; "
-                "they are left out (pass label_to_category= if labels and category ids differ)",
-                int((~known).sum()),
-                iou_type,
-                others[:10],
-                "..." if len(others) > 10 else "",
-            )
-            dt = dt.take(known)
-        return dt
 
     def summary(self) -> str:
         """pycocotools' table of the last :meth:`compute`, one block per iou type.
@@ -495,7 +371,7 @@ class CocoEvaluator:
         block = gather_to_main(self._store.merged())
         if not is_main_process():
             return None
-        return write_json(_result_rows(block, iou_type), path)
+        return write_json(path, _result_rows(block, iou_type))
 
     def _result_type(self, iou_type: str | None) -> str:
         iou_type = self.iou_types[0] if iou_type is None else iou_type
@@ -507,4 +383,4 @@ class CocoEvaluator:
 
 
 def _result_rows(block: Block | None, iou_type: str) -> list[dict]:
-    return [] if block is None else result_dicts(block_detections(block, iou_type), iou_type)
+    return [] if block is None else result_dicts(block.dt, iou_type)

@@ -53,6 +53,7 @@ width"*.
 wrong.
 """
 
+from detkit.types.batch import PREDICTION_FIELDS, check_predictions, check_targets
 from detkit.types.checks import (
     IMAGE_RANGE_TOLERANCE,
     InvalidTargetError,
@@ -80,6 +81,7 @@ __all__ = [
     "BOX_FORMAT",
     "IMAGE_RANGE_TOLERANCE",
     "PER_INSTANCE_FIELDS",
+    "PREDICTION_FIELDS",
     "InvalidTargetError",
     "PathLike",
     "Prediction",
@@ -87,6 +89,8 @@ __all__ = [
     "Target",
     "Transforms",
     "check_image_range",
+    "check_predictions",
+    "check_targets",
     "empty_target",
     "image_range_problem",
     "image_size",

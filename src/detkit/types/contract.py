@@ -170,6 +170,7 @@ def sample_name(
     *,
     image_id: Any = None,
     source: Any = None,
+    position: str | None = None,
 ) -> str:
     """How every detkit error names a sample: its ``image_id`` and its file, where known.
 
@@ -177,9 +178,13 @@ def sample_name(
         target: the sample's target; its ``image_id`` is used unless ``image_id`` is given.
         image_id: the sample's image id.
         source: the sample's file (or another description of where it comes from).
+        position: where the sample sits in what was passed, e.g. ``"targets[3]"`` for the
+            fourth target of a batch.
 
     >>> sample_name({"image_id": torch.tensor(7)}, source="images/0007.png")
     "sample image_id=7 ('images/0007.png')"
+    >>> sample_name(image_id=7, position="predictions[3]")
+    'sample image_id=7 (predictions[3])'
     >>> sample_name()
     'sample'
     """
@@ -192,6 +197,8 @@ def sample_name(
         parts.append(f"image_id={image_id}")
     if source:
         parts.append(f"('{source}')")
+    if position:
+        parts.append(f"({position})")
     return " ".join(parts)
 
 
