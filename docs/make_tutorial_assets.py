@@ -29,8 +29,9 @@ sys.path.insert(0, str(ROOT / "docs" / "guides"))
 
 import make_pictures  # noqa: E402  (docs/guides/make_pictures.py)
 import train  # noqa: E402  (the example's script, importable once its folder is on the path)
-from common import build_model, train_transforms  # noqa: E402
+from common import train_transforms  # noqa: E402
 from dataset import PennFudanDataset  # noqa: E402
+from detectors import build_model  # noqa: E402
 
 from detkit.data import collate_fn, write_synthetic_pennfudan  # noqa: E402
 from detkit.visualize import draw_target, make_grid  # noqa: E402

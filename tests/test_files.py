@@ -1,4 +1,5 @@
-"""atomic_write: all or nothing under failures, errors that name the file, stale temporaries."""
+"""atomic_write and atomic_link: all or nothing under failures, errors that name the file,
+stale temporaries."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import sys
 import pytest
 
 from detkit import files
-from detkit.files import atomic_write, load_error_reason, plain_text, remove_stale_temporaries
+from detkit.files import (
+    atomic_link,
+    atomic_write,
+    load_error_reason,
+    plain_text,
+    remove_stale_temporaries,
+)
 
 
 def test_writes_text_and_bytes_and_creates_the_folder(tmp_path):
@@ -98,6 +105,46 @@ def dead_pid() -> int:
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
                           capture_output=True, text=True)  # fmt: skip
     return int(done.stdout)
+
+
+def test_atomic_link_replaces_the_destination_and_outlives_its_source(tmp_path):
+    source, best = tmp_path / "checkpoint_001.pt", tmp_path / "best.pt"
+    best.write_bytes(b"epoch 0")
+    source.write_bytes(b"epoch 1")
+    atomic_link(source, best)
+    assert best.read_bytes() == b"epoch 1"
+    assert os.path.samefile(source, best)  # a hard link: no bytes copied
+    source.unlink()
+    assert best.read_bytes() == b"epoch 1"
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
+
+
+def test_atomic_link_copies_where_the_file_system_has_no_links(tmp_path, monkeypatch):
+    def no_links(*args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    source, best = tmp_path / "checkpoint_001.pt", tmp_path / "best.pt"
+    source.write_bytes(b"epoch 1")
+    monkeypatch.setattr(os, "link", no_links)
+    atomic_link(source, best)
+    assert best.read_bytes() == b"epoch 1"
+    assert not os.path.samefile(source, best)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "checkpoint_001.pt"]
+
+
+def test_a_failed_atomic_link_keeps_the_destination_and_leaves_no_temporary(tmp_path, monkeypatch):
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    source, best = tmp_path / "checkpoint_001.pt", tmp_path / "best.pt"
+    best.write_bytes(b"epoch 0")
+    source.write_bytes(b"epoch 1")
+    monkeypatch.setattr(os, "replace", refused)
+    with pytest.raises(PermissionError):
+        atomic_link(source, best)
+    monkeypatch.undo()
+    assert best.read_bytes() == b"epoch 0"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "checkpoint_001.pt"]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="process liveness is asked on POSIX only")

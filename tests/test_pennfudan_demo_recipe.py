@@ -4,7 +4,7 @@ Convergence itself is measured by benchmarks/bench_demo_spread.py (minutes per r
 tests pin the parts of the recipe that make it so.
 """
 
-import common
+import detectors
 import pytest
 import torch
 import train
@@ -19,7 +19,7 @@ def test_demo_model_has_no_running_statistics():
     # Batch norm's running statistics (momentum 0.01 in MobileNetV3) lag far behind weights
     # trained from scratch, so a model evaluated with them scored AP50 ~0.003 while its
     # training loss fell; under DDP each process would also evaluate with its own.
-    model = common.build_model(demo_config())
+    model = detectors.build_model(demo_config())
     assert [name for name, _ in model.named_buffers()] == []
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     assert sum(isinstance(m, nn.GroupNorm) for m in model.backbone.body.modules()) == 46
@@ -27,7 +27,7 @@ def test_demo_model_has_no_running_statistics():
 
 def test_demo_model_gives_the_same_output_in_train_and_eval_normalisation():
     torch.manual_seed(0)
-    model = common.build_model(demo_config())
+    model = detectors.build_model(demo_config())
     features = model.backbone.body
     images = torch.rand(2, 3, 96, 128)
     features.train()
@@ -40,16 +40,16 @@ def test_demo_model_gives_the_same_output_in_train_and_eval_normalisation():
 
 def test_norm_group_refuses_a_pretrained_backbone():
     with pytest.raises(SystemExit, match="--norm group trains from random weights"):
-        common.build_model(demo_config(weights_backbone="DEFAULT"))
+        detectors.build_model(demo_config(weights_backbone="DEFAULT"))
 
 
 def test_lite_model_loads_its_own_weights_file(tmp_path):
     torch.manual_seed(0)
-    source = common.build_model(demo_config())
+    source = detectors.build_model(demo_config())
     torch.save(source.state_dict(), tmp_path / "lite.pt")
     torch.manual_seed(1)
-    loaded = common.build_model(demo_config(weights=str(tmp_path / "lite.pt")))
-    assert loaded.roi_heads.box_predictor.cls_score.in_features == common.LITE_BOX_WIDTH
+    loaded = detectors.build_model(demo_config(weights=str(tmp_path / "lite.pt")))
+    assert loaded.roi_heads.box_predictor.cls_score.in_features == detectors.LITE_BOX_WIDTH
     assert loaded.roi_heads.mask_predictor.conv5_mask.in_channels == 64
     for (name, expected), actual in zip(source.state_dict().items(), loaded.state_dict().values()):
         torch.testing.assert_close(actual, expected, msg=name)

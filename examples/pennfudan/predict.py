@@ -35,11 +35,11 @@ from common import (
     ArgumentParser,
     UserError,
     check_output_dir,
-    load_trained,
     one_line,
     run_cli,
     write_json,
 )
+from detectors import load_trained
 from PIL import Image
 
 from detkit.engine import infer_iou_types

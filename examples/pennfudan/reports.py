@@ -1,19 +1,22 @@
-"""What train.py writes besides checkpoints: metrics, curves, pictures, the dataset audit."""
+"""What train.py writes besides checkpoints: metrics, curves, pictures, the best epoch's
+operating points and analysis plots, the dataset audit."""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import CLASS_NAMES
+from common import CLASS_NAMES, write_json
 from torch.utils.data import Dataset, Subset
 
 from detkit.data import AuditReport, audit
+from detkit.distributed import is_main_process
 from detkit.engine import CheckpointKeeper
+from detkit.evaluation import CocoEvaluator
 from detkit.visualize import (
     draw_prediction,
     make_grid,
@@ -177,6 +180,31 @@ def with_interval(stats: dict[str, Any], name: str) -> str:
     if interval is not None:
         text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
     return text
+
+
+def write_best_analysis(
+    evaluator: CocoEvaluator,
+    points: Mapping[str, Any],
+    record: dict[str, Any],
+    output_dir: Path,
+    plots: AnalysisPlots,
+) -> None:
+    """The best epoch so far: ``operating_points.json`` (for ``predict.py --thresholds``),
+    ``pr_curves.png`` and ``confusion.png`` (boxes, at their F1-best thresholds).
+
+    Every process calls it (the confusion matrix is collective); the main one writes.
+    """
+    matrix = None
+    if plots.available:
+        matrix = evaluator.confusion_matrix("bbox", thresholds=points["bbox"])
+    if not is_main_process():
+        return
+    write_json(
+        output_dir / "operating_points.json",
+        {"epoch": record["epoch"], "operating_points": record["operating_points"]},
+        indent=2,
+    )
+    plots.write(points["bbox"], matrix)
 
 
 def log_epoch(

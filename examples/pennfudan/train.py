@@ -34,23 +34,15 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from common import (
     CLASS_NAMES,
-    MODELS,
-    ArgumentParser,
     UserError,
-    add_checkpoint_arguments,
-    build_model,
-    check_best_metric,
     check_output_dir,
     eval_transforms,
-    non_negative_int,
-    positive_int,
     prepare_data,
     read_history,
     run_cli,
@@ -59,6 +51,7 @@ from common import (
     write_json,
 )
 from dataset import PennFudanDataset
+from detectors import build_model
 from reports import (
     AnalysisPlots,
     NamedSubset,
@@ -67,8 +60,10 @@ from reports import (
     best_record,
     draw_pictures,
     log_epoch,
+    write_best_analysis,
 )
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, Sampler
+from train_options import check_best_metric, resolve_resume, train_parser
 
 from detkit.data import (
     GroupedBatchSampler,
@@ -114,120 +109,7 @@ DEMO = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    data = parser.add_argument_group("data")
-    data.add_argument(
-        "--data-root",
-        type=Path,
-        default=Path("data/PennFudanPed"),
-        help="the folder holding PNGImages/ and PedMasks/ (default: %(default)s)",
-    )
-    data.add_argument(
-        "--download",
-        action="store_true",
-        help="fetch and extract the official archive when --data-root has no data",
-    )
-    data.add_argument(
-        "--synthetic",
-        type=positive_int,
-        metavar="N",
-        help="write N synthetic Penn-Fudan-layout images to --data-root and train on them",
-    )
-    data.add_argument(
-        "--synthetic-size",
-        type=positive_int,
-        nargs=2,
-        metavar=("MIN", "MAX"),
-        help="side lengths of the synthetic images (default: Penn-Fudan's, 250 1000)",
-    )
-    data.add_argument(
-        "--test-size", type=positive_int, default=50, help="images held out for evaluation"
-    )
-    data.add_argument(
-        "--aspect-ratio-group-factor",
-        type=int,
-        default=3,
-        help="batch images of similar aspect ratio (k of the references; -1: off)",
-    )
-    data.add_argument("--workers", type=non_negative_int, default=2, help="data loading processes")
-    model = parser.add_argument_group("model")
-    model.add_argument(
-        "--model", default="maskrcnn_resnet50_fpn", help=f"one of {', '.join(MODELS)}"
-    )
-    model.add_argument(
-        "--weights",
-        default="DEFAULT",
-        help="detector weights: DEFAULT (COCO, the tutorial's), none, or a file",
-    )
-    model.add_argument(
-        "--weights-backbone",
-        default=None,
-        help="backbone weights when --weights is none: DEFAULT (ImageNet), or a file",
-    )
-    model.add_argument(
-        "--min-size", type=int, help="the model's resize: shorter side (default 800)"
-    )
-    model.add_argument("--max-size", type=int, help="the model's resize: longer side at most")
-    model.add_argument(
-        "--norm",
-        choices=("batch", "group"),
-        default="batch",
-        help="normalisation in the backbone of fpn: and lite: models: batch (torchvision's) or "
-        "group (GroupNorm, steadier from random weights)",
-    )
-    train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=positive_int, default=10)
-    train.add_argument(
-        "--batch-size", type=positive_int, default=2, help="images per process and step"
-    )
-    train.add_argument("--lr", type=float, default=0.005)
-    train.add_argument("--momentum", type=float, default=0.9)
-    train.add_argument("--weight-decay", type=float, default=0.0005)
-    train.add_argument(
-        "--lr-step-size", type=positive_int, default=3, help="StepLR: epochs per decay"
-    )
-    train.add_argument("--lr-gamma", type=float, default=0.1, help="StepLR: decay factor")
-    train.add_argument(
-        "--warmup-iters",
-        type=non_negative_int,
-        help="linear warmup steps (default: the references')",
-    )
-    train.add_argument(
-        "--clip-grad-norm", type=float, help="clip the gradients' total norm to this value"
-    )
-    train.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
-    train.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    train.add_argument("--seed", type=int, default=0, help="split, data order and initialisation")
-    train.add_argument("--print-freq", type=positive_int, default=10)
-    out = parser.add_argument_group("output")
-    out.add_argument("--output-dir", type=Path, default=Path("runs/pennfudan"))
-    out.add_argument(
-        "--resume", help="a checkpoint to continue from, or 'last' for the newest in --output-dir"
-    )
-    out.add_argument(
-        "--num-pictures",
-        type=non_negative_int,
-        default=8,
-        help="test images to draw predictions on",
-    )
-    out.add_argument("--score-threshold", type=float, default=0.5, help="for the pictures")
-    add_checkpoint_arguments(parser)
-    parser.add_argument(
-        "--audit",
-        action="store_true",
-        help="audit the train and test splits instead of training: print every bad sample "
-        "(its file and what is wrong) and the box statistics against the model's anchors, "
-        "draw audit.png (train) and audit_test.png; exit status 0 when no sample is bad, 1 "
-        "when some are (one process: not under torchrun)",
-    )
-    parser.add_argument(
-        "--demo",
-        action="store_true",
-        help="offline demo: synthetic data, random init, small images, ~5 min on a CPU",
-    )
-    parser.set_defaults(synthetic_size=(250, 1000))
+    parser = train_parser(__doc__ or "")
     args = parser.parse_args(argv)
     if args.demo:
         parser.set_defaults(**DEMO)
@@ -289,22 +171,6 @@ def make_loaders(args: argparse.Namespace, root: Path, distributed: bool):
     return train_loader, test_loader, batches, generator
 
 
-def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
-    if resume is None:
-        return None
-    if resume == "last":
-        found = sorted(output_dir.glob("checkpoint_*.pt"))
-        if not found:
-            raise UserError(f"--resume last: no checkpoint_*.pt in '{output_dir}'")
-        return found[-1]
-    path = Path(resume)
-    if path.is_dir():
-        raise UserError(f"--resume: '{path}' is a directory, not a checkpoint file")
-    if not path.is_file():
-        raise UserError(f"--resume: no checkpoint file '{path}'")
-    return path
-
-
 def make_model(config: dict[str, Any]) -> torch.nn.Module:
     try:
         return build_model(config)
@@ -331,31 +197,6 @@ def run_audit(args: argparse.Namespace) -> dict[str, Any]:
     if bad:
         logger.info("%d problem(s) found: fix or remove those samples before training", bad)
     return {"audit": reports, "exit_status": 1 if bad else 0}
-
-
-def write_best_analysis(
-    evaluator: CocoEvaluator,
-    points: Mapping[str, Any],
-    record: dict[str, Any],
-    output_dir: Path,
-    plots: AnalysisPlots,
-) -> None:
-    """The best epoch so far: ``operating_points.json`` (for ``predict.py --thresholds``),
-    ``pr_curves.png`` and ``confusion.png`` (boxes, at their F1-best thresholds).
-
-    Every process calls it (the confusion matrix is collective); the main one writes.
-    """
-    matrix = None
-    if plots.available:
-        matrix = evaluator.confusion_matrix("bbox", thresholds=points["bbox"])
-    if not is_main_process():
-        return
-    write_json(
-        output_dir / "operating_points.json",
-        {"epoch": record["epoch"], "operating_points": record["operating_points"]},
-        indent=2,
-    )
-    plots.write(points["bbox"], matrix)
 
 
 def configure_logging() -> None:

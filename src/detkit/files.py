@@ -6,6 +6,8 @@ destination's folder, are flushed to the disk (``fsync``), and the temporary fil
 renamed over the destination. A rename within one folder is atomic on POSIX and Windows, so a
 reader sees either the previous file or the complete new one, never a mix, whatever happens
 in between (a kill, a power cut, a full disk).
+A second name for a complete file (``best.pt`` for the best epoch's checkpoint) is made the
+same way, by :func:`atomic_link`.
 
 Temporary files are named ``.<name>.<pid>.<random>.tmp``. One left behind by a process that was
 killed while writing is removed the next time any process writes into that folder (once the
@@ -22,6 +24,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
+    "atomic_link",
     "atomic_write",
     "load_error_reason",
     "plain_text",
@@ -137,6 +141,12 @@ def _fsync_folder(folder: Path) -> None:
             os.close(fd)
 
 
+def _temporary_path(path: Path) -> Path:
+    """The name a write to ``path`` goes through first (one :func:`remove_stale_temporaries`
+    recognises, so that a file left by a killed process is swept)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
 @contextlib.contextmanager
 def atomic_write(
     path: str | os.PathLike[str], mode: str = "wb", *, encoding: str | None = None
@@ -180,7 +190,7 @@ def atomic_write(
     except OSError as error:
         raise _write_error(error, folder) from error
     _sweep_once(folder)
-    tmp = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    tmp = _temporary_path(path)
     binary = mode == "wb"
     try:
         with open(
@@ -220,6 +230,47 @@ def write_json(path: str | os.PathLike[str], data: Any, **options: Any) -> Path:
     with atomic_write(path, "w") as file:
         file.write(text)
     return Path(path)
+
+
+def atomic_link(source: str | os.PathLike[str], destination: str | os.PathLike[str]) -> None:
+    """Make ``destination`` a complete copy of ``source`` in one atomic step.
+
+    A hard link (no bytes copied), made under a temporary name and renamed over
+    ``destination``: ``destination`` is at every moment either its previous file or
+    ``source``'s, and later removing ``source`` leaves it intact (how a run keeps ``best.pt``
+    beside its epoch checkpoints). Where the file system has no hard links, a copy written
+    with :func:`atomic_write`. The two names share their bytes: replace ``source`` (as
+    :func:`atomic_write` does), never edit it in place.
+
+    Args:
+        source: the complete file.
+        destination: the file to create or replace (in an existing folder).
+
+    Raises:
+        OSError: when neither the link nor the copy can be made.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "checkpoint_003.pt").write_bytes(b"epoch 3")
+    >>> atomic_link(folder / "checkpoint_003.pt", folder / "best.pt")
+    >>> (folder / "checkpoint_003.pt").unlink()
+    >>> (folder / "best.pt").read_bytes()
+    b'epoch 3'
+    """
+    destination = Path(destination)
+    temporary = _temporary_path(destination)
+    try:
+        os.link(source, temporary)
+    except OSError:
+        with open(source, "rb") as file, atomic_write(destination) as copy:
+            shutil.copyfileobj(file, copy)
+        return
+    try:
+        os.replace(temporary, destination)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_folder(destination.parent)
 
 
 def plain_text(text: str) -> str:

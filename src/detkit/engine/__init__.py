@@ -13,11 +13,12 @@ functions instead of copying the scripts. A complete loop::
 See the training guide for resuming, mixed precision and multi-GPU training.
 """
 
-from detkit.engine.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from detkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from detkit.engine.errors import NonFiniteLossError
 from detkit.engine.evaluate import Evaluator, evaluate, infer_iou_types
 from detkit.engine.keeper import CheckpointKeeper
 from detkit.engine.logger import MetricLogger, SmoothedValue
+from detkit.engine.rng import get_rng_state, set_rng_state
 from detkit.engine.train import move_to_device, train_one_epoch, warmup_factor_at
 
 __all__ = [

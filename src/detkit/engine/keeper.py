@@ -6,8 +6,6 @@ import logging
 import math
 import os
 import re
-import secrets
-import shutil
 import string
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +15,7 @@ import torch
 
 from detkit.distributed import all_gather, barrier, is_main_process
 from detkit.engine.checkpoint import save_checkpoint
-from detkit.files import atomic_write
+from detkit.files import atomic_link
 
 __all__ = ["CheckpointKeeper"]
 
@@ -42,45 +40,6 @@ def _epoch_pattern(filename: str) -> re.Pattern[str]:
         raise ValueError(f"filename must be a file name inside folder, got {filename!r}")
     before, after = filename.split("{", 1)[0], filename.rsplit("}", 1)[1]
     return re.compile(re.escape(before) + r"(\d+)" + re.escape(after))
-
-
-def _fsync_folder(folder: Path) -> None:
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _point(link: Path, target: Path) -> None:
-    """Make ``link`` a complete copy of ``target`` in one atomic step.
-
-    A hard link (no bytes copied), made under a temporary name and renamed over ``link``:
-    ``link`` is at every moment either its previous file or ``target``'s, and later removing
-    ``target`` leaves it intact. Where the file system has no hard links, a copy written with
-    :func:`detkit.files.atomic_write`.
-    """
-    # The temporary name atomic_write uses, so a link left by a killed process is swept.
-    temporary = link.with_name(f".{link.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        os.link(target, temporary)
-    except OSError:
-        with open(target, "rb") as source, atomic_write(link) as file:
-            shutil.copyfileobj(source, file)
-        return
-    try:
-        os.replace(temporary, link)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync_folder(link.parent)
 
 
 def _saved_epoch(path: Path) -> int | None:
@@ -355,7 +314,7 @@ class CheckpointKeeper:
             candidates.insert(0, Path(path))
         for candidate in candidates:
             if candidate.is_file() and _saved_epoch(candidate) == best_epoch:
-                _point(self.best_path, candidate)
+                atomic_link(candidate, self.best_path)
                 _log.info("%s now holds the best epoch, %d", self.best_path, best_epoch)
                 return
         _log.warning(
@@ -402,7 +361,7 @@ class CheckpointKeeper:
             raise
         if is_main_process():
             if self.best_epoch == epoch:
-                _point(self.best_path, path)
+                atomic_link(path, self.best_path)
             self._rotate(epoch)
         barrier()
         return path

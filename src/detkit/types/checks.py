@@ -85,68 +85,114 @@ def target_problems(
     """
     problems: list[Problem] = []
 
-    def add(field: str, message: str) -> list[Problem]:
+    def add(field: str, message: str) -> None:
         problems.append(Problem(field, message))
-        return problems
 
+    size = _sample_problems(image, target, add)
+    if size is None:
+        return problems
+    fields = _field_problems(target, size, add) or {}
+    boxes = fields.get("boxes")
+    # The value checks need every field well formed (an image range problem stops them too).
+    if problems or boxes is None:
+        return problems
+    num = boxes.shape[0]
+    counts = {key: value.shape[0] for key, value in fields.items() if value is not None}
+    if len(set(counts.values())) > 1:
+        shown = ", ".join(f"{k}: {v}" for k, v in counts.items())
+        add(next(k for k, v in counts.items() if v != num), f"fields disagree on N ({shown})")
+    elif num:
+        _value_problems(fields, size, num_classes, add)
+    return problems
+
+
+def _sample_problems(
+    image: Any, target: Any, add: Callable[[str, str], Any]
+) -> tuple[int, int] | None:
+    """Check the target's type, its ``image_id``, the image, and that ``boxes`` and ``labels``
+    are present; the image's ``(H, W)``, or ``None`` after a problem that ends the checks."""
     if not isinstance(target, Mapping):
-        return add("target", f"target must be a dict, got {type(target).__name__}")
+        add("target", f"target must be a dict, got {type(target).__name__}")
+        return None
     if target.get("image_id") is not None:
         try:
             normalize_image_id(target["image_id"])
         except TypeError as exc:
-            return add("image_id", str(exc))
+            add("image_id", str(exc))
+            return None
     try:
         height, width = image_size(image)
     except TypeError as exc:
-        return add("image", str(exc))
+        add("image", str(exc))
+        return None
     if isinstance(image, torch.Tensor) and image.ndim != 3:
-        return add("image", f"expected a Tensor[C, H, W], got shape {tuple(image.shape)}")
+        add("image", f"expected a Tensor[C, H, W], got shape {tuple(image.shape)}")
+        return None
     range_problem = image_range_problem(image)
     if range_problem is not None:
         add("image", range_problem)
     for key in ("boxes", "labels"):
         if key not in target:
-            return add(key, "missing (torchvision detection models need 'boxes' and 'labels')")
+            add(key, "missing (torchvision detection models need 'boxes' and 'labels')")
+            return None
+    return height, width
 
-    def tensor(key: str, rank: int, *, floating: bool = False, dtype=None) -> torch.Tensor | None:
-        value = target[key]
-        if not isinstance(value, torch.Tensor):
-            add(key, f"expected a tensor, got {type(value).__name__}")
-            return None
-        canvas = getattr(value, "canvas_size", None)
-        if canvas is not None and tuple(canvas) != (height, width):
-            add(
-                key,
-                f"its canvas_size {tuple(canvas)} differs from the image size {(height, width)}: "
-                "a transform moved the image without this field",
-            )
-            return None
-        value = plain(to_xyxy(value) if key == "boxes" else value)
-        if value.ndim != rank:
-            add(key, f"expected {rank} dimensions, got shape {tuple(value.shape)}")
-        elif dtype is not None and value.dtype != dtype:
-            add(key, f"expected dtype {dtype}, got {value.dtype}")
-        elif floating and not value.is_floating_point():
-            add(key, f"expected a floating-point dtype, got {value.dtype}")
-        else:
-            return value
+
+def _field_tensor(
+    target: Mapping[str, Any],
+    key: str,
+    rank: int,
+    size: tuple[int, int],
+    add: Callable[[str, str], Any],
+    *,
+    floating: bool = False,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor | None:
+    """``target[key]`` as a plain tensor (boxes in XYXY), or ``None`` after reporting why not:
+    not a tensor, a ``canvas_size`` other than the image's, the wrong rank or dtype."""
+    value = target[key]
+    if not isinstance(value, torch.Tensor):
+        add(key, f"expected a tensor, got {type(value).__name__}")
         return None
+    canvas = getattr(value, "canvas_size", None)
+    if canvas is not None and tuple(canvas) != size:
+        add(
+            key,
+            f"its canvas_size {tuple(canvas)} differs from the image size {size}: "
+            "a transform moved the image without this field",
+        )
+        return None
+    value = plain(to_xyxy(value) if key == "boxes" else value)
+    if value.ndim != rank:
+        add(key, f"expected {rank} dimensions, got shape {tuple(value.shape)}")
+    elif dtype is not None and value.dtype != dtype:
+        add(key, f"expected dtype {dtype}, got {value.dtype}")
+    elif floating and not value.is_floating_point():
+        add(key, f"expected a floating-point dtype, got {value.dtype}")
+    else:
+        return value
+    return None
+
+
+def _field_problems(
+    target: Mapping[str, Any], size: tuple[int, int], add: Callable[[str, str], Any]
+) -> dict[str, torch.Tensor | None] | None:
+    """Check each field's type, rank, dtype and shape; the fields as plain tensors (``None``
+    for a malformed one), or ``None`` when ``boxes`` is not ``[N, 4]``."""
+
+    def tensor(key: str, rank: int, **kind: Any) -> torch.Tensor | None:
+        return _field_tensor(target, key, rank, size, add, **kind)
 
     boxes = tensor("boxes", 2, floating=True)
     if boxes is not None and boxes.shape[1] != 4:
-        return add("boxes", f"expected shape [N, 4], got {tuple(boxes.shape)}")
-    labels = tensor("labels", 1, dtype=torch.int64)
-    fields = {"boxes": boxes, "labels": labels}
-    masks = keypoints = None
+        add("boxes", f"expected shape [N, 4], got {tuple(boxes.shape)}")
+        return None
+    fields = {"boxes": boxes, "labels": tensor("labels", 1, dtype=torch.int64)}
     if "masks" in target:
         masks = fields["masks"] = tensor("masks", 3, dtype=torch.uint8)
-        if masks is not None and tuple(masks.shape[1:]) != (height, width):
-            add(
-                "masks",
-                f"mask size {tuple(masks.shape[1:])} differs from the image size {(height, width)}",
-            )
-            masks = fields["masks"] = None
+        if masks is not None and tuple(masks.shape[1:]) != size:
+            add("masks", f"mask size {tuple(masks.shape[1:])} differs from the image size {size}")
+            fields["masks"] = None
     if "keypoints" in target:
         keypoints = fields["keypoints"] = tensor("keypoints", 3, floating=True)
         if keypoints is not None and keypoints.shape[2] != 3:
@@ -154,23 +200,12 @@ def target_problems(
                 "keypoints",
                 f"expected shape [N, K, 3] (x, y, visibility), got {tuple(keypoints.shape)}",
             )
-            keypoints = fields["keypoints"] = None
+            fields["keypoints"] = None
     if "area" in target:
         fields["area"] = tensor("area", 1, floating=True)
     if "iscrowd" in target:
         fields["iscrowd"] = tensor("iscrowd", 1, dtype=torch.int64)
-    if problems or boxes is None or labels is None:
-        return problems
-    num = boxes.shape[0]
-    counts = {key: value.shape[0] for key, value in fields.items() if value is not None}
-    if len(set(counts.values())) > 1:
-        shown = ", ".join(f"{k}: {v}" for k, v in counts.items())
-        return add(
-            next(k for k, v in counts.items() if v != num), f"fields disagree on N ({shown})"
-        )
-    if num:
-        _value_problems(fields, (height, width), num_classes, add)
-    return problems
+    return fields
 
 
 def _value_problems(

@@ -88,23 +88,18 @@ def write_synthetic_pennfudan(
     >>> sorted(p.name for p in (root / "PedMasks").iterdir())
     ['FudanPed00000_mask.png', 'FudanPed00002_mask.png', 'PennPed00001_mask.png']
     """
-    if num_images < 0:
-        raise ValueError(f"num_images must be >= 0, got {num_images}")
+    _check_arguments(
+        num_images=num_images,
+        size_range=size_range,
+        max_instances=max_instances,
+        fractions={
+            "negative_fraction": negative_fraction,
+            "thin_fraction": thin_fraction,
+            "border_fraction": border_fraction,
+        },
+        mask_mode=mask_mode,
+    )
     low, high = size_range
-    if not 16 <= low <= high:
-        raise ValueError(f"size_range must be (min, max) with 16 <= min <= max, got {size_range}")
-    if max_instances < 1:
-        raise ValueError(f"max_instances must be >= 1, got {max_instances}")
-    for name, value in (
-        ("negative_fraction", negative_fraction),
-        ("thin_fraction", thin_fraction),
-        ("border_fraction", border_fraction),
-    ):
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must lie in [0, 1], got {value}")
-    if mask_mode not in _MASK_MODES:
-        raise ValueError(f"mask_mode must be one of {_MASK_MODES}, got {mask_mode!r}")
-
     root = Path(root)
     (root / "PNGImages").mkdir(parents=True, exist_ok=True)
     (root / "PedMasks").mkdir(parents=True, exist_ok=True)
@@ -112,32 +107,13 @@ def write_synthetic_pennfudan(
     for index in range(num_images):
         width = int(rng.integers(low, high + 1))
         height = int(np.clip(width * rng.uniform(0.6, 1.4), low, high))
-        # Smooth background: a colour gradient plus mild noise, like an outdoor photograph.
-        base = rng.integers(60, 200, size=3)
-        ramp = np.linspace(-40, 40, height)[:, None, None] * rng.uniform(-1, 1, size=3)
-        noise = rng.normal(0, 5, size=(height, width, 3))
-        pixels = np.clip(base + ramp + noise, 0, 255).astype(np.uint8)
-        image = Image.fromarray(pixels, "RGB")
+        image = _background(rng, width, height)
         mask = Image.new("L", (width, height), 0)
         draw_image, draw_mask = ImageDraw.Draw(image), ImageDraw.Draw(mask)
 
         count = 0 if rng.random() < negative_fraction else int(rng.integers(1, max_instances + 1))
         for next_id in range(1, count + 1):
-            person_h = float(rng.uniform(0.35, 0.9)) * height
-            person_w = max(person_h * float(rng.uniform(0.28, 0.5)), 4.0)
-            if rng.random() < border_fraction:
-                # Cut by the left, right or bottom border.
-                side = rng.integers(3)
-                if side == 0:
-                    x = -person_w * 0.4
-                elif side == 1:
-                    x = width - person_w * 0.6
-                else:
-                    x = rng.uniform(0, max(width - person_w, 1))
-                y = rng.uniform(0, height - person_h) if side < 2 else height - person_h * 0.7
-            else:
-                x = rng.uniform(0, max(width - person_w, 1))
-                y = rng.uniform(0, max(height - person_h, 1))
+            x, y, person_h, person_w = _place_person(rng, width, height, border_fraction)
             color = rng.integers(0, 256, size=3)
             color[rng.integers(3)] = rng.integers(200, 256)  # keep figures saturated
             _person(
@@ -152,32 +128,98 @@ def write_synthetic_pennfudan(
                 rng=rng,
             )
         if count and rng.random() < thin_fraction:
-            # A one-pixel-thin instance: a pole (one column) or a wire (one row).
-            next_id = count + 1
-            if rng.random() < 0.5:
-                x0 = int(rng.integers(0, width))
-                y0, y1 = sorted(int(v) for v in rng.integers(0, height, size=2))
-                draw_mask.line([x0, y0, x0, y1 + 1], fill=next_id, width=1)
-                draw_image.line([x0, y0, x0, y1 + 1], fill=(20, 20, 20), width=1)
-            else:
-                y0 = int(rng.integers(0, height))
-                x0, x1 = sorted(int(v) for v in rng.integers(0, width, size=2))
-                draw_mask.line([x0, y0, x1 + 1, y0], fill=next_id, width=1)
-                draw_image.line([x0, y0, x1 + 1, y0], fill=(20, 20, 20), width=1)
-
-        # Occlusion may hide an earlier figure completely: renumber ids to 1..N.
-        ids_mask = np.asarray(mask)
-        present = instance_ids(ids_mask)
-        lookup = np.zeros(256, dtype=np.uint8)
-        lookup[present] = np.arange(1, len(present) + 1, dtype=np.uint8)
-        ids_mask = lookup[ids_mask]
+            _thin_instance(rng, draw_image, draw_mask, width, height, instance_id=count + 1)
 
         name = f"{'FudanPed' if index % 2 == 0 else 'PennPed'}{index:05d}"
         image.save(root / "PNGImages" / f"{name}.png", compress_level=compress_level)
-        _mask_image(ids_mask, mask_mode).save(
+        _mask_image(_renumbered(mask), mask_mode).save(
             root / "PedMasks" / f"{name}_mask.png", compress_level=compress_level
         )
     return root
+
+
+def _check_arguments(
+    *,
+    num_images: int,
+    size_range: tuple[int, int],
+    max_instances: int,
+    fractions: dict[str, float],
+    mask_mode: str,
+) -> None:
+    if num_images < 0:
+        raise ValueError(f"num_images must be >= 0, got {num_images}")
+    low, high = size_range
+    if not 16 <= low <= high:
+        raise ValueError(f"size_range must be (min, max) with 16 <= min <= max, got {size_range}")
+    if max_instances < 1:
+        raise ValueError(f"max_instances must be >= 1, got {max_instances}")
+    for name, value in fractions.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    if mask_mode not in _MASK_MODES:
+        raise ValueError(f"mask_mode must be one of {_MASK_MODES}, got {mask_mode!r}")
+
+
+def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """A smooth background: a colour gradient plus mild noise, like an outdoor photograph."""
+    base = rng.integers(60, 200, size=3)
+    ramp = np.linspace(-40, 40, height)[:, None, None] * rng.uniform(-1, 1, size=3)
+    noise = rng.normal(0, 5, size=(height, width, 3))
+    pixels = np.clip(base + ramp + noise, 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels, "RGB")
+
+
+def _place_person(
+    rng: np.random.Generator, width: int, height: int, border_fraction: float
+) -> tuple[float, float, float, float]:
+    """A pedestrian's ``(x, y, height, width)``: inside the image, or cut by its border."""
+    person_h = float(rng.uniform(0.35, 0.9)) * height
+    person_w = max(person_h * float(rng.uniform(0.28, 0.5)), 4.0)
+    if rng.random() < border_fraction:
+        # Cut by the left, right or bottom border.
+        side = rng.integers(3)
+        if side == 0:
+            x = -person_w * 0.4
+        elif side == 1:
+            x = width - person_w * 0.6
+        else:
+            x = rng.uniform(0, max(width - person_w, 1))
+        y = rng.uniform(0, height - person_h) if side < 2 else height - person_h * 0.7
+    else:
+        x = rng.uniform(0, max(width - person_w, 1))
+        y = rng.uniform(0, max(height - person_h, 1))
+    return x, y, person_h, person_w
+
+
+def _thin_instance(
+    rng: np.random.Generator,
+    draw_image: ImageDraw.ImageDraw,
+    draw_mask: ImageDraw.ImageDraw,
+    width: int,
+    height: int,
+    *,
+    instance_id: int,
+) -> None:
+    """A one-pixel-thin instance: a pole (one column) or a wire (one row)."""
+    if rng.random() < 0.5:
+        x0 = int(rng.integers(0, width))
+        y0, y1 = sorted(int(v) for v in rng.integers(0, height, size=2))
+        draw_mask.line([x0, y0, x0, y1 + 1], fill=instance_id, width=1)
+        draw_image.line([x0, y0, x0, y1 + 1], fill=(20, 20, 20), width=1)
+    else:
+        y0 = int(rng.integers(0, height))
+        x0, x1 = sorted(int(v) for v in rng.integers(0, width, size=2))
+        draw_mask.line([x0, y0, x1 + 1, y0], fill=instance_id, width=1)
+        draw_image.line([x0, y0, x1 + 1, y0], fill=(20, 20, 20), width=1)
+
+
+def _renumbered(mask: Image.Image) -> np.ndarray:
+    """The instance ids of ``mask`` as 1..N: occlusion may hide an earlier figure completely."""
+    ids_mask = np.asarray(mask)
+    present = instance_ids(ids_mask)
+    lookup = np.zeros(256, dtype=np.uint8)
+    lookup[present] = np.arange(1, len(present) + 1, dtype=np.uint8)
+    return lookup[ids_mask]
 
 
 def _mask_image(ids_mask: np.ndarray, mode: str) -> Image.Image:
