@@ -16,6 +16,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from detkit.engine import warmup_factor_at
+from detkit.files import write_json
 
 STATS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 
@@ -319,7 +320,7 @@ def test_metrics_json_is_written_atomically(demo_run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(common.os, "fsync", no_space)
     with pytest.raises(OSError, match=r"No space left on device: '.*metrics\.json'"):
-        common.write_json(path, {"epochs": [{"epoch": 0}]})
+        write_json(path, {"epochs": [{"epoch": 0}]})
     monkeypatch.undo()
     assert path.read_text() == '{"epochs": []}'
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

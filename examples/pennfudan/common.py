@@ -19,7 +19,6 @@ from typing import Any
 
 from detkit.data import DownloadError, download_file, extract_zip, write_synthetic_pennfudan
 from detkit.data import transforms as T
-from detkit.files import atomic_write
 
 logger = logging.getLogger("pennfudan")
 
@@ -100,12 +99,6 @@ def check_output_dir(folder: Path, option: str = "--output-dir") -> None:
         raise UserError(
             f"{option} '{folder}' is not writable: {error.strerror or one_line(error)}"
         ) from error
-
-
-def write_json(path: Path, data: Any, **kwargs: Any) -> None:
-    """Write ``data`` as JSON atomically: a full disk never leaves a truncated file."""
-    with atomic_write(path, "w") as file:
-        json.dump(data, file, **kwargs)
 
 
 def read_history(path: Path, before_epoch: int) -> list[dict[str, Any]]:

@@ -37,13 +37,13 @@ from common import (
     check_output_dir,
     one_line,
     run_cli,
-    write_json,
 )
 from detectors import load_trained
 from PIL import Image
 
 from detkit.engine import infer_iou_types
 from detkit.evaluation import coco_results
+from detkit.files import write_json
 from detkit.visualize import draw_prediction, save_image
 
 logger = logging.getLogger("pennfudan")

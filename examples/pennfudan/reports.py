@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import CLASS_NAMES, write_json
+from common import CLASS_NAMES
 from torch.utils.data import Dataset, Subset
 
 from detkit.data import AuditReport, audit
 from detkit.distributed import is_main_process
 from detkit.engine import CheckpointKeeper
 from detkit.evaluation import CocoEvaluator
+from detkit.files import write_json
 from detkit.visualize import (
     draw_prediction,
     make_grid,

@@ -48,7 +48,6 @@ from common import (
     run_cli,
     set_epoch,
     train_transforms,
-    write_json,
 )
 from dataset import PennFudanDataset
 from detectors import build_model
@@ -80,6 +79,7 @@ from detkit.engine import (
     train_one_epoch,
 )
 from detkit.evaluation import CocoEvaluator
+from detkit.files import write_json
 
 logger = logging.getLogger("pennfudan")
 
