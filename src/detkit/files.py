@@ -217,8 +217,8 @@ def write_json(path: str | os.PathLike[str], data: Any, **options: Any) -> Path:
 
     Args:
         path: the file to write.
-        data: what :func:`json.dumps` can serialize.
-        options: passed to :func:`json.dumps` (``indent=2``, say).
+        data: what ``json.dumps`` can serialize.
+        options: passed to ``json.dumps`` (``indent=2``, say).
 
     >>> import json, tempfile
     >>> folder = Path(tempfile.mkdtemp())

@@ -19,12 +19,12 @@ import torch.distributed as dist
 
 from detkit.distributed import get_world_size, is_main_process
 from detkit.evaluation import backends
+from detkit.evaluation._analyses import ap_intervals, empty_columns, undefined_intervals
 from detkit.evaluation._matching import MATCHED_IOU_TYPES, match
 from detkit.evaluation._params import EvalParams, LabelMap, check_sigmas
+from detkit.evaluation._stats import compute_stats, undefined_stats
 from detkit.evaluation._store import Block, gather_to_main
-from detkit.evaluation._summary import compute_stats, undefined_stats
 from detkit.evaluation._table import Annotations
-from detkit.evaluation._tasks import ap_intervals, empty_columns, undefined_intervals
 from detkit.evaluation.ground_truth import GroundTruthIndex
 
 

@@ -12,6 +12,13 @@ import numpy as np
 
 from detkit.distributed import is_main_process
 from detkit.evaluation import backends
+from detkit.evaluation._analyses import (
+    analysis_type,
+    check_bootstrap,
+    check_iou,
+    matrix_from,
+    points_from,
+)
 from detkit.evaluation._batch import merge_sizes, prediction_table, target_table
 from detkit.evaluation._dicts import result_dicts
 from detkit.evaluation._params import (
@@ -22,16 +29,9 @@ from detkit.evaluation._params import (
     keypoint_sigmas,
 )
 from detkit.evaluation._prepare import Selection, on_main
+from detkit.evaluation._stats import format_table
 from detkit.evaluation._store import Block, Store, gather_to_main
-from detkit.evaluation._summary import format_table
 from detkit.evaluation._table import Annotations, Images
-from detkit.evaluation._tasks import (
-    analysis_type,
-    check_bootstrap,
-    check_iou,
-    matrix_from,
-    points_from,
-)
 from detkit.evaluation.analysis import ConfusionMatrix, OperatingPoints
 from detkit.evaluation.ground_truth import GroundTruthIndex
 from detkit.files import write_json
