@@ -88,13 +88,22 @@ def test_a_bad_prediction_is_named_by_position_and_image_id(fault, size, data):
 
 
 TARGET_FAULTS = [
-    ("boxes", torch.rand(3, 3), r"'boxes' \(3, 3\)"),
-    ("labels", torch.ones(4, dtype=torch.int64), r"'labels' \(4,\)"),
-    ("area", torch.ones(3, 1), r"'area' \(3, 1\)"),
-    ("iscrowd", torch.zeros(2, dtype=torch.int64), r"'iscrowd' \(2,\)"),
-    ("masks", torch.ones(3, 1, 6, 8, dtype=torch.uint8), r"'masks' \(3, 1, 6, 8\)"),
+    ("boxes", torch.rand(3, 3), r"field 'boxes' must be a Tensor\[N, 4\], got \(3, 3\)"),
+    (
+        "labels",
+        torch.ones(4, dtype=torch.int64),
+        r"field 'labels' has shape \(4,\) but there are 3",
+    ),
+    ("area", torch.ones(3, 1), r"field 'area' must be a Tensor\[3\], got shape \(3, 1\)"),
+    ("iscrowd", torch.zeros(2, dtype=torch.int64), r"field 'iscrowd' has shape \(2,\)"),
+    ("masks", torch.ones(3, 1, 6, 8, dtype=torch.uint8), r"'masks' must be a Tensor\[N, H, W\]"),
     ("masks", None, "missing 'masks': segm evaluation needs ground-truth 'masks'"),
-    ("keypoints", torch.ones(3, 2), r"needs 'keypoints' \[3, K, 3\], got \(3, 2\)"),
+    (
+        "keypoints",
+        torch.ones(3, 2),
+        r"'keypoints' must be a Tensor\[N, K, 3\] .*got shape \(3, 2\)",
+    ),
+    ("area", [1.0, 1.0, 1.0], "field 'area' must be a tensor, got list"),
     ("labels", torch.ones(3, dtype=torch.complex64), "'labels' must be integers"),
 ]
 
@@ -131,3 +140,28 @@ def test_the_evaluator_and_coco_results_check_first_and_keep_nothing_of_a_bad_ba
     assert evaluator.num_images == 0  # the good image of the refused batch is not kept either
     with pytest.raises(ValueError, match=r"sample image_id=5 \(predictions\[0\]\)"):
         coco_results([{**good_p, "boxes": np.zeros((3, 3))}], [5])
+
+
+SHAPE_FAULTS = [f for f in TARGET_FAULTS if f[1] is not None and "integers" not in f[2]]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), SHAPE_FAULTS)
+def test_transforms_and_evaluation_say_the_same_of_a_malformed_target(key, value, message):
+    """One shape check (detkit.types.instance_shape_problem) behind both: a transform's
+    refusal and the evaluator's name the same field with the same words."""
+    from detkit.data import transforms as T
+    from detkit.types import instance_shape_problem
+
+    broken = {**target(), key: value, "image_id": 8}
+    problem = instance_shape_problem(broken)
+    assert problem is not None and problem.field == key
+    said = f"field '{problem.field}' {problem.message}"
+    assert re.search(message, said), said
+    with pytest.raises(ValueError) as by_evaluator:
+        CocoEvaluator("bbox").update([prediction()], [broken])
+    assert said in str(by_evaluator.value)
+    # A transform also knows the image, so masks are checked against its size.
+    problem = instance_shape_problem(broken, image_size=(6, 8))
+    with pytest.raises(ValueError) as by_transform:
+        T.RandomHorizontalFlip(1.0)(torch.zeros(3, 6, 8), broken)
+    assert f"field '{problem.field}' {problem.message}" in str(by_transform.value)

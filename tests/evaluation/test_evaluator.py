@@ -180,7 +180,7 @@ def test_repeated_identical_images_count_once_and_different_ones_raise():
         ),
         (
             lambda p, t: (p, [{**t[0], "labels": t[0]["labels"].tolist()}, t[1]]),
-            r"sample image_id=\d+ \(targets\[0\]\): 'labels' must be a tensor",
+            r"sample image_id=\d+ \(targets\[0\]\): field 'labels' must be a tensor",
         ),
         # Fractional labels were truncated (1.7 -> class 1) and matched.
         (

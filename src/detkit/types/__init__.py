@@ -53,7 +53,12 @@ width"*.
 wrong.
 """
 
-from detkit.types.batch import PREDICTION_FIELDS, check_predictions, check_targets
+from detkit.types.batch import (
+    PREDICTION_FIELDS,
+    check_predictions,
+    check_targets,
+    instance_shape_problem,
+)
 from detkit.types.checks import (
     IMAGE_RANGE_TOLERANCE,
     InvalidTargetError,
@@ -94,6 +99,7 @@ __all__ = [
     "empty_target",
     "image_range_problem",
     "image_size",
+    "instance_shape_problem",
     "normalize_image_id",
     "sample_name",
     "target_problems",

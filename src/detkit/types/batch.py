@@ -13,9 +13,15 @@ from typing import Any
 
 import torch
 
+from detkit.types.checks import Problem
 from detkit.types.contract import sample_name
 
-__all__ = ["PREDICTION_FIELDS", "check_predictions", "check_targets"]
+__all__ = [
+    "PREDICTION_FIELDS",
+    "check_predictions",
+    "check_targets",
+    "instance_shape_problem",
+]
 
 #: The fields a prediction needs for each kind of evaluation, besides ``scores`` and
 #: ``labels``: ``boxes`` for ``"bbox"``, ``masks`` for ``"segm"``, ``keypoints`` for
@@ -25,7 +31,6 @@ PREDICTION_FIELDS = {"bbox": "boxes", "segm": "masks", "keypoints": "keypoints"}
 _PREDICTION_SHAPES = "'scores' [N], 'labels' [N], 'boxes' [N, 4], 'masks' [N, 1, H, W], " + (
     "'keypoints' [N, K, 3]"
 )
-_TARGET_SHAPES = "'boxes' [N, 4], 'labels', 'area', 'iscrowd' [N], 'masks' [N, H, W]"
 
 
 def _namer(what: str, position: int, image_ids: Sequence[Any]) -> Callable[[], str]:
@@ -99,8 +104,7 @@ def _fast_ok(
             if not shape_ok[key](item[key].shape, num):
                 return False
         for key in optional:
-            value = item.get(key)
-            if value is not None and not shape_ok[key](value.shape, num):
+            if key in item and not shape_ok[key](item[key].shape, num):
                 return False
         dtype = item["labels"].dtype
         return isinstance(dtype, torch.dtype) and dtype not in _NOT_NUMBERS
@@ -211,7 +215,8 @@ def check_targets(
     """
     extra = [key for t, key in (("segm", "masks"), ("keypoints", "keypoints")) if t in iou_types]
     for position, item in enumerate(targets):
-        if _fast_ok(item, "boxes", ("labels", "area", "iscrowd", "masks"), extra, _TARGET_SHAPE_OK):
+        optional = ("labels", "area", "iscrowd", "masks", "keypoints")
+        if _fast_ok(item, "boxes", optional, extra, _TARGET_SHAPE_OK):
             continue
         where = _namer("targets", position, image_ids)
         item = _mapping(item, where)
@@ -219,24 +224,85 @@ def check_targets(
         for iou_type, key in (("segm", "masks"), ("keypoints", "keypoints")):
             if iou_type in iou_types:
                 _require(item, (key,), where, f": {iou_type} evaluation needs ground-truth '{key}'")
-        keys = ("boxes", "labels", "area", "iscrowd", "masks")
-        shapes = {key: _shape(item, key, where) for key in keys}
-        num = shapes["boxes"][0] if shapes["boxes"] else -1
-        masks = shapes["masks"]
-        bad = (
-            shapes["boxes"] != (num, 4)
-            or shapes["labels"] != (num,)
-            or (masks is not None and (len(masks) != 3 or masks[0] != num))
-            or any(shapes[key] not in (None, (num,)) for key in ("area", "iscrowd"))
-        )
-        if bad:
-            got = ", ".join(f"'{k}' {tuple(s)}" for k, s in shapes.items() if s is not None)
-            raise ValueError(f"{where()}: expected {_TARGET_SHAPES}; got {got}")
-        if "keypoints" in iou_types:
-            points = _shape(item, "keypoints", where)
-            if points is None or len(points) != 3 or (points[0], points[2]) != (num, 3):
-                raise ValueError(
-                    f"{where()}: keypoints evaluation needs 'keypoints' [{num}, K, 3], got "
-                    f"{None if points is None else tuple(points)}"
-                )
+        problem = instance_shape_problem(item)
+        if problem is not None:
+            raise ValueError(f"{where()}: field '{problem.field}' {problem.message}")
         _labels_are_numbers(item, where)
+
+
+def instance_shape_problem(
+    target: Mapping[str, Any],
+    *,
+    image_size: tuple[int, int] | None = None,
+    instance_fields: Collection[str] = (),
+) -> Problem | None:
+    """The first field of ``target`` whose shape breaks the contract, or ``None``: the one
+    cheap shape check of a sample, for transforms and evaluation alike.
+
+    ``boxes`` must be ``[N, 4]``; the other per-instance fields present must have ``N``
+    rows: ``labels``, ``area``, ``iscrowd`` ``[N]``, ``masks`` ``[N, H, W]`` (``H, W`` the
+    image's when ``image_size`` is given), ``keypoints`` ``[N, K, 3]``, and each of
+    ``instance_fields`` (a tensor, or a list of ``N`` entries). Values are not looked at
+    (:func:`~detkit.types.target_problems` does that); tensors and numpy arrays pass alike.
+
+    Args:
+        target: the target dict.
+        image_size: the image's ``(height, width)``, to check the masks against.
+        instance_fields: extra per-instance fields declared by the user.
+
+    Returns:
+        a :class:`~detkit.types.Problem` whose message follows ``field '<name>'``.
+
+    >>> labels = torch.ones(3, dtype=torch.int64)
+    >>> target = {"boxes": torch.zeros(2, 4), "labels": labels}
+    >>> problem = instance_shape_problem(target)
+    >>> problem.field, problem.message[:40]
+    ('labels', 'has shape (3,) but there are 2 boxes: ev')
+    """
+    boxes = target.get("boxes")
+    box_shape = getattr(boxes, "shape", None)
+    if box_shape is None or len(box_shape) != 2 or box_shape[1] != 4:
+        shown = type(boxes).__name__ if box_shape is None else tuple(box_shape)
+        return Problem("boxes", f"must be a Tensor[N, 4], got {shown}")
+    num = int(box_shape[0])
+    for key in ("labels", "area", "iscrowd", "masks", "keypoints", *instance_fields):
+        if key not in target:
+            continue
+        value = target[key]
+        shape = getattr(value, "shape", None)
+        if shape is None and key in instance_fields and isinstance(value, (list, tuple)):
+            shape = (len(value),)
+        if shape is None:
+            kind = "a tensor or a list" if key in instance_fields else "a tensor"
+            return Problem(key, f"must be {kind}, got {type(value).__name__}")
+        if not len(shape) or shape[0] != num:
+            shown = tuple(shape) if hasattr(value, "shape") else f"length {len(value)}"
+            return Problem(
+                key,
+                f"has shape {shown} but there are {num} boxes: every per-instance field "
+                f"needs first dimension N = {num}",
+            )
+        problem = _trailing_problem(key, tuple(shape), num, image_size)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _trailing_problem(
+    key: str, shape: tuple[int, ...], num: int, image_size: tuple[int, int] | None
+) -> Problem | None:
+    """The problem of a field with ``N`` rows but the wrong trailing dimensions, if any."""
+    if key in ("labels", "area", "iscrowd") and len(shape) != 1:
+        return Problem(key, f"must be a Tensor[{num}], got shape {shape}")
+    if key == "masks" and (len(shape) != 3 or (image_size and shape[1:] != tuple(image_size))):
+        if image_size is None:
+            return Problem(key, f"must be a Tensor[N, H, W], got shape {shape}")
+        height, width = image_size
+        return Problem(
+            key,
+            f"must be a Tensor[N, {height}, {width}] matching the {width}x{height} (WxH) image, "
+            f"got shape {shape}",
+        )
+    if key == "keypoints" and (len(shape) != 3 or shape[2] != 3):
+        return Problem(key, f"must be a Tensor[N, K, 3] (x, y, visibility), got shape {shape}")
+    return None

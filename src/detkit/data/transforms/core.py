@@ -30,7 +30,13 @@ from torchvision.transforms.v2 import functional as F
 
 from detkit.ops import box_area, masks_area
 from detkit.tv_tensors import GEOMETRIC_FUNCTIONALS, plain, to_xyxy
-from detkit.types import PER_INSTANCE_FIELDS, image_size, sample_name
+from detkit.types import (
+    PER_INSTANCE_FIELDS,
+    Problem,
+    image_size,
+    instance_shape_problem,
+    sample_name,
+)
 
 # The module's helpers shared with the other transform modules (check_sample, settle,
 # recompute_area, drop_collapsed, InstanceTracker, TRACKER_KEY) are public names documented
@@ -124,36 +130,17 @@ def per_instance_keys(target: Mapping[str, Any]) -> list[str]:
     >>> per_instance_keys(target)
     ['boxes', 'labels']
     """
-    boxes = target.get("boxes")
-    if not isinstance(boxes, torch.Tensor) or boxes.ndim != 2 or boxes.shape[-1] != 4:
-        shown = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
-        raise ValueError(
-            f"{sample_name(target)}: field 'boxes' must be a Tensor[N, 4], got {shown}"
-        )
-    num = boxes.shape[0]
     declared = _declared(target)
-    keys = []
-    for key, value in target.items():
-        if key not in PER_INSTANCE_FIELDS and key not in declared:
-            continue
-        if isinstance(value, torch.Tensor):
-            length = value.shape[0] if value.ndim else None
-        elif key in declared and isinstance(value, (list, tuple)):
-            length = len(value)
-        else:
-            allowed = "a tensor or a list" if key in declared else "a tensor"
-            raise ValueError(
-                f"{sample_name(target)}: field '{key}' must be {allowed}, got "
-                f"{type(value).__name__}"
-            )
-        if length != num:
-            shown = tuple(value.shape) if isinstance(value, torch.Tensor) else f"length {length}"
-            raise ValueError(
-                f"{sample_name(target)}: field '{key}' has shape {shown} but there are {num} "
-                f"boxes: every per-instance field needs first dimension N = {num}"
-            )
-        keys.append(key)
-    return keys
+    _raise(target, instance_shape_problem(target, instance_fields=declared))
+    return [k for k in target if k in PER_INSTANCE_FIELDS or k in declared]
+
+
+def _raise(target: Mapping[str, Any], problem: Problem | None, name: str | None = None) -> None:
+    """Raise ``problem`` (from :func:`detkit.types.instance_shape_problem`), naming the
+    sample (and the transform ``name``)."""
+    if problem is not None:
+        where = sample_name(target) if name is None else f"{name}: {sample_name(target)}"
+        raise ValueError(f"{where}: field '{problem.field}' {problem.message}")
 
 
 def _index(value: Any, keep: torch.Tensor) -> Any:
@@ -259,24 +246,14 @@ def check_sample(image: ImageLike, target: Mapping[str, Any], name: str) -> tupl
         name: the transform's name, for error messages.
     """
     height, width = _image_size(image, name)
-    per_instance_keys(target)
+    declared = _declared(target)
+    problem = instance_shape_problem(target, image_size=(height, width), instance_fields=declared)
+    _raise(target, problem, name)
     boxes = target["boxes"]
     if to_xyxy(boxes) is not boxes:
         raise ValueError(
             f"{name}: {sample_name(target)}: field 'boxes' is in {boxes.format.name} format; "
             "run the sample through Compose (or convert it with detkit.tv_tensors.to_xyxy)"
-        )
-    masks = target.get("masks")
-    if masks is not None and (masks.ndim != 3 or tuple(masks.shape[1:]) != (height, width)):
-        raise ValueError(
-            f"{name}: {sample_name(target)}: field 'masks' must be a Tensor[N, {height}, "
-            f"{width}] matching the {width}x{height} (WxH) image, got shape {tuple(masks.shape)}"
-        )
-    keypoints = target.get("keypoints")
-    if keypoints is not None and (keypoints.ndim != 3 or keypoints.shape[-1] != 3):
-        raise ValueError(
-            f"{name}: {sample_name(target)}: field 'keypoints' must be a Tensor[N, K, 3] "
-            f"(x, y, visibility), got shape {tuple(keypoints.shape)}"
         )
     return height, width
 
