@@ -20,20 +20,6 @@ from detkit.distributed import all_gather, get_rank, get_world_size
 from detkit.evaluation._table import DERIVED_COLUMNS, Annotations, Images
 
 
-def _take(value, rows: np.ndarray):
-    if isinstance(value, list):
-        return [value[i] for i in rows.tolist()]
-    return value[rows]
-
-
-def _join(values: list):
-    if isinstance(values[0], list):
-        return [item for value in values for item in value]
-    # Empty columns may carry a stale trailing shape (keypoints before K was known).
-    filled = [v for v in values if len(v)]
-    return np.concatenate(filled) if filled else values[0]
-
-
 def _same(a, b) -> bool:
     if isinstance(a, list):
         return a == b
@@ -62,8 +48,8 @@ class Block:
             return blocks[0]
         return Block(
             images=Images.concat([b.images for b in blocks]),
-            gt=_concat_tables([b.gt for b in blocks]),
-            dt=_concat_tables([b.dt for b in blocks]),
+            gt=Annotations.concat([b.gt for b in blocks]),
+            dt=Annotations.concat([b.dt for b in blocks]),
             gt_counts=np.concatenate([b.gt_counts for b in blocks]),
             dt_counts=np.concatenate([b.dt_counts for b in blocks]),
         )
@@ -90,13 +76,6 @@ class Block:
             columns = rows.columns(skip=DERIVED_COLUMNS[part])
             out += [columns[key] for key in sorted(columns)]
         return out
-
-
-def _concat_tables(tables: list[Annotations]) -> Annotations:
-    columns = {}
-    for name in tables[0].columns():
-        columns[name] = _join([getattr(t, name) for t in tables])
-    return Annotations(**{"area": None, "iscrowd": None, **columns})
 
 
 def same_payload(a: list, b: list) -> bool:

@@ -88,6 +88,12 @@ class Annotations:
             rle_sizes=np.zeros((0, 2), dtype=np.int64),
         )
 
+    @staticmethod
+    def concat(tables: list[Annotations]) -> Annotations:
+        """The rows of ``tables`` one after another (the columns of the first table)."""
+        columns = {name: _join([getattr(t, name) for t in tables]) for name in tables[0].columns()}
+        return Annotations(**{"area": None, "iscrowd": None, **columns})
+
     def columns(self, skip: tuple[str, ...] = ()) -> dict[str, Any]:
         """The columns that are set, by name, but those in ``skip``."""
         return {
@@ -169,6 +175,15 @@ class Annotations:
             rle_sizes=rle_sizes,
             keypoints=keypoints if iou_type == "keypoints" else None,
         )
+
+
+def _join(values: list) -> Any:
+    """Columns of several tables as one: lists chained, arrays concatenated."""
+    if isinstance(values[0], list):
+        return [item for value in values for item in value]
+    # Empty columns may carry a stale trailing shape (keypoints before K was known).
+    filled = [v for v in values if len(v)]
+    return np.concatenate(filled) if filled else values[0]
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Annotations))
