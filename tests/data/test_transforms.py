@@ -374,3 +374,35 @@ def test_a_none_field_is_named_not_crashed_on(transform):
     }
     with pytest.raises(ValueError, match=r"image_id=4.*field 'masks' must be a tensor"):
         transform(torch.zeros(3, 8, 8, dtype=torch.uint8), target)
+
+
+def test_a_dataset_of_ones_own_shares_the_datasets_transform_handling():
+    """TransformedSamples is what InstanceMaskDataset and CocoJsonDataset share: a v1
+    transform is refused when the dataset is made, and samples stay aligned through v2."""
+    import torchvision.transforms as v1
+    from torchvision.transforms import v2
+
+    from detkit.data import TransformedSamples
+
+    class Boxes(TransformedSamples, torch.utils.data.Dataset):
+        def __init__(self, transforms=None):
+            self.set_transforms(transforms, instance_fields=("track_ids",))
+
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, idx):
+            target = {
+                "boxes": torch.tensor([[0.0, 0.0, 2.0, 2.0], [5.0, 1.0, 9.0, 3.0]]),
+                "labels": torch.tensor([1, 2]),
+                "track_ids": [7, 9],
+                "image_id": idx,
+            }
+            return self.transformed(torch.zeros(3, 4, 10), target, source=f"{idx}.png")
+
+    with pytest.raises(TypeError, match=r"transforms\[0\] is ToTensor from torchvision"):
+        Boxes(v2.Compose([v1.ToTensor()]))
+    _, target = Boxes(v2.RandomHorizontalFlip(p=1.0))[0]
+    assert target["boxes"].tolist() == [[8.0, 0.0, 10.0, 2.0], [1.0, 1.0, 5.0, 3.0]]
+    assert target["track_ids"] == [7, 9]
+    assert Boxes()[0][1]["boxes"].tolist() == [[0.0, 0.0, 2.0, 2.0], [5.0, 1.0, 9.0, 3.0]]

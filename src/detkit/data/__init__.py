@@ -18,6 +18,7 @@ from detkit.data.samplers import (
     create_aspect_ratio_groups,
 )
 from detkit.data.synthetic import write_synthetic_coco, write_synthetic_pennfudan
+from detkit.data.transformed import TransformedSamples
 
 __all__ = [
     "AuditReport",
@@ -28,6 +29,7 @@ __all__ = [
     "InstanceMaskDataset",
     "MaxPixels",
     "SampleProblem",
+    "TransformedSamples",
     "audit",
     "best_anchor_iou",
     "collate_fn",

@@ -21,14 +21,14 @@ from detkit.data._image_files import (
     orientation_hint,
     resolve_max_pixels,
 )
-from detkit.data.transforms.pipeline import apply_transforms, check_transforms
+from detkit.data.transformed import TransformedSamples
 from detkit.ops import split_id_mask
 from detkit.types import PathLike, Target, Transforms, sample_name
 
 __all__ = ["InstanceMaskDataset"]
 
 
-class InstanceMaskDataset(torch.utils.data.Dataset):
+class InstanceMaskDataset(TransformedSamples, torch.utils.data.Dataset):
     """Base dataset for images paired with an instance-id mask.
 
     In the mask, ``0`` is background and every other value is one instance (ids need not be
@@ -153,13 +153,8 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
             self._label = int(labels)
         if bad:
             raise ValueError(f"labels must be >= 1 (0 is background), got {bad}")
-        if transforms is not None:
-            check_transforms(transforms)
-        if isinstance(instance_fields, str):
-            raise TypeError(f"instance_fields must be a sequence of keys, got {instance_fields!r}")
-        self.instance_fields = tuple(instance_fields)
+        self.set_transforms(transforms, instance_fields)
         self._pairs = pairs  # strings: 10,000 Path objects would cost more than listing the folder
-        self.transforms = transforms
         self.semantic_masks: list[Path] | None = semantic_paths
         self._label_map = label_map
         self._crowd_ids = np.array(sorted(int(i) for i in crowd_ids), dtype=np.int64)
@@ -317,15 +312,7 @@ class InstanceMaskDataset(torch.utils.data.Dataset):
             )
         target = self.get_target(idx, id_mask)
         image = tv_tensors.Image(image)
-        if self.transforms is not None:
-            return apply_transforms(
-                self.transforms,
-                image,
-                target,
-                instance_fields=self.instance_fields,
-                source=self.image_path(idx),
-            )
-        return image, target
+        return self.transformed(image, target, source=self.image_path(idx))
 
     def _labels_from_semantic(self, idx: int, ids: np.ndarray, id_mask: np.ndarray) -> torch.Tensor:
         path = self.semantic_masks[idx]  # type: ignore[index]  # only called when set

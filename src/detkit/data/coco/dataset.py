@@ -23,8 +23,8 @@ from detkit.data._image_files import (
 )
 from detkit.data.coco._fields import rle_string_problem
 from detkit.data.coco._parsing import load_json, parse
+from detkit.data.transformed import TransformedSamples
 from detkit.data.transforms.keypoints import flip_indices_from_names
-from detkit.data.transforms.pipeline import apply_transforms, check_transforms
 from detkit.ops import box_area, masks_area
 from detkit.tv_tensors import KeyPointsWithVisibility, check_flip_indices
 from detkit.types import PathLike, Target, Transforms, sample_name
@@ -32,7 +32,7 @@ from detkit.types import PathLike, Target, Transforms, sample_name
 __all__ = ["CocoJsonDataset"]
 
 
-class CocoJsonDataset(torch.utils.data.Dataset):
+class CocoJsonDataset(TransformedSamples, torch.utils.data.Dataset):
     """Images and a COCO-format annotation file (CVAT, Label Studio, Roboflow exports, COCO).
 
     Sample ``idx`` is ``(image, target)`` in the contract of :mod:`detkit.types`, carried as
@@ -174,11 +174,7 @@ class CocoJsonDataset(torch.utils.data.Dataset):
         flip_indices: Sequence[int] | None = None,
         instance_fields: Sequence[str] = (),
     ) -> None:
-        if transforms is not None:
-            check_transforms(transforms)
-        if isinstance(instance_fields, str):
-            raise TypeError(f"instance_fields must be a sequence of keys, got {instance_fields!r}")
-        self.instance_fields = tuple(instance_fields)
+        self.set_transforms(transforms, instance_fields)
         if not box_tolerance >= 0:
             raise ValueError(f"box_tolerance must be >= 0 pixels, got {box_tolerance}")
         self.image_root = Path(image_root)
@@ -197,7 +193,6 @@ class CocoJsonDataset(torch.utils.data.Dataset):
             allow_paths_outside_root=allow_paths_outside_root,
         )
         self._parsed = parsed
-        self.transforms = transforms
         self.ids: list[int] = parsed.image_ids
         self.categories: list[dict[str, Any]] = parsed.categories
         self.label_to_category = {i: int(c["id"]) for i, c in enumerate(self.categories, 1)}
@@ -316,15 +311,7 @@ class CocoJsonDataset(torch.utils.data.Dataset):
         idx = self._index(idx)
         image = tv_tensors.Image(self.load_image(idx))
         target = self.get_target(idx)
-        if self.transforms is not None:
-            return apply_transforms(
-                self.transforms,
-                image,
-                target,
-                instance_fields=self.instance_fields,
-                source=self.image_path(idx),
-            )
-        return image, target
+        return self.transformed(image, target, source=self.image_path(idx))
 
 
 def _to_rle(segm: Any, height: int, width: int) -> dict[str, Any]:
