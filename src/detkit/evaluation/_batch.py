@@ -45,8 +45,9 @@ def _column(values: list, width: int, dtype=np.float64) -> np.ndarray:
         arrays = [v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for v in values]
     except (RuntimeError, TypeError):  # on an accelerator, needing grad, or bfloat16
         arrays = _host_arrays(values)
-    joined = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-    return joined.reshape(-1, width).astype(dtype)
+    if len(arrays) > 1:  # cast while joining: one copy, not two
+        return np.concatenate(arrays, dtype=dtype, casting="unsafe").reshape(-1, width)
+    return arrays[0].reshape(-1, width).astype(dtype)
 
 
 def _host_arrays(values: list) -> list[np.ndarray]:
@@ -68,6 +69,8 @@ def _host_arrays(values: list) -> list[np.ndarray]:
 def _xyxy(boxes: Any) -> Any:
     """Boxes as XYXY: a ``BoundingBoxes`` in another format is converted (in float64: exact
     for float32 coordinates), not misread; plain tensors are XYXY by the target contract."""
+    if type(boxes) is torch.Tensor:  # the contract's plain XYXY boxes, the common case
+        return boxes
     if getattr(boxes, "format", None) is None:  # only BoundingBoxes carry a format
         return _plain(boxes)
     if getattr(boxes.format, "name", "") == "XYXY":
@@ -162,10 +165,9 @@ def target_table(
         crowds.append(np.zeros(num) if crowd is None else _plain(crowd))
     xyxy = _column(boxes, 4)
     area_column = _column(areas, 1)[:, 0]
-    from_boxes = np.repeat(
-        [t.get("area") is None and t.get("masks") is None for t in targets], counts
-    )
-    if from_boxes.any():  # the whole batch's box areas at once
+    unknown = [t.get("area") is None and t.get("masks") is None for t in targets]
+    if any(unknown):  # the whole batch's box areas at once
+        from_boxes = np.repeat(unknown, counts)
         area_column[from_boxes] = ops.box_area(torch.from_numpy(xyxy[from_boxes])).numpy()
     points = _points(keypoints, image_ids, "targets") if "keypoints" in iou_types else None
     table = Annotations(
@@ -243,7 +245,9 @@ def _row_image(row: int, counts) -> int:
 def _check_finite(table: Annotations, counts, image_ids, what: str) -> None:
     for key in ("score", "bbox", "area", "keypoints"):
         values = getattr(table, key)
-        if values is None or np.isfinite(values).all():
+        # A finite sum means finite values (NaN and inf propagate), without a bool array;
+        # a sum that overflows is looked at value by value.
+        if values is None or np.isfinite(values.sum()) or np.isfinite(values).all():
             continue
         flat = values.reshape(len(values), values.size // max(len(values), 1))
         row = int(np.flatnonzero(~np.isfinite(flat).all(axis=1))[0])
