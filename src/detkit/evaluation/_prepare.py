@@ -27,6 +27,9 @@ from detkit.evaluation._store import Block, gather_to_main
 from detkit.evaluation._table import Annotations
 from detkit.evaluation.ground_truth import GroundTruthIndex
 
+# The evaluator's log: what is left out of an evaluation is the evaluator's to say.
+logger = logging.getLogger("detkit.evaluation.evaluator")
+
 
 def on_main(local: Block | None, work: Callable[[Block | None], Any]) -> Any:
     """Gather every process's images to rank 0, run ``work`` there, send the result (or
@@ -46,10 +49,6 @@ def on_main(local: Block | None, work: Callable[[Block | None], Any]) -> Any:
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
-
-
-# The evaluator's log: what is left out of an evaluation is the evaluator's to say.
-logger = logging.getLogger("detkit.evaluation.evaluator")
 
 
 @dataclass
