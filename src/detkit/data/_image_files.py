@@ -192,18 +192,16 @@ def find_missing(paths: Sequence[str]) -> list[tuple[int, str]]:
     keys = [path.replace(alt, sep) for path in paths] if alt else paths
     # Whole-list passes, no per-path Python statement: 20,000 paths take a few ms.
     folders = {key.rpartition(sep)[0] for key in keys}
-    present: set[str] = set()
+    absent: Sequence[int] = range(len(keys))  # unless the folders' listings say otherwise
     if len(folders) * _LIST_FOLDER_FROM <= len(keys):  # else a stat per file is cheaper
+        present: set[str] = set()
         for folder in folders:
             prefix = folder + sep if folder else ""
             present.update([prefix + name for name in _files_in(folder or os.curdir)])
-    absent = set(keys).difference(present)
-    missing = []
-    for i in [i for i, key in enumerate(keys) if key in absent] if absent else []:
-        why = _why_unreadable(paths[i])
-        if why is not None:
-            missing.append((i, why))
-    return missing
+        unlisted = set(keys).difference(present)
+        absent = [i for i, key in enumerate(keys) if key in unlisted] if unlisted else []
+    why = ((i, _why_unreadable(paths[i])) for i in absent)
+    return [(i, reason) for i, reason in why if reason is not None]
 
 
 def missing_files_error(

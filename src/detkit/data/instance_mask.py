@@ -345,13 +345,12 @@ class InstanceMaskDataset(TransformedSamples, torch.utils.data.Dataset):
 
 def _path_pairs(samples: Sequence[tuple[PathLike, PathLike]]) -> list[tuple[str, str]]:
     """``samples`` as pairs of path strings; raises for anything that is not a pair."""
+    given = list(samples)
+    # The common case, kept to one pass for folders of 10,000 files: pairs of strings.
+    if all(type(p) is tuple and len(p) == 2 and type(p[0]) is type(p[1]) is str for p in given):
+        return cast("list[tuple[str, str]]", given)
     pairs: list[tuple[str, str]] = []
-    for i, pair in enumerate(samples):
-        if type(pair) is tuple and len(pair) == 2 and type(pair[0]) is type(pair[1]) is str:
-            pairs.append(
-                cast("tuple[str, str]", pair)
-            )  # the common case, kept fast for folders of 10,000 files
-            continue
+    for i, pair in enumerate(given):
         try:
             if isinstance(pair, (str, bytes, os.PathLike)):
                 raise ValueError
