@@ -167,15 +167,7 @@ def check_predictions(
         _require(item, wanted, where)
         shapes = {key: _shape(item, key, where) for key in wanted}
         num = shapes["scores"][0] if shapes["scores"] else -1
-        masks, points = shapes.get("masks"), shapes.get("keypoints")
-        bad = (
-            shapes["scores"] != (num,)
-            or shapes["labels"] != (num,)
-            or ("boxes" in shapes and shapes["boxes"] != (num, 4))
-            or (masks is not None and not _mask_shape_ok(masks, num))
-            or (points is not None and (len(points) != 3 or (points[0], points[2]) != (num, 3)))
-        )
-        if bad:
+        if any(not _SHAPE_OK[key](shapes[key], num) for key in wanted):
             got = ", ".join(f"'{k}' {tuple(v or ())}" for k, v in sorted(shapes.items()))
             raise ValueError(f"{where()}: expected {_PREDICTION_SHAPES}; got {got}")
         _labels_are_numbers(item, where)
