@@ -109,3 +109,25 @@ def testsplit_id_mask_equals_the_plain_derivation(id_mask):
     np.testing.assert_array_equal(present.view(np.uint8), masks.numpy())
     assert torch.equal(boxes, masks_to_boxes(masks))
     np.testing.assert_array_equal(areas, masks_area(masks).numpy())
+
+
+@given(id_masks(max_id=40, max_side=40, dtype=np.uint8), st.booleans())
+def test_split_id_mask_byte_search_equals_the_general_path(id_mask, transpose):
+    # 8-bit masks take the byte-search path; ids up to 32 are searched for one by one (absent
+    # ones included), larger ones come from a histogram; a transposed view is not C-ordered.
+    array = id_mask.T if transpose else id_mask
+    ids, present, boxes, areas = split_id_mask(array)
+    wide_ids, wide_present, wide_boxes, wide_areas = split_id_mask(array.astype(np.int32))
+    np.testing.assert_array_equal(ids, wide_ids)
+    np.testing.assert_array_equal(present, wide_present)
+    assert present.dtype == np.bool_ and present.flags.c_contiguous
+    assert torch.equal(boxes, wide_boxes) and boxes.dtype == torch.float32
+    np.testing.assert_array_equal(areas, wide_areas)
+    assert ids.dtype == areas.dtype == np.int64
+
+
+def test_split_id_mask_of_an_empty_or_blank_8_bit_mask():
+    for array in (np.zeros((0, 5), np.uint8), np.zeros((3, 4), np.uint8)):
+        ids, present, boxes, areas = split_id_mask(array)
+        assert ids.shape == areas.shape == (0,)
+        assert present.shape == (0, *array.shape) and boxes.shape == (0, 4)
