@@ -165,6 +165,13 @@ def test_labels_mapping_semantic_masks_and_crowd(tmp_path):
 
     assert Override([sample])[0][1]["labels"].tolist() == [1, 2]
 
+    class ZeroLabel(InstanceMaskDataset):  # an override's labels are checked on every read
+        def instance_labels(self, idx, ids, id_mask):
+            return torch.as_tensor(ids // 8, dtype=torch.int64)
+
+    with pytest.raises(ValueError, match=r"s\.png.*label 0 is invalid: labels start at 1"):
+        ZeroLabel([sample])[0]
+
     with pytest.raises(ValueError, match=r"instance ids \[9\] have no entry"):
         InstanceMaskDataset([sample], labels={4: 1})[0]
     with pytest.raises(ValueError, match="labels must be >= 1"):

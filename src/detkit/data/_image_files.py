@@ -1,7 +1,8 @@
 """Image and mask file reading shared by the datasets: one decode path, header sizes, errors.
 
-Every function takes ``where`` (``"sample 3"``, ``"image id 17"``) so that its errors name the
-sample as its dataset does, and ``what`` (``"image"``, ``"mask"``) to name the file's role.
+Every function takes ``where`` (``"sample 3"``, ``"image id 17"``, or a :class:`LazyName` that
+forms it only if an error is raised) so that its errors name the sample as its dataset does,
+and ``what`` (``"image"``, ``"mask"``) to name the file's role.
 
 What every file read here goes through, in this order (the datasets' docstrings point here):
 
@@ -27,8 +28,7 @@ import io
 import os
 import stat
 import warnings
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -42,6 +42,7 @@ from detkit.data._image_headers import (
     parse_header,
     pil_header,
 )
+from detkit.types import PathLike
 
 _tv_decode_image: Any
 _tv_read_file: Any
@@ -70,6 +71,27 @@ _OPEN_FLAGS = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 MaxPixels = int | None | Literal["pil"]
 
 
+class LazyName:
+    """A sample's name for error messages, formed only when one is written.
+
+    Reading a sample names it in every call but rarely fails: forming the name (a ``Path``
+    to text, an f-string) costs about 0.1 ms right after a decode has evicted the caches,
+    a tenth of the budget over decoding. f-strings format this as the name.
+    """
+
+    __slots__ = ("_make",)
+
+    def __init__(self, make: Callable[[], str]) -> None:
+        self._make = make
+
+    def __str__(self) -> str:
+        return self._make()
+
+
+#: What names a sample in the errors raised here.
+Where = str | LazyName
+
+
 class _NotAFile(Exception):
     """The path is a FIFO, device or socket (``read_error`` says which)."""
 
@@ -92,7 +114,7 @@ def resolve_max_pixels(value: MaxPixels) -> int | None:
     return value
 
 
-def read_error(where: str, path: Path, what: str, exc: BaseException) -> OSError | ValueError:
+def read_error(where: Where, path: PathLike, what: str, exc: BaseException) -> OSError | ValueError:
     """The error to raise when ``path`` cannot be read, naming the sample and the file."""
     why = _why_unreadable(str(path))
     if why == "does not exist":
@@ -109,8 +131,8 @@ def read_error(where: str, path: Path, what: str, exc: BaseException) -> OSError
 
 
 def decode(
-    path: Path,
-    where: str,
+    path: PathLike,
+    where: Where,
     what: str,
     *,
     rgb: bool,
@@ -153,7 +175,7 @@ def decode(
     return tensor
 
 
-def header_size(path: Path, where: str, *, exif: bool = True) -> tuple[int, int]:
+def header_size(path: PathLike, where: Where, *, exif: bool = True) -> tuple[int, int]:
     """``(height, width)`` from an image file's header, after EXIF orientation when ``exif``.
 
     Reads the first 4 KiB for PNG and JPEG (more only when the header runs on, as a large
@@ -224,7 +246,7 @@ def missing_files_error(
     return error(f"{len(lines)} file(s) listed in {listed} {state}:\n  {shown}")
 
 
-def orientation_hint(path: Path) -> str:
+def orientation_hint(path: PathLike) -> str:
     """A sentence on ``path``'s EXIF orientation when it swaps height and width, else ``""``."""
     try:
         header = _file_header(path)
@@ -239,7 +261,7 @@ def orientation_hint(path: Path) -> str:
     )
 
 
-def _file_header(path: Path) -> ImageHeader | None:
+def _file_header(path: PathLike) -> ImageHeader | None:
     """The PNG or JPEG header of the file ``path`` (``None`` for other formats)."""
     with _open_file(path) as file:
         head = file.read(_HEAD_BYTES)
@@ -254,7 +276,13 @@ def _file_header(path: Path) -> ImageHeader | None:
 
 
 def _check_header(
-    header: ImageHeader, where: str, path: Path, what: str, *, rgb: bool, max_pixels: int | None
+    header: ImageHeader,
+    where: Where,
+    path: PathLike,
+    what: str,
+    *,
+    rgb: bool,
+    max_pixels: int | None,
 ) -> None:
     pixels = header.width * header.height
     if max_pixels is not None and pixels > max_pixels:
@@ -271,7 +299,7 @@ def _check_header(
         )
 
 
-def _open_file(path: Path) -> io.BufferedReader:
+def _open_file(path: PathLike) -> io.BufferedReader:
     """``path`` opened for reading, refusing anything but a regular file.
 
     Non-blocking, so that a FIFO given as an image is refused instead of waiting for a writer.
@@ -286,7 +314,7 @@ def _open_file(path: Path) -> io.BufferedReader:
         raise
 
 
-def _read_bytes(path: Path, where: str, what: str) -> torch.Tensor:
+def _read_bytes(path: PathLike, where: Where, what: str) -> torch.Tensor:
     """The bytes of the file ``path`` as a uint8 ``Tensor[size]``."""
     if _tv_read_file is not None:
         # torchvision's reader costs a tenth of Python's file objects right after a decode
@@ -306,7 +334,7 @@ def _read_bytes(path: Path, where: str, what: str) -> torch.Tensor:
     return torch.from_numpy(data)
 
 
-def _open_with_pil(data: memoryview, where: str, path: Path, what: str) -> Image.Image:
+def _open_with_pil(data: memoryview, where: Where, path: PathLike, what: str) -> Image.Image:
     with warnings.catch_warnings():
         # The pixel limit is checked next, from the header, with the dataset's own setting.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -322,7 +350,7 @@ def _open_with_pil(data: memoryview, where: str, path: Path, what: str) -> Image
 
 
 def _decode_with_pil(
-    image: Image.Image, where: str, path: Path, what: str, *, rgb: bool
+    image: Image.Image, where: Where, path: PathLike, what: str, *, rgb: bool
 ) -> torch.Tensor:
     try:
         with warnings.catch_warnings():

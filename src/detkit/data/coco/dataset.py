@@ -14,6 +14,7 @@ from pycocotools import mask as mask_utils
 from torchvision import tv_tensors
 
 from detkit.data._image_files import (
+    LazyName,
     MaxPixels,
     decode,
     find_missing,
@@ -255,7 +256,7 @@ class CocoJsonDataset(TransformedSamples, torch.utils.data.Dataset):
         """
         idx = self._index(idx)
         path = self.image_path(idx)
-        where = sample_name(image_id=self.ids[idx], source=path)
+        where = LazyName(lambda: sample_name(image_id=self.ids[idx], source=path))
         image = decode(
             path,
             where,
