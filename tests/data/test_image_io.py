@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps, features
 
+import detkit.data._file_checks as file_checks
 import detkit.data._image_files as image_io
 from detkit.data import InstanceMaskDataset
 from detkit.data._image_headers import parse_header
@@ -354,13 +355,13 @@ def test_find_missing_lists_each_folder_once_and_stats_only_the_misses(tmp_path,
     paths = [str(tmp_path / "a" / n) for n in names]
     paths += [str(tmp_path / "a" / "dir.png"), str(tmp_path / "a" / "gone.png")]
     stats = []
-    real = image_io._why_unreadable
-    monkeypatch.setattr(image_io, "_why_unreadable", lambda p: stats.append(p) or real(p))
-    assert image_io.find_missing(paths) == [(40, "is a directory"), (41, "does not exist")]
+    real = file_checks.why_unreadable
+    monkeypatch.setattr(file_checks, "why_unreadable", lambda p: stats.append(p) or real(p))
+    assert file_checks.find_missing(paths) == [(40, "is a directory"), (41, "does not exist")]
     assert stats == paths[40:]
     # A listing that misses names (case-insensitive disks, Unicode forms) costs a stat, no error.
-    monkeypatch.setattr(image_io, "_files_in", lambda folder: set())
-    assert image_io.find_missing(paths) == [(40, "is a directory"), (41, "does not exist")]
+    monkeypatch.setattr(file_checks, "files_in", lambda folder: set())
+    assert file_checks.find_missing(paths) == [(40, "is a directory"), (41, "does not exist")]
 
 
 def test_header_behind_large_segments_is_found(tmp_path):

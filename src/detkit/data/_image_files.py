@@ -28,13 +28,14 @@ import io
 import os
 import stat
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image
 
+from detkit.data._file_checks import why_unreadable
 from detkit.data._image_headers import (
     ImageHeader,
     NeedMoreBytes,
@@ -61,7 +62,6 @@ ID_MASK_MODES = ("1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N")
 _16_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _TV_UNCHANGED, _TV_RGB = 0, 3  # torchvision.io.ImageReadMode values
 _HEAD_BYTES = 1 << 12  # a PNG's or JPEG's header, unless a large EXIF block comes first
-_LIST_FOLDER_FROM = 16  # check files by one listing of their folder from this many on
 
 _OPEN_FLAGS = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 
@@ -116,7 +116,7 @@ def resolve_max_pixels(value: MaxPixels) -> int | None:
 
 def read_error(where: Where, path: PathLike, what: str, exc: BaseException) -> OSError | ValueError:
     """The error to raise when ``path`` cannot be read, naming the sample and the file."""
-    why = _why_unreadable(str(path))
+    why = why_unreadable(str(path))
     if why == "does not exist":
         return FileNotFoundError(f"{where}: {what} file not found: '{path}'")
     if why is not None and "permission" in why:
@@ -201,49 +201,6 @@ def header_size(path: PathLike, where: Where, *, exif: bool = True) -> tuple[int
             error = ValueError(f"{where}: cannot read the header of image file '{path}': {exc}")
         raise error from None
     return header.size(exif=exif)
-
-
-def find_missing(paths: Sequence[str]) -> list[tuple[int, str]]:
-    """``(index, why)`` for each path that is not a readable file, e.g. ``"does not exist"``.
-
-    Costs one directory listing per folder (from a few files per folder on) instead of one
-    ``stat`` per file; a name the listing does not show as a file is checked by ``stat``, so a
-    case-insensitive file system or a symbolic link gives the right answer.
-    """
-    sep, alt = os.sep, os.altsep
-    keys = [path.replace(alt, sep) for path in paths] if alt else paths
-    # Whole-list passes, no per-path Python statement: 20,000 paths take a few ms.
-    folders = {key.rpartition(sep)[0] for key in keys}
-    absent: Sequence[int] = range(len(keys))  # unless the folders' listings say otherwise
-    if len(folders) * _LIST_FOLDER_FROM <= len(keys):  # else a stat per file is cheaper
-        present: set[str] = set()
-        for folder in folders:
-            prefix = folder + sep if folder else ""
-            present.update([prefix + name for name in _files_in(folder or os.curdir)])
-        unlisted = set(keys).difference(present)
-        absent = [i for i, key in enumerate(keys) if key in unlisted] if unlisted else []
-    why = ((i, _why_unreadable(paths[i])) for i in absent)
-    return [(i, reason) for i, reason in why if reason is not None]
-
-
-def missing_files_error(
-    problems: list[tuple[int, str]], paths: Sequence[str], names: Sequence[str], listed: str
-) -> OSError | ValueError:
-    """The error for what :func:`find_missing` found: one line per file, naming its sample.
-
-    ``names[i]`` says whose file ``paths[i]`` is (``"sample 3, mask"``); ``listed`` where the
-    files were listed. A :class:`FileNotFoundError` when any file is missing, else a
-    :class:`ValueError` (directories and other non-files).
-    """
-    missing = [why == "does not exist" for _, why in problems]
-    # "does not exist" goes without saying under a heading that says it of them all.
-    lines = [f"{names[i]}{'' if all(missing) else f' ({why})'}: {paths[i]}" for i, why in problems]
-    shown = "\n  ".join(lines[:10]) + (
-        f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else ""
-    )
-    state = "do not exist" if all(missing) else "are not readable files"
-    error = FileNotFoundError if any(missing) else ValueError
-    return error(f"{len(lines)} file(s) listed in {listed} {state}:\n  {shown}")
 
 
 def orientation_hint(path: PathLike) -> str:
@@ -395,31 +352,3 @@ def _orient(tensor: torch.Tensor, orientation: int) -> torch.Tensor:
     if orientation == 7:
         return tensor.transpose(-2, -1).flip(-2, -1)
     return torch.rot90(tensor, 1, (-2, -1)).contiguous()
-
-
-def _files_in(folder: str) -> set[str]:
-    """Names of the regular files (or links to them) in ``folder``; empty if unlistable."""
-    try:
-        with os.scandir(folder) as entries:
-            return {entry.name for entry in entries if entry.is_file()}
-    except (OSError, ValueError):
-        return set()
-
-
-def _why_unreadable(path: str) -> str | None:
-    """Why ``path`` is not a readable regular file, or ``None`` if it is one."""
-    try:
-        info = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return "does not exist"
-    except PermissionError:
-        return "cannot be reached (permission denied)"
-    except ValueError:
-        return "is not a valid path (it contains a NUL character)"
-    except OSError as exc:
-        return f"cannot be reached ({exc.strerror})"
-    if stat.S_ISDIR(info.st_mode):
-        return "is a directory"
-    if not stat.S_ISREG(info.st_mode):
-        return "is not a regular file"
-    return None

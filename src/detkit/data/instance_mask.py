@@ -11,14 +11,13 @@ import numpy as np
 import torch
 from torchvision import tv_tensors
 
+from detkit.data._file_checks import find_missing, missing_files_error
 from detkit.data._image_files import (
     ID_MASK_MODES,
     LazyName,
     MaxPixels,
     decode,
-    find_missing,
     header_size,
-    missing_files_error,
     orientation_hint,
     resolve_max_pixels,
 )

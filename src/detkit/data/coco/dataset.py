@@ -13,12 +13,11 @@ import torch
 from pycocotools import mask as mask_utils
 from torchvision import tv_tensors
 
+from detkit.data._file_checks import find_missing, missing_files_error
 from detkit.data._image_files import (
     LazyName,
     MaxPixels,
     decode,
-    find_missing,
-    missing_files_error,
     orientation_hint,
     resolve_max_pixels,
 )
