@@ -30,9 +30,12 @@ def find_missing(paths: Sequence[str]) -> list[tuple[int, str]]:
         present: set[str] = set()
         for folder in folders:
             prefix = folder + sep if folder else ""
-            present.update([prefix + name for name in files_in(folder or os.curdir)])
-        unlisted = set(keys).difference(present)
-        absent = [i for i, key in enumerate(keys) if key in unlisted] if unlisted else []
+            present.update(map(prefix.__add__, files_in(folder or os.curdir)))
+        absent = (
+            []
+            if present.issuperset(keys)
+            else [i for i, key in enumerate(keys) if key not in present]
+        )
     why = ((i, why_unreadable(paths[i])) for i in absent)
     return [(i, reason) for i, reason in why if reason is not None]
 
