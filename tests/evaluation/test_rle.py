@@ -15,9 +15,9 @@ from detkit.evaluation._rle import (
     RleEncoder,
     counts_to_strings,
     encode_masks,
+    pack_on_device,
     split_bytes,
     string_totals,
-    threshold_on_device,
 )
 
 SHAPES = ("empty", "full", "pixel", "box", "columns", "noise")
@@ -60,6 +60,8 @@ def pycocotools_counts(masks: np.ndarray) -> list[bytes]:
 def test_crop_and_splice_equals_pycocotools_encode_of_the_full_mask(masks):
     expected = pycocotools_counts(masks)
     encoder = RleEncoder()  # reused: scratch buffers from earlier calls must not leak in
+    one_at_a_time = RleEncoder()
+    one_at_a_time.CHUNK_BYTES = 1  # every mask its own chunk
     probabilities = torch.from_numpy(np.where(masks, 0.75, 0.25).astype(np.float32))
     for source in (
         torch.from_numpy(masks),
@@ -76,22 +78,30 @@ def test_crop_and_splice_equals_pycocotools_encode_of_the_full_mask(masks):
         probabilities.transpose(1, 2).contiguous().transpose(1, 2),  # not contiguous
     ):
         assert encoder(source, 0.5) == expected
+        assert one_at_a_time(source, 0.5) == expected
     assert encode_masks(torch.from_numpy(masks), 0.5) == expected
 
 
 @settings(max_examples=150, deadline=None)
 @given(masks=shaped_masks())
 def test_the_accelerator_path_gives_the_same_bytes(masks):
-    """``threshold_on_device`` thresholds and bit-packs where the masks are; run here on CPU
+    """``pack_on_device`` thresholds and bit-packs where the masks are; run here on CPU
     tensors standing in for CUDA ones (it has not run on a GPU in the test suite)."""
     expected = pycocotools_counts(masks)
     n, h, w = masks.shape
     encoder = RleEncoder()
     for source in (torch.from_numpy(masks), torch.from_numpy(np.where(masks, 0.9, 0.1))):
+        packed = pack_on_device(source, 0.5)
         rows, binary = encoder.frames(n, h, w)
-        threshold_on_device(source, 0.5, binary)
+        packed.unpack(binary)
         counts, lengths = encoder.frame_counts(rows, n, h, w)
         assert split_bytes(*counts_to_strings(counts, lengths)) == expected
+        # By pieces, as the encoder unpacks chunks of masks.
+        for start in range(n):
+            rows, binary = encoder.frames(1, h, w)
+            packed[start : start + 1].unpack(binary)
+            counts, lengths = encoder.frame_counts(rows, 1, h, w)
+            assert split_bytes(*counts_to_strings(counts, lengths)) == expected[start : start + 1]
 
 
 @settings(max_examples=100, deadline=None)
@@ -142,7 +152,7 @@ def test_string_totals_flags_malformed_strings():
 
 
 def test_masks_on_an_accelerator_are_thresholded_there(monkeypatch):
-    """A prediction's masks off the CPU reach ``threshold_on_device`` (thresholded and packed
+    """A prediction's masks off the CPU reach ``pack_on_device`` (thresholded and packed
     where they are, before the copy), from ``CocoEvaluator.update`` down. ``meta`` tensors
     stand in for CUDA ones: they have a device but no data, so the stand-in writes the
     thresholded CPU copy."""
@@ -153,11 +163,11 @@ def test_masks_on_an_accelerator_are_thresholded_there(monkeypatch):
     probabilities[1, 0, 5, :] = 0.6
     seen = []
 
-    def on_device(masks, threshold, out):
+    def on_device(masks, threshold):
         seen.append((masks.device.type, tuple(masks.shape), threshold))
-        np.copyto(out, probabilities[:, 0].numpy() > threshold)
+        return pack_on_device(probabilities[:, 0], threshold)
 
-    monkeypatch.setattr("detkit.evaluation._rle.threshold_on_device", on_device)
+    monkeypatch.setattr("detkit.evaluation._rle.pack_on_device", on_device)
     expected = [mask_utils.encode(np.asfortranarray(m)) for m in probabilities[:, 0].numpy() > 0.5]
     assert masks_to_rle(probabilities.to("meta")) == expected
     assert seen == [("meta", (2, 6, 9), 0.5)]

@@ -3,11 +3,12 @@
 pycocotools' RLE lists run lengths of a mask read in column-major order, starting with a run of
 zeros; its compressed form writes each count (from the fourth on, minus the count two before)
 as 5-bit groups in ASCII characters from ``'0'``. pycocotools (and hotcoco) need each mask
-transposed into column-major order and then visit every pixel; here a batch is thresholded
-once, in its own row-major layout, into a reused buffer, and a run boundary is found where a
-pixel differs from the pixel above it: rows are compared 8 pixels at a time and only the
-differing words are looked into, so the long zero runs around a (predicted) mask's region are
-never visited but spliced in arithmetically. The strings of the batch are then written at
+transposed into column-major order and then visit every pixel; here a batch is thresholded a
+few masks at a time, in its own row-major layout, into a small reused buffer (a whole batch's
+would add to the peak memory while the batch's masks are alive), and a run boundary is found
+where a pixel differs from the pixel above it: rows are compared 8 pixels at a time and only
+the differing words are looked into, so the long zero runs around a (predicted) mask's region
+are never visited but spliced in arithmetically. The strings of the batch are then written at
 once. The bytes are exactly ``pycocotools.mask.encode``'s.
 """
 
@@ -52,6 +53,8 @@ class RleEncoder:
     machine costs more than thresholding the page; the buffers are therefore reused.
     """
 
+    #: Masks are thresholded and encoded this many bytes of frames at a time (at least one).
+    CHUNK_BYTES = 2 * 1024 * 1024
     #: Scratch buffers up to this size are kept between calls.
     KEEP_BYTES = 64 * 1024 * 1024
 
@@ -82,13 +85,24 @@ class RleEncoder:
             return []
         if height == 0 or width == 0:
             return [b"0"] * n
-        rows, binary = self.frames(n, height, width)
         if isinstance(masks, torch.Tensor) and masks.device.type != "cpu":
-            threshold_on_device(masks, threshold, binary)
-        else:
-            threshold_on_host(masks, threshold, binary)
-        counts, lengths = self.frame_counts(rows, n, height, width)
-        return split_bytes(*counts_to_strings(counts, lengths))
+            masks = pack_on_device(masks, threshold)  # one transfer, a bit per pixel
+        stride = (width + 7) // 8 * 8
+        # A few masks at a time: a whole batch's frames (a byte per pixel) would add their
+        # size to the peak memory while the batch's masks are alive anyway.
+        step = max(1, self.CHUNK_BYTES // ((height + 1) * stride))
+        counts, lengths = [], []
+        for start in range(0, n, step):
+            part = masks[start : start + step]
+            rows, binary = self.frames(len(part), height, width)
+            if isinstance(part, Packed):
+                part.unpack(binary)
+            else:
+                threshold_on_host(part, threshold, binary)
+            chunk_counts, chunk_lengths = self.frame_counts(rows, len(part), height, width)
+            counts.append(chunk_counts)
+            lengths.append(chunk_lengths)
+        return split_bytes(*counts_to_strings(np.concatenate(counts), np.concatenate(lengths)))
 
     def frames(self, n: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, binary)``: a bool ``[1 + n * (height + 1), stride]`` buffer of zeros but
@@ -168,9 +182,26 @@ def threshold_on_host(masks: Any, threshold: float, out: np.ndarray) -> None:
         np.not_equal(array, 0, out=out)
 
 
-def threshold_on_device(masks: torch.Tensor, threshold: float, out: np.ndarray) -> None:
-    """:func:`threshold_on_host` for masks on an accelerator: thresholded and bit-packed
-    there, so one bit per pixel crosses to the host (1/32 of float32 masks)."""
+class Packed:
+    """Thresholded masks ``[n, H, W]`` as bits on the host, 8 pixels a byte; sliced by mask."""
+
+    def __init__(self, bits: np.ndarray, width: int):
+        self.bits, self.width = bits, width
+
+    def __len__(self) -> int:
+        return len(self.bits)
+
+    def __getitem__(self, masks: slice) -> Packed:
+        return Packed(self.bits[masks], self.width)
+
+    def unpack(self, out: np.ndarray) -> None:
+        """Write the masks into the bool view ``out``."""
+        np.copyto(out, np.unpackbits(self.bits, axis=2, count=self.width), casting="unsafe")
+
+
+def pack_on_device(masks: torch.Tensor, threshold: float) -> Packed:
+    """Masks on an accelerator thresholded (floating: ``> threshold``, others: non-zero) and
+    bit-packed there, so one bit per pixel crosses to the host (1/32 of float32 masks)."""
     binary = masks > threshold if masks.is_floating_point() else masks != 0
     n, height, width = binary.shape
     bits = binary.to(torch.uint8)
@@ -178,7 +209,7 @@ def threshold_on_device(masks: torch.Tensor, threshold: float, out: np.ndarray) 
         bits = torch.nn.functional.pad(bits, (0, 8 - width % 8))
     weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=bits.device)
     packed = (bits.view(n, height, -1, 8) * weights).sum(dim=3, dtype=torch.uint8).cpu()
-    np.copyto(out, np.unpackbits(packed.numpy(), axis=2, count=width), casting="unsafe")
+    return Packed(packed.numpy(), width)
 
 
 def counts_to_strings(counts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
