@@ -151,10 +151,10 @@ class Annotations:
         if iou_type == "bbox":
             area = bbox[:, 2] * bbox[:, 3]
         elif iou_type == "segm":
-            rles = self.rles
             rle_counts, rle_sizes = self.rle_counts, self.rle_sizes
-            area = rle_areas(rles)
-            bbox = np.asarray(mask_utils.toBbox(rles), dtype=np.float64) if n else np.zeros((0, 4))
+            if rle_counts is None or rle_sizes is None:
+                raise ValueError("these annotations have no RLEs (only segm annotations do)")
+            area, bbox = rle_areas_boxes(rle_counts, rle_sizes)
         else:
             points = self.required("keypoints")
             x, y = points[:, 0::3], points[:, 1::3]
@@ -189,11 +189,22 @@ def _join(values: list) -> Any:
 _FIELDS = tuple(f.name for f in dataclasses.fields(Annotations))
 
 
-def rle_areas(rles: list[dict]) -> np.ndarray:
-    """Pixel counts of RLEs as float64.
+#: RLEs measured per pycocotools call. Each call decodes all its RLEs into C arrays (from dicts
+#: built for it), several times their compressed size: a whole dataset's at once cost more
+#: than everything else the evaluation holds. 255, as pycocotools 2.0.11's ``area`` builds an
+#: array with ``np.array((n,), dtype=np.uint8)``, which numpy 2 rejects for ``n > 255``.
+_RLE_PIECE = 255
 
-    In pieces of 255: pycocotools 2.0.11's ``area`` builds an array with
-    ``np.array((n,), dtype=np.uint8)``, which numpy 2 rejects for ``n > 255``.
-    """
-    pieces = [mask_utils.area(rles[i : i + 255]) for i in range(0, len(rles), 255)]
-    return np.concatenate(pieces).astype(np.float64) if pieces else np.zeros(0)
+
+def rle_areas_boxes(counts: list[bytes], sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel counts (float64) and XYWH boxes of RLEs (``counts`` with their ``[n, 2]``
+    ``(height, width)``), pycocotools' ``area`` and ``toBbox``, a piece at a time."""
+    areas, boxes = [np.zeros(0)], [np.zeros((0, 4))]
+    for start in range(0, len(counts), _RLE_PIECE):
+        stop = start + _RLE_PIECE
+        rles = [
+            {"size": s, "counts": c} for s, c in zip(sizes[start:stop].tolist(), counts[start:stop])
+        ]
+        areas.append(mask_utils.area(rles).astype(np.float64))
+        boxes.append(np.asarray(mask_utils.toBbox(rles), dtype=np.float64).reshape(-1, 4))
+    return np.concatenate(areas), np.concatenate(boxes)
