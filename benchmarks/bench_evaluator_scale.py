@@ -6,6 +6,9 @@ torchvision's reference pattern and hotcoco's integration (the methods and workl
 ``bench_evaluator.py``). Each configuration runs in its own subprocess on one thread, so one
 run's memory cannot pollute another's; memory is the subprocess's peak resident set over the
 resident set before the clock (the generated tensors and the libraries excluded), per image.
+``batches-only`` runs the same loop with no evaluator: its peak is the batches' own (a segm
+batch's float masks are about 72 MB), which every method's peak includes; what an evaluator
+holds itself is its peak over that one.
 
 A run predicted (from the same method at the previous size) to take longer than
 ``--max-seconds`` or to hold more than ``--max-memory-gb`` is not run: its figures are
@@ -32,7 +35,7 @@ from bench_evaluator import WORKLOADS, run_subprocess, spread
 SIZES = {"bbox": (500, 5000, 20000), "segm": (100, 500, 2000)}
 #: ``--quick``: each size divided by this, and ``--max-seconds`` at most ``QUICK_SECONDS``.
 QUICK_DIVISOR, QUICK_SECONDS = 5, 60.0
-METHODS = ("detkit", "hotcoco-integration", "reference")
+METHODS = ("detkit", "hotcoco-integration", "reference", "batches-only")
 
 
 def study(iou_type: str, sizes, methods, rounds: int, max_seconds: float, max_gb: float):
@@ -112,6 +115,14 @@ def table(iou_type: str, rows) -> None:
             ]
             text = ", ".join(f"{m} +{mb:.0f} MB" for m, mb in peers)
             print(f"memory over the data at {images} images: detkit +{mine:.0f} MB; {text}")
+            loop = dict(peers).get("batches-only")
+            if loop is not None:
+                own = ", ".join(
+                    f"{m} {mb - loop:+.0f} MB"
+                    for m, mb in [("detkit", mine), *peers]
+                    if m != "batches-only"
+                )
+                print(f"  over the batches-only loop's peak (the evaluator's own): {own}")
 
 
 def main() -> None:
