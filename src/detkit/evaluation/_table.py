@@ -134,10 +134,13 @@ class Annotations:
         Raises:
             ValueError: when these annotations have no masks (not segm).
         """
+        return rle_dicts(*self._rle_columns())
+
+    def _rle_columns(self) -> tuple[list[bytes], np.ndarray]:
+        """``(rle_counts, rle_sizes)``; raises when these annotations have no masks."""
         if self.rle_counts is None or self.rle_sizes is None:
             raise ValueError("these annotations have no RLEs (only segm annotations do)")
-        sizes = self.rle_sizes.tolist()
-        return [{"size": s, "counts": c} for s, c in zip(sizes, self.rle_counts)]
+        return self.rle_counts, self.rle_sizes
 
     def results(self, iou_type: str) -> Annotations:
         """Detections with the ``area`` and ``bbox`` pycocotools' ``loadRes`` derives.
@@ -151,9 +154,7 @@ class Annotations:
         if iou_type == "bbox":
             area = bbox[:, 2] * bbox[:, 3]
         elif iou_type == "segm":
-            rle_counts, rle_sizes = self.rle_counts, self.rle_sizes
-            if rle_counts is None or rle_sizes is None:
-                raise ValueError("these annotations have no RLEs (only segm annotations do)")
+            rle_counts, rle_sizes = self._rle_columns()
             area, bbox = rle_areas_boxes(rle_counts, rle_sizes)
         else:
             points = self.required("keypoints")
@@ -196,15 +197,19 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(Annotations))
 _RLE_PIECE = 255
 
 
+def rle_dicts(counts: list[bytes], sizes: np.ndarray) -> list[dict]:
+    """pycocotools' RLE dicts ``{"size": [h, w], "counts": bytes}`` of ``counts`` with their
+    ``[n, 2]`` ``sizes``."""
+    return [{"size": s, "counts": c} for s, c in zip(sizes.tolist(), counts)]
+
+
 def rle_areas_boxes(counts: list[bytes], sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pixel counts (float64) and XYWH boxes of RLEs (``counts`` with their ``[n, 2]``
     ``(height, width)``), pycocotools' ``area`` and ``toBbox``, a piece at a time."""
     areas, boxes = [np.zeros(0)], [np.zeros((0, 4))]
     for start in range(0, len(counts), _RLE_PIECE):
         stop = start + _RLE_PIECE
-        rles = [
-            {"size": s, "counts": c} for s, c in zip(sizes[start:stop].tolist(), counts[start:stop])
-        ]
+        rles = rle_dicts(counts[start:stop], sizes[start:stop])
         areas.append(mask_utils.area(rles).astype(np.float64))
         boxes.append(np.asarray(mask_utils.toBbox(rles), dtype=np.float64).reshape(-1, 4))
     return np.concatenate(areas), np.concatenate(boxes)
