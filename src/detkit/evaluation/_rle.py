@@ -87,7 +87,7 @@ class RleEncoder:
             return [b"0"] * n
         if isinstance(masks, torch.Tensor) and masks.device.type != "cpu":
             masks = pack_on_device(masks, threshold)  # one transfer, a bit per pixel
-        stride = (width + 7) // 8 * 8
+        stride = _row_stride(width)
         # A few masks at a time: a whole batch's frames (a byte per pixel) would add their
         # size to the peak memory while the batch's masks are alive anyway.
         step = max(1, self.CHUNK_BYTES // ((height + 1) * stride))
@@ -113,7 +113,7 @@ class RleEncoder:
         padded with zeros to ``stride``, a multiple of 8 pixels, so that rows compare as
         8-pixel words.
         """
-        stride = (width + 7) // 8 * 8
+        stride = _row_stride(width)
         rows = self.scratch("frames", (1 + n * (height + 1)) * stride)
         rows = rows.reshape(1 + n * (height + 1), stride)
         rows[0] = False
@@ -180,6 +180,11 @@ def threshold_on_host(masks: Any, threshold: float, out: np.ndarray) -> None:
         np.greater(array, threshold, out=out)
     else:
         np.not_equal(array, 0, out=out)
+
+
+def _row_stride(width: int) -> int:
+    """A frame row's length: ``width`` padded to a multiple of 8 pixels (one word)."""
+    return (width + 7) // 8 * 8
 
 
 class Packed:
