@@ -16,6 +16,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+import detkit.tv_tensors
 from detkit.data import (
     CocoJsonDataset,
     InstanceMaskDataset,
@@ -25,7 +26,12 @@ from detkit.data import (
 )
 from detkit.data import transforms as T
 from detkit.ops import masks_to_boxes
-from detkit.tv_tensors import GEOMETRIC_FUNCTIONALS, KeyPointsWithVisibility, hide_outside
+from detkit.tv_tensors import (
+    GEOMETRIC_FUNCTIONALS,
+    KeyPointsWithVisibility,
+    hide_outside,
+    xyxy_boxes,
+)
 from detkit.types import to_tv_tensors, validate_target
 
 H, W = 24, 32
@@ -434,3 +440,42 @@ def test_a_v2_flip_of_keypoints_without_a_permutation_fails_on_the_first_sample(
     )
     _image, target = unsided[0]
     assert target["keypoints"].flip_indices == (0, 1, 2)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    num=st.integers(0, 5),
+    height=st.integers(1, 2000),
+    width=st.integers(1, 2000),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.int64]),
+)
+def test_xyxy_boxes_is_the_constructor_made_faster(num, height, width, dtype):
+    """The dataset's fast path gives what ``BoundingBoxes(...)`` gives: class, metadata, data
+    (shared, not copied), and the same result through a v2 transform."""
+    data = (torch.rand(num, 4) * 100).to(dtype)
+    fast = xyxy_boxes(data, (height, width))
+    slow = tv_tensors.BoundingBoxes(data, format="XYXY", canvas_size=(height, width))
+    assert type(fast) is type(slow) is tv_tensors.BoundingBoxes
+    assert vars(fast) == vars(slow)
+    assert fast.data_ptr() == data.data_ptr()
+    assert torch.equal(fast.as_subclass(torch.Tensor), slow.as_subclass(torch.Tensor))
+    flipped_fast, flipped_slow = F.horizontal_flip(fast), F.horizontal_flip(slow)
+    assert vars(flipped_fast) == vars(flipped_slow)
+    assert torch.equal(flipped_fast, flipped_slow)
+
+
+def test_xyxy_boxes_falls_back_to_the_constructor(monkeypatch):
+    """Inputs the fast path does not cover (one box as ``[4]``, a tv_tensor), and a torchvision
+    whose ``BoundingBoxes`` carries other metadata, go through the constructor."""
+    one = xyxy_boxes(torch.tensor([1.0, 2.0, 3.0, 4.0]), (5, 6))
+    assert one.shape == (1, 4) and one.canvas_size == (5, 6)
+    already = tv_tensors.BoundingBoxes(torch.zeros(1, 4), format="XYXY", canvas_size=(1, 1))
+    assert xyxy_boxes(already, (7, 8)).canvas_size == (7, 8)
+    monkeypatch.setattr(detkit.tv_tensors, "_SETS_BOX_METADATA", False)
+    made = []
+    real = tv_tensors.BoundingBoxes.__new__
+    monkeypatch.setattr(
+        tv_tensors.BoundingBoxes, "__new__", lambda *a, **k: made.append(k) or real(*a, **k)
+    )
+    assert xyxy_boxes(torch.zeros(2, 4), (3, 4)).canvas_size == (3, 4)
+    assert made == [{"format": tv_tensors.BoundingBoxFormat.XYXY, "canvas_size": (3, 4)}]

@@ -255,7 +255,7 @@ class CocoJsonDataset(TransformedSamples, torch.utils.data.Dataset):
         """
         idx = self._index(idx)
         path = self.image_path(idx)
-        where = LazyName(lambda: sample_name(image_id=self.ids[idx], source=path))
+        where = LazyName(sample_name, image_id=self.ids[idx], source=path)
         image = decode(
             path,
             where,
