@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from detkit.tv_tensors import KeyPointsWithVisibility, plain, to_xyxy
+from detkit.tv_tensors import KeyPointsWithVisibility, plain, to_xyxy, xyxy_boxes
 
 __all__ = [
     "BOX_FORMAT",
@@ -231,7 +231,7 @@ def to_tv_tensors(
     if isinstance(boxes, tv_tensors.BoundingBoxes):
         out["boxes"] = to_xyxy(boxes)
     elif isinstance(boxes, torch.Tensor):
-        out["boxes"] = tv_tensors.BoundingBoxes(plain(boxes), format="XYXY", canvas_size=canvas)
+        out["boxes"] = xyxy_boxes(plain(boxes), canvas)
     masks = out.get("masks")
     if isinstance(masks, torch.Tensor) and not isinstance(masks, tv_tensors.Mask):
         out["masks"] = plain(masks).as_subclass(tv_tensors.Mask)

@@ -26,7 +26,7 @@ from detkit.data.coco._parsing import load_json, parse
 from detkit.data.transformed import TransformedSamples
 from detkit.data.transforms.keypoints import flip_indices_from_names
 from detkit.ops import box_area, masks_area
-from detkit.tv_tensors import KeyPointsWithVisibility, check_flip_indices
+from detkit.tv_tensors import KeyPointsWithVisibility, check_flip_indices, xyxy_boxes
 from detkit.types import PathLike, Target, Transforms, sample_name
 
 __all__ = ["CocoJsonDataset"]
@@ -283,7 +283,7 @@ class CocoJsonDataset(TransformedSamples, torch.utils.data.Dataset):
         boxes = torch.from_numpy(parsed.boxes[start:end].copy())
         area = parsed.area[start:end].copy()
         target: Target = {
-            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
+            "boxes": xyxy_boxes(boxes, (height, width)),
             "labels": torch.from_numpy(parsed.labels[start:end].copy()),
             "image_id": self.ids[idx],
         }
