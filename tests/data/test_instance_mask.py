@@ -172,6 +172,40 @@ def test_labels_mapping_semantic_masks_and_crowd(tmp_path):
     with pytest.raises(ValueError, match=r"s\.png.*label 0 is invalid: labels start at 1"):
         ZeroLabel([sample])[0]
 
+    class HalfLabel(InstanceMaskDataset):  # a float label is not rounded without a word
+        def instance_labels(self, idx, ids, id_mask):
+            return torch.tensor([1.0, 2.5])
+
+    with pytest.raises(ValueError, match=r"s\.png.*returned \[1\.0, 2\.5\]; labels are whole"):
+        HalfLabel([sample])[0]
+
+    class WholeFloats(InstanceMaskDataset):  # whole numbers in a float tensor become int64
+        def instance_labels(self, idx, ids, id_mask):
+            return torch.tensor([1.0, 2.0])
+
+        def instance_iscrowd(self, idx, ids, id_mask):
+            return torch.tensor([True, False])
+
+    _, target = WholeFloats([sample])[0]
+    assert target["labels"].dtype == target["iscrowd"].dtype == torch.int64
+    assert target["labels"].tolist() == [1, 2] and target["iscrowd"].tolist() == [1, 0]
+
+    class ShortCrowd(InstanceMaskDataset):  # an override's crowd flags are checked too
+        def instance_iscrowd(self, idx, ids, id_mask):
+            return torch.zeros(1, dtype=torch.int64)
+
+    with pytest.raises(
+        ValueError, match=r"image_id=0 .*s\.png.*instance_iscrowd must return .*Tensor\[2\]"
+    ):
+        ShortCrowd([sample])[0]
+
+    class TwoCrowd(InstanceMaskDataset):
+        def instance_iscrowd(self, idx, ids, id_mask):
+            return torch.tensor([0, 2])
+
+    with pytest.raises(ValueError, match=r"s\.png.*returned \[0, 2\]; crowd flags must be 0 or 1"):
+        TwoCrowd([sample])[0]
+
     with pytest.raises(ValueError, match=r"instance ids \[9\] have no entry"):
         InstanceMaskDataset([sample], labels={4: 1})[0]
     with pytest.raises(ValueError, match="labels must be >= 1"):

@@ -162,6 +162,11 @@ class InstanceMaskDataset(TransformedSamples, torch.utils.data.Dataset):
         self._sizes: dict[int, tuple[int, int]] = {}
         self.max_image_pixels = resolve_max_pixels(max_image_pixels)
         self.apply_exif_orientation = bool(apply_exif_orientation)
+        cls = type(self)
+        self._overrides_hooks = (
+            cls.instance_labels is not InstanceMaskDataset.instance_labels
+            or cls.instance_iscrowd is not InstanceMaskDataset.instance_iscrowd
+        )
         if check_files:
             self._check_files()
 
@@ -295,31 +300,47 @@ class InstanceMaskDataset(TransformedSamples, torch.utils.data.Dataset):
         """Derive sample ``idx``'s target from its instance-id mask ``[H, W]``."""
         ids, present, boxes, areas = split_id_mask(id_mask)
         labels = self.instance_labels(idx, ids, id_mask)
-        if not isinstance(labels, torch.Tensor) or labels.shape != (len(ids),):
+        iscrowd = self.instance_iscrowd(idx, ids, id_mask)
+        # The default hooks' results are right by construction (their labels were checked
+        # when the dataset was made); right after a decode each torch call costs 5-20 us.
+        if self._overrides_hooks:
+            labels, iscrowd = self._checked_hooks(idx, len(ids), labels, iscrowd)
+        height, width = id_mask.shape
+        return {
+            "boxes": xyxy_boxes(boxes, (height, width)),
+            "labels": labels,
+            # Mask by as_subclass: what Mask() does after two calls that change nothing here.
+            "masks": torch.from_numpy(present).view(torch.uint8).as_subclass(tv_tensors.Mask),
+            "area": torch.from_numpy(areas.astype(np.float32)),
+            "iscrowd": iscrowd,
+            "image_id": self.image_id(idx),
+        }
+
+    def _checked_hooks(
+        self, idx: int, num: int, labels: Any, iscrowd: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The results of overridden ``instance_labels`` / ``instance_iscrowd``, checked."""
+        for name, values in (("instance_labels", labels), ("instance_iscrowd", iscrowd)):
+            if not isinstance(values, torch.Tensor) or values.shape != (num,):
+                raise ValueError(
+                    f"{self._where(idx)}: {name} must return an int64 Tensor[{num}], got {values!r}"
+                )
+        if labels.is_floating_point() and not torch.equal(labels, labels.round()):
             raise ValueError(
-                f"{self._where(idx)}: instance_labels must return an int64 Tensor[{len(ids)}], "
-                f"got {labels!r}"
+                f"{self._where(idx)}: mask '{self.mask_path(idx)}': instance_labels returned "
+                f"{labels.tolist()}; labels are whole numbers"
             )
-        # The default labels were checked at construction; a torch op here costs ~0.1 ms.
-        overridden = type(self).instance_labels is not InstanceMaskDataset.instance_labels
-        if overridden and len(ids) and int(labels.min()) < 1:
+        if num and int(labels.min()) < 1:
             raise ValueError(
                 f"{self._where(idx)}: mask '{self.mask_path(idx)}': label {int(labels.min())} is "
                 "invalid: labels start at 1 (0 is background)"
             )
-        height, width = id_mask.shape
-        iscrowd = self.instance_iscrowd(idx, ids, id_mask)
-        # Right after a decode each torch call costs 10-20 us: none that changes nothing (a
-        # .to() to the tensor's own dtype), and Mask by as_subclass (what Mask() does after
-        # two calls that change nothing for a new tensor).
-        return {
-            "boxes": xyxy_boxes(boxes, (height, width)),
-            "labels": labels if labels.dtype == torch.int64 else labels.to(torch.int64),
-            "masks": torch.from_numpy(present).view(torch.uint8).as_subclass(tv_tensors.Mask),
-            "area": torch.from_numpy(areas.astype(np.float32)),
-            "iscrowd": iscrowd if iscrowd.dtype == torch.int64 else iscrowd.to(torch.int64),
-            "image_id": self.image_id(idx),
-        }
+        if ((iscrowd != 0) & (iscrowd != 1)).any():
+            raise ValueError(
+                f"{self._where(idx)}: mask '{self.mask_path(idx)}': instance_iscrowd returned "
+                f"{iscrowd.tolist()}; crowd flags must be 0 or 1"
+            )
+        return labels.to(torch.int64), iscrowd.to(torch.int64)
 
     def __getitem__(self, idx: int) -> tuple[Any, Target]:
         size = len(self)
