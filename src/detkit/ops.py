@@ -244,6 +244,8 @@ def split_id_mask(id_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, torch.Te
     >>> ids.tolist(), boxes.tolist(), areas.tolist()
     ([3, 7], [[2.0, 1.0, 3.0, 2.0], [1.0, 0.0, 3.0, 1.0]], [1, 2])
     """
+    if type(id_mask) is np.ndarray and id_mask.dtype == np.uint8 and id_mask.ndim == 2:
+        return _split_bytes(id_mask)  # the dataset's case: nothing to check or convert
     array = _integer_array(id_mask, "id_mask")
     if array.ndim != 2:
         raise ValueError(f"id_mask must be [H, W], got shape {tuple(array.shape)}")
@@ -287,14 +289,15 @@ def _split_bytes(array: np.ndarray) -> tuple[np.ndarray, np.ndarray, torch.Tenso
         if first >= 0:
             spans.append((value, first // width, pixels.rfind(value) // width + 1))
     masks = np.zeros((len(spans), height, width), dtype=bool)  # zero pages cost nothing here
-    boxes, areas = [], []
+    ids, boxes, areas = [], [], []
     for k, (value, top, bottom) in enumerate(spans):
+        ids.append(value)
         band = masks[k, top:bottom]
         np.equal(array[top:bottom], value, out=band)
         cols = np.logical_or.reduce(band, axis=0).tobytes()
         left, right = cols.find(1), cols.rfind(1) + 1
         boxes.append((left, top, right, bottom))  # edge convention
         areas.append(np.count_nonzero(band[:, left:right]))  # within the box: 3x faster
-    ids = np.array([span[0] for span in spans], dtype=np.int64)
     box_array = np.array(boxes, dtype=np.float32).reshape(-1, 4)  # torch.tensor: 4x the time
-    return ids, masks, torch.from_numpy(box_array), np.array(areas, dtype=np.int64)
+    ids_array = np.array(ids, dtype=np.int64)
+    return ids_array, masks, torch.from_numpy(box_array), np.array(areas, dtype=np.int64)
