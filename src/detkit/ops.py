@@ -11,6 +11,11 @@ from typing import Literal, overload
 import numpy as np
 import torch
 
+try:  # numpy's C counter without the dispatch around np.count_nonzero: 7 us, not 17, after a decode
+    from numpy._core.multiarray import count_nonzero as _count_nonzero
+except ImportError:  # another numpy's layout: the public function, with the same result
+    _count_nonzero = np.count_nonzero
+
 __all__ = [
     "box_area",
     "id_mask_to_masks",
@@ -297,7 +302,7 @@ def _split_bytes(array: np.ndarray) -> tuple[np.ndarray, np.ndarray, torch.Tenso
         cols = np.logical_or.reduce(band, axis=0).tobytes()
         left, right = cols.find(1), cols.rfind(1) + 1
         boxes.append((left, top, right, bottom))  # edge convention
-        areas.append(np.count_nonzero(band[:, left:right]))  # within the box: 3x faster
+        areas.append(_count_nonzero(band[:, left:right]))  # within the box: 3x faster
     box_array = np.array(boxes, dtype=np.float32).reshape(-1, 4)  # torch.tensor: 4x the time
     ids_array = np.array(ids, dtype=np.int64)
     return ids_array, masks, torch.from_numpy(box_array), np.array(areas, dtype=np.int64)
