@@ -346,6 +346,36 @@ def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
             read_it()
 
 
+def test_reading_without_readv_gives_the_same_pixels(tmp_path, monkeypatch):
+    """Where the OS has no ``readv`` (Windows), a raw file object reads the bytes instead."""
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(tmp_path / "i.jpg")
+    Image.fromarray(rng.integers(0, 4, (30, 40), dtype=np.uint8)).save(tmp_path / "m.png")
+    dataset = InstanceMaskDataset([(tmp_path / "i.jpg", tmp_path / "m.png")])
+    image, target = dataset[0]
+    monkeypatch.setattr(image_io, "_readv", None)
+    image_again, target_again = dataset[0]
+    assert torch.equal(image, image_again)
+    assert torch.equal(target["masks"], target_again["masks"])
+
+
+def test_a_file_that_shrinks_while_read_is_named(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "i.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "m.png")
+    dataset = InstanceMaskDataset([(tmp_path / "i.png", tmp_path / "m.png")])
+    monkeypatch.setattr(image_io, "_readinto", lambda fd, view: 0)  # end of file at once
+    with pytest.raises(ValueError, match=r"image_id=0 .*: image file '.*i\.png' changed size"):
+        dataset[0]
+
+
+def test_an_empty_image_file_is_named(tmp_path):
+    (tmp_path / "i.png").touch()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "m.png")
+    dataset = InstanceMaskDataset([(tmp_path / "i.png", tmp_path / "m.png")])
+    with pytest.raises(ValueError, match=r"image_id=0 .*: cannot decode image file '.*i\.png'"):
+        dataset[0]
+
+
 def test_find_missing_lists_each_folder_once_and_stats_only_the_misses(tmp_path, monkeypatch):
     (tmp_path / "a").mkdir()
     names = [f"{i:03d}.png" for i in range(40)]

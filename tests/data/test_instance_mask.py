@@ -345,7 +345,6 @@ def test_unreadable_file(tmp_path, monkeypatch):
             return real_open(path, *args, **kwargs)
 
         monkeypatch.setattr(image_io.os, "open", refuse)
-        monkeypatch.setattr(image_io, "_tv_read_file", None)
     with pytest.raises(PermissionError, match=f"cannot read image file '{image_path}'"):
         dataset[0]
 

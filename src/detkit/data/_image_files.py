@@ -45,16 +45,14 @@ from detkit.data._image_headers import (
 from detkit.types import PathLike
 
 _tv_decode_image: Any
-_tv_read_file: Any
 try:
     import torchvision.io  # noqa: F401  - loads torchvision's image ops into torch.ops.image
 
     # The ops themselves: the public wrappers add a deprecation warning per call (torchvision
     # 0.29), whose suppression costs more than the decode of a small mask.
     _tv_decode_image = torch.ops.image.decode_image
-    _tv_read_file = torch.ops.image.read_file
 except (ImportError, AttributeError, RuntimeError):  # no image ops: PIL does all the work
-    _tv_decode_image = _tv_read_file = None
+    _tv_decode_image = None
 
 # Mask modes that hold one integer per pixel. "1" is a binary mask (one instance).
 ID_MASK_MODES = ("1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N")
@@ -63,6 +61,7 @@ _TV_UNCHANGED, _TV_RGB = 0, 3  # torchvision.io.ImageReadMode values
 _HEAD_BYTES = 1 << 12  # a PNG's or JPEG's header, unless a large EXIF block comes first
 
 _OPEN_FLAGS = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+_readv = getattr(os, "readv", None)
 
 #: A dataset's ``max_image_pixels``, the largest image (in pixels) it decodes; ``None`` for
 #: no limit, or ``"pil"`` for Pillow's own limit (``PIL.Image.MAX_IMAGE_PIXELS``) at the time
@@ -145,8 +144,7 @@ def decode(
         FileNotFoundError, PermissionError: naming the file.
         ValueError: for a directory, a corrupt file, one over ``max_pixels``, a lossy mask.
     """
-    data = _read_bytes(path, where, what)
-    view = data.numpy().data
+    view = _read_bytes(path, where, what)
     try:
         header = parse_header(view)
     except (NeedMoreBytes, ValueError) as exc:
@@ -160,6 +158,7 @@ def decode(
     if _tv_decode_image is not None and opened is None and (rgb or not header.low_bit_png):
         # On failure PIL reports the problem, or reads what torchvision cannot. (try, not
         # contextlib.suppress: its object costs ~10 us right after a decode.)
+        data = torch.frombuffer(view, dtype=torch.uint8)  # no copy
         try:  # noqa: SIM105 (see above)
             tensor = _tv_decode_image(data, _TV_RGB if rgb else _TV_UNCHANGED, False)
         except RuntimeError:
@@ -269,29 +268,45 @@ def _open_file(path: PathLike) -> io.BufferedReader:
         raise
 
 
-def _read_bytes(path: PathLike, where: Where, what: str) -> torch.Tensor:
-    """The bytes of the file ``path`` as a uint8 ``Tensor[size]``."""
-    if _tv_read_file is not None:
-        # torchvision's reader costs a tenth of Python's file objects right after a decode
-        # has evicted them from the caches; it is handed regular files only (a FIFO would
-        # block it), and on any failure the Python reader below says what is wrong.
-        try:
-            if stat.S_ISREG(os.stat(path).st_mode):
-                return _tv_read_file(os.fspath(path))
-        except (OSError, RuntimeError, ValueError):
-            pass
+def _read_bytes(path: PathLike, where: Where, what: str) -> bytearray:
+    """The bytes of the regular file ``path``.
+
+    Read with the OS's calls on a descriptor (opened non-blocking, so that a FIFO is refused
+    instead of waiting for a writer): right after a decode has evicted the caches, Python's
+    file objects, or torchvision's reader and a tensor's ``.numpy()``, cost several times
+    these few system calls.
+    """
     try:
-        with _open_file(path) as file:
-            size = os.fstat(file.fileno()).st_size
-            data = np.empty(size, dtype=np.uint8)
-            if file.readinto(data.data) != size:
-                raise ValueError(f"{where}: {what} file '{path}' changed size while being read")
+        fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise _NotAFile
+            data = bytearray(info.st_size)
+            view, done = memoryview(data), 0
+            while done < len(data):
+                count = _readinto(fd, view[done:])
+                if not count:
+                    break
+                done += count
+        finally:
+            os.close(fd)
     except (OSError, _NotAFile) as exc:
         raise read_error(where, path, what, exc) from None
-    return torch.from_numpy(data)
+    if done != len(data):
+        raise ValueError(f"{where}: {what} file '{path}' changed size while being read")
+    return data
 
 
-def _open_with_pil(data: memoryview, where: Where, path: PathLike, what: str) -> Image.Image:
+def _readinto(fd: int, view: memoryview) -> int:
+    """``os.readv`` where there is one (POSIX), else a raw file object's ``readinto``."""
+    if _readv is not None:
+        return _readv(fd, [view])
+    with open(fd, "rb", buffering=0, closefd=False) as file:
+        return file.readinto(view) or 0
+
+
+def _open_with_pil(data: bytearray, where: Where, path: PathLike, what: str) -> Image.Image:
     with warnings.catch_warnings():
         # The pixel limit is checked next, from the header, with the dataset's own setting.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -78,7 +78,7 @@ class ImageHeader(NamedTuple):
         return self.height, self.width
 
 
-def parse_header(data: bytes | memoryview) -> ImageHeader | None:
+def parse_header(data: bytes | bytearray | memoryview) -> ImageHeader | None:
     """The header of a PNG or JPEG file starting at ``data``; ``None`` for other formats.
 
     Raises:
@@ -92,7 +92,7 @@ def parse_header(data: bytes | memoryview) -> ImageHeader | None:
     return None
 
 
-def pil_header(image: Image.Image, data: bytes | memoryview | None) -> ImageHeader:
+def pil_header(image: Image.Image, data: bytes | bytearray | memoryview | None) -> ImageHeader:
     """The header of a file PIL has opened (lazily: no pixels decoded).
 
     ``data`` (the file's bytes, when at hand) tells lossy WebP from lossless.
@@ -112,7 +112,7 @@ def pil_header(image: Image.Image, data: bytes | memoryview | None) -> ImageHead
     return ImageHeader(fmt, height, width, _valid_orientation(orientation), lossy)
 
 
-def open_lazily(data: bytes | memoryview) -> Image.Image:
+def open_lazily(data: bytes | bytearray | memoryview) -> Image.Image:
     """PIL's lazy ``Image.open`` on in-memory bytes."""
     return Image.open(io.BytesIO(data))
 
@@ -121,7 +121,7 @@ def _valid_orientation(value: Any) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _png_header(data: bytes | memoryview) -> ImageHeader:
+def _png_header(data: bytes | bytearray | memoryview) -> ImageHeader:
     if len(data) < 33:
         raise NeedMoreBytes
     kind, width, height, bit_depth, color_type = _PNG_IHDR.unpack_from(data, 12)
@@ -146,7 +146,7 @@ def _png_header(data: bytes | memoryview) -> ImageHeader:
     )
 
 
-def _jpeg_header(data: bytes | memoryview) -> ImageHeader:
+def _jpeg_header(data: bytes | bytearray | memoryview) -> ImageHeader:
     orientation, pos, end = None, 2, len(data)
     while True:
         if pos + 4 > end:
@@ -181,7 +181,7 @@ def _jpeg_header(data: bytes | memoryview) -> ImageHeader:
             pos += 2 + length
 
 
-def _tiff_orientation(tiff: bytes | memoryview) -> int:
+def _tiff_orientation(tiff: bytes | bytearray | memoryview) -> int:
     """The Orientation tag of a TIFF-structured EXIF block's first IFD; 1 when absent."""
     if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
         return 1
@@ -199,7 +199,7 @@ def _tiff_orientation(tiff: bytes | memoryview) -> int:
     return 1
 
 
-def _webp_is_lossy(data: bytes | memoryview) -> bool:
+def _webp_is_lossy(data: bytes | bytearray | memoryview) -> bool:
     """Whether a WebP file's image chunk is ``VP8`` (lossy) rather than ``VP8L``."""
     pos = 12
     while pos + 8 <= len(data):

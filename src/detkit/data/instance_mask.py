@@ -310,7 +310,7 @@ class InstanceMaskDataset(TransformedSamples, torch.utils.data.Dataset):
             "boxes": xyxy_boxes(boxes, (height, width)),
             "labels": labels,
             # Mask by as_subclass: what Mask() does after two calls that change nothing here.
-            "masks": torch.from_numpy(present).view(torch.uint8).as_subclass(tv_tensors.Mask),
+            "masks": torch.from_numpy(present.view(np.uint8)).as_subclass(tv_tensors.Mask),
             "area": torch.from_numpy(areas.astype(np.float32)),
             "iscrowd": iscrowd,
             "image_id": self.image_id(idx),
