@@ -253,38 +253,41 @@ def _check_header(
         )
 
 
-def _open_file(path: PathLike) -> io.BufferedReader:
-    """``path`` opened for reading, refusing anything but a regular file.
+def _open_regular(path: PathLike) -> tuple[int, int]:
+    """A descriptor of ``path`` opened for reading, and the file's size.
 
-    Non-blocking, so that a FIFO given as an image is refused instead of waiting for a writer.
+    Non-blocking, so that a FIFO given as an image is refused (``_NotAFile``) instead of
+    waiting for a writer; so are devices and sockets.
     """
     fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise _NotAFile
-        return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+    return fd, info.st_size
+
+
+def _open_file(path: PathLike) -> io.BufferedReader:
+    """``path`` opened for reading as a file object, refusing anything but a regular file."""
+    return os.fdopen(_open_regular(path)[0], "rb")
 
 
 def _read_bytes(path: PathLike, where: Where, what: str) -> bytearray:
     """The bytes of the regular file ``path``.
 
-    Read with the OS's calls on a descriptor (opened non-blocking, so that a FIFO is refused
-    instead of waiting for a writer): right after a decode has evicted the caches, Python's
-    file objects, or torchvision's reader and a tensor's ``.numpy()``, cost several times
-    these few system calls.
+    Read with the OS's calls on a descriptor: right after a decode has evicted the caches,
+    Python's file objects, or torchvision's reader and a tensor's ``.numpy()``, cost several
+    times these few system calls.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
+        fd, size = _open_regular(path)
         try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise _NotAFile
-            data = bytearray(info.st_size)
+            data = bytearray(size)
             view, done = memoryview(data), 0
-            while done < len(data):
+            while done < size:
                 count = _readinto(fd, view[done:])
                 if not count:
                     break
@@ -293,7 +296,7 @@ def _read_bytes(path: PathLike, where: Where, what: str) -> bytearray:
             os.close(fd)
     except (OSError, _NotAFile) as exc:
         raise read_error(where, path, what, exc) from None
-    if done != len(data):
+    if done != size:
         raise ValueError(f"{where}: {what} file '{path}' changed size while being read")
     return data
 
