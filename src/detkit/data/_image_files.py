@@ -24,7 +24,6 @@ What every file read here goes through, in this order (the datasets' docstrings 
 from __future__ import annotations
 
 import functools
-import io
 import os
 import stat
 import warnings
@@ -217,16 +216,19 @@ def orientation_hint(path: PathLike) -> str:
 
 def _file_header(path: PathLike) -> ImageHeader | None:
     """The PNG or JPEG header of the file ``path`` (``None`` for other formats)."""
-    with _open_file(path) as file:
-        head = file.read(_HEAD_BYTES)
+    fd, _ = _open_regular(path)
+    try:
+        head = os.read(fd, _HEAD_BYTES)
         while True:
             try:
                 return parse_header(head)
             except NeedMoreBytes:
-                more = file.read(8 * len(head))
+                more = os.read(fd, 8 * max(len(head), 1))
                 if not more:
                     raise
                 head += more
+    finally:
+        os.close(fd)
 
 
 def _check_header(
@@ -268,11 +270,6 @@ def _open_regular(path: PathLike) -> tuple[int, int]:
         os.close(fd)
         raise
     return fd, info.st_size
-
-
-def _open_file(path: PathLike) -> io.BufferedReader:
-    """``path`` opened for reading as a file object, refusing anything but a regular file."""
-    return os.fdopen(_open_regular(path)[0], "rb")
 
 
 def _read_bytes(path: PathLike, where: Where, what: str) -> bytearray:
