@@ -1,4 +1,4 @@
-"""Whether the files a dataset lists exist, checked at construction: by listing folders.
+"""A dataset's sample paths, checked at construction: pairs of paths, files that exist.
 
 A dataset of 10,000 samples checks its 20,000 files by one directory listing per folder, not a
 ``stat`` per file, so that a missing mask is reported when the dataset is made, not mid-epoch,
@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Sequence
+from typing import cast
+
+from detkit.types import PathLike
 
 _LIST_FOLDER_FROM = 16  # check files by one listing of their folder from this many on
 
@@ -86,3 +89,25 @@ def why_unreadable(path: str) -> str | None:
     if not stat.S_ISREG(info.st_mode):
         return "is not a regular file"
     return None
+
+
+def path_pairs(samples: Sequence[tuple[PathLike, PathLike]]) -> list[tuple[str, str]]:
+    """A dataset's ``samples`` as pairs of path strings; raises for anything that is not a pair."""
+    given = list(samples)
+    # The common case, kept to one pass for folders of 10,000 files: pairs of strings.
+    if all(type(p) is tuple and len(p) == 2 and type(p[0]) is type(p[1]) is str for p in given):
+        return cast("list[tuple[str, str]]", given)
+    pairs: list[tuple[str, str]] = []
+    for i, pair in enumerate(given):
+        try:
+            if isinstance(pair, (str, bytes, os.PathLike)):
+                raise ValueError
+            image, mask = os.fspath(pair[0]), os.fspath(pair[1])
+            if len(pair) != 2 or not isinstance(image, str) or not isinstance(mask, str):
+                raise ValueError
+        except (TypeError, ValueError, IndexError, KeyError):
+            raise ValueError(
+                f"samples[{i}] must be an (image_path, mask_path) pair, got {pair!r}"
+            ) from None
+        pairs.append((image, mask))
+    return pairs

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
 from torchvision import tv_tensors
 
-from detkit.data._file_checks import find_missing, missing_files_error
+from detkit.data._file_checks import find_missing, missing_files_error, path_pairs
 from detkit.data._image_files import (
     ID_MASK_MODES,
     LazyName,
@@ -134,7 +133,7 @@ class InstanceMaskDataset(TransformedSamples, torch.utils.data.Dataset):
         apply_exif_orientation: bool = True,
         instance_fields: Sequence[str] = (),
     ) -> None:
-        pairs = _path_pairs(samples)
+        pairs = path_pairs(samples)
         if not pairs:
             raise ValueError("samples is empty: the dataset has no (image, mask) pairs")
         semantic_paths = None if semantic_masks is None else [Path(p) for p in semantic_masks]
@@ -387,25 +386,3 @@ class InstanceMaskDataset(TransformedSamples, torch.utils.data.Dataset):
                 f"entirely on background (class 0) in semantic mask '{path}'"
             )
         return torch.from_numpy(labels.astype(np.int64))
-
-
-def _path_pairs(samples: Sequence[tuple[PathLike, PathLike]]) -> list[tuple[str, str]]:
-    """``samples`` as pairs of path strings; raises for anything that is not a pair."""
-    given = list(samples)
-    # The common case, kept to one pass for folders of 10,000 files: pairs of strings.
-    if all(type(p) is tuple and len(p) == 2 and type(p[0]) is type(p[1]) is str for p in given):
-        return cast("list[tuple[str, str]]", given)
-    pairs: list[tuple[str, str]] = []
-    for i, pair in enumerate(given):
-        try:
-            if isinstance(pair, (str, bytes, os.PathLike)):
-                raise ValueError
-            image, mask = os.fspath(pair[0]), os.fspath(pair[1])
-            if len(pair) != 2 or not isinstance(image, str) or not isinstance(mask, str):
-                raise ValueError
-        except (TypeError, ValueError, IndexError, KeyError):
-            raise ValueError(
-                f"samples[{i}] must be an (image_path, mask_path) pair, got {pair!r}"
-            ) from None
-        pairs.append((image, mask))
-    return pairs
