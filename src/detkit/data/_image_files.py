@@ -143,7 +143,8 @@ def decode(
         FileNotFoundError, PermissionError: naming the file.
         ValueError: for a directory, a corrupt file, one over ``max_pixels``, a lossy mask.
     """
-    view = _read_bytes(path, where, what)
+    data = _read_bytes(path, where, what)
+    view = data.data
     try:
         header = parse_header(view)
     except (NeedMoreBytes, ValueError) as exc:
@@ -157,9 +158,10 @@ def decode(
     if _tv_decode_image is not None and opened is None and (rgb or not header.low_bit_png):
         # On failure PIL reports the problem, or reads what torchvision cannot. (try, not
         # contextlib.suppress: its object costs ~10 us right after a decode.)
-        data = torch.frombuffer(view, dtype=torch.uint8)  # no copy
         try:  # noqa: SIM105 (see above)
-            tensor = _tv_decode_image(data, _TV_RGB if rgb else _TV_UNCHANGED, False)
+            tensor = _tv_decode_image(
+                torch.from_numpy(data), _TV_RGB if rgb else _TV_UNCHANGED, False
+            )
         except RuntimeError:
             pass
     if tensor is None:
@@ -272,18 +274,19 @@ def _open_regular(path: PathLike) -> tuple[int, int]:
     return fd, info.st_size
 
 
-def _read_bytes(path: PathLike, where: Where, what: str) -> bytearray:
-    """The bytes of the regular file ``path``.
+def _read_bytes(path: PathLike, where: Where, what: str) -> np.ndarray:
+    """The bytes of the regular file ``path``, as a uint8 array.
 
-    Read with the OS's calls on a descriptor: right after a decode has evicted the caches,
-    Python's file objects, or torchvision's reader and a tensor's ``.numpy()``, cost several
-    times these few system calls.
+    Read with the OS's calls on a descriptor into uninitialized memory (a ``bytearray``
+    would first be zeroed): right after a decode has evicted the caches, Python's file
+    objects, or torchvision's reader and a tensor's ``.numpy()``, cost several times these
+    few system calls.
     """
     try:
         fd, size = _open_regular(path)
         try:
-            data = bytearray(size)
-            view, done = memoryview(data), 0
+            data = np.empty(size, dtype=np.uint8)
+            view, done = data.data, 0
             while done < size:
                 count = _readinto(fd, view[done:])
                 if not count:
@@ -306,7 +309,7 @@ def _readinto(fd: int, view: memoryview) -> int:
         return file.readinto(view) or 0
 
 
-def _open_with_pil(data: bytearray, where: Where, path: PathLike, what: str) -> Image.Image:
+def _open_with_pil(data: memoryview, where: Where, path: PathLike, what: str) -> Image.Image:
     with warnings.catch_warnings():
         # The pixel limit is checked next, from the header, with the dataset's own setting.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
