@@ -236,8 +236,8 @@ def split_id_mask(id_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, torch.Te
     The dataset's hot path. It runs right after an image decode has filled the caches with
     pixels, where each pass over the masks and each library call costs several times what a
     warm loop shows: so few of both. An 8-bit mask (what PNG masks decode to) is searched as
-    bytes: each id's first and last pixel (``memchr`` from either end) give its rows, and its
-    mask, columns and area are computed over those rows only, into zeroed memory. Other
+    bytes: each id's first and last pixel (``memchr`` from either end) give its rows; its
+    mask and columns are computed over those rows only, and its area within its box. Other
     masks compare every candidate id at once and find each instance's rows in one pass.
 
     Returns:
@@ -293,7 +293,7 @@ def _split_bytes(array: np.ndarray) -> tuple[np.ndarray, np.ndarray, torch.Tenso
         first = pixels.find(value)
         if first >= 0:
             spans.append((value, first // width, pixels.rfind(value) // width + 1))
-    masks = np.zeros((len(spans), height, width), dtype=bool)  # zero pages cost nothing here
+    masks = np.zeros((len(spans), height, width), dtype=bool)  # one memset; bands written
     ids, boxes, areas = [], [], []
     for k, (value, top, bottom) in enumerate(spans):
         ids.append(value)
