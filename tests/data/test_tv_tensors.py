@@ -479,3 +479,20 @@ def test_xyxy_boxes_falls_back_to_the_constructor(monkeypatch):
     )
     assert xyxy_boxes(torch.zeros(2, 4), (3, 4)).canvas_size == (3, 4)
     assert made == [{"format": tv_tensors.BoundingBoxFormat.XYXY, "canvas_size": (3, 4)}]
+
+
+def test_torchvision_rotate_with_expand_is_named_as_the_cause():
+    """torchvision sizes an image rotated with ``expand=True`` and its boxes apart by rounding
+    (pytorch/vision#8654: at 10 degrees 72x60 vs 73x59); the error says so, and does not send
+    the user looking for a transform of the image alone."""
+    image = torch.zeros(3, 48, 64, dtype=torch.uint8)
+    boxes = tv_tensors.BoundingBoxes([[5.0, 5, 15, 20]], format="XYXY", canvas_size=(48, 64))
+    assert F.rotate(image, 10, expand=True).shape[-2:] == (60, 72)
+    assert F.rotate(boxes, 10, expand=True).canvas_size == (59, 73)
+    target = {"boxes": boxes, "labels": torch.tensor([1]), "image_id": 3}
+    with pytest.raises(ValueError) as info:
+        T.apply_transforms(v2.RandomRotation((10, 10), expand=True), image, target)
+    message = str(info.value)
+    assert "field 'boxes' belongs to a" in message
+    assert "expand=True" in message and "pytorch/vision#8654" in message
+    assert "image alone" not in message

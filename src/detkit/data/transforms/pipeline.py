@@ -289,10 +289,18 @@ def _check_canvas(image: Any, target: Mapping[str, Any], where: str) -> None:
         if canvas is None and isinstance(value, tv_tensors.Mask) and value.ndim == 3:
             canvas = tuple(value.shape[-2:])
         if canvas is not None and tuple(canvas) != (height, width):
+            cause = "a transform moved the image without it (a callable that transforms the image alone?)"
+            if abs(canvas[0] - height) <= 1 and abs(canvas[1] - width) <= 1:
+                # torchvision's rotate(expand=True) rounds the two sizes apart, for some angles.
+                cause = (
+                    "within a pixel, as torchvision's rotate with expand=True (v2.RandomRotation) "
+                    "leaves boxes for some angles, rounding their size apart from the image's "
+                    "(pytorch/vision#8654); rotate without expand, after a v2.RandomZoomOut or "
+                    "v2.Pad if corners must stay in the image"
+                )
             raise ValueError(
                 f"{where}: after the transforms the image is {width}x{height} (WxH) but field "
-                f"'{key}' belongs to a {canvas[1]}x{canvas[0]} image: a transform moved the "
-                "image without it (a callable that transforms the image alone?)"
+                f"'{key}' belongs to a {canvas[1]}x{canvas[0]} image: {cause}"
             )
 
 
