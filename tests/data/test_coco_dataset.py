@@ -416,6 +416,37 @@ def test_transforms_pickling_and_no_decode_for_metadata(coco_root, monkeypatch):
         dataset.get_target(6)
 
 
+def normalize_boxes(data):
+    """Boxes as fractions of their image's size, as YOLO-style converters write them."""
+    sizes = {image["id"]: (image["width"], image["height"]) for image in data["images"]}
+    for ann in data["annotations"]:
+        width, height = sizes[ann["image_id"]]
+        x, y, w, h = ann["bbox"]
+        ann.update(bbox=[x / width, y / height, w / width, h / height])
+        for key in ("segmentation", "area", "keypoints"):
+            ann.pop(key, None)
+
+
+def test_normalized_boxes_are_refused_not_read_as_sub_pixel_boxes(coco_root):
+    """Boxes in 0..1 (fractions of the image) would load as objects smaller than a pixel in
+    the top-left corner, which SanitizeBoxes then drops: training on negatives only."""
+    path = edited(coco_root, normalize_boxes)
+    with pytest.raises(ValueError, match=r"every bbox lies within \[0, 1\] .*normalized") as info:
+        CocoJsonDataset(coco_root / "images", path)
+    assert str(path) in str(info.value)
+
+    # A single box of a whole pixel at the origin is a box, not a fraction.
+    def one_pixel(data):
+        del data["annotations"][1:]
+        data["annotations"][0].update(bbox=[0, 0, 1, 1], area=1)
+        data["annotations"][0].pop("segmentation")
+
+    dataset = CocoJsonDataset(coco_root / "images", edited(coco_root, one_pixel), with_masks=False)
+    assert [[0.0, 0.0, 1.0, 1.0]] in [
+        dataset.get_target(i)["boxes"].tolist() for i in range(len(dataset))
+    ]
+
+
 def valid_polygon(data):
     ann = first_annotation(data)
     image = next(i for i in data["images"] if i["id"] == ann["image_id"])

@@ -247,6 +247,12 @@ def rle_string_problem(counts: str | bytes, size: tuple[int, int]) -> str | None
     return None
 
 
+def _looks_normalized(xyxy: np.ndarray) -> bool:
+    """Whether every box lies in the image's top-left pixel, one at least with fractional
+    corners: fractions of the image's size, not pixels (a box of a whole pixel is a box)."""
+    return bool(xyxy.size) and xyxy.min() >= 0 and xyxy.max() <= 1 and bool((xyxy % 1).any())
+
+
 def check_boxes(
     xywh: np.ndarray,
     rows: np.ndarray,
@@ -282,6 +288,13 @@ def check_boxes(
             f"{sizes[pos, 1]}x{sizes[pos, 0]} WxH): bbox [x, y, w, h] = {xywh[r].tolist()}"
         )
 
+    if _looks_normalized(xyxy):
+        problems.add(
+            f"every bbox lies within [0, 1] x [0, 1] pixels, e.g. {describe(0)}: these look "
+            "like normalized coordinates (fractions of the image's size, as YOLO files have "
+            "them); COCO boxes are in pixels: multiply x and w by the image's width, y and h "
+            "by its height"
+        )
     for r in np.flatnonzero(outside):
         problems.add(
             f"{describe(r)} reaches outside the image by more than box_tolerance={box_tolerance} px"

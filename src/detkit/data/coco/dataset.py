@@ -64,7 +64,8 @@ class CocoJsonDataset(TransformedSamples, torch.utils.data.Dataset):
     annotation id, image id and file name): malformed JSON (with line and column), an
     annotation whose ``image_id`` or ``category_id`` is unknown, a ``bbox`` that is not 4
     finite numbers, a box reaching outside its image by more than ``box_tolerance`` pixels, a
-    degenerate box (zero or negative width or height inside the image), a missing or
+    degenerate box (zero or negative width or height inside the image), boxes that all lie
+    within the first pixel (normalized coordinates, fractions of the image), a missing or
     malformed ``segmentation`` when masks are produced, keypoints of the wrong length or
     visibility. Boxes within the tolerance are clipped to the image: exporters round
     coordinates, and COCO itself has boxes that overshoot their image by a fraction of a pixel.
