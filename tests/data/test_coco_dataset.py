@@ -477,6 +477,40 @@ def test_polygons_of_fewer_than_3_points_are_left_out(coco_root, caplog):
     assert sum(len(dataset.get_target(i)["boxes"]) for i in range(len(dataset))) == total - 1
 
 
+def test_polygons_outside_the_image_are_left_out_like_those_of_fewer_than_3_points(
+    coco_root, caplog
+):
+    """A polygon beyond an edge of the image covers no pixel: an annotation with only such
+    polygons would load as a box with an empty mask (Mask R-CNN taught that it is nothing)."""
+
+    def edit(data):
+        ann, image = valid_polygon(data)
+        width = image["width"]
+        beyond = [width, 2, width + 9, 2, width + 9, 20]  # right of the image, within a width
+        ann["segmentation"] = [[2, 2, 20, 2, 20, 20, 2, 20], beyond]
+
+    path = edited(coco_root, edit)
+    with caplog.at_level(logging.WARNING, logger="detkit.data.coco"):
+        dataset = CocoJsonDataset(coco_root / "images", path)
+    assert "ignored polygons of fewer than 3 points or outside the image" in caplog.text
+    coco = load_coco(path)
+    ann = coco.dataset["annotations"][0]
+    index = dataset.ids.index(ann["image_id"])
+    row = [a["id"] for a in coco.imgToAnns[ann["image_id"]]].index(ann["id"])
+    expected = ann_to_mask(coco, {**ann, "segmentation": ann["segmentation"][:1]})
+    np.testing.assert_array_equal(dataset.get_target(index)["masks"][row].numpy(), expected)
+
+    for beyond in ([-9, 2, 0, 2, 0, 20], [2, -20, 20, -20, 10, 0]):  # left of it, above it
+        path = edited(coco_root, lambda d, b=beyond: first_annotation(d).update(segmentation=[b]))
+        with pytest.raises(
+            ValueError, match=r"annotation id 1 .*outside the image.*drop_degenerate"
+        ):
+            CocoJsonDataset(coco_root / "images", path)
+    total = len(json.loads(path.read_text())["annotations"])
+    dataset = CocoJsonDataset(coco_root / "images", path, drop_degenerate=True)
+    assert sum(len(dataset.get_target(i)["boxes"]) for i in range(len(dataset))) == total - 1
+
+
 def rle_of(mask: np.ndarray) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -129,18 +129,27 @@ def usable_segmentation(segm: Any, size: tuple[int, int]) -> tuple[Any, str | No
     """``(usable segmentation, problem, whether the problem is a degenerate shape)``.
 
     Polygons of fewer than 3 points cover nothing (and pycocotools would read a 4-number one
-    as a box), so they are left out, as detectron2 does; an annotation left with none is
-    degenerate.
+    as a box), so they are left out, as detectron2 does; so are polygons beyond an edge of
+    the image, which cover none of its pixels. An annotation left with none is degenerate.
     """
     problem = _segmentation_problem(segm, size)
     if problem:
         return None, problem, False
     if isinstance(segm, list):
-        usable = [polygon for polygon in segm if len(polygon) >= 6]
+        height, width = size
+        usable = [
+            polygon
+            for polygon in segm
+            if len(polygon) >= 6
+            and min(polygon[0::2]) < width
+            and max(polygon[0::2]) > 0
+            and min(polygon[1::2]) < height
+            and max(polygon[1::2]) > 0
+        ]
         if not usable:
             message = (
-                "every polygon of 'segmentation' has fewer than 3 points (no area); pass "
-                "drop_degenerate=True to skip such annotations"
+                "every polygon of 'segmentation' has fewer than 3 points or lies outside the "
+                "image (no area); pass drop_degenerate=True to skip such annotations"
             )
             return None, message, True
         return usable, None, False

@@ -257,7 +257,7 @@ def _annotations(
     """The ``annotations`` section, checked entry by entry (raises for every bad one at once)."""
     rows = _Rows()
     dropped: list[str] = []  # annotations without a usable polygon (drop_degenerate)
-    thin = 0  # annotations that lost a polygon of fewer than 3 points
+    thin = 0  # annotations that lost a polygon of fewer than 3 points or outside the image
     seen_ann_ids: set[int] = set()
     for i, ann in enumerate(annotations):
         if not isinstance(ann, dict):
@@ -316,14 +316,16 @@ def _annotations(
     problems.raise_if_any()
     if dropped:
         logger.warning(
-            "'%s': dropped %d annotation(s) whose polygons all have fewer than 3 points, e.g. %s",
+            "'%s': dropped %d annotation(s) whose polygons all have fewer than 3 points or lie "
+            "outside the image, e.g. %s",
             path,
             len(dropped),
             dropped[0],
         )
     if thin:
         logger.warning(
-            "'%s': ignored polygons of fewer than 3 points (no area) in %d annotation(s)",
+            "'%s': ignored polygons of fewer than 3 points or outside the image (no area) in %d "
+            "annotation(s)",
             path,
             thin,
         )
