@@ -376,6 +376,32 @@ def test_an_empty_image_file_is_named(tmp_path):
         dataset[0]
 
 
+def jpeg_cut_after_its_frame_header(tail: bytes) -> bytes:
+    """A JPEG whose frame header (the size) is whole, then ``tail`` inside its Huffman tables."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels(16, 16)).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    return data[: data.index(b"\xff\xc4", data.index(b"\xff\xc0")) + 10] + tail
+
+
+@pytest.mark.parametrize(
+    "tail", [b"", b"\x00" * 300 + b"\x12\x34" * 50], ids=["truncated", "garbage"]
+)
+def test_a_jpeg_broken_after_its_size_is_named(tmp_path, decoder, tail):
+    """torchvision fails on it, and PIL's fallback fails while opening (not decoding) it:
+    that error too names the sample and the file, rather than PIL's bare 'Truncated File
+    Read' (an OSError) or 'no marker found' (a SyntaxError)."""
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(jpeg_cut_after_its_frame_header(tail))
+    assert image_io.header_size(path, "sample 0") == (16, 16)
+    with pytest.raises(ValueError, match=r"sample 0: cannot decode image file '.*cut\.jpg'"):
+        read(path)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "m.png")
+    dataset = InstanceMaskDataset([(path, tmp_path / "m.png")])
+    with pytest.raises(ValueError, match=r"image_id=0 .*: cannot decode image file '.*cut\.jpg'"):
+        dataset[0]
+
+
 def test_find_missing_lists_each_folder_once_and_stats_only_the_misses(tmp_path, monkeypatch):
     (tmp_path / "a").mkdir()
     names = [f"{i:03d}.png" for i in range(40)]

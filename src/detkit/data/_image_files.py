@@ -165,7 +165,14 @@ def decode(
         except RuntimeError:
             pass
     if tensor is None:
-        tensor = _decode_with_pil(opened or open_lazily(view), where, path, what, rgb=rgb)
+        if opened is None:
+            try:
+                opened = open_lazily(view)
+            except (OSError, SyntaxError, Image.DecompressionBombError):
+                # A PNG or JPEG broken after its header: opened again, to raise the error
+                # that names the file (only here: its catch_warnings costs ~10 us a read).
+                opened = _open_with_pil(view, where, path, what)
+        tensor = _decode_with_pil(opened, where, path, what, rgb=rgb)
     if rgb and tensor.dtype != torch.uint8:
         tensor = torch.from_numpy((tensor.numpy() >> 8).astype(np.uint8))
     if exif and header.orientation != 1:
