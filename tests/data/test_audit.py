@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import zlib
 from typing import ClassVar
 
 import numpy as np
@@ -10,9 +11,11 @@ import pytest
 import torch
 import torchvision
 from hypothesis import given, settings
+from PIL import Image
 from strategies import targets
 
 from detkit.data import InstanceMaskDataset, audit, best_anchor_iou, write_synthetic_pennfudan
+from detkit.data._image_headers import png_problem
 from detkit.types import InvalidTargetError, target_problems, validate_target
 from detkit.visualize import plot_audit
 
@@ -145,3 +148,49 @@ def test_validate_target_raises_exactly_when_there_are_problems(target):
             assert problems[0].message in str(info.value)
         else:
             validate_target(image, broken)
+
+
+def corrupt_idat(path, *, keep_crc: bool) -> None:
+    """Overwrite 12 bytes inside a PNG's image data, as bit rot or a zero-filled disk block
+    does; ``keep_crc`` recomputes the chunk's CRC (a file written corrupt)."""
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IDAT")
+    length = int.from_bytes(data[start - 4 : start], "big")
+    data[start + 6 : start + 18] = bytes(12)
+    if keep_crc:
+        crc = zlib.crc32(data[start : start + 4 + length])
+        data[start + 4 + length : start + 8 + length] = crc.to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("keep_crc", [False, True], ids=["bad_crc", "bad_deflate"])
+@pytest.mark.parametrize("role", ["image", "mask"])
+def test_a_corrupt_png_is_reported_not_decoded(pairs, tmp_path, role, keep_crc):
+    """torchvision 0.29's PNG decoder crashes the whole process (a segmentation fault that
+    names no file) on a PNG whose image data is corrupt: the audit checks PNG files first
+    and reports the file instead of reading it."""
+    copies = []
+    for image, mask in pairs[:3]:
+        copies.append((tmp_path / image.name, tmp_path / mask.name))
+        copies[-1][0].write_bytes(image.read_bytes())
+        copies[-1][1].write_bytes(mask.read_bytes())
+    broken = copies[1][0 if role == "image" else 1]
+    corrupt_idat(broken, keep_crc=keep_crc)
+    report = audit(InstanceMaskDataset(copies))
+    assert [(p.index, p.field) for p in report.problems] == [(1, "file")]
+    message = str(report.problems[0])
+    assert f"{role} file '{broken}' is a corrupt PNG" in message
+    assert ("CRC error in chunk IDAT" in message) != keep_crc
+    assert report.num_samples == 3 and sum(report.instances_per_class.values()) > 0
+
+
+def test_png_problem_reads_every_chunk(tmp_path):
+    path = tmp_path / "a.png"
+    Image.fromarray(np.arange(64 * 48, dtype=np.uint32).reshape(48, 64).astype(np.uint8)).save(path)
+    data = path.read_bytes()
+    assert png_problem(data) is None
+    assert png_problem(b"GIF89a") is None  # not a PNG: nothing to say
+    assert "truncated" in png_problem(data[: len(data) - 20])
+    assert "no IEND chunk" in png_problem(data[:33])
+    corrupt_idat(path, keep_crc=True)
+    assert "image data does not inflate" in png_problem(path.read_bytes())

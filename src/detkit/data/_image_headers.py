@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+import zlib
 from typing import Any, Literal, NamedTuple
 
 from PIL import Image
@@ -115,6 +116,39 @@ def pil_header(image: Image.Image, data: bytes | bytearray | memoryview | None) 
 def open_lazily(data: bytes | bytearray | memoryview) -> Image.Image:
     """PIL's lazy ``Image.open`` on in-memory bytes."""
     return Image.open(io.BytesIO(data))
+
+
+def png_problem(data: bytes | bytearray | memoryview) -> str | None:
+    """What is corrupt in a PNG file's chunks, or ``None`` (also for a file that is no PNG).
+
+    Checks every chunk's CRC, that the chunks end with ``IEND``, and that the image data
+    inflates: torchvision's PNG decoder crashes the process (a segmentation fault) on a file
+    whose image data is corrupt. Reads and inflates every byte, so it is for audits, not for
+    every read.
+    """
+    view = memoryview(data).cast("B")
+    if view[:8] != PNG_SIGNATURE:
+        return None
+    pos, image_data = 8, zlib.decompressobj()
+    while pos + 12 <= len(view):
+        length, kind = _PNG_CHUNK.unpack_from(view, pos)
+        end = pos + 8 + length
+        name = kind.decode("latin-1")
+        if end + 4 > len(view):
+            return f"chunk {name} at byte {pos} runs past the end of the file (truncated?)"
+        if zlib.crc32(view[pos + 4 : end]) != int.from_bytes(view[end : end + 4], "big"):
+            return f"CRC error in chunk {name} at byte {pos}"
+        if kind == b"IDAT":
+            try:  # inflated in bounded pieces, kept nowhere
+                image_data.decompress(view[pos + 8 : end], 1 << 20)
+                while image_data.unconsumed_tail:
+                    image_data.decompress(image_data.unconsumed_tail, 1 << 20)
+            except zlib.error as exc:
+                return f"its image data does not inflate ({exc})"
+        if kind == b"IEND":
+            return None if image_data.eof else "its image data ends before its last row"
+        pos = end + 4
+    return "no IEND chunk (truncated?)"
 
 
 def _valid_orientation(value: Any) -> int:

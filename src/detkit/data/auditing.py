@@ -20,10 +20,12 @@ import contextlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from detkit.data._image_headers import png_problem
 from detkit.tv_tensors import plain
 from detkit.types import image_size, normalize_image_id, sample_name, target_problems
 
@@ -214,6 +216,33 @@ def _source(dataset: Any, index: int) -> str | None:
     return None
 
 
+def _read(dataset: Any, index: int, source: str | None) -> Any:
+    """Sample ``index``, or the :class:`SampleProblem` that keeps it from being read.
+
+    PNG files are checked first (``png_problem``): torchvision's decoder crashes the
+    process on a corrupt one, which would end the audit without a word on the file.
+    """
+    for role, method in (("image", "image_path"), ("mask", "mask_path")):
+        find = getattr(dataset, method, None)
+        try:
+            path = find(index) if callable(find) else None
+            problem = None if path is None else png_problem(Path(path).read_bytes())
+        except Exception:  # unreadable: reading the sample says why, naming it
+            continue
+        if problem:
+            message = (
+                f"{role} file '{path}' is a corrupt PNG: {problem}; decoding it would crash the "
+                "process (torchvision's PNG decoder, a segmentation fault): replace the file"
+            )
+            return SampleProblem(index, None, source, "file", message)
+    try:
+        return dataset[index]
+    except Exception as exc:  # none stops the audit
+        named = str(exc).startswith("sample ")  # detkit's datasets name file and image_id
+        message = str(exc) if named else f"{type(exc).__name__}: {exc}"
+        return SampleProblem(index, None, source, "file", message)
+
+
 def audit(
     dataset: Any,
     *,
@@ -241,7 +270,9 @@ def audit(
 
     Returns:
         an :class:`AuditReport`; an unreadable sample is a problem of field ``"file"``
-        (naming the error), never an exception.
+        (naming the error), never an exception. A corrupt PNG image or mask (see
+        ``image_path`` and ``mask_path``) is reported without being decoded: torchvision's
+        decoder would crash the process on it.
 
     >>> import tempfile
     >>> from detkit.data import InstanceMaskDataset, write_synthetic_pennfudan
@@ -275,13 +306,11 @@ def audit(
     sizes = []
     for index in range(len(dataset)):
         source = _source(dataset, index)
-        try:
-            image, target = dataset[index]
-        except Exception as exc:  # every unreadable sample is reported, none stops the audit
-            named = str(exc).startswith("sample ")  # detkit's datasets name file and image_id
-            message = str(exc) if named else f"{type(exc).__name__}: {exc}"
-            report.problems.append(SampleProblem(index, None, source, "file", message))
+        sample = _read(dataset, index, source)
+        if isinstance(sample, SampleProblem):  # every unreadable sample is reported
+            report.problems.append(sample)
             continue
+        image, target = sample
         image_id = target.get("image_id") if isinstance(target, dict) else None
         with contextlib.suppress(TypeError):
             image_id = None if image_id is None else normalize_image_id(image_id)
