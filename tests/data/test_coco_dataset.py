@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import math
+import os
 import pickle
 import shutil
 import warnings
@@ -385,6 +386,26 @@ def test_missing_and_mismatched_image_files(coco_root):
         ValueError, match=r"sample image_id=3 .* is 40x50 \(WxH\) but .* says 50x40.*rotated"
     ):
         dataset[1]
+
+
+@pytest.mark.skipif(os.sep != "/", reason="'\\' separates folders on Windows")
+def test_windows_separators_in_file_names_are_named_as_the_cause(coco_root):
+    """A file written on Windows with os.path.join names 'train\\000001.png': on POSIX the
+    backslash is part of a file name, so every image is 'missing' though all are there."""
+    (coco_root / "images" / "train").mkdir()
+
+    def edit(data):
+        for image in data["images"]:
+            shutil.move(coco_root / "images" / image["file_name"], coco_root / "images" / "train")
+            image["file_name"] = "train\\" + image["file_name"]
+
+    path = edited(coco_root, edit)
+    with pytest.raises(FileNotFoundError) as info:
+        CocoJsonDataset(coco_root / "images", path)
+    message = str(info.value)
+    assert "train\\" in message and "do not exist" in message
+    assert "Windows" in message and "'/'" in message
+    assert "/images/train/000001.png' exists" in message  # the file '/' would name
 
 
 def test_transforms_pickling_and_no_decode_for_metadata(coco_root, monkeypatch):

@@ -60,7 +60,26 @@ def missing_files_error(
     )
     state = "do not exist" if all(missing) else "are not readable files"
     error = FileNotFoundError if any(missing) else ValueError
-    return error(f"{len(lines)} file(s) listed in {listed} {state}:\n  {shown}")
+    return error(
+        f"{len(lines)} file(s) listed in {listed} {state}:\n  {shown}{_hint(problems, paths)}"
+    )
+
+
+def _hint(problems: list[tuple[int, str]], paths: Sequence[str]) -> str:
+    """Why files are missing when their names hold Windows separators, on POSIX."""
+    if os.sep != "/":
+        return ""
+    named = [paths[i] for i, why in problems if why == "does not exist" and "\\" in paths[i]]
+    if not named:
+        return ""
+    found = next(
+        (p.replace("\\", "/") for p in named[:10] if os.path.isfile(p.replace("\\", "/"))), None
+    )
+    return (
+        "\nTheir names hold '\\', the folder separator of Windows paths; on this system it is "
+        "part of a file name. Write the names with '/'"
+        + (f" (e.g. '{found}' exists)" if found else "")
+    )
 
 
 def files_in(folder: str) -> set[str]:
