@@ -468,6 +468,27 @@ def test_normalized_boxes_are_refused_not_read_as_sub_pixel_boxes(coco_root):
     ]
 
 
+def test_xyxy_boxes_are_named_as_the_likely_cause(coco_root):
+    """Converters often write [x1, y1, x2, y2] where COCO wants [x, y, w, h]: read as COCO,
+    boxes on the right or bottom reach outside the image, and the error says why."""
+
+    def to_xyxy(data):
+        for ann in data["annotations"]:
+            x, y, w, h = ann["bbox"]
+            ann["bbox"] = [x, y, x + w, y + h]
+
+    path = edited(coco_root, to_xyxy)
+    with pytest.raises(ValueError, match=r"reaches outside the image") as info:
+        CocoJsonDataset(coco_root / "images", path)
+    lines = str(info.value).splitlines()
+    assert "[x1, y1, x2, y2]" in lines[1] and "[x, y, width, height]" in lines[1]
+    # Boxes that merely overshoot are not told they might be corners.
+    path = edited(coco_root, lambda d: first_annotation(d).update(bbox=[10, 5, 45, 3]))
+    with pytest.raises(ValueError, match=r"reaches outside the image") as info:
+        CocoJsonDataset(coco_root / "images", path)
+    assert "[x1, y1, x2, y2]" not in str(info.value)
+
+
 def valid_polygon(data):
     ann = first_annotation(data)
     image = next(i for i in data["images"] if i["id"] == ann["image_id"])

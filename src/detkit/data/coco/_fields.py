@@ -262,6 +262,13 @@ def _looks_normalized(xyxy: np.ndarray) -> bool:
     return bool(xyxy.size) and xyxy.min() >= 0 and xyxy.max() <= 1 and bool((xyxy % 1).any())
 
 
+def _fit_as_corners(xywh: np.ndarray, width: np.ndarray, height: np.ndarray, tol: float) -> bool:
+    """Whether every box, read as ``[x1, y1, x2, y2]``, is a box inside its image."""
+    x1, y1, x2, y2 = xywh.T
+    inside = (x1 >= -tol) & (y1 >= -tol) & (x2 <= width + tol) & (y2 <= height + tol)
+    return bool((inside & (x2 > x1) & (y2 > y1)).all())
+
+
 def check_boxes(
     xywh: np.ndarray,
     rows: np.ndarray,
@@ -303,6 +310,11 @@ def check_boxes(
             "like normalized coordinates (fractions of the image's size, as YOLO files have "
             "them); COCO boxes are in pixels: multiply x and w by the image's width, y and h "
             "by its height"
+        )
+    if outside.any() and _fit_as_corners(xywh, width, height, box_tolerance):
+        problems.add(
+            "every bbox would fit its image if read as corners [x1, y1, x2, y2]: was the file "
+            "written with corners? COCO's bbox is [x, y, width, height]"
         )
     for r in np.flatnonzero(outside):
         problems.add(
