@@ -213,6 +213,9 @@ def test_flip_indices_from_names():
         ("LeftEye", "RightEye"),  # a whole word
         ("front_left", "front_right"),
         ("frontLeft", "frontRight"),
+        ("lwri", "rwri"),  # a bare prefix letter, when the twin is there (MPII's short names)
+        ("Lwrist", "Rwrist"),
+        ("LSHO", "RSHO"),
     ],
 )
 def test_flip_indices_from_names_pairs_the_common_conventions(left, right):
@@ -220,6 +223,17 @@ def test_flip_indices_from_names_pairs_the_common_conventions(left, right):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a pair found is no warning
         assert T.flip_indices_from_names(names) == (0, 2, 1, 3)
+
+
+def test_mpii_short_names_swap_on_flips():
+    """MPII's names as pose repositories list them: with no separator after the side letter
+    they used to pair nothing, and flips kept left and right without a word."""
+    names = ["rank", "rkne", "rhip", "lhip", "lkne", "lank", "pelv", "thrx", "neck", "head"]
+    names += ["rwri", "relb", "rsho", "lsho", "lelb", "lwri"]
+    expected = (5, 4, 3, 2, 1, 0, 6, 7, 8, 9, 15, 14, 13, 12, 11, 10)
+    assert T.flip_indices_from_names(names) == expected
+    # A bare letter pairs only with a twin: "lip" and "rump" are not sides.
+    assert T.flip_indices_from_names(["lip", "rump", "lear", "rear"]) == (0, 1, 3, 2)
 
 
 def test_a_sided_name_without_its_twin_is_reported_not_ignored():

@@ -98,7 +98,8 @@ def flip_indices_from_names(
             are found by name, case preserved, in the common conventions: the word ``left``
             / ``right`` (``left_eye``, ``LeftEye``, ``frontLeft``), a prefix letter
             (``l_eye``, ``R.hand``), a suffix letter (``wing_l``, ``hand.R``) or a camel-case
-            letter (``eyeL``, ``LEye``). A name that looks sided but has no twin is left in
+            letter (``eyeL``, ``LEye``), or a bare first letter when the twin is among the
+            names (``lwri`` / ``rwri``). A name that looks sided but has no twin is left in
             place with a :class:`UserWarning` naming it.
 
     Returns:
@@ -177,6 +178,15 @@ def _side(name: str) -> tuple[str, str] | None:
     return None
 
 
+def _bare_letter_twin(name: str, known: set[str]) -> str | None:
+    """The twin of a name whose side is a bare first letter (``lwri`` / ``rwri``, as MPII's
+    short names go), when that twin is among the names; ``lip`` alone is no side."""
+    twin = {"l": "r", "r": "l", "L": "R", "R": "L"}.get(name[:1])
+    if twin is None or len(name) < 3 or twin + name[1:] not in known:
+        return None
+    return twin + name[1:]
+
+
 def _pairs_by_name(names: list[str]) -> list[tuple[str, str]]:
     known = set(names)
     pairs = []
@@ -184,6 +194,9 @@ def _pairs_by_name(names: list[str]) -> list[tuple[str, str]]:
     for name in names:
         sided = _side(name)
         if sided is None:
+            twin = _bare_letter_twin(name, known)
+            if twin is not None and _side(twin) is None and name[0] in "lL":
+                pairs.append((name, twin))
             continue
         side, twin = sided
         if twin in known:
