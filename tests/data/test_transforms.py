@@ -216,6 +216,7 @@ def test_flip_indices_from_names():
         ("lwri", "rwri"),  # a bare prefix letter, when the twin is there (MPII's short names)
         ("Lwrist", "Rwrist"),
         ("LSHO", "RSHO"),
+        ("L1", "R1"),  # an insect's first legs
     ],
 )
 def test_flip_indices_from_names_pairs_the_common_conventions(left, right):

@@ -182,7 +182,7 @@ def _bare_letter_twin(name: str, known: set[str]) -> str | None:
     """The twin of a name whose side is a bare first letter (``lwri`` / ``rwri``, as MPII's
     short names go), when that twin is among the names; ``lip`` alone is no side."""
     twin = {"l": "r", "r": "l", "L": "R", "R": "L"}.get(name[:1])
-    if twin is None or len(name) < 3 or twin + name[1:] not in known:
+    if twin is None or len(name) < 2 or twin + name[1:] not in known:
         return None
     return twin + name[1:]
 
