@@ -208,8 +208,16 @@ def test_labels_mapping_semantic_masks_and_crowd(tmp_path):
 
     with pytest.raises(ValueError, match=r"instance ids \[9\] have no entry"):
         InstanceMaskDataset([sample], labels={4: 1})[0]
-    with pytest.raises(ValueError, match="labels must be >= 1"):
+    with pytest.raises(ValueError, match="labels must be whole numbers >= 1"):
         InstanceMaskDataset([sample], labels=0)
+    # A fractional label used to be truncated without a word (1.7 -> 1).
+    with pytest.raises(
+        ValueError, match=r"labels must be whole numbers >= 1 .*got \{'all instances': 1\.7\}"
+    ):
+        InstanceMaskDataset([sample], labels=1.7)
+    with pytest.raises(ValueError, match=r"whole numbers >= 1 .*got \{4: 2\.5\}"):
+        InstanceMaskDataset([sample], labels={4: 2.5, 9: 1})
+    assert InstanceMaskDataset([sample], labels={4: 2.0, 9: 1})[0][1]["labels"].tolist() == [2, 1]
 
 
 def test_semantic_mask_background_only_instance_is_an_error(tmp_path):

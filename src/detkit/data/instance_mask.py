@@ -96,7 +96,7 @@ class InstanceMaskDataset(TransformedSamples, torch.utils.data.Dataset):
             (tensors or lists with one entry per instance), kept aligned by the transforms.
 
     Raises:
-        ValueError: for an empty ``samples``, a malformed pair, a label below 1, or (with
+        ValueError: for an empty ``samples``, a malformed pair, a fractional or < 1 label, or (with
             ``check_files``) a listed path that is a directory or not a regular file.
         FileNotFoundError: naming the files that are missing (with ``check_files``).
         TypeError: for a ``max_image_pixels`` that is not a positive int, None or "pil".
@@ -144,15 +144,15 @@ class InstanceMaskDataset(TransformedSamples, torch.utils.data.Dataset):
             )
         bad: dict[Any, Any]
         if isinstance(labels, Mapping):
-            bad = {k: v for k, v in labels.items() if int(v) < 1}
+            bad = {k: v for k, v in labels.items() if int(v) < 1 or int(v) != v}
             label_map = {int(k): int(v) for k, v in labels.items()}
             self._label: int | None = None
         else:
-            bad = {"all instances": labels} if int(labels) < 1 else {}
+            bad = {"all instances": labels} if int(labels) < 1 or int(labels) != labels else {}
             label_map = {}
             self._label = int(labels)
         if bad:
-            raise ValueError(f"labels must be >= 1 (0 is background), got {bad}")
+            raise ValueError(f"labels must be whole numbers >= 1 (0 is background), got {bad}")
         self.set_transforms(transforms, instance_fields)
         self._pairs = pairs  # strings: 10,000 Path objects would cost more than listing the folder
         self.semantic_masks: list[Path] | None = semantic_paths
