@@ -128,6 +128,25 @@ def test_png_is_oriented_as_pil_exif_transpose_shows_it(tmp_path, decoder, orien
     assert image_io.header_size(tmp_path / "o.png", "sample 0", exif=False) == (5, 8)
 
 
+@pytest.mark.parametrize("compression", [None, "tiff_lzw"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_tiff_is_oriented_once(tmp_path, orientation, compression):
+    """Pillow (13 here) orients a TIFF by its Orientation tag itself, on open (size) and load
+    (pixels): detkit must not orient it a second time, and exif=False still gives the
+    stored pixels. The same image saved as PNG is the reference."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    options = {"compression": compression} if compression else {}
+    Image.fromarray(pixels(5, 8)).save(tmp_path / "o.tiff", exif=exif, **options)
+    Image.fromarray(pixels(5, 8)).save(tmp_path / "o.png", exif=exif)
+    expected = read(tmp_path / "o.png")
+    np.testing.assert_array_equal(read(tmp_path / "o.tiff").numpy(), expected.numpy())
+    assert image_io.header_size(tmp_path / "o.tiff", "sample 0") == tuple(expected.shape[1:])
+    stored = read(tmp_path / "o.tiff", exif=False)
+    np.testing.assert_array_equal(stored.numpy(), pixels(5, 8).transpose(2, 0, 1))
+    assert image_io.header_size(tmp_path / "o.tiff", "sample 0", exif=False) == (5, 8)
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 @pytest.mark.parametrize("byte_order", ["MM", "II"])
 def test_jpeg_is_oriented_as_torchvision_and_pil_show_it(

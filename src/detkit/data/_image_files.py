@@ -59,6 +59,8 @@ _16_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _TV_UNCHANGED, _TV_RGB = 0, 3  # torchvision.io.ImageReadMode values
 _HEAD_BYTES = 1 << 12  # a PNG's or JPEG's header, unless a large EXIF block comes first
 
+# Orientations 6 and 8 turn a quarter each way; the others are their own inverses.
+_INVERSE_ORIENTATION = {6: 8, 8: 6}
 _OPEN_FLAGS = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 _readv = getattr(os, "readv", None)
 
@@ -173,6 +175,10 @@ def decode(
                 # that names the file (only here: its catch_warnings costs ~10 us a read).
                 opened = _open_with_pil(view, where, path, what)
         tensor = _decode_with_pil(opened, where, path, what, rgb=rgb)
+        if header.oriented_by_pil:  # back to the stored pixels, which the next step orients
+            tensor = _orient(
+                tensor, _INVERSE_ORIENTATION.get(header.orientation, header.orientation)
+            )
     if rgb and tensor.dtype != torch.uint8:
         tensor = torch.from_numpy((tensor.numpy() >> 8).astype(np.uint8))
     if exif and header.orientation != 1:

@@ -8,6 +8,7 @@ which opens them lazily.
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import warnings
@@ -63,6 +64,8 @@ class ImageHeader(NamedTuple):
         lossy: whether the pixels went through a lossy codec (JPEG, lossy WebP).
         low_bit_png: a PNG of 1, 2 or 4 bits a sample (torchvision unpacks their rows
             wrongly or scales their values).
+        oriented_by_pil: PIL applies ``orientation`` itself when it loads the pixels (TIFF,
+            in recent Pillow versions), so they come from it as shown, not as stored.
     """
 
     format: str
@@ -71,6 +74,7 @@ class ImageHeader(NamedTuple):
     orientation: int = 1
     lossy: bool = False
     low_bit_png: bool = False
+    oriented_by_pil: bool = False
 
     def size(self, *, exif: bool) -> tuple[int, int]:
         """``(height, width)`` as shown: after EXIF orientation when ``exif``."""
@@ -110,7 +114,23 @@ def pil_header(image: Image.Image, data: bytes | bytearray | memoryview | None) 
         except Exception:  # a broken EXIF block means no orientation, as in PIL
             orientation = 1
     width, height = image.size
-    return ImageHeader(fmt, height, width, _valid_orientation(orientation), lossy)
+    orientation = _valid_orientation(orientation)
+    by_pil = fmt == "TIFF" and orientation != 1 and _pil_orients_tiff()
+    if by_pil and orientation >= 5:  # PIL gives the size as shown: the stored one is swapped
+        width, height = height, width
+    return ImageHeader(fmt, height, width, orientation, lossy, oriented_by_pil=by_pil)
+
+
+@functools.cache
+def _pil_orients_tiff() -> bool:
+    """Whether this Pillow orients TIFF files by their Orientation tag itself (Pillow 13
+    does, on open for the size and on load for the pixels; older versions did not)."""
+    image = Image.new("L", (2, 1))
+    exif = image.getexif()
+    exif[_EXIF_ORIENTATION] = 6
+    buffer = io.BytesIO()
+    image.save(buffer, "TIFF", exif=exif)
+    return Image.open(buffer).size == (1, 2)
 
 
 def open_lazily(data: bytes | bytearray | memoryview) -> Image.Image:
