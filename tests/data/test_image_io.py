@@ -333,6 +333,23 @@ def test_lossy_webp_masks_are_refused_for_their_codec(tmp_path):
         InstanceMaskDataset([sample])[0]
 
 
+@pytest.mark.skipif(not features.check("avif"), reason="PIL without AVIF")
+def test_avif_masks_are_refused_as_lossy(tmp_path):
+    """AVIF (AV1 stills) is lossy, and PIL reads a gray AVIF as mode 'L': a mask saved so at
+    the default quality came back with a stray id 3 along the edge of ids 1 and 2."""
+    ids = np.zeros((32, 48), np.uint8)
+    ids[4:20, 5:30] = 1
+    ids[22:30, 20:45] = 2
+    sample = image_and_mask(tmp_path, ids, mask_format="AVIF", mask_name="m.avif")
+    assert Image.open(sample[1]).mode == "L"
+    with pytest.raises(ValueError, match=r"m\.avif' is AVIF, a lossy format"):
+        InstanceMaskDataset([sample])[0]
+    # As an image, AVIF reads as PIL reads it.
+    Image.fromarray(pixels(12, 20)).save(tmp_path / "i.avif")
+    expected = np.asarray(Image.open(tmp_path / "i.avif").convert("RGB")).transpose(2, 0, 1)
+    np.testing.assert_array_equal(read(tmp_path / "i.avif").numpy(), expected)
+
+
 # -- paths that are not image files -----------------------------------------------------------
 
 

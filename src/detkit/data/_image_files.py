@@ -10,9 +10,9 @@ What every file read here goes through, in this order (the datasets' docstrings 
 2. **Pixel limit**: a file whose header announces more than ``max_pixels`` pixels is refused
    before any pixel is decoded (a decompression bomb: a few kilobytes that inflate to
    gigabytes).
-3. **Lossy masks** (JPEG, lossy WebP, JPEG-compressed TIFF, told by the header, not by the
-   file's extension) are refused: compression artefacts turn object edges into ids that
-   belong to no object.
+3. **Lossy masks** (JPEG, lossy WebP, AVIF, JPEG-compressed TIFF, told by the header, not
+   by the file's extension) are refused: compression artefacts turn object edges into ids
+   that belong to no object.
 4. Decoding: torchvision's decoders for PNG and JPEG (they write straight into a tensor,
    about 1 ms an image faster than PIL), PIL for the rest.
 5. **16-bit images** become 8-bit as ``value >> 8`` (the full 0..65535 range onto 0..255,

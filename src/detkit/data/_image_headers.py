@@ -39,8 +39,9 @@ _PNG_IHDR = struct.Struct(">4sIIBB")  # "IHDR", width, height, bit depth, colour
 _PNG_CHUNK = struct.Struct(">I4s")  # a chunk's length and type
 _JPEG_MARKER = struct.Struct(">BBH")  # 0xFF, marker, segment length (absent for some)
 _JPEG_SIZE = struct.Struct(">HH")  # a frame header's height and width
-# PIL formats whose pixels went through a lossy codec (WebP is checked from its chunks).
-_LOSSY_PIL_FORMATS = frozenset({"JPEG", "MPO"})
+# PIL formats whose pixels went through a lossy codec (WebP is checked from its chunks;
+# AVIF, AV1 stills, is lossy but for settings PIL does not write).
+_LOSSY_PIL_FORMATS = frozenset({"JPEG", "MPO", "AVIF"})
 _LOSSY_TIFF_COMPRESSION = frozenset({"jpeg", "tiff_jpeg", "webp"})
 
 
@@ -61,7 +62,7 @@ class ImageHeader(NamedTuple):
         width: stored width in pixels.
         orientation: EXIF orientation ``1..8`` (``1``: shown as stored; ``5..8`` swap
             height and width); ``1`` when absent or invalid, as PIL's ``exif_transpose``.
-        lossy: whether the pixels went through a lossy codec (JPEG, lossy WebP).
+        lossy: whether the pixels went through a lossy codec (JPEG, lossy WebP, AVIF).
         low_bit_png: a PNG of 1, 2 or 4 bits a sample (torchvision unpacks their rows
             wrongly or scales their values).
         oriented_by_pil: PIL applies ``orientation`` itself when it loads the pixels (TIFF,

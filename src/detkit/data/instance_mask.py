@@ -67,7 +67,7 @@ class InstanceMaskDataset(TransformedSamples, torch.utils.data.Dataset):
     * An image or mask whose header announces more than ``max_image_pixels`` pixels is
       refused before decoding (a decompression bomb inflates a few kilobytes into
       gigabytes).
-    * Masks in a lossy format (JPEG, lossy WebP; told by the file's header, not its name)
+    * Masks in a lossy format (JPEG, lossy WebP, AVIF; told by the header, not the name)
       are refused: compression artefacts along object edges become ids of no object, that
       is, stray instances.
     * A path that is a directory, a FIFO or a device is refused as such.
