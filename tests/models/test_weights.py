@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
+import time
 import urllib.error
 from collections import OrderedDict
 
@@ -24,6 +26,7 @@ from detkit.models import (
     replace_heads,
     trunk_backbone,
 )
+from detkit.models.weights import sources
 
 SMALL = {"min_size": 64, "max_size": 64}
 
@@ -197,6 +200,23 @@ def test_refused_connection_and_corrupt_file(monkeypatch, weights_server, empty_
     ):
         trunk_backbone("resnet18", weights="IMAGENET1K_V1")
     assert not (empty_hub / "checkpoints" / "resnet18-f37072fd.pth").exists()
+
+
+def test_a_server_that_never_answers_times_out(monkeypatch, empty_hub):
+    """A proxy or firewall that accepts the connection and then says nothing (the listening
+    socket below never calls accept) used to hang the builder forever: torch.hub downloads
+    without a timeout."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        use_url(monkeypatch, f"http://127.0.0.1:{silent.getsockname()[1]}/resnet18-f37072fd.pth")
+        monkeypatch.setattr(sources, "DOWNLOAD_TIMEOUT", 0.5)
+        before = socket.getdefaulttimeout()
+        start = time.monotonic()
+        with pytest.raises(WeightsDownloadError, match=r"the download failed \(.*timed out"):
+            trunk_backbone("resnet18", weights="DEFAULT")
+        assert time.monotonic() - start < 10
+        assert socket.getdefaulttimeout() == before  # the process's default is left alone
 
 
 def test_download_then_cache(monkeypatch, weights_server, empty_hub, resnet18_state):

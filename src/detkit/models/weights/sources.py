@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeAlias
@@ -41,6 +42,11 @@ _LEGACY_EPS_ZERO = (
     "KeypointRCNN_ResNet50_FPN_Weights.COCO_V1",
     "RetinaNet_ResNet50_FPN_Weights.COCO_V1",
 )
+
+
+#: Seconds a weights download waits for the server (to connect, or for its next bytes)
+#: before it fails, unless the process set a default socket timeout of its own.
+DOWNLOAD_TIMEOUT = 60.0
 
 
 class WeightsDownloadError(OSError):
@@ -148,15 +154,20 @@ def download_weights(weights: WeightsEnum, argument: str, *, progress: bool = Tr
     """Download ``weights`` into torch.hub's cache unless they are there; return the file.
 
     Raises:
-        WeightsDownloadError: the download failed or is corrupt; the message says how to
-            pass a copy fetched on another machine (as ``argument``, or in the cache).
+        WeightsDownloadError: the download failed (a server silent for
+            :data:`DOWNLOAD_TIMEOUT` seconds included) or is corrupt; the message says how
+            to pass a copy fetched on another machine (as ``argument``, or in the cache).
     """
     target = hub_cache_path(weights)
     if target.is_file():
         return target
     match = re.search(r"-([a-f0-9]+)\.", target.name)
+    previous = socket.getdefaulttimeout()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        # torch.hub's downloader takes the process's default socket timeout, none unless set:
+        # a server that accepts the connection and never answers would hang it for ever.
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT if previous is None else previous)
         torch.hub.download_url_to_file(
             weights.url, str(target), match.group(1) if match else None, progress=progress
         )
@@ -169,6 +180,8 @@ def download_weights(weights: WeightsEnum, argument: str, *, progress: bool = Tr
             f"online and either pass its path, {argument}='/path/to/{target.name}', or put it "
             f"at {target}, where torch.hub looks before downloading."
         ) from error
+    finally:
+        socket.setdefaulttimeout(previous)
     return target
 
 
