@@ -438,6 +438,22 @@ def test_a_jpeg_broken_after_its_size_is_named(tmp_path, decoder, tail):
         dataset[0]
 
 
+def test_a_heic_photo_is_named_as_such_with_what_to_do(tmp_path):
+    """iPhones save photos as HEIC, which this Pillow cannot read: the error used to say
+    'corrupt or truncated?' and show a BytesIO object, not the format and its plugin."""
+    path = tmp_path / "IMG_0001.HEIC"
+    path.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "m.png")
+    dataset = InstanceMaskDataset([(path, tmp_path / "m.png")])
+    for call in (lambda: dataset[0], lambda: dataset.get_height_and_width(0)):
+        with pytest.raises(ValueError) as info:
+            call()
+        message = str(info.value)
+        assert "image_id=0" in message and str(path) in message
+        assert "HEIC" in message and "pillow-heif" in message
+        assert "BytesIO" not in message and "corrupt or truncated" not in message
+
+
 def test_find_missing_lists_each_folder_once_and_stats_only_the_misses(tmp_path, monkeypatch):
     (tmp_path / "a").mkdir()
     names = [f"{i:03d}.png" for i in range(40)]

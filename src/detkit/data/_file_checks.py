@@ -110,6 +110,22 @@ def why_unreadable(path: str) -> str | None:
     return None
 
 
+def why_unidentified(path: PathLike) -> str:
+    """Why PIL recognised no image in ``path``: a format it lacks a plugin for, or damage."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(16)
+    except OSError:
+        head = b""
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"hevc"):
+        return (
+            "it is HEIC/HEIF, as phones save photos, which this PIL cannot read: install "
+            "pillow-heif and call pillow_heif.register_heif_opener() first, or convert the "
+            "files to JPEG or PNG"
+        )
+    return "no image format PIL knows (a corrupt file, or a format without a PIL plugin)"
+
+
 def path_pairs(samples: Sequence[tuple[PathLike, PathLike]]) -> list[tuple[str, str]]:
     """A dataset's ``samples`` as pairs of path strings; raises for anything that is not a pair."""
     given = list(samples)

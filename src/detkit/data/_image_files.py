@@ -31,9 +31,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from detkit.data._file_checks import why_unreadable
+from detkit.data._file_checks import why_unidentified, why_unreadable
 from detkit.data._image_headers import (
     ImageHeader,
     NeedMoreBytes,
@@ -123,6 +123,8 @@ def read_error(where: Where, path: PathLike, what: str, exc: BaseException) -> O
         return PermissionError(f"{where}: cannot read {what} file '{path}' (permission denied)")
     if isinstance(exc, OSError) and exc.errno is not None:  # the OS's, not a decoder's
         return OSError(exc.errno, f"{where}: cannot read {what} file '{path}': {exc.strerror}")
+    if isinstance(exc, UnidentifiedImageError):
+        return ValueError(f"{where}: cannot decode {what} file '{path}': {why_unidentified(path)}")
     return ValueError(f"{where}: cannot decode {what} file '{path}' (corrupt or truncated?): {exc}")
 
 
@@ -209,7 +211,8 @@ def header_size(path: PathLike, where: Where, *, exif: bool = True) -> tuple[int
     ) as exc:
         error = read_error(where, path, "image", exc)
         if isinstance(error, ValueError) and "cannot decode" in str(error):
-            error = ValueError(f"{where}: cannot read the header of image file '{path}': {exc}")
+            why = why_unidentified(path) if isinstance(exc, UnidentifiedImageError) else exc
+            error = ValueError(f"{where}: cannot read the header of image file '{path}': {why}")
         raise error from None
     return header.size(exif=exif)
 
