@@ -15,12 +15,12 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageOps, features
+from PIL import Image, ImageOps, PngImagePlugin, features
 
 import detkit.data._file_checks as file_checks
 import detkit.data._image_files as image_io
 from detkit.data import InstanceMaskDataset
-from detkit.data._image_headers import parse_header
+from detkit.data._image_headers import parse_header, png_data_crc_error
 
 # -- writers --------------------------------------------------------------------------------
 
@@ -488,3 +488,46 @@ def test_header_behind_large_segments_is_found(tmp_path):
     path.write_bytes(data[:2] + segment * 3)  # cut before the frame header
     with pytest.raises(ValueError, match=r"sample 0: cannot read the header of image file"):
         image_io.header_size(path, "sample 0")
+
+
+def break_idat_crc(path: Path) -> None:
+    """Flip a byte inside a PNG's image data and keep its stale CRC, as bit rot does."""
+    data = bytearray(path.read_bytes())
+    data[data.index(b"IDAT") + 40] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("role", ["image", "mask"])
+def test_png_with_damaged_image_data_is_refused_before_decoding(tmp_path, role):
+    """torchvision 0.29's PNG decoder crashes the process (a segmentation fault naming no
+    file) on image data that does not inflate: the read checks the image data's CRCs first.
+    Were the check gone, this test would take pytest down with it."""
+    image, mask = tmp_path / "a.png", tmp_path / "a_mask.png"
+    Image.fromarray(pixels(40, 56)).save(image)
+    ids = np.zeros((40, 56), dtype=np.uint8)
+    ids[5:30, 10:50] = 1
+    Image.fromarray(ids).save(mask)
+    broken = image if role == "image" else mask
+    break_idat_crc(broken)
+    dataset = InstanceMaskDataset([(image, mask)])
+    with pytest.raises(ValueError) as error:
+        dataset[0]
+    assert str(error.value) == (
+        f"sample image_id=0 ('{image}'): {role} file '{broken}' is corrupt: CRC error in its "
+        "image data (chunk IDAT at byte 33); replace it (decoding it would crash the "
+        "process: torchvision's PNG decoder)"
+    )
+
+
+def test_png_with_a_damaged_text_chunk_still_reads(tmp_path):
+    """Only the image data's CRCs are checked: a damaged text chunk, which decoders skip,
+    does not make a readable image an error."""
+    path = tmp_path / "a.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", "a labelling tool")
+    Image.fromarray(pixels(12, 16)).save(path, pnginfo=info)
+    data = bytearray(path.read_bytes())
+    data[data.index(b"labelling")] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert png_data_crc_error(memoryview(data)) is None
+    assert read(path).permute(1, 2, 0).numpy().tolist() == pixels(12, 16).tolist()

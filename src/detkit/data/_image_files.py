@@ -14,7 +14,8 @@ What every file read here goes through, in this order (the datasets' docstrings 
    by the file's extension) are refused: compression artefacts turn object edges into ids
    that belong to no object.
 4. Decoding: torchvision's decoders for PNG and JPEG (they write straight into a tensor,
-   about 1 ms an image faster than PIL), PIL for the rest.
+   about 1 ms an image faster than PIL), PIL for the rest. A PNG whose image data fails its
+   CRC is refused first: torchvision's decoder would crash the process on it.
 5. **16-bit images** become 8-bit as ``value >> 8`` (the full 0..65535 range onto 0..255,
    as PIL reads 16-bit RGB); 16-bit masks keep their ids.
 6. **EXIF orientation** (``exif=True``) is applied, so that pixels come out as image viewers
@@ -40,6 +41,7 @@ from detkit.data._image_headers import (
     open_lazily,
     parse_header,
     pil_header,
+    png_data_crc_error,
 )
 from detkit.types import PathLike
 
@@ -160,6 +162,13 @@ def decode(
     _check_header(header, where, path, what, rgb=rgb, max_pixels=max_pixels)
     tensor = None
     if _tv_decode_image is not None and opened is None and (rgb or not header.low_bit_png):
+        if header.format == "PNG":  # its decoder would crash the process on damaged data
+            damage = png_data_crc_error(view)
+            if damage is not None:
+                raise ValueError(
+                    f"{where}: {what} file '{path}' is corrupt: {damage}; replace it (decoding "
+                    "it would crash the process: torchvision's PNG decoder)"
+                )
         # On failure PIL reports the problem, or reads what torchvision cannot. (try, not
         # contextlib.suppress: its object costs ~10 us right after a decode.)
         try:  # noqa: SIM105 (see above)

@@ -70,7 +70,8 @@ class InstanceMaskDataset(TransformedSamples, torch.utils.data.Dataset):
     * Masks in a lossy format (JPEG, lossy WebP, AVIF; told by the header, not the name)
       are refused: compression artefacts along object edges become ids of no object, that
       is, stray instances.
-    * A path that is a directory, a FIFO or a device is refused as such.
+    * A path that is a directory, a FIFO or a device is refused as such, and a PNG whose
+      image data is damaged (its CRC fails) as corrupt, before a decoder crashes on it.
 
     Args:
         samples: ``(image_path, mask_path)`` pairs, one per sample.
