@@ -140,6 +140,21 @@ def test_jpeg_images_and_binary_masks(tmp_path):
     assert target["boxes"].tolist() == [[3, 2, 7, 4]]
 
 
+def test_one_bit_masks_hold_ids_0_and_1(tmp_path):
+    """A 1-bit PNG (PIL mode "1") holds 0 and 1; Pillow hands its pixels over as bools whose
+    bytes are 0 and 255, which read as id 255 (and label 255 from a 1-bit semantic mask)."""
+    Image.new("RGB", (8, 6)).save(tmp_path / "a.png")
+    mask = np.zeros((6, 8), bool)
+    mask[2:4, 3:7] = True
+    Image.fromarray(mask).save(tmp_path / "a_mask.png")
+    Image.fromarray(mask).save(tmp_path / "a_sem.png")
+    dataset = InstanceMaskDataset(
+        [(tmp_path / "a.png", tmp_path / "a_mask.png")], semantic_masks=[tmp_path / "a_sem.png"]
+    )
+    np.testing.assert_array_equal(dataset.load_id_mask(0), mask.astype(np.uint8))
+    assert dataset[0][1]["labels"].tolist() == [1]
+
+
 def test_labels_mapping_semantic_masks_and_crowd(tmp_path):
     id_mask = np.zeros((8, 8), np.uint8)
     id_mask[0:3, 0:3] = 4

@@ -17,7 +17,9 @@ What every file read here goes through, in this order (the datasets' docstrings 
    about 1 ms an image faster than PIL), PIL for the rest. A PNG whose image data fails its
    CRC is refused first: torchvision's decoder would crash the process on it.
 5. **16-bit images** become 8-bit as ``value >> 8`` (the full 0..65535 range onto 0..255,
-   as PIL reads 16-bit RGB); 16-bit masks keep their ids.
+   as PIL reads 16-bit RGB); 16-bit masks keep their ids. Low-bit masks: a 1-bit one holds
+   ids 0 and 1; 2- and 4-bit gray ones are read as PIL, OpenCV and viewers show them, scaled
+   to 0..255 (ids x85, x17; palette masks keep their indices).
 6. **EXIF orientation** (``exif=True``) is applied, so that pixels come out as image viewers
    and labelling tools show them; :func:`header_size` reports the size after it.
 """
@@ -367,7 +369,9 @@ def _decode_with_pil(
         array = np.array(image)
         if not array.dtype.isnative:  # "I;16B"
             array = array.astype(array.dtype.newbyteorder("="))
-        return torch.from_numpy(array.view(np.uint8) if array.dtype == np.bool_ else array)[None]
+        if array.dtype == np.bool_:  # mode "1": Pillow's bools are bytes of 0 and 255
+            array = array.astype(np.uint8)
+        return torch.from_numpy(array)[None]
     if image.mode in _16_BIT_MODES:
         gray = (np.array(image).astype(np.uint16) >> 8).astype(np.uint8)
         return torch.from_numpy(gray)[None].expand(3, -1, -1).contiguous()
