@@ -14,12 +14,11 @@ What every file read here goes through, in this order (the datasets' docstrings 
    by the file's extension) are refused: compression artefacts turn object edges into ids
    that belong to no object.
 4. Decoding: torchvision's decoders for PNG and JPEG (they write straight into a tensor,
-   about 1 ms an image faster than PIL), PIL for the rest. A PNG whose image data fails its
-   CRC is refused first: torchvision's decoder would crash the process on it.
+   about 1 ms an image faster than PIL), PIL for the rest. A PNG with damaged image data (a
+   failed CRC), on which torchvision's decoder would crash the process, is refused first.
 5. **16-bit images** become 8-bit as ``value >> 8`` (the full 0..65535 range onto 0..255,
-   as PIL reads 16-bit RGB); 16-bit masks keep their ids. Low-bit masks: a 1-bit one holds
-   ids 0 and 1; 2- and 4-bit gray ones are read as PIL, OpenCV and viewers show them, scaled
-   to 0..255 (ids x85, x17; palette masks keep their indices).
+   as PIL reads 16-bit RGB); 16-bit masks keep their ids, 1-bit ones hold 0 and 1, 2- and
+   4-bit gray ones read as PIL and OpenCV read them (scaled to 0..255: ids x85, x17).
 6. **EXIF orientation** (``exif=True``) is applied, so that pixels come out as image viewers
    and labelling tools show them; :func:`header_size` reports the size after it.
 """
@@ -45,6 +44,7 @@ from detkit.data._image_headers import (
     pil_header,
     png_data_crc_error,
 )
+from detkit.data._orientation import inverse_orientation, orient
 from detkit.types import PathLike
 
 _tv_decode_image: Any
@@ -63,8 +63,6 @@ _16_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _TV_UNCHANGED, _TV_RGB = 0, 3  # torchvision.io.ImageReadMode values
 _HEAD_BYTES = 1 << 12  # a PNG's or JPEG's header, unless a large EXIF block comes first
 
-# Orientations 6 and 8 turn a quarter each way; the others are their own inverses.
-_INVERSE_ORIENTATION = {6: 8, 8: 6}
 _OPEN_FLAGS = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 _readv = getattr(os, "readv", None)
 
@@ -189,13 +187,11 @@ def decode(
                 opened = _open_with_pil(view, where, path, what)
         tensor = _decode_with_pil(opened, where, path, what, rgb=rgb)
         if header.oriented_by_pil:  # back to the stored pixels, which the next step orients
-            tensor = _orient(
-                tensor, _INVERSE_ORIENTATION.get(header.orientation, header.orientation)
-            )
+            tensor = orient(tensor, inverse_orientation(header.orientation))
     if rgb and tensor.dtype != torch.uint8:
         tensor = torch.from_numpy((tensor.numpy() >> 8).astype(np.uint8))
     if exif and header.orientation != 1:
-        tensor = _orient(tensor, header.orientation)
+        tensor = orient(tensor, header.orientation)
     return tensor
 
 
@@ -382,20 +378,3 @@ def _decode_with_pil(
         )
     rgb_image = image if image.mode == "RGB" else image.convert("RGB")
     return torch.from_numpy(np.array(rgb_image)).permute(2, 0, 1)
-
-
-def _orient(tensor: torch.Tensor, orientation: int) -> torch.Tensor:
-    """``tensor[C, H, W]`` as shown under EXIF ``orientation`` (PIL's ``exif_transpose``)."""
-    if orientation == 2:
-        return tensor.flip(-1)
-    if orientation == 3:
-        return tensor.flip(-2, -1)
-    if orientation == 4:
-        return tensor.flip(-2)
-    if orientation == 5:
-        return tensor.transpose(-2, -1).contiguous()
-    if orientation == 6:
-        return torch.rot90(tensor, -1, (-2, -1)).contiguous()
-    if orientation == 7:
-        return tensor.transpose(-2, -1).flip(-2, -1)
-    return torch.rot90(tensor, 1, (-2, -1)).contiguous()
