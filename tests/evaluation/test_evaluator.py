@@ -199,12 +199,46 @@ def test_repeated_identical_images_count_once_and_different_ones_raise():
             lambda p, t: ([p[0], {**p[1], "labels": p[1]["labels"] > 0}], t),
             r"sample image_id=\d+ \(predictions\[1\]\): 'labels' must be integers, got dtype torch.bool",
         ),
+        # XYWH boxes passed as XYXY (x2 < x1) were evaluated, silently lowering AP.
+        (
+            lambda p, t: ([p[0], {**p[1], "boxes": xywh(p[1]["boxes"])}], t),
+            r"sample image_id=\d+ \(predictions\[1\]\): box \d+ \[.*\] has x2 < x1 or y2 < y1; "
+            "boxes must be XYXY",
+        ),
+        (
+            lambda p, t: (p, [{**t[0], "boxes": t[0]["boxes"][:, [0, 3, 2, 1]]}, t[1]]),
+            r"sample image_id=\d+ \(targets\[0\]\): box 0 \[.*\] has x2 < x1 or y2 < y1",
+        ),
+        # A negative area put the instance outside every area range: ignored, silently.
+        (
+            lambda p, t: (p, [{**t[0], "area": -t[0]["area"]}, t[1]]),
+            r"sample image_id=\d+ \(targets\[0\]\): 'area' of instance 0 is -\d+\.0; areas "
+            "must be >= 0",
+        ),
     ],
 )
 def test_bad_batches_raise_naming_the_image(mutate, message):
     predictions, targets = case(seed=8, num_images=2, max_gt=3, max_random=2)
     with pytest.raises((ValueError, TypeError), match=message):
         CocoEvaluator().update(*mutate(predictions, targets))
+
+
+def xywh(boxes):
+    """XYXY boxes as XYWH, shifted right so that some width is below its x1."""
+    shifted = boxes + torch.tensor([30.0, 30.0, 30.0, 30.0])
+    return torch.cat([shifted[:, :2], shifted[:, 2:] - shifted[:, :2]], dim=1)
+
+
+def test_boxes_of_zero_width_or_height_are_evaluated_like_pycocotools():
+    """x2 == x1 is a (degenerate) XYXY box, not a malformed one: evaluated, not refused."""
+    predictions, targets = case(seed=8, num_images=2, max_gt=3, max_random=2)
+    flat = predictions[0]["boxes"].clone()
+    flat[0, 2] = flat[0, 0]
+    flat[1, 3] = flat[1, 1]
+    predictions = [{**predictions[0], "boxes": flat}, predictions[1]]
+    reference = pycocotools_eval(*coco_dicts(predictions, targets, "bbox"), "bbox")
+    metrics = compute(predictions, targets)["bbox"]
+    assert [metrics[k] for k in STAT_NAMES["bbox"]] == reference.stats.tolist()
 
 
 def test_integral_float_labels_count_as_their_integers():

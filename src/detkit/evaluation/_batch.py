@@ -4,7 +4,8 @@ The batch's shapes were checked first, once, by :func:`detkit.types.check_target
 :func:`~detkit.types.check_predictions`. Here each field of every image is gathered into one
 float64 numpy column (CPU tensors are read in place, accelerator tensors copied once), masks
 are RLE-encoded, labels mapped to category ids, and the values of the whole batch checked at
-once (NaN, fractional labels), naming the image at fault.
+once (NaN, fractional labels, boxes with ``x2 < x1``, negative areas), naming the image at
+fault.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def prediction_table(
         if "keypoints" in iou_types
         else None,
     )
-    _check_finite(table, counts, image_ids, "predictions")
+    _check_values(table, counts, image_ids, "predictions")
     return table, np.asarray(counts, dtype=np.int64), sizes
 
 
@@ -181,7 +182,7 @@ def target_table(
         keypoints=points,
         num_keypoints=None if points is None else (points[:, 2::3] > 0).sum(1),
     )
-    _check_finite(table, counts, image_ids, "targets")
+    _check_values(table, counts, image_ids, "targets")
     sizes_array = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
     return table, np.asarray(counts, dtype=np.int64), sizes_array
 
@@ -242,7 +243,11 @@ def _row_image(row: int, counts) -> int:
     return int(np.searchsorted(np.cumsum(counts), row, side="right"))
 
 
-def _check_finite(table: Annotations, counts, image_ids, what: str) -> None:
+def _check_values(table: Annotations, counts, image_ids, what: str) -> None:
+    """Raise ValueError naming the image for values no evaluation can take: NaN or infinite
+    numbers, boxes with ``x2 < x1`` or ``y2 < y1`` (XYWH boxes read as XYXY, typically: they
+    would match nothing, or the wrong thing, without a word) and negative areas (an instance
+    outside every area range, ignored)."""
     for key in ("score", "bbox", "area", "keypoints"):
         values = getattr(table, key)
         # A finite sum means finite values (NaN and inf propagate), without a bool array;
@@ -253,6 +258,30 @@ def _check_finite(table: Annotations, counts, image_ids, what: str) -> None:
         row = int(np.flatnonzero(~np.isfinite(flat).all(axis=1))[0])
         image = _row_image(row, counts)
         raise ValueError(f"{_where(what, image, image_ids)}: '{key}' has NaN or infinite values")
+    flat = table.bbox.reshape(-1)  # XYWH by now; 1-d strides reduce faster than [:, 2:]
+    if len(flat) and min(flat[2::4].min(), flat[3::4].min()) < 0:
+        row = int(np.flatnonzero((table.bbox[:, 2:] < 0).any(axis=1))[0])
+        image = _row_image(row, counts)
+        x, y, w, h = table.bbox[row].tolist()
+        box = [x, y, x + w, y + h]
+        raise ValueError(
+            f"{_where(what, image, image_ids)}: box {row - _first_row(image, counts)} {box} has "
+            "x2 < x1 or y2 < y1; boxes must be XYXY (x1, y1, x2, y2): convert XYWH boxes "
+            'with torchvision.ops.box_convert(boxes, "xywh", "xyxy")'
+        )
+    area = table.area
+    if area is not None and len(area) and area.min() < 0:
+        row = int(np.flatnonzero(area < 0)[0])
+        image = _row_image(row, counts)
+        raise ValueError(
+            f"{_where(what, image, image_ids)}: 'area' of instance "
+            f"{row - _first_row(image, counts)} is {area[row]}; areas must be >= 0"
+        )
+
+
+def _first_row(image: int, counts) -> int:
+    """The row of the batch's columns where the image at position ``image`` starts."""
+    return int(np.sum(counts[:image]))
 
 
 def merge_sizes(sizes: np.ndarray, mask_sizes: list | None, ids: list[int]) -> np.ndarray:

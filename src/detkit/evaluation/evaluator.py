@@ -168,9 +168,11 @@ class CocoEvaluator:
 
         Raises:
             ValueError: naming the image, for misaligned or malformed inputs, missing fields
-                (``masks`` for segm, ``keypoints`` for keypoints), labels absent from
-                ``label_to_category``, an image id absent from ``coco_gt``, masks whose size
-                differs from the image's, or an image id already seen with other content.
+                (``masks`` for segm, ``keypoints`` for keypoints), NaN or infinite values,
+                boxes with ``x2 < x1`` or ``y2 < y1`` (XYWH boxes, say), negative areas,
+                labels absent from ``label_to_category``, an image id absent from
+                ``coco_gt``, masks whose size differs from the image's, or an image id already
+                seen with other content.
         """
         if isinstance(predictions, Mapping) or isinstance(targets, Mapping):
             raise TypeError(
