@@ -640,6 +640,36 @@ def test_a_loader_without_length_ending_mid_group_checks_the_gradients_too():
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
+class Unsharded(torch.utils.data.IterableDataset):
+    """An IterableDataset read by two workers without sharding: each yields every sample, so
+    the loader gives twice the batches its len() announces (torch only warns)."""
+
+    def __init__(self, samples) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self):
+        return iter(self.samples * 2)
+
+
+@pytest.mark.filterwarnings("ignore:Length of IterableDataset")
+@pytest.mark.parametrize("accumulation_steps", [1, 2])
+def test_a_loader_yielding_more_batches_than_its_length_is_an_error(accumulation_steps):
+    """The groups, warmup and scheduler are planned from len(data_loader): past it, batches
+    were summed into one late step, unscaled, without a word."""
+    model = LinearLossModel()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = loader(Unsharded(linear_samples(4)), 2)
+    assert len(data) == 2
+    with pytest.raises(ValueError, match=r"data_loader yielded more than the 2 batches"):
+        train_one_epoch(
+            model, optimizer, data, "cpu", 0, accumulation_steps=accumulation_steps, progress=False
+        )
+    assert len(model.seen) == 2  # refused before the first batch beyond the length
+
+
 # -- the loop against the reference scripts' loop, and the learning rate it reports ------------
 
 

@@ -154,7 +154,8 @@ def train_one_epoch(
             for gradients, the first parameters affected).
         detkit.types.InvalidTargetError: with ``validate_targets``, for a bad target; for
             float images outside ``0..1`` in the first batch.
-        ValueError: for an option out of range or a loader that yields no batch.
+        ValueError: for an option out of range, a loader that yields no batch, or one that
+            yields more batches than its ``len()`` announces (at the first one too many).
         TypeError: when the model does not return a dict of loss tensors.
 
     Example:
@@ -208,6 +209,7 @@ def train_one_epoch(
     batches = report.log_every(data_loader)
     with contextlib.closing(batches):
         for iteration, batch in enumerate(batches):
+            _check_length(iteration, num_batches)
             # The data: to change it, wrap the data loader (or its collate_fn).
             images, targets = _prepare(batch, device, options.validate_targets, iteration == 0)
             group_size, last_in_group = _group(iteration, accumulation_steps, num_batches)
@@ -256,6 +258,19 @@ def _prepare(
     if first:
         check_images(images, batch[1])  # float images in 0..255 train silently badly
     return images, targets  # type: ignore[return-value]
+
+
+def _check_length(iteration: int, num_batches: int | None) -> None:
+    """Refuse a batch beyond ``len(data_loader)``: the accumulation groups, warmup and the
+    scheduler's steps are planned from it, and past it batches would silently share a step."""
+    if num_batches is not None and iteration >= num_batches:
+        raise ValueError(
+            f"data_loader yielded more than the {num_batches} batches its len() announces; "
+            "accumulation, warmup and per-iteration schedules are planned from that length. "
+            "An IterableDataset read by several workers must split its samples between them "
+            "(torch.utils.data.get_worker_info()); otherwise fix its __len__, or pass a loader "
+            "without a length"
+        )
 
 
 def _group(iteration: int, accumulation_steps: int, num_batches: int | None) -> tuple[int, bool]:
