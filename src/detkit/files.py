@@ -27,6 +27,7 @@ import secrets
 import shutil
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -34,6 +35,7 @@ from typing import IO, Any
 __all__ = [
     "atomic_link",
     "atomic_write",
+    "damaged_records",
     "load_error_reason",
     "plain_text",
     "remove_stale_temporaries",
@@ -282,14 +284,58 @@ def plain_text(text: str) -> str:
     return _ESCAPE.sub("", text)
 
 
+def damaged_records(path: str | os.PathLike[str]) -> list[str]:
+    """The records of a ``torch.save`` file whose bytes fail the CRC-32 written with them.
+
+    ``torch.load`` does not verify these checksums: a file altered after it was written (a bad
+    copy, download or disk) loads without a word, with wrong tensor values. This reads every
+    record once, a chunk at a time. Records written without a checksum (``torch.save`` under
+    ``torch.serialization.set_crc32_options(False)`` writes 0) are not verified, nor are files
+    that are not zip archives (the legacy format): for them the list is empty.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The names of the damaged records (a record whose header is unreadable counts too).
+
+    >>> import tempfile, torch
+    >>> path = Path(tempfile.mkdtemp()) / "weights.pt"
+    >>> torch.save({"w": torch.zeros(1000)}, path)
+    >>> damaged_records(path)
+    []
+    >>> data = bytearray(path.read_bytes())
+    >>> data[len(data) // 2] ^= 1
+    >>> _ = path.write_bytes(bytes(data))
+    >>> damaged_records(path)
+    ['weights/data/0']
+    """
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        return []
+    damaged = []
+    with archive:
+        for info in archive.infolist():
+            if info.CRC == 0:
+                continue
+            try:
+                with archive.open(info) as record:  # checks the CRC-32 once read to the end
+                    while record.read(1 << 20):
+                        pass
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+                damaged.append(info.filename)
+    return damaged
+
+
 def load_error_reason(error: BaseException, path: str | os.PathLike[str] | None = None) -> str:
     """One plain line saying why ``torch.load(path, weights_only=True)`` failed.
 
     torch's messages span a dozen lines with terminal codes and advice about PyTorch 2.6; what
     matters is one of: the file is no ``torch.save`` file at all (told by its first bytes when
     ``path`` is given), it needs a pickled class (``argparse.Namespace``, a model class ...),
-    or the line after ``WeightsUnpickler error:``. Other errors (a truncated zip) give their
-    first line.
+    it is cut short (a zip archive without its end), or the line after ``WeightsUnpickler
+    error:``. Other errors give their first line.
 
     >>> message = ("Weights only load failed.\\n\\tWeightsUnpickler error: "
     ...            "Unsupported global: GLOBAL argparse.Namespace was not allowed")
@@ -305,6 +351,11 @@ def load_error_reason(error: BaseException, path: str | os.PathLike[str] | None 
         # torch.save writes a zip archive (PK\x03\x04) or, in its legacy format, a pickle.
         if head and not head.startswith((b"PK\x03\x04", b"\x80")):
             return "it is not a file written by torch.save"
+        if head.startswith(b"PK\x03\x04") and not zipfile.is_zipfile(path):
+            return (
+                "it is cut short: a torch.save zip archive without its end (an interrupted "
+                "copy or download?)"
+            )
     text = plain_text(str(error))
     found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if found:

@@ -146,6 +146,62 @@ def test_unreadable_checkpoint_is_a_value_error_naming_the_file(tmp_path):
             load_checkpoint(tmp_path / name, model=model)
 
 
+def record_bytes(path: Path, suffix: str) -> tuple[int, int]:
+    """Where the bytes of the zip record whose name ends with ``suffix`` lie in ``path``."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith(suffix))
+    with open(path, "rb") as file:
+        file.seek(info.header_offset + 26)
+        name_length, extra_length = np.frombuffer(file.read(4), dtype="<u2").tolist()
+    start = info.header_offset + 30 + name_length + extra_length
+    return start, start + info.file_size
+
+
+def test_a_damaged_checkpoint_is_refused_naming_the_file_and_restores_nothing(tmp_path):
+    """torch.load does not check the zip records' CRC-32: altered tensor bytes (a bad copy or
+    disk) loaded silently, the model resuming with wrong (here NaN) weights."""
+    model, optimizer, _ = small_setup()
+    good = save_checkpoint(tmp_path / "good.pt", model=model, optimizer=optimizer, epoch=0)
+    weight = model.state_dict()["0.weight"]
+    start, end = record_bytes(good, "data/0")
+    assert end - start == weight.numel() * weight.element_size()
+    damaged = bytearray(good.read_bytes())
+    damaged[start : start + 8] = b"\xff" * 8
+    (tmp_path / "damaged.pt").write_bytes(bytes(damaged))
+    assert torch.load(tmp_path / "damaged.pt", weights_only=True)["model"]["0.weight"].isnan().any()
+    fresh, fresh_optimizer, _ = small_setup(seed=1)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(ValueError, match=r"checkpoint '.*damaged\.pt' is damaged: .*data/0"):
+        load_checkpoint(tmp_path / "damaged.pt", model=fresh, optimizer=fresh_optimizer)
+    assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items())
+    assert load_checkpoint(good, model=fresh)["epoch"] == 0
+
+
+def test_a_checkpoint_written_without_checksums_still_loads(tmp_path):
+    """torch.save writes CRC-32 0 when told not to compute checksums: nothing to verify."""
+    model, _, _ = small_setup()
+    torch.serialization.set_crc32_options(False)
+    try:
+        path = save_checkpoint(tmp_path / "last.pt", model=model, epoch=2)
+    finally:
+        torch.serialization.set_crc32_options(True)
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        assert {i.CRC for i in archive.infolist()} == {0}
+    assert load_checkpoint(path, model=small_setup(seed=1)[0])["epoch"] == 2
+
+
+def test_a_cut_short_checkpoint_says_so(tmp_path):
+    model, _, _ = small_setup()
+    good = save_checkpoint(tmp_path / "good.pt", model=model, epoch=0)
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"'.*cut\.pt' safely: it is cut short"):
+        load_checkpoint(tmp_path / "cut.pt", model=model)
+
+
 def test_rng_state_round_trip_covers_torch_python_and_numpy():
     state = get_rng_state()
     first = (torch.rand(3), random.random(), np.random.rand(3))

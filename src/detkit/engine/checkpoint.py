@@ -29,7 +29,7 @@ from detkit.distributed import (
 from detkit.distributed import unwrap_model as _unwrap
 from detkit.engine._compatibility import check_restorable, type_family
 from detkit.engine.rng import get_rng_state, set_rng_state
-from detkit.files import atomic_write, load_error_reason
+from detkit.files import atomic_write, damaged_records, load_error_reason
 
 __all__ = ["get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
 
@@ -37,6 +37,7 @@ _log = logging.getLogger(__name__)
 _FORMAT = "detkit.checkpoint"
 _VERSION = 1
 _SCALARS = (str, bytes, int, float, bool, type(None))
+_SHOWN = 3  # damaged records named in a message
 _TORCH_VALUES = (torch.Tensor, torch.Size, torch.dtype, torch.device)
 
 
@@ -252,7 +253,9 @@ def load_checkpoint(
     Raises:
         FileNotFoundError: when ``path`` does not exist (or is a folder).
         ValueError: naming the file, when it cannot be read with ``weights_only=True``
-            (corrupt, truncated, or holding pickled objects), is not a detkit checkpoint,
+            (corrupt, cut short, or holding pickled objects), its bytes fail the CRC-32
+            checksums ``torch.save`` wrote with them (altered since: ``torch.load`` itself
+            does not check them), it is not a detkit checkpoint,
             lacks a state asked for, or does not fit the objects passed. Everything is checked
             before anything is restored, and on this error nothing has been: the model's
             tensor names (with ``strict``) and shapes, told as class or keypoint counts where
@@ -279,6 +282,14 @@ def load_checkpoint(
             "save_checkpoint writes plain data, so this file was not written by it (or is "
             "damaged); load it with torch.load(weights_only=False) only if you trust it"
         ) from error
+    damaged = damaged_records(path)
+    if damaged:
+        raise ValueError(
+            f"checkpoint '{path}' is damaged: the bytes of {', '.join(damaged[:_SHOWN])}"
+            f"{' and more' if len(damaged) > _SHOWN else ''} do not match the checksums written "
+            "with them (the file changed after it was saved: a bad copy, download or disk); "
+            "nothing was restored: resume from another checkpoint"
+        )
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != _FORMAT:
         keys = (
             sorted(map(str, checkpoint))[:8]
