@@ -349,6 +349,23 @@ def test_mask_threshold():
         assert int(mask_utils.area(row["segmentation"])) == area
 
 
+def test_mask_logits_are_refused_naming_the_image():
+    """Logits thresholded at 0.5 (a probability of 0.62) scored segm AP 0.22 instead of 0.43
+    on this case, without a word."""
+    predictions, targets = case("segm", seed=2)
+    logits = [{**p, "masks": torch.logit(p["masks"].clamp(1e-4, 1 - 1e-4))} for p in predictions]
+    image_id = int(targets[0]["image_id"])
+    message = (
+        rf"image_id={image_id} \(predictions\[0\]\): 'masks' hold values down to -9\.2.*sigmoid"
+    )
+    with pytest.raises(ValueError, match=message):
+        compute(logits, targets, "segm")
+    # The slight undershoot of an interpolation is no logit: thresholded as it is.
+    below = [{**p, "masks": p["masks"] - 0.05} for p in predictions]
+    clamped = [{**p, "masks": p["masks"].clamp(min=0)} for p in below]
+    assert compute(below, targets, "segm") == compute(clamped, targets, "segm")
+
+
 @pytest.mark.parametrize("iou_type", ["bbox", "segm", "keypoints"])
 def test_written_results_reproduce_the_metrics_in_pycocotools(iou_type, tmp_path):
     predictions, targets = case(iou_type, seed=12)

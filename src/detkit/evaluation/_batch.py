@@ -106,13 +106,14 @@ def prediction_table(
     """
     boxes, scores, label_list, rles, keypoints, sizes = [], [], [], [], [], []
     counts = [int(p["scores"].shape[0]) for p in predictions]
-    for prediction in predictions:
+    for position, prediction in enumerate(predictions):
         scores.append(_plain(prediction["scores"]))
         label_list.append(_plain(prediction["labels"]))
         if "bbox" in iou_types:
             boxes.append(_xyxy(prediction["boxes"]))
         if "segm" in iou_types:
             mask = _plain(prediction["masks"])
+            _check_probabilities(mask, position, image_ids)
             sizes.append((int(mask.shape[-2]), int(mask.shape[-1])))
             rles += encode_masks(mask, mask_threshold)
         if "keypoints" in iou_types:
@@ -185,6 +186,31 @@ def target_table(
     _check_values(table, counts, image_ids, "targets")
     sizes_array = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
     return table, np.asarray(counts, dtype=np.int64), sizes_array
+
+
+#: How far below 0 a predicted mask may reach before it counts as logits: interpolating
+#: probabilities (bicubic) undershoots a little; a logit's background is far below.
+_MASK_UNDERSHOOT = 0.1
+
+
+def _check_probabilities(mask: Any, position: int, image_ids: Sequence[int]) -> None:
+    """Refuse floating masks that are logits, not probabilities: thresholded at 0.5 they pass
+    for a probability of 0.62 and the metric changes without a word. The first mask, every
+    8th pixel each way, tells: a logit's background lies far below 0 everywhere."""
+    if isinstance(mask, torch.Tensor):
+        # Meta tensors (stand-ins for an accelerator's in tests) have no values to look at.
+        floating = mask.is_floating_point() and mask.device.type != "meta"
+    else:
+        floating = np.issubdtype(mask.dtype, np.floating)
+    if not len(mask) or not floating:
+        return
+    low = float(mask[0][..., ::8, ::8].min())
+    if low < -_MASK_UNDERSHOOT:
+        raise ValueError(
+            f"{_where('predictions', position, image_ids)}: 'masks' hold values down to "
+            f"{low:.4g}, not probabilities in 0..1: pass mask logits through .sigmoid() (as "
+            "torchvision's Mask R-CNN does) before the evaluator thresholds them"
+        )
 
 
 def _rle_sizes(sizes: list[tuple[int, int]], counts: list[int]) -> np.ndarray:

@@ -160,8 +160,8 @@ class CocoEvaluator:
         Args:
             predictions: torchvision model outputs in eval mode, one dict per image, tensors on
                 any device: ``boxes`` ``Tensor[N, 4]`` XYXY, ``scores`` ``Tensor[N]``, ``labels``
-                ``Tensor[N]``; ``masks`` ``Tensor[N, 1, H, W]`` for segm; ``keypoints``
-                ``Tensor[N, K, 3]`` for keypoints.
+                ``Tensor[N]``; ``masks`` ``Tensor[N, 1, H, W]`` for segm (probabilities, or
+                integer / boolean masks); ``keypoints`` ``Tensor[N, K, 3]`` for keypoints.
             targets: the batch's targets, aligned with ``predictions``: dicts in the target
                 contract (:mod:`detkit.types`), or with ``coco_gt`` dicts with just ``image_id``
                 (an int or 0-d tensor, which also works alone in place of the dict).
@@ -170,9 +170,9 @@ class CocoEvaluator:
             ValueError: naming the image, for misaligned or malformed inputs, missing fields
                 (``masks`` for segm, ``keypoints`` for keypoints), NaN or infinite values,
                 boxes with ``x2 < x1`` or ``y2 < y1`` (XYWH boxes, say), negative areas,
-                labels absent from ``label_to_category``, an image id absent from
-                ``coco_gt``, masks whose size differs from the image's, or an image id already
-                seen with other content.
+                mask logits instead of probabilities, labels absent from
+                ``label_to_category``, an image id absent from ``coco_gt``, masks whose size
+                differs from the image's, or an image id already seen with other content.
         """
         if isinstance(predictions, Mapping) or isinstance(targets, Mapping):
             raise TypeError(
