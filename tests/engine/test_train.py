@@ -368,6 +368,38 @@ def test_targets_move_to_the_device_and_image_ids_stay_ints():
     assert [t["image_id"] for batch in model.seen for t in batch] == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize("box_format", ["XYWH", "CXCYWH"])
+def test_the_model_gets_xyxy_boxes_whatever_format_the_targets_carry(box_format):
+    """The contract converts BoundingBoxes of other formats to XYXY; train_one_epoch handed
+    them to the model as they were, which read [2, 3, 10, 20] XYWH as the XYXY box
+    [2, 3, 10, 20], not [2, 3, 12, 23] (validate_targets=True converted, and passed)."""
+    from torchvision import tv_tensors
+    from torchvision.ops import box_convert
+
+    xyxy = torch.tensor([[2.0, 3.0, 12.0, 23.0]])
+    carried = tv_tensors.BoundingBoxes(
+        box_convert(xyxy, "xyxy", box_format.lower()), format=box_format, canvas_size=(32, 32)
+    )
+    samples = [
+        (
+            torch.rand(3, 32, 32),
+            {"y": 1.0, "image_id": i, "boxes": carried, "labels": torch.ones(1, dtype=torch.int64)},
+        )
+        for i in range(2)
+    ]
+    model = LinearLossModel()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    train_one_epoch(
+        model, optimizer, loader(samples, 2), "cpu", 0, validate_targets=True, progress=False
+    )
+    seen = model.seen[0][0]["boxes"]
+    assert seen.tolist() == xyxy.tolist()
+    assert getattr(seen, "format", None) == tv_tensors.BoundingBoxFormat.XYXY
+    assert samples[0][1]["boxes"].format.name == box_format  # the input is not modified
+    _, moved = move_to_device([samples[0][0]], [samples[0][1]], "cpu")
+    assert moved[0]["boxes"].tolist() == xyxy.tolist()
+
+
 def test_model_is_put_in_training_mode():
     model = LinearLossModel().eval()
     train_one_epoch(

@@ -21,6 +21,7 @@ from detkit.distributed import is_main_process, reduce_dict
 from detkit.engine._failures import check_images, forward_error, non_finite_error
 from detkit.engine._step import OptimizerStep, StepOptions, warmup_factor_at
 from detkit.engine.logger import MetricLogger, SmoothedValue
+from detkit.tv_tensors import to_xyxy
 from detkit.types import validate_target
 
 __all__ = ["move_to_device", "train_one_epoch", "warmup_factor_at"]
@@ -35,9 +36,11 @@ def move_to_device(
 ) -> tuple[list[torch.Tensor], list[dict[str, Any]] | None]:
     """Move a batch's images and every tensor of its targets to ``device``.
 
-    Non-tensor values (such as an ``int`` ``image_id``) are kept as they are; the inputs are
-    not modified. Copies are non-blocking, which overlaps them with compute when the data
-    loader pins memory.
+    Non-tensor values (such as an ``int`` ``image_id``) are kept as they are; ``boxes``
+    carried as a :class:`~torchvision.tv_tensors.BoundingBoxes` in another format than XYXY
+    (``XYWH``, ``CXCYWH``) are converted to XYXY, which torchvision's models read whatever
+    the format says (:func:`detkit.tv_tensors.to_xyxy`). The inputs are not modified. Copies
+    are non-blocking, which overlaps them with compute when the data loader pins memory.
 
     >>> targets = [{"boxes": torch.zeros(0, 4), "image_id": 7}]
     >>> images, targets = move_to_device([torch.zeros(3, 4, 4)], targets, "cpu")
@@ -47,13 +50,15 @@ def move_to_device(
     moved_images = [image.to(device, non_blocking=True) for image in images]
     if targets is None:
         return moved_images, None
-    moved_targets = [
-        {
+    moved_targets = []
+    for target in targets:
+        moved = {
             key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
             for key, value in target.items()
         }
-        for target in targets
-    ]
+        if isinstance(moved.get("boxes"), torch.Tensor):
+            moved["boxes"] = to_xyxy(moved["boxes"])
+        moved_targets.append(moved)
     return moved_images, moved_targets
 
 
