@@ -672,34 +672,67 @@ def test_a_loader_without_length_ending_mid_group_checks_the_gradients_too():
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
-class Unsharded(torch.utils.data.IterableDataset):
-    """An IterableDataset read by two workers without sharding: each yields every sample, so
-    the loader gives twice the batches its len() announces (torch only warns)."""
+class LongerThanItsLength:
+    """A loader yielding more batches than its len(): an IterableDataset split between two
+    workers (each ends with a short batch of its own: 10 samples in batches of 4 give 4
+    batches, len() says 3) or, wrongly, not split at all (every worker yields everything)."""
 
-    def __init__(self, samples) -> None:
-        self.samples = samples
+    def __init__(self, batches, length: int) -> None:
+        self.batches, self.length = batches, length
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return self.length
 
     def __iter__(self):
-        return iter(self.samples * 2)
+        return iter(self.batches)
 
 
-@pytest.mark.filterwarnings("ignore:Length of IterableDataset")
-@pytest.mark.parametrize("accumulation_steps", [1, 2])
-def test_a_loader_yielding_more_batches_than_its_length_is_an_error(accumulation_steps):
-    """The groups, warmup and scheduler are planned from len(data_loader): past it, batches
-    were summed into one late step, unscaled, without a word."""
-    model = LinearLossModel()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    data = loader(Unsharded(linear_samples(4)), 2)
-    assert len(data) == 2
-    with pytest.raises(ValueError, match=r"data_loader yielded more than the 2 batches"):
+def count_steps(optimizer):
+    steps = []
+    real_step = optimizer.step
+
+    def step(*args, **kwargs):
+        steps.append(1)
+        return real_step(*args, **kwargs)
+
+    optimizer.step = step
+    return steps
+
+
+def test_batches_beyond_the_announced_length_each_get_their_step_and_a_warning(caplog):
+    """Past len(data_loader) no batch ended its accumulation group: every further batch's
+    gradients were summed into one late step at the end of the epoch (3 optimizer steps for
+    4 batches with a length of 2), without a word. Now they are grouped as for a loader
+    without a length, and a warning names the length."""
+    batches = list(loader(linear_samples(8), 2))
+    honest, longer = LinearLossModel(), LinearLossModel()
+    steps = {}
+    for model, data in ((honest, batches), (longer, LongerThanItsLength(batches, 2))):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+        steps[model] = count_steps(optimizer)
+        with caplog.at_level(logging.WARNING, logger="detkit.engine"):
+            train_one_epoch(model, optimizer, data, "cpu", 0, warmup_iters=0, progress=False)
+    assert len(steps[honest]) == len(steps[longer]) == 4
+    assert torch.equal(longer.linear.weight, honest.linear.weight)
+    assert torch.equal(longer.linear.bias, honest.linear.bias)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1
+    assert "data_loader yielded more than the 2 batches its len() announces" in warned[0]
+
+
+def test_beyond_the_length_accumulation_groups_as_without_a_length():
+    """len() 2, 5 batches, groups of 2: [0, 1] as planned, then [2, 3] and the short [4], as a
+    loader without a length groups them (each loss divided by 2)."""
+    batches = list(loader(linear_samples(10), 2))
+    longer, without = LinearLossModel(), LinearLossModel()
+    for model, data in ((longer, LongerThanItsLength(batches, 2)), (without, iter(batches))):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        steps = count_steps(optimizer)
         train_one_epoch(
-            model, optimizer, data, "cpu", 0, accumulation_steps=accumulation_steps, progress=False
+            model, optimizer, data, "cpu", 0, accumulation_steps=2, warmup_iters=0, progress=False
         )
-    assert len(model.seen) == 2  # refused before the first batch beyond the length
+        assert len(steps) == 3
+    assert torch.equal(longer.linear.weight, without.linear.weight)
 
 
 # -- the loop against the reference scripts' loop, and the learning rate it reports ------------

@@ -10,6 +10,7 @@ checks and scheduler: :class:`~detkit.engine._step.OptimizerStep`), and reportin
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any, cast
@@ -27,6 +28,7 @@ from detkit.types import validate_target
 __all__ = ["move_to_device", "train_one_epoch", "warmup_factor_at"]
 
 ScalarHook = Callable[[str, float, int], Any]
+_log = logging.getLogger(__name__)
 
 
 def move_to_device(
@@ -126,8 +128,9 @@ def train_one_epoch(
             :class:`~detkit.engine.NonFiniteLossError`.
         accumulation_steps: batches per optimizer step: their gradients are summed, each
             loss divided by the number of batches in its group (a shorter last group
-            included, when the loader has a length); under ``DistributedDataParallel`` the
-            all-reduce runs on a group's last batch only.
+            included, when the loader has a length; batches beyond ``len(data_loader)`` are
+            grouped as for a loader without one, with a warning); under
+            ``DistributedDataParallel`` the all-reduce runs on a group's last batch only.
         scaler: a ``torch.amp.GradScaler`` (keep one for the whole run and checkpoint it).
             Gradients are unscaled before clipping, and a step with non-finite gradients is
             skipped by the scaler instead of raising.
@@ -159,8 +162,7 @@ def train_one_epoch(
             for gradients, the first parameters affected).
         detkit.types.InvalidTargetError: with ``validate_targets``, for a bad target; for
             float images outside ``0..1`` in the first batch.
-        ValueError: for an option out of range, a loader that yields no batch, or one that
-            yields more batches than its ``len()`` announces (at the first one too many).
+        ValueError: for an option out of range or a loader that yields no batch.
         TypeError: when the model does not return a dict of loss tensors.
 
     Example:
@@ -214,7 +216,7 @@ def train_one_epoch(
     batches = report.log_every(data_loader)
     with contextlib.closing(batches):
         for iteration, batch in enumerate(batches):
-            _check_length(iteration, num_batches)
+            _warn_past_length(iteration, num_batches)
             # The data: to change it, wrap the data loader (or its collate_fn).
             images, targets = _prepare(batch, device, options.validate_targets, iteration == 0)
             group_size, last_in_group = _group(iteration, accumulation_steps, num_batches)
@@ -265,24 +267,30 @@ def _prepare(
     return images, targets  # type: ignore[return-value]
 
 
-def _check_length(iteration: int, num_batches: int | None) -> None:
-    """Refuse a batch beyond ``len(data_loader)``: the accumulation groups, warmup and the
-    scheduler's steps are planned from it, and past it batches would silently share a step."""
-    if num_batches is not None and iteration >= num_batches:
-        raise ValueError(
-            f"data_loader yielded more than the {num_batches} batches its len() announces; "
-            "accumulation, warmup and per-iteration schedules are planned from that length. "
-            "An IterableDataset read by several workers must split its samples between them "
-            "(torch.utils.data.get_worker_info()); otherwise fix its __len__, or pass a loader "
-            "without a length"
+def _warn_past_length(iteration: int, num_batches: int | None) -> None:
+    """Say so when the loader yields a batch beyond ``len(data_loader)``."""
+    if num_batches is not None and iteration == num_batches:
+        _log.warning(
+            "data_loader yielded more than the %d batches its len() announces: the further "
+            "ones are grouped for accumulation as for a loader without a length, and warmup, "
+            "per-iteration schedules and scalar_hook steps were planned for %d. An "
+            "IterableDataset split between workers ends with a short batch per worker; one "
+            "not split at all yields every sample once per worker (see "
+            "torch.utils.data.get_worker_info)",
+            num_batches,
+            num_batches,
         )
 
 
 def _group(iteration: int, accumulation_steps: int, num_batches: int | None) -> tuple[int, bool]:
     """(batches in the accumulation group of ``iteration``, whether it is the group's last).
 
-    A shorter last group counts its own batches, when the loader has a length.
+    A shorter last group counts its own batches, when the loader has a length. Batches beyond
+    that length are grouped from there as for a loader without one.
     """
+    if num_batches is not None and iteration >= num_batches:
+        beyond = iteration - num_batches
+        return accumulation_steps, beyond % accumulation_steps == accumulation_steps - 1
     start = iteration - iteration % accumulation_steps
     size = accumulation_steps
     if num_batches is not None:
