@@ -4,12 +4,13 @@ The batch's shapes were checked first, once, by :func:`detkit.types.check_target
 :func:`~detkit.types.check_predictions`. Here each field of every image is gathered into one
 float64 numpy column (CPU tensors are read in place, accelerator tensors copied once), masks
 are RLE-encoded, labels mapped to category ids, and the values of the whole batch checked at
-once (NaN, fractional labels, boxes with ``x2 < x1``, negative areas), naming the image at
-fault.
+once (NaN, fractional labels, ground-truth boxes with ``x2 < x1``, negative areas), naming
+the image at fault.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -184,6 +185,9 @@ def target_table(
         num_keypoints=None if points is None else (points[:, 2::3] > 0).sum(1),
     )
     _check_values(table, counts, image_ids, "targets")
+    inverted, first = inverted_boxes(table, counts, image_ids, "targets")
+    if inverted:  # ground truth is never inverted: it would be matched by nothing, silently
+        raise ValueError(f"{first} has x2 < x1 or y2 < y1; {XYXY_ADVICE}")
     sizes_array = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
     return table, np.asarray(counts, dtype=np.int64), sizes_array
 
@@ -271,9 +275,7 @@ def _row_image(row: int, counts) -> int:
 
 def _check_values(table: Annotations, counts, image_ids, what: str) -> None:
     """Raise ValueError naming the image for values no evaluation can take: NaN or infinite
-    numbers, boxes with ``x2 < x1`` or ``y2 < y1`` (XYWH boxes read as XYXY, typically: they
-    would match nothing, or the wrong thing, without a word) and negative areas (an instance
-    outside every area range, ignored)."""
+    numbers and negative areas (an instance outside every area range, ignored)."""
     for key in ("score", "bbox", "area", "keypoints"):
         values = getattr(table, key)
         # A finite sum means finite values (NaN and inf propagate), without a bool array;
@@ -284,17 +286,6 @@ def _check_values(table: Annotations, counts, image_ids, what: str) -> None:
         row = int(np.flatnonzero(~np.isfinite(flat).all(axis=1))[0])
         image = _row_image(row, counts)
         raise ValueError(f"{_where(what, image, image_ids)}: '{key}' has NaN or infinite values")
-    flat = table.bbox.reshape(-1)  # XYWH by now; 1-d strides reduce faster than [:, 2:]
-    if len(flat) and min(flat[2::4].min(), flat[3::4].min()) < 0:
-        row = int(np.flatnonzero((table.bbox[:, 2:] < 0).any(axis=1))[0])
-        image = _row_image(row, counts)
-        x, y, w, h = table.bbox[row].tolist()
-        box = [x, y, x + w, y + h]
-        raise ValueError(
-            f"{_where(what, image, image_ids)}: box {row - _first_row(image, counts)} {box} has "
-            "x2 < x1 or y2 < y1; boxes must be XYXY (x1, y1, x2, y2): convert XYWH boxes "
-            'with torchvision.ops.box_convert(boxes, "xywh", "xyxy")'
-        )
     area = table.area
     if area is not None and len(area) and area.min() < 0:
         row = int(np.flatnonzero(area < 0)[0])
@@ -303,6 +294,53 @@ def _check_values(table: Annotations, counts, image_ids, what: str) -> None:
             f"{_where(what, image, image_ids)}: 'area' of instance "
             f"{row - _first_row(image, counts)} is {area[row]}; areas must be >= 0"
         )
+
+
+#: What to do about boxes that are not XYXY, in every message that finds them.
+XYXY_ADVICE = (
+    "boxes must be XYXY (x1, y1, x2, y2): convert XYWH boxes with torchvision.ops.box_convert("
+    'boxes, "xywh", "xyxy")'
+)
+
+
+def inverted_boxes(table: Annotations, counts, image_ids, what: str) -> tuple[int, str]:
+    """``(number, first)``: how many rows of a batch's table have a box with ``x2 < x1`` or
+    ``y2 < y1`` (XYWH boxes read as XYXY, typically), and the first of them named by its
+    image; ``(0, "")`` when none has. One pass over the widths and heights."""
+    flat = table.bbox.reshape(-1)  # XYWH by now; 1-d strides reduce faster than [:, 2:]
+    if not len(flat) or min(flat[2::4].min(), flat[3::4].min()) >= 0:
+        return 0, ""
+    rows = np.flatnonzero((table.bbox[:, 2:] < 0).any(axis=1))
+    row = int(rows[0])
+    image = _row_image(row, counts)
+    x, y, w, h = table.bbox[row].tolist()
+    index = row - _first_row(image, counts)
+    return len(rows), f"{_where(what, image, image_ids)}: box {index} {[x, y, x + w, y + h]}"
+
+
+class InvertedBoxes:
+    """The predicted boxes with ``x2 < x1`` or ``y2 < y1`` seen so far: a model may predict
+    them (they match nothing: false positives, as in pycocotools), but XYWH boxes passed as
+    XYXY give them too, so the evaluator says so once per ``compute``."""
+
+    def __init__(self) -> None:
+        self.count, self.first = 0, ""
+
+    def add(self, detections: Annotations, counts, image_ids) -> None:
+        count, first = inverted_boxes(detections, counts, image_ids, "predictions")
+        self.count += count
+        self.first = self.first or first
+
+    def warn(self, log: logging.Logger) -> None:
+        if self.count:
+            log.warning(
+                "%d predicted boxes have x2 < x1 or y2 < y1 (the first: %s); they match "
+                "nothing and count as false positives, as in pycocotools. If the model did "
+                "not mean them so: %s",
+                self.count,
+                self.first,
+                XYXY_ADVICE,
+            )
 
 
 def _first_row(image: int, counts) -> int:

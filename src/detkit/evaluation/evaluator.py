@@ -19,7 +19,7 @@ from detkit.evaluation._analyses import (
     matrix_from,
     points_from,
 )
-from detkit.evaluation._batch import merge_sizes, prediction_table, target_table
+from detkit.evaluation._batch import InvertedBoxes, merge_sizes, prediction_table, target_table
 from detkit.evaluation._dicts import result_dicts
 from detkit.evaluation._params import (
     LabelMap,
@@ -136,6 +136,7 @@ class CocoEvaluator:
         self._store = Store()
         self._num_keypoints: int | None = None
         self._last: dict | None = None
+        self._inverted = InvertedBoxes()
 
     def __repr__(self) -> str:
         return (
@@ -153,6 +154,7 @@ class CocoEvaluator:
         self._store.reset()
         self._num_keypoints = None
         self._last = None
+        self._inverted = InvertedBoxes()
 
     def update(self, predictions: Sequence[Mapping[str, Any]], targets: Sequence[Any]) -> None:
         """Add one batch.
@@ -169,8 +171,9 @@ class CocoEvaluator:
         Raises:
             ValueError: naming the image, for misaligned or malformed inputs, missing fields
                 (``masks`` for segm, ``keypoints`` for keypoints), NaN or infinite values,
-                boxes with ``x2 < x1`` or ``y2 < y1`` (XYWH boxes, say), negative areas,
-                mask logits instead of probabilities, labels absent from
+                ground-truth boxes with ``x2 < x1`` or ``y2 < y1`` (XYWH boxes, say; such
+                predicted boxes count as false positives, and :meth:`compute` logs a
+                warning), negative areas, mask logits instead of probabilities, labels absent from
                 ``label_to_category``, an image id absent from ``coco_gt``, masks whose size
                 differs from the image's, or an image id already seen with other content.
         """
@@ -198,6 +201,8 @@ class CocoEvaluator:
             predictions, ids, types, mask_threshold=self._mask_threshold, labels=self._labels
         )
         sizes = merge_sizes(sizes, mask_sizes, ids)
+        if "bbox" in types:
+            self._inverted.add(dt, dt_counts, ids)
         if "keypoints" in self.iou_types:
             self._num_keypoints = self._selection.check_keypoints(gt, dt, ids, self._num_keypoints)
         images = Images(np.asarray(ids, dtype=np.int64), sizes[:, 0].copy(), sizes[:, 1].copy())
@@ -245,6 +250,7 @@ class CocoEvaluator:
             ``(low, high)``, ``(-1.0, -1.0)`` when undefined.
         """
         bootstrap = check_bootstrap(confidence, resamples, seed)
+        self._inverted.warn(logger)
         outcome = self._on_main(
             lambda block: self._selection.evaluate(
                 block,
