@@ -177,6 +177,14 @@ def test_a_damaged_checkpoint_is_refused_naming_the_file_and_restores_nothing(tm
         load_checkpoint(tmp_path / "damaged.pt", model=fresh, optimizer=fresh_optimizer)
     assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items())
     assert load_checkpoint(good, model=fresh)["epoch"] == 0
+    # A damaged pickle fails inside torch.load ("'utf-8' codec can't decode byte ..."), which
+    # advised torch.load(weights_only=False) "if you trust it": the damage is named instead.
+    start, _ = record_bytes(good, "data.pkl")
+    damaged = bytearray(good.read_bytes())
+    damaged[start + 10] ^= 0x5A
+    (tmp_path / "pickle.pt").write_bytes(bytes(damaged))
+    with pytest.raises(ValueError, match=r"checkpoint '.*pickle\.pt' is damaged: .*data\.pkl"):
+        load_checkpoint(tmp_path / "pickle.pt", model=fresh)
 
 
 def test_a_checkpoint_written_without_checksums_still_loads(tmp_path):

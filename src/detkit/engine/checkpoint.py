@@ -214,6 +214,15 @@ def save_checkpoint(
     return path
 
 
+def _damaged(path: Path, records: list[str]) -> ValueError:
+    return ValueError(
+        f"checkpoint '{path}' is damaged: the bytes of {', '.join(records[:_SHOWN])}"
+        f"{' and more' if len(records) > _SHOWN else ''} do not match the checksums written "
+        "with them (the file changed after it was saved: a bad copy, download or disk); "
+        "nothing was restored: resume from another checkpoint"
+    )
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     *,
@@ -277,6 +286,9 @@ def load_checkpoint(
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # corrupt, truncated, or holding pickled objects
+        damaged = damaged_records(path)
+        if damaged:  # torch's message would be about the damage's effect, not its cause
+            raise _damaged(path, damaged) from error
         raise ValueError(
             f"cannot read checkpoint '{path}' safely: {load_error_reason(error, path)}. "
             "save_checkpoint writes plain data, so this file was not written by it (or is "
@@ -284,12 +296,7 @@ def load_checkpoint(
         ) from error
     damaged = damaged_records(path)
     if damaged:
-        raise ValueError(
-            f"checkpoint '{path}' is damaged: the bytes of {', '.join(damaged[:_SHOWN])}"
-            f"{' and more' if len(damaged) > _SHOWN else ''} do not match the checksums written "
-            "with them (the file changed after it was saved: a bad copy, download or disk); "
-            "nothing was restored: resume from another checkpoint"
-        )
+        raise _damaged(path, damaged)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != _FORMAT:
         keys = (
             sorted(map(str, checkpoint))[:8]
