@@ -439,6 +439,34 @@ def test_bad_options_raise_value_errors(options, match):
         )
 
 
+def test_float16_autocast_without_a_scaler_is_warned_about(caplog):
+    """float16 gradients below ~6e-8 flush to zero: without a GradScaler, parts of the model
+    silently stop learning. bfloat16 (float32's range) and float16 with a scaler say nothing."""
+    settings = (
+        ({"autocast_dtype": torch.float16}, 1),
+        ({"autocast_dtype": torch.bfloat16}, 0),
+        ({"autocast_dtype": torch.float16, "scaler": torch.amp.GradScaler("cpu")}, 0),
+    )
+    for options, warnings in settings:
+        model = LinearLossModel()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="detkit.engine"):
+            train_one_epoch(
+                model,
+                torch.optim.SGD(model.parameters(), lr=0.1),
+                loader(linear_samples(2), 2),
+                "cpu",
+                0,
+                progress=False,
+                **options,
+            )
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warned) == warnings, options
+        if warnings:
+            assert "autocast_dtype=torch.float16 without a scaler" in warned[0]
+            assert "torch.amp.GradScaler" in warned[0]
+
+
 def test_reduce_lr_on_plateau_is_refused():
     model = LinearLossModel()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

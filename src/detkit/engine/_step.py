@@ -7,6 +7,7 @@ non-finite gradient check, the scheduler) is one object with one ``step`` method
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from torch import nn
 from detkit.engine._failures import non_finite_gradient_error
 
 _INTERVALS = ("iteration", "epoch")
+_log = logging.getLogger("detkit.engine.train")
 
 
 def warmup_factor_at(step: int, warmup_iters: int, warmup_factor: float = 1e-3) -> float:
@@ -80,6 +82,13 @@ class StepOptions:
             )
         if self.scaler is not None and self.autocast_dtype is None:
             self.autocast_dtype = torch.float16
+        if self.autocast_dtype == torch.float16 and self.scaler is None:
+            _log.warning(
+                "autocast_dtype=torch.float16 without a scaler: gradients below float16's "
+                "smallest value (about 6e-8) become zero and those weights silently stop "
+                "learning; pass scaler=torch.amp.GradScaler(device_type) (keep it for the "
+                "whole run), or use torch.bfloat16"
+            )
 
 
 class OptimizerStep:

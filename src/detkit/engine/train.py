@@ -135,7 +135,8 @@ def train_one_epoch(
             Gradients are unscaled before clipping, and a step with non-finite gradients is
             skipped by the scaler instead of raising.
         autocast_dtype: dtype for ``torch.autocast``: ``torch.float16`` with a scaler on
-            CUDA, ``torch.bfloat16`` (no scaler; CPU too). ``None``: none, or float16 with a
+            CUDA (without one, a warning is logged: small gradients underflow to zero),
+            ``torch.bfloat16`` (no scaler; CPU too). ``None``: none, or float16 with a
             scaler, as in the reference scripts.
         scalar_hook: called on the main process as ``scalar_hook(tag, value, step)`` for the
             total loss, each loss component and the learning rate after every batch, with
