@@ -141,6 +141,29 @@ def test_min_delta_and_an_absent_metric(tmp_path):
         CheckpointKeeper(tmp_path, metric="segm/AP").update(0, ap(0.3))
 
 
+@pytest.mark.parametrize("metric", ["bbox/APl", "keypoints/AP", "segm/per_class_AP/3"])
+def test_an_undefined_coco_statistic_is_refused_not_ranked(tmp_path, metric):
+    """pycocotools gives -1.0 where a statistic is undefined (no ground truth in its area
+    range or class): it depends on the ground truth only, so it never changes, and a keeper
+    ranking by it stopped after `patience` epochs with epoch 0 as the best, without a word."""
+    iou_type = metric.split("/")[0]
+    metrics = {"num_images": 4, iou_type: {"AP": 0.4, "APl": -1.0, "per_class_AP": {3: -1.0}}}
+    if metric == "keypoints/AP":
+        metrics[iou_type]["AP"] = -1.0
+    keeper = CheckpointKeeper(tmp_path, metric=metric, patience=2)
+    message = rf"metric '{metric}' is -1.0, pycocotools' mark of an undefined statistic"
+    with pytest.raises(ValueError, match=message):
+        keeper.save(0, metrics, model=nn.Linear(2, 1))
+    assert names(tmp_path) == []
+    assert keeper.best_epoch is None and keeper.evaluations_without_improvement == 0
+    # per_class_AP is keyed by int category ids; the path names them as text.
+    by_class = CheckpointKeeper(tmp_path, metric="bbox/per_class_AP/7")
+    assert by_class.update(0, {"bbox": {"per_class_AP": {7: 0.5}}}) and by_class.best_value == 0.5
+    # A metric of one's own may be -1.0; so may a loss (it is not a COCO statistic).
+    assert CheckpointKeeper(tmp_path, metric="mine/score").update(0, {"mine": {"score": -1.0}})
+    assert CheckpointKeeper(tmp_path, metric="losses/loss").update(0, {"losses": {"loss": -1.0}})
+
+
 @pytest.mark.parametrize(
     ("options", "match"),
     [

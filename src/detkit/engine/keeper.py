@@ -22,6 +22,7 @@ __all__ = ["CheckpointKeeper"]
 _log = logging.getLogger(__name__)
 _STATE_KEY = "checkpoint_keeper"
 _MODES = ("max", "min")
+_COCO_IOU_TYPES = ("bbox", "segm", "keypoints")  # whose statistics are -1.0 when undefined
 
 
 def _epoch_pattern(filename: str) -> re.Pattern[str]:
@@ -79,8 +80,10 @@ class CheckpointKeeper:
             removed; they are overwritten when the run reaches them.
         metric: the number to rank epochs by, as a ``/`` path into the metrics of
             :func:`~detkit.engine.evaluate`: ``"bbox/AP"``, ``"segm/AP50"``,
-            ``"losses/loss"``. Default: ``"segm/AP"`` when the metrics have ``segm`` (Mask
-            R-CNN), else ``"keypoints/AP"`` when they have ``keypoints``, else ``"bbox/AP"``.
+            ``"losses/loss"``, ``"bbox/per_class_AP/3"``. Default: ``"segm/AP"`` when the
+            metrics have ``segm`` (Mask R-CNN), else ``"keypoints/AP"`` when they have
+            ``keypoints``, else ``"bbox/AP"``. A COCO statistic of ``-1.0`` (undefined for
+            the validation set) is a ``ValueError``, never ranked.
         mode: ``"max"`` (higher is better) or ``"min"``; default ``"min"`` for a metric whose
             last part starts with ``loss``, else ``"max"``.
         patience: stop after this many evaluations without improvement (``None``: never).
@@ -193,24 +196,37 @@ class CheckpointKeeper:
         """This keeper's metric in ``metrics`` (choosing the default on first use).
 
         Raises:
-            ValueError: when ``metrics`` has no such entry, naming the entries it has.
+            ValueError: when ``metrics`` has no such entry, naming the entries it has, or a
+                COCO statistic is ``-1.0`` (undefined for the validation set, so unchanging).
         """
         if self._metric is None:
             self._metric = self.default_metric(metrics)
         value: Any = metrics
-        for part in self._metric.strip("/").split("/"):
-            if not isinstance(value, Mapping) or part not in value:
+        parts = self._metric.strip("/").split("/")
+        for part in parts:
+            key: Any = part
+            if isinstance(value, Mapping) and part not in value and part.isdigit():
+                key = int(part)  # per_class_AP is keyed by int category ids
+            if not isinstance(value, Mapping) or key not in value:
                 present = sorted(value) if isinstance(value, Mapping) else type(value).__name__
                 raise ValueError(
                     f"metric {self._metric!r}: no {part!r} in the metrics (found {present})"
                 )
-            value = value[part]
+            value = value[key]
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ValueError(
                 f"metric {self._metric!r} is a {type(value).__name__}, not a number"
             ) from None
+        if number == -1.0 and parts[0] in _COCO_IOU_TYPES:
+            raise ValueError(
+                f"metric {self._metric!r} is -1.0, pycocotools' mark of an undefined statistic "
+                "(no ground truth in its area range or category): it never changes, so it "
+                "cannot rank epochs; choose a metric the validation set defines (e.g. "
+                f"'{parts[0]}/AP')"
+            )
+        return number
 
     def update(self, epoch: int, metrics: Mapping[str, Any]) -> bool:
         """Record an evaluation's metrics; return whether ``epoch`` is the new best.
