@@ -385,6 +385,13 @@ def test_mask_logits_are_refused_naming_the_image():
     )
     with pytest.raises(ValueError, match=message):
         compute(logits, targets, "segm")
+    # Masks of no pixel have no values to tell by: evaluated as integer masks are.
+    box = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
+    flat = {"boxes": box, "labels": torch.tensor([1]), "image_id": 1}
+    flat_target = {**flat, "masks": torch.zeros(1, 0, 5, dtype=torch.uint8)}
+    floating = {**flat, "scores": torch.ones(1), "masks": torch.zeros(1, 1, 0, 5)}
+    integer = {**floating, "masks": torch.zeros(1, 1, 0, 5, dtype=torch.uint8)}
+    assert compute([floating], [flat_target], "segm") == compute([integer], [flat_target], "segm")
     # The slight undershoot of an interpolation is no logit: thresholded as it is.
     below = [{**p, "masks": p["masks"] - 0.05} for p in predictions]
     clamped = [{**p, "masks": p["masks"].clamp(min=0)} for p in below]

@@ -206,7 +206,7 @@ def _check_probabilities(mask: Any, position: int, image_ids: Sequence[int]) -> 
         floating = mask.is_floating_point() and mask.device.type != "meta"
     else:
         floating = np.issubdtype(mask.dtype, np.floating)
-    if not len(mask) or not floating:
+    if not floating or not np.prod(mask[:1].shape):  # no mask, or masks of no pixel
         return
     low = float(mask[0][..., ::8, ::8].min())
     if low < -_MASK_UNDERSHOOT:
