@@ -246,6 +246,14 @@ def test_inverted_predicted_boxes_are_false_positives_with_a_warning(caplog):
         f"image_id={image_id} (predictions[0]): box "
     )
     assert 'box_convert(boxes, "xywh", "xyxy")' in warning
+    # An update refused (image 0 again, other scores) adds nothing to the count.
+    rescored = {**flipped[0], "scores": flipped[0]["scores"] / 2}
+    with pytest.raises(ValueError, match="already updated with different"):
+        evaluator.update([rescored], targets[:1])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="detkit.evaluation"):
+        evaluator.compute()
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [warning]
     caplog.clear()
     evaluator.reset()
     evaluator.update(predictions, targets)

@@ -201,12 +201,12 @@ class CocoEvaluator:
             predictions, ids, types, mask_threshold=self._mask_threshold, labels=self._labels
         )
         sizes = merge_sizes(sizes, mask_sizes, ids)
-        if "bbox" in types:
-            self._inverted.add(dt, dt_counts, ids)
         if "keypoints" in self.iou_types:
             self._num_keypoints = self._selection.check_keypoints(gt, dt, ids, self._num_keypoints)
         images = Images(np.asarray(ids, dtype=np.int64), sizes[:, 0].copy(), sizes[:, 1].copy())
         skipped = self._store.add(Block(images, gt, dt, gt_counts, dt_counts))
+        if "bbox" in types:  # counted once the batch is taken
+            self._inverted.add(dt, dt_counts, ids)
         if skipped:
             logger.debug("skipped %d images already updated with identical content", skipped)
 
