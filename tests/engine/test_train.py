@@ -748,6 +748,28 @@ def test_batches_beyond_the_announced_length_each_get_their_step_and_a_warning(c
     assert "data_loader yielded more than the 2 batches its len() announces" in warned[0]
 
 
+def test_fewer_batches_than_the_announced_length_are_warned_about(caplog):
+    """An IterableDataset that skips unreadable samples yields fewer batches than its len():
+    the last accumulation group was planned for more batches (each loss divided by 2 here,
+    for one batch), and warmup and schedules for the longer epoch, without a word."""
+    batches = list(loader(linear_samples(10), 2))
+    model = LinearLossModel()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    with caplog.at_level(logging.WARNING, logger="detkit.engine"):
+        train_one_epoch(
+            model,
+            optimizer,
+            LongerThanItsLength(batches, 6),
+            "cpu",
+            0,
+            accumulation_steps=2,
+            progress=False,
+        )
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1
+    assert warned[0].startswith("data_loader yielded 5 batches, fewer than the 6 batches its")
+
+
 def test_beyond_the_length_accumulation_groups_as_without_a_length():
     """len() 2, 5 batches, groups of 2: [0, 1] as planned, then [2, 3] and the short [4], as a
     loader without a length groups them (each loss divided by 2)."""

@@ -2,7 +2,8 @@
 
 Kept apart from the loop so that the loop reads like the reference scripts': what happens
 between ``loss.backward()`` and the next batch (warmup, the gradient scaler, clipping, the
-non-finite gradient check, the scheduler) is one object with one ``step`` method.
+non-finite gradient check, the scheduler) is one object with one ``step`` method, and which
+batches make up each step's accumulation group is :func:`accumulation_group`'s to say.
 """
 
 from __future__ import annotations
@@ -35,6 +36,45 @@ def warmup_factor_at(step: int, warmup_iters: int, warmup_factor: float = 1e-3) 
     if step >= warmup_iters:
         return 1.0
     return warmup_factor + (1.0 - warmup_factor) * step / warmup_iters
+
+
+def warn_length(batches: int, num_batches: int | None, *, ended: bool) -> None:
+    """Warn at the first batch beyond ``len(data_loader)``, or at the end when there were fewer."""
+    if num_batches is None:
+        return
+    if ended and batches < num_batches:
+        how = f"{batches} batches, fewer than"
+    elif not ended and batches == num_batches + 1:
+        how = "more than"
+    else:
+        return
+    _log.warning(
+        "data_loader yielded %s the %d batches its len() announces: accumulation groups, warmup, "
+        "per-iteration schedules and scalar_hook steps were planned for those (further batches "
+        "are grouped as for a loader without a length). An IterableDataset split between "
+        "workers ends with a short batch per worker; one not split yields every sample once "
+        "per worker (get_worker_info)",
+        how,
+        num_batches,
+    )
+
+
+def accumulation_group(
+    iteration: int, accumulation_steps: int, num_batches: int | None
+) -> tuple[int, bool]:
+    """(batches in the accumulation group of ``iteration``, whether it is the group's last).
+
+    A shorter last group counts its own batches, when the loader has a length. Batches beyond
+    that length are grouped from there as for a loader without one.
+    """
+    if num_batches is not None and iteration >= num_batches:
+        beyond = iteration - num_batches
+        return accumulation_steps, beyond % accumulation_steps == accumulation_steps - 1
+    start = iteration - iteration % accumulation_steps
+    size = accumulation_steps
+    if num_batches is not None:
+        size = min(accumulation_steps, num_batches - start)
+    return size, iteration - start == size - 1
 
 
 @dataclass

@@ -10,7 +10,6 @@ checks and scheduler: :class:`~detkit.engine._step.OptimizerStep`), and reportin
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any, cast
@@ -20,7 +19,13 @@ from torch import nn
 
 from detkit.distributed import is_main_process, reduce_dict
 from detkit.engine._failures import check_images, forward_error, non_finite_error
-from detkit.engine._step import OptimizerStep, StepOptions, warmup_factor_at
+from detkit.engine._step import (
+    OptimizerStep,
+    StepOptions,
+    accumulation_group,
+    warmup_factor_at,
+    warn_length,
+)
 from detkit.engine.logger import MetricLogger, SmoothedValue
 from detkit.tv_tensors import to_xyxy
 from detkit.types import validate_target
@@ -28,7 +33,6 @@ from detkit.types import validate_target
 __all__ = ["move_to_device", "train_one_epoch", "warmup_factor_at"]
 
 ScalarHook = Callable[[str, float, int], Any]
-_log = logging.getLogger(__name__)
 
 
 def move_to_device(
@@ -217,10 +221,12 @@ def train_one_epoch(
     batches = report.log_every(data_loader)
     with contextlib.closing(batches):
         for iteration, batch in enumerate(batches):
-            _warn_past_length(iteration, num_batches)
+            warn_length(iteration + 1, num_batches, ended=False)
             # The data: to change it, wrap the data loader (or its collate_fn).
             images, targets = _prepare(batch, device, options.validate_targets, iteration == 0)
-            group_size, last_in_group = _group(iteration, accumulation_steps, num_batches)
+            group_size, last_in_group = accumulation_group(
+                iteration, accumulation_steps, num_batches
+            )
             optimizer_step.accumulate(batch[1])
             # Under DistributedDataParallel, gradients are all-reduced on a group's last batch.
             with _no_sync(model, skip=not last_in_group):
@@ -246,6 +252,7 @@ def train_one_epoch(
             "data_loader yielded no batch: is the dataset empty, or drop_last=True with fewer "
             "samples than batch_size?"
         )
+    warn_length(iteration + 1, num_batches, ended=True)
     optimizer_step.finish_epoch(iteration=iteration, loss_dict=loss_dict)
     return report.averages()
 
@@ -266,37 +273,6 @@ def _prepare(
     if first:
         check_images(images, batch[1])  # float images in 0..255 train silently badly
     return images, targets  # type: ignore[return-value]
-
-
-def _warn_past_length(iteration: int, num_batches: int | None) -> None:
-    """Say so when the loader yields a batch beyond ``len(data_loader)``."""
-    if num_batches is not None and iteration == num_batches:
-        _log.warning(
-            "data_loader yielded more than the %d batches its len() announces: the further "
-            "ones are grouped for accumulation as for a loader without a length, and warmup, "
-            "per-iteration schedules and scalar_hook steps were planned for %d. An "
-            "IterableDataset split between workers ends with a short batch per worker; one "
-            "not split at all yields every sample once per worker (see "
-            "torch.utils.data.get_worker_info)",
-            num_batches,
-            num_batches,
-        )
-
-
-def _group(iteration: int, accumulation_steps: int, num_batches: int | None) -> tuple[int, bool]:
-    """(batches in the accumulation group of ``iteration``, whether it is the group's last).
-
-    A shorter last group counts its own batches, when the loader has a length. Batches beyond
-    that length are grouped from there as for a loader without one.
-    """
-    if num_batches is not None and iteration >= num_batches:
-        beyond = iteration - num_batches
-        return accumulation_steps, beyond % accumulation_steps == accumulation_steps - 1
-    start = iteration - iteration % accumulation_steps
-    size = accumulation_steps
-    if num_batches is not None:
-        size = min(accumulation_steps, num_batches - start)
-    return size, iteration - start == size - 1
 
 
 def _no_sync(model: nn.Module, *, skip: bool) -> contextlib.AbstractContextManager[Any]:
