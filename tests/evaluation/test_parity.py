@@ -46,6 +46,27 @@ def test_boxes_and_masks_equal_pycocotools(iou_type, data):
         assert_equal_to_pycocotools(metrics, reference, iou_type)
 
 
+@settings(max_examples=int(__import__("os").environ.get("PARITY_EXAMPLES", 20)))
+@given(data=st.data())
+def test_inverted_predicted_boxes_equal_pycocotools(data):
+    """Predicted boxes with x2 < x1 and/or y2 < y1 are evaluated (false positives, with a
+    warning), and every backend must give pycocotools' numbers for them too."""
+    predictions, targets = data.draw(detection_cases("bbox"))
+    swaps = ([2, 1, 0, 3], [0, 3, 2, 1], [2, 3, 0, 1])
+    flipped = []
+    for prediction in predictions:
+        boxes = prediction["boxes"].clone()
+        inverted = torch.tensor(
+            data.draw(st.lists(st.booleans(), min_size=len(boxes), max_size=len(boxes))),
+            dtype=torch.bool,
+        )
+        boxes[inverted] = boxes[inverted][:, list(data.draw(st.sampled_from(swaps)))]
+        flipped.append({**prediction, "boxes": boxes})
+    reference = pycocotools_eval(*coco_dicts(flipped, targets, "bbox"), "bbox")
+    for backend in BACKENDS:
+        assert_equal_to_pycocotools(run(backend, "bbox", flipped, targets), reference, "bbox")
+
+
 @pytest.mark.parametrize("num_keypoints", [17, 4])
 @settings(max_examples=int(__import__("os").environ.get("PARITY_EXAMPLES", 25)))
 @given(data=st.data())
