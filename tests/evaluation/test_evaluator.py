@@ -382,9 +382,9 @@ def test_mask_threshold():
         assert int(mask_utils.area(row["segmentation"])) == area
 
 
-def test_mask_logits_are_refused_naming_the_image():
+def test_mask_logits_and_0_255_probabilities_are_refused_naming_the_image():
     """Logits thresholded at 0.5 (a probability of 0.62) scored segm AP 0.22 instead of 0.43
-    on this case, without a word."""
+    on this case, without a word; 0..255 probabilities over-segmented (0.002)."""
     predictions, targets = case("segm", seed=2)
     logits = [{**p, "masks": torch.logit(p["masks"].clamp(1e-4, 1 - 1e-4))} for p in predictions]
     image_id = int(targets[0]["image_id"])
@@ -393,6 +393,12 @@ def test_mask_logits_are_refused_naming_the_image():
     )
     with pytest.raises(ValueError, match=message):
         compute(logits, targets, "segm")
+    # 0..255 probabilities were thresholded at 0.5 / 255: refused too; binary 0/255 pass.
+    scaled = [{**p, "masks": p["masks"] * 255} for p in predictions]
+    with pytest.raises(ValueError, match=r"'masks' hold values up to 2\d\d.*divide 0..255"):
+        compute(scaled, targets, "segm")
+    binary = [{**p, "masks": (p["masks"] > 0.5).float() * 255} for p in predictions]
+    assert compute(binary, targets, "segm") == compute(predictions, targets, "segm")
     # Masks of no pixel have no values to tell by: evaluated as integer masks are.
     box = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
     flat = {"boxes": box, "labels": torch.tensor([1]), "image_id": 1}

@@ -198,9 +198,11 @@ _MASK_UNDERSHOOT = 0.1
 
 
 def _check_probabilities(mask: Any, position: int, image_ids: Sequence[int]) -> None:
-    """Refuse floating masks that are logits, not probabilities: thresholded at 0.5 they pass
-    for a probability of 0.62 and the metric changes without a word. The first mask, every
-    8th pixel each way, tells: a logit's background lies far below 0 everywhere."""
+    """Refuse floating masks that are logits or 0..255 probabilities, not probabilities:
+    thresholded at 0.5, a logit passes for a probability of 0.62 and a 0..255 value for one
+    of 0.002, and the metric changes without a word. The first mask, every 8th pixel each
+    way, tells: a logit's background lies far below 0 everywhere, and 0..255 probabilities
+    have values between 1 and their maximum (binary 0/255 masks have none: they pass)."""
     if isinstance(mask, torch.Tensor):
         # Meta tensors (stand-ins for an accelerator's in tests) have no values to look at.
         floating = mask.is_floating_point() and mask.device.type != "meta"
@@ -208,12 +210,22 @@ def _check_probabilities(mask: Any, position: int, image_ids: Sequence[int]) -> 
         floating = np.issubdtype(mask.dtype, np.floating)
     if not floating or not np.prod(mask[:1].shape):  # no mask, or masks of no pixel
         return
-    low = float(mask[0][..., ::8, ::8].min())
+    sample = mask[0][..., ::8, ::8]
+    low, high = float(sample.min()), float(sample.max())
+    where = _where("predictions", position, image_ids)
     if low < -_MASK_UNDERSHOOT:
         raise ValueError(
-            f"{_where('predictions', position, image_ids)}: 'masks' hold values down to "
-            f"{low:.4g}, not probabilities in 0..1: pass mask logits through .sigmoid() (as "
-            "torchvision's Mask R-CNN does) before the evaluator thresholds them"
+            f"{where}: 'masks' hold values down to {low:.4g}, not probabilities in 0..1: pass "
+            "mask logits through .sigmoid() (as torchvision's Mask R-CNN does) before the "
+            "evaluator thresholds them"
+        )
+    if high > 1 + _MASK_UNDERSHOOT and bool(
+        ((sample > 1 + _MASK_UNDERSHOOT) & (sample < high)).any()
+    ):
+        raise ValueError(
+            f"{where}: 'masks' hold values up to {high:.4g}, not probabilities in 0..1: "
+            "divide 0..255 probabilities by 255 before the evaluator thresholds them at "
+            "mask_threshold"
         )
 
 

@@ -173,9 +173,10 @@ class CocoEvaluator:
                 (``masks`` for segm, ``keypoints`` for keypoints), NaN or infinite values,
                 ground-truth boxes with ``x2 < x1`` or ``y2 < y1`` (XYWH boxes, say; such
                 predicted boxes count as false positives, and :meth:`compute` logs a
-                warning), negative areas, mask logits instead of probabilities, labels absent from
-                ``label_to_category``, an image id absent from ``coco_gt``, masks whose size
-                differs from the image's, or an image id already seen with other content.
+                warning), negative areas, mask logits or 0..255 values instead of
+                probabilities, labels absent from ``label_to_category``, an image id absent
+                from ``coco_gt``, masks whose size differs from the image's, or an image id
+                already seen with other content.
         """
         if isinstance(predictions, Mapping) or isinstance(targets, Mapping):
             raise TypeError(
