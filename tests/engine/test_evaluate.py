@@ -126,6 +126,39 @@ def test_the_evaluator_interface_is_declared_and_checked_first(samples):
         evaluate(tiny_detector(), loader(samples), "cpu", evaluator=NoSummary(), progress=False)
 
 
+def test_compute_kwargs_that_compute_does_not_take_are_refused_before_any_image(samples):
+    """A typo in compute_kwargs raised TypeError only after the whole validation set had run
+    through the model, from compute() at the end."""
+    seen = []
+
+    class Counting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.detector = tiny_detector()
+
+        def forward(self, images, targets=None):
+            seen.append(len(images))
+            return self.detector(images, targets)
+
+    with pytest.raises(
+        TypeError, match=r"compute_kwargs: CocoEvaluator.compute\(\) cannot take \['confidance'\]"
+    ):
+        evaluate(Counting(), loader(samples), "cpu", compute_kwargs={"confidance": 0.95})
+    assert seen == []
+    with pytest.raises(
+        TypeError,
+        match=r"compute_kwargs: RecordingEvaluator.compute\(\) cannot take \['confidence'\]",
+    ):
+        evaluate(
+            Counting(),
+            loader(samples),
+            "cpu",
+            evaluator=RecordingEvaluator(),
+            compute_kwargs={"confidence": 0.95},
+        )
+    assert seen == []
+
+
 class Oracle(nn.Module):
     """Predicts each image's ground truth exactly (score 1), found by the image's content."""
 

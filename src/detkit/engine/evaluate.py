@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -162,6 +163,8 @@ def evaluate(
 
     Raises:
         ValueError: for both ``evaluator`` and ``iou_types``, or ``num_threads < 1``.
+        TypeError: before any batch, for ``compute_kwargs`` the evaluator's ``compute``
+            does not take (a misspelt name, say).
         detkit.types.InvalidTargetError: when the first batch's float images are not in
             ``0..1`` (see :func:`detkit.types.check_image_range`).
 
@@ -223,6 +226,7 @@ def evaluate(
                 "(detkit.engine.Evaluator lists what evaluate calls)"
             )
         evaluator.reset()
+    _check_compute_kwargs(evaluator, compute_kwargs)
     model = unwrap_model(model)
     # Every process evaluates what rank 0 holds (and what save_checkpoint saves).
     broadcast_buffers(model)
@@ -274,6 +278,22 @@ def evaluate(
         for tag, value in _flatten(metrics, "val"):
             scalar_hook(tag, value, step)
     return metrics
+
+
+def _check_compute_kwargs(evaluator: Evaluator, kwargs: Mapping[str, Any] | None) -> None:
+    """Refuse, before any image is read, keyword arguments ``compute`` cannot take (a typo
+    would otherwise surface after the whole data set has run through the model)."""
+    if not kwargs:
+        return
+    try:
+        inspect.signature(evaluator.compute).bind(**kwargs)
+    except TypeError as error:
+        raise TypeError(
+            f"compute_kwargs: {type(evaluator).__name__}.compute() cannot take "
+            f"{sorted(kwargs)}: {error}"
+        ) from None
+    except ValueError:  # no signature to read (a builtin): compute itself will tell
+        return
 
 
 def _run(
