@@ -210,6 +210,22 @@ def test_a_cut_short_checkpoint_says_so(tmp_path):
         load_checkpoint(tmp_path / "cut.pt", model=model)
 
 
+@pytest.mark.parametrize("map_location", ["cuda:3", "nonsense"])
+def test_a_map_location_this_machine_lacks_is_named_not_blamed_on_the_file(tmp_path, map_location):
+    """torch.load failing on map_location was reported as a file 'not written by
+    save_checkpoint (or damaged)', with advice to load it with weights_only=False."""
+    if map_location.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    model, _, _ = small_setup()
+    path = save_checkpoint(tmp_path / "last.pt", model=model, epoch=0)
+    with pytest.raises(ValueError) as caught:
+        load_checkpoint(path, model=model, map_location=map_location)
+    message = str(caught.value)
+    assert message.startswith(f"cannot load checkpoint '{path}' with map_location={map_location!r}")
+    assert "weights_only=False" not in message and "not written by it" not in message
+    assert load_checkpoint(path, model=model, map_location="cpu")["epoch"] == 0
+
+
 def test_rng_state_round_trip_covers_torch_python_and_numpy():
     state = get_rng_state()
     first = (torch.rand(3), random.random(), np.random.rand(3))

@@ -214,6 +214,14 @@ def save_checkpoint(
     return path
 
 
+def _readable_on_cpu(path: Path) -> bool:
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return False
+    return True
+
+
 def _damaged(path: Path, records: list[str]) -> ValueError:
     return ValueError(
         f"checkpoint '{path}' is damaged: the bytes of {', '.join(records[:_SHOWN])}"
@@ -289,6 +297,11 @@ def load_checkpoint(
         damaged = damaged_records(path)
         if damaged:  # torch's message would be about the damage's effect, not its cause
             raise _damaged(path, damaged) from error
+        if map_location not in (None, "cpu") and _readable_on_cpu(path):
+            raise ValueError(
+                f"cannot load checkpoint '{path}' with map_location={map_location!r} (the "
+                f"file itself reads on the CPU): {load_error_reason(error)}"
+            ) from error
         raise ValueError(
             f"cannot read checkpoint '{path}' safely: {load_error_reason(error, path)}. "
             "save_checkpoint writes plain data, so this file was not written by it (or is "
