@@ -214,6 +214,32 @@ def save_checkpoint(
     return path
 
 
+def _read(path: Path, map_location: Any) -> Any:
+    """``torch.load(path, weights_only=True)``, each way it can fail a ValueError naming the
+    file and the cause: damage (the records' CRC-32, which torch does not check), a
+    ``map_location`` this machine lacks, or what :func:`load_error_reason` tells."""
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # corrupt, truncated, or holding pickled objects
+        damaged = damaged_records(path)
+        if damaged:  # torch's message would be about the damage's effect, not its cause
+            raise _damaged(path, damaged) from error
+        if map_location not in (None, "cpu") and _readable_on_cpu(path):
+            raise ValueError(
+                f"cannot load checkpoint '{path}' with map_location={map_location!r} (the "
+                f"file itself reads on the CPU): {load_error_reason(error)}"
+            ) from error
+        raise ValueError(
+            f"cannot read checkpoint '{path}' safely: {load_error_reason(error, path)}. "
+            "save_checkpoint writes plain data, so this file was not written by it (or is "
+            "damaged); load it with torch.load(weights_only=False) only if you trust it"
+        ) from error
+    damaged = damaged_records(path)
+    if damaged:
+        raise _damaged(path, damaged)
+    return checkpoint
+
+
 def _readable_on_cpu(path: Path) -> bool:
     try:
         torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -291,25 +317,7 @@ def load_checkpoint(
     if not path.is_file():
         kind = "is a directory, not a file" if path.is_dir() else "not found"
         raise FileNotFoundError(f"checkpoint {kind}: '{path}'")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # corrupt, truncated, or holding pickled objects
-        damaged = damaged_records(path)
-        if damaged:  # torch's message would be about the damage's effect, not its cause
-            raise _damaged(path, damaged) from error
-        if map_location not in (None, "cpu") and _readable_on_cpu(path):
-            raise ValueError(
-                f"cannot load checkpoint '{path}' with map_location={map_location!r} (the "
-                f"file itself reads on the CPU): {load_error_reason(error)}"
-            ) from error
-        raise ValueError(
-            f"cannot read checkpoint '{path}' safely: {load_error_reason(error, path)}. "
-            "save_checkpoint writes plain data, so this file was not written by it (or is "
-            "damaged); load it with torch.load(weights_only=False) only if you trust it"
-        ) from error
-    damaged = damaged_records(path)
-    if damaged:
-        raise _damaged(path, damaged)
+    checkpoint = _read(path, map_location)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != _FORMAT:
         keys = (
             sorted(map(str, checkpoint))[:8]
