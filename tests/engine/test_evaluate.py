@@ -389,3 +389,19 @@ def test_compute_kwargs_give_the_bootstrap_intervals_of_the_evaluator(samples):
     # No intervals unless asked: they cost several times the plain computation.
     plain = evaluate(model, loader(samples), "cpu", iou_types=("bbox",), progress=False)
     assert "AP_interval" not in plain["bbox"] and "AP50_interval" not in plain["bbox"]
+
+
+def test_validation_losses_refuse_fewer_keypoints_than_the_model_predicts():
+    """With fewer keypoints per target than the model has, torchvision's keypoint loss reads
+    other keypoints' heatmaps without an error: the validation loss would be wrong."""
+    keypoints = torch.zeros(1, 3, 3)
+    keypoints[0, :, 0], keypoints[0, :, 1], keypoints[0, :, 2] = 20.0, 30.0, 2.0
+    target = {
+        "boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0]]),
+        "labels": torch.tensor([1]),
+        "keypoints": keypoints,
+        "image_id": 7,
+    }
+    samples = [(torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(0)), target)]
+    with pytest.raises(ValueError, match=r"image_id 7: keypoints \[N, 3, 3\] but the model "):
+        evaluate(tiny_detector(keypoints=5), loader(samples), "cpu", losses=True, progress=False)

@@ -637,15 +637,22 @@ def test_a_degenerate_box_inside_the_model_names_the_image():
     assert error.image_ids == [3, 42]
 
 
-def test_a_keypoint_count_mismatch_says_so():
-    error = forward_failure(
-        tiny_detector(keypoints=5), [keypoint_sample(3, num_keypoints=5), keypoint_sample(42)]
+@pytest.mark.parametrize("given", [17, 3])
+def test_a_keypoint_count_mismatch_is_refused_before_the_model_runs(given):
+    """Targets with more keypoints than the model made torchvision's loss fail with an index
+    error; with fewer, it read other keypoints' heatmaps and trained on them without a word.
+    Both are refused before the first step, naming the image, with the weights untouched."""
+    model = tiny_detector(keypoints=5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    samples = [keypoint_sample(3, num_keypoints=5), keypoint_sample(42, num_keypoints=given)]
+    error = forward_failure(model, samples)
+    assert type(error) is ValueError
+    assert str(error) == (
+        f"target index 1 = image_id 42: keypoints [N, {given}, 3] but the model predicts 5 "
+        f"keypoints: build it with num_keypoints={given} (detkit.models.replace_heads), or "
+        "give targets of 5 keypoints"
     )
-    assert type(error) is IndexError and isinstance(error.__cause__, IndexError)
-    assert str(error).endswith(
-        "[batch image_ids [3, 42]; model has 5 keypoints, targets have 17 "
-        "(target index 1 = image_id 42)]"
-    )
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 def test_a_label_beyond_the_model_classes_says_so():

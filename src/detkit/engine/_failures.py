@@ -108,7 +108,28 @@ def check_images(images: Sequence[Any], targets: Sequence[Mapping[str, Any]] | N
         check_image_range(image, image_id=image_id)
 
 
-def _counts(model: nn.Module) -> tuple[int | None, int | None]:
+def check_keypoint_counts(expected: int | None, targets: Sequence[Any]) -> None:
+    """Refuse targets whose keypoints are not the ``expected`` number the model predicts.
+
+    torchvision's keypoint loss indexes the model's heatmaps by the targets' keypoints: with
+    fewer keypoints per instance than the model has, it reads other keypoints' heatmaps and
+    trains on them without an error (with more, it fails with an index error).
+    """
+    if expected is None:
+        return
+    for i, target in enumerate(targets):
+        points = target.get("keypoints") if isinstance(target, Mapping) else None
+        if isinstance(points, torch.Tensor) and points.ndim == 3 and points.shape[1] != expected:
+            image_id = _image_ids([target])[0]
+            raise ValueError(
+                f"target index {i} = image_id {image_id}: keypoints [N, {points.shape[1]}, 3] "
+                f"but the model predicts {expected} keypoints: build it with "
+                f"num_keypoints={points.shape[1]} (detkit.models.replace_heads), or give "
+                f"targets of {expected} keypoints"
+            )
+
+
+def predicted_counts(model: nn.Module) -> tuple[int | None, int | None]:
     """(classes, keypoints) a torchvision detection model predicts, where it can be told."""
     model = unwrap_model(model)
     roi_heads = getattr(model, "roi_heads", None)
@@ -142,7 +163,7 @@ def _diagnose(
             )
     if targets is None:
         return None
-    classes, keypoints = _counts(model)
+    classes, keypoints = predicted_counts(model)
     roi_heads: Any = getattr(unwrap_model(model), "roi_heads", None)
     masks = callable(getattr(roi_heads, "has_mask", None)) and roi_heads.has_mask()
     for i, target in enumerate(targets):

@@ -33,6 +33,8 @@ import torch
 from torch import nn
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
+from detkit.engine._failures import check_keypoint_counts, predicted_counts
+
 __all__ = ["batch_seed", "detections_and_losses", "loss_mode"]
 
 # The submodules whose own ``training`` flag (not their children's) selects the loss branch of
@@ -145,6 +147,7 @@ def detections_and_losses(
     ``model`` is in eval mode (as :func:`~detkit.engine.evaluate` puts it); see the module's
     text for what runs once and what twice. The detections are exactly ``model(images)``.
     """
+    check_keypoint_counts(predicted_counts(model)[1], targets)  # fewer: the wrong heatmaps
     if _shares_backbone(model):
         return _rcnn_detections_and_losses(model, images, targets, batch_seed(targets))
     detections = model(images)

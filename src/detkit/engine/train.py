@@ -18,7 +18,13 @@ import torch
 from torch import nn
 
 from detkit.distributed import is_main_process, reduce_dict
-from detkit.engine._failures import check_images, forward_error, non_finite_error
+from detkit.engine._failures import (
+    check_images,
+    check_keypoint_counts,
+    forward_error,
+    non_finite_error,
+    predicted_counts,
+)
 from detkit.engine._step import (
     OptimizerStep,
     StepOptions,
@@ -167,7 +173,9 @@ def train_one_epoch(
             for gradients, the first parameters affected).
         detkit.types.InvalidTargetError: with ``validate_targets``, for a bad target; for
             float images outside ``0..1`` in the first batch.
-        ValueError: for an option out of range or a loader that yields no batch.
+        ValueError: for an option out of range, a loader that yields no batch, or targets
+            whose keypoints per instance are not the number the model predicts (fewer would
+            train on other keypoints' heatmaps without an error in torchvision).
         TypeError: when the model does not return a dict of loss tensors.
 
     Example:
@@ -217,6 +225,7 @@ def train_one_epoch(
     )
     model.train()
     optimizer.zero_grad(set_to_none=True)
+    keypoints = predicted_counts(model)[1]
 
     batches = report.log_every(data_loader)
     with contextlib.closing(batches):
@@ -224,6 +233,7 @@ def train_one_epoch(
             warn_length(iteration + 1, num_batches, ended=False)
             # The data: to change it, wrap the data loader (or its collate_fn).
             images, targets = _prepare(batch, device, options.validate_targets, iteration == 0)
+            check_keypoint_counts(keypoints, targets)  # fewer would train on the wrong ones
             group_size, last_in_group = accumulation_group(
                 iteration, accumulation_steps, num_batches
             )
