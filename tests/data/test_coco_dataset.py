@@ -495,6 +495,16 @@ def valid_polygon(data):
     return ann, image
 
 
+def assert_first_annotation_is_its_first_polygon(dataset, path):
+    """The mask of the file's first annotation is what pycocotools draws of its first polygon."""
+    coco = load_coco(path)
+    ann = coco.dataset["annotations"][0]
+    index = dataset.ids.index(ann["image_id"])
+    row = [a["id"] for a in coco.imgToAnns[ann["image_id"]]].index(ann["id"])
+    expected = ann_to_mask(coco, {**ann, "segmentation": ann["segmentation"][:1]})
+    np.testing.assert_array_equal(dataset.get_target(index)["masks"][row].numpy(), expected)
+
+
 def test_polygons_of_fewer_than_3_points_are_left_out(coco_root, caplog):
     def edit(data):
         ann = first_annotation(data)
@@ -504,12 +514,7 @@ def test_polygons_of_fewer_than_3_points_are_left_out(coco_root, caplog):
     with caplog.at_level(logging.WARNING, logger="detkit.data.coco"):
         dataset = CocoJsonDataset(coco_root / "images", path)
     assert "ignored polygons of fewer than 3 points" in caplog.text
-    coco = load_coco(path)
-    ann = coco.dataset["annotations"][0]
-    index = dataset.ids.index(ann["image_id"])
-    row = [a["id"] for a in coco.imgToAnns[ann["image_id"]]].index(ann["id"])
-    expected = ann_to_mask(coco, {**ann, "segmentation": ann["segmentation"][:1]})
-    np.testing.assert_array_equal(dataset.get_target(index)["masks"][row].numpy(), expected)
+    assert_first_annotation_is_its_first_polygon(dataset, path)
 
     path = edited(coco_root, lambda d: first_annotation(d).update(segmentation=[[1, 1, 5, 5]]))
     with pytest.raises(ValueError, match=r"annotation id 1 .*fewer than 3 points.*drop_degenerate"):
@@ -535,12 +540,7 @@ def test_polygons_outside_the_image_are_left_out_like_those_of_fewer_than_3_poin
     with caplog.at_level(logging.WARNING, logger="detkit.data.coco"):
         dataset = CocoJsonDataset(coco_root / "images", path)
     assert "ignored polygons of fewer than 3 points or outside the image" in caplog.text
-    coco = load_coco(path)
-    ann = coco.dataset["annotations"][0]
-    index = dataset.ids.index(ann["image_id"])
-    row = [a["id"] for a in coco.imgToAnns[ann["image_id"]]].index(ann["id"])
-    expected = ann_to_mask(coco, {**ann, "segmentation": ann["segmentation"][:1]})
-    np.testing.assert_array_equal(dataset.get_target(index)["masks"][row].numpy(), expected)
+    assert_first_annotation_is_its_first_polygon(dataset, path)
 
     for beyond in ([-9, 2, 0, 2, 0, 20], [2, -20, 20, -20, 10, 0]):  # left of it, above it
         path = edited(coco_root, lambda d, b=beyond: first_annotation(d).update(segmentation=[b]))

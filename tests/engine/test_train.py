@@ -51,6 +51,12 @@ def linear_samples(n: int, seed: int = 0):
     ]
 
 
+def sgd_epoch(model, data_loader, **options):
+    """One epoch of plain SGD (learning rate 0.1) on the CPU, without a progress bar."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return train_one_epoch(model, optimizer, data_loader, "cpu", 0, progress=False, **options)
+
+
 def loader(samples, batch_size, **kwargs):
     return torch.utils.data.DataLoader(
         samples, batch_size=batch_size, collate_fn=collate_fn, **kwargs
@@ -357,14 +363,7 @@ def test_targets_move_to_the_device_and_image_ids_stay_ints():
     assert targets[0]["boxes"].device.type == "cpu"  # inputs untouched
     # train_one_epoch hands the model the moved targets, image ids unchanged.
     model = LinearLossModel()
-    train_one_epoch(
-        model,
-        torch.optim.SGD(model.parameters(), lr=0.1),
-        loader(linear_samples(4), 2),
-        "cpu",
-        0,
-        progress=False,
-    )
+    sgd_epoch(model, loader(linear_samples(4), 2))
     assert [t["image_id"] for batch in model.seen for t in batch] == [0, 1, 2, 3]
 
 
@@ -402,14 +401,7 @@ def test_the_model_gets_xyxy_boxes_whatever_format_the_targets_carry(box_format)
 
 def test_model_is_put_in_training_mode():
     model = LinearLossModel().eval()
-    train_one_epoch(
-        model,
-        torch.optim.SGD(model.parameters(), lr=0.1),
-        loader(linear_samples(2), 2),
-        "cpu",
-        0,
-        progress=False,
-    )
+    sgd_epoch(model, loader(linear_samples(2), 2))
     assert model.training
 
 
@@ -451,15 +443,7 @@ def test_float16_autocast_without_a_scaler_is_warned_about(caplog):
         model = LinearLossModel()
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="detkit.engine"):
-            train_one_epoch(
-                model,
-                torch.optim.SGD(model.parameters(), lr=0.1),
-                loader(linear_samples(2), 2),
-                "cpu",
-                0,
-                progress=False,
-                **options,
-            )
+            sgd_epoch(model, loader(linear_samples(2), 2), **options)
         warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warned) == warnings, options
         if warnings:
@@ -496,14 +480,7 @@ def test_empty_loader_and_non_dict_outputs_are_reported():
 
     model = ReturnsList()
     with pytest.raises(TypeError, match="dict of losses"):
-        train_one_epoch(
-            model,
-            torch.optim.SGD(model.parameters(), lr=0.1),
-            loader(linear_samples(2), 2),
-            "cpu",
-            0,
-            progress=False,
-        )
+        sgd_epoch(model, loader(linear_samples(2), 2))
 
 
 def test_grad_scaler_unscales_before_clipping():
