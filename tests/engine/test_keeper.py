@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from detkit.engine import CheckpointKeeper, load_checkpoint
+from detkit.engine import keeper as keeper_module
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -244,6 +245,27 @@ def test_a_failed_save_keeps_the_previous_best_and_state(tmp_path, monkeypatch):
     assert (keeper.best_epoch, keeper.best_value) == (0, 0.2)  # the unsaved epoch does not count
     assert names(tmp_path) == ["best.pt", "checkpoint_000.pt"]
     assert saved_epoch(tmp_path / "best.pt") == 0
+
+
+def test_a_failed_best_link_is_retried_before_its_checkpoint_is_rotated(tmp_path, monkeypatch):
+    """A full disk when best.pt is linked to a new best epoch: the error reaches the caller;
+    if it carries on, the next save links best.pt first, so that rotating (keep_last=1) never
+    removes the only copy of the best epoch's weights."""
+    keeper = CheckpointKeeper(tmp_path, keep_last=1)
+    keeper.save(0, ap(0.1), model=nn.Linear(1, 1))
+    real = keeper_module.atomic_link
+
+    def full_disk(source, destination):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keeper_module, "atomic_link", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        keeper.save(1, ap(0.5), model=nn.Linear(1, 1))
+    monkeypatch.setattr(keeper_module, "atomic_link", real)
+    keeper.save(2, ap(0.3), model=nn.Linear(1, 1))
+    assert keeper.best_epoch == 1
+    assert names(tmp_path) == ["best.pt", "checkpoint_002.pt"]
+    assert saved_epoch(tmp_path / "best.pt") == 1
 
 
 def test_without_hard_links_best_is_an_atomic_copy(tmp_path, monkeypatch):

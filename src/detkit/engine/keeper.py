@@ -148,6 +148,7 @@ class CheckpointKeeper:
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         self.evaluations_without_improvement = 0
+        self._unlinked_best: int | None = None  # a best epoch best.pt does not hold yet
 
     @property
     def metric(self) -> str | None:
@@ -376,8 +377,11 @@ class CheckpointKeeper:
             self.load_state_dict(previous)
             raise
         if is_main_process():
-            if self.best_epoch == epoch:
-                atomic_link(path, self.best_path)
+            # A failed best.pt link is retried at the next save, before its source is rotated.
+            self._unlinked_best = epoch if self.best_epoch == epoch else self._unlinked_best
+            if self._unlinked_best is not None:
+                atomic_link(self.path_for(self._unlinked_best), self.best_path)
+                self._unlinked_best = None
             self._rotate(epoch)
         barrier()
         return path
