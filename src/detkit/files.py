@@ -35,6 +35,7 @@ from typing import IO, Any
 __all__ = [
     "atomic_link",
     "atomic_write",
+    "check_undamaged",
     "damaged_records",
     "load_error_reason",
     "plain_text",
@@ -326,6 +327,35 @@ def damaged_records(path: str | os.PathLike[str]) -> list[str]:
             except (zipfile.BadZipFile, OSError, EOFError, ValueError):
                 damaged.append(info.filename)
     return damaged
+
+
+def check_undamaged(path: str | os.PathLike[str], what: str, advice: str) -> None:
+    """Raise ``ValueError`` naming ``path`` when :func:`damaged_records` finds damage in it.
+
+    Args:
+        path: a ``torch.save`` file.
+        what: how the message names it (``"checkpoint"``, ``"weights file"``).
+        advice: what the reader should do, ending the message.
+
+    >>> import tempfile, torch
+    >>> path = Path(tempfile.mkdtemp()) / "weights.pt"
+    >>> torch.save({"w": torch.zeros(1000)}, path)
+    >>> check_undamaged(path, "weights file", "fetch it again")
+    >>> data = bytearray(path.read_bytes())
+    >>> data[len(data) // 2] ^= 1
+    >>> _ = path.write_bytes(bytes(data))
+    >>> check_undamaged(path, "weights file", "fetch it again")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: weights file '.../weights.pt' is damaged: the bytes of weights/data/0 do not ...
+    """
+    records = damaged_records(path)
+    if records:
+        more = " and more" if len(records) > 3 else ""
+        raise ValueError(
+            f"{what} '{path}' is damaged: the bytes of {', '.join(records[:3])}{more} do not "
+            "match the checksums written with them (the file changed after it was saved: a "
+            f"bad copy, download or disk); {advice}"
+        )
 
 
 def load_error_reason(error: BaseException, path: str | os.PathLike[str] | None = None) -> str:

@@ -91,6 +91,27 @@ def test_read_state_dict_errors_name_the_file(tmp_path, resnet18_state):
         read_state_dict(tmp_path / "nope.pth")
 
 
+def test_a_damaged_weights_file_is_refused_not_loaded_as_wrong_values(tmp_path, resnet18_state):
+    """torch.load does not check the CRC-32 torch.save writes per record: a file altered since
+    (one flipped bit in a tensor's bytes) loaded with a wrong weight and no word."""
+    path = tmp_path / "weights.pth"
+    torch.save({"model": resnet18_state}, path)
+    data = bytearray(path.read_bytes())
+    start = data.index(b"weights/data/0") + 200  # inside the first tensor's bytes
+    data[start] ^= 0x40
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError) as info:
+        read_state_dict(path)
+    assert str(info.value).startswith(
+        f"weights file '{path}' is damaged: the bytes of weights/data/"
+    )
+    assert str(info.value).endswith(
+        "do not match the checksums written with them (the file changed after it was saved: "
+        "a bad copy, download or disk); fetch it again (its loaded values would be wrong "
+        "without a word)"
+    )
+
+
 @pytest.fixture(scope="module")
 def saved_mask_model(tmp_path_factory):
     """A Mask R-CNN with 3 classes (heads replaced), saved as a detkit checkpoint."""

@@ -29,7 +29,7 @@ from detkit.distributed import (
 from detkit.distributed import unwrap_model as _unwrap
 from detkit.engine._compatibility import check_restorable, type_family
 from detkit.engine.rng import get_rng_state, set_rng_state
-from detkit.files import atomic_write, damaged_records, load_error_reason
+from detkit.files import atomic_write, check_undamaged, load_error_reason
 
 __all__ = ["get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
 
@@ -37,7 +37,7 @@ _log = logging.getLogger(__name__)
 _FORMAT = "detkit.checkpoint"
 _VERSION = 1
 _SCALARS = (str, bytes, int, float, bool, type(None))
-_SHOWN = 3  # damaged records named in a message
+_RESTORED_NOTHING = "nothing was restored: resume from another checkpoint"
 _TORCH_VALUES = (torch.Tensor, torch.Size, torch.dtype, torch.device)
 
 
@@ -221,9 +221,7 @@ def _read(path: Path, map_location: Any) -> Any:
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # corrupt, truncated, or holding pickled objects
-        damaged = damaged_records(path)
-        if damaged:  # torch's message would be about the damage's effect, not its cause
-            raise _damaged(path, damaged) from error
+        check_undamaged(path, "checkpoint", _RESTORED_NOTHING)  # the cause, not an effect
         if map_location not in (None, "cpu") and _readable_on_cpu(path):
             raise ValueError(
                 f"cannot load checkpoint '{path}' with map_location={map_location!r} (the "
@@ -234,9 +232,7 @@ def _read(path: Path, map_location: Any) -> Any:
             "save_checkpoint writes plain data, so this file was not written by it (or is "
             "damaged); load it with torch.load(weights_only=False) only if you trust it"
         ) from error
-    damaged = damaged_records(path)
-    if damaged:
-        raise _damaged(path, damaged)
+    check_undamaged(path, "checkpoint", _RESTORED_NOTHING)  # torch.load does not check CRCs
     return checkpoint
 
 
@@ -246,15 +242,6 @@ def _readable_on_cpu(path: Path) -> bool:
     except Exception:
         return False
     return True
-
-
-def _damaged(path: Path, records: list[str]) -> ValueError:
-    return ValueError(
-        f"checkpoint '{path}' is damaged: the bytes of {', '.join(records[:_SHOWN])}"
-        f"{' and more' if len(records) > _SHOWN else ''} do not match the checksums written "
-        "with them (the file changed after it was saved: a bad copy, download or disk); "
-        "nothing was restored: resume from another checkpoint"
-    )
 
 
 def load_checkpoint(

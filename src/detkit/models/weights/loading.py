@@ -20,7 +20,7 @@ from torch import nn
 from torchvision.models import WeightsEnum
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from detkit.files import load_error_reason
+from detkit.files import check_undamaged, load_error_reason
 from detkit.models.heads import replaced_head_prefixes
 from detkit.models.weights.sources import fetch_state_dict, uses_zero_batchnorm_eps
 
@@ -64,6 +64,9 @@ class LoadReport:
         return not self.missing_keys and not self.unexpected_keys
 
 
+_FETCH_AGAIN = "fetch it again (its loaded values would be wrong without a word)"
+
+
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Read a state dict from a local file, safely (``weights_only=True``), onto the CPU.
 
@@ -78,7 +81,9 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file cannot be read safely, or holds no state dict.
+        ValueError: the file cannot be read safely, is damaged (its records fail the CRC-32
+            checksums ``torch.save`` wrote, which ``torch.load`` does not check), or holds
+            no state dict.
 
     >>> import tempfile, torch
     >>> path = tempfile.mkdtemp() + "/checkpoint.pth"
@@ -93,11 +98,13 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
+        check_undamaged(path, "weights file", _FETCH_AGAIN)  # the cause, not an effect
         raise ValueError(
             f"cannot read weights file {str(path)!r} safely: {load_error_reason(error, path)}. "
             "If you trust the file, load it yourself with weights_only=False and save only its "
             "state dict: torch.save(checkpoint['model'], 'weights.pth')"
         ) from error
+    check_undamaged(path, "weights file", _FETCH_AGAIN)  # torch.load does not check CRCs
     return _unwrap(obj, str(path))
 
 
