@@ -338,15 +338,15 @@ def check_undamaged(path: str | os.PathLike[str], what: str, advice: str) -> Non
         advice: what the reader should do, ending the message.
 
     >>> import tempfile, torch
-    >>> path = Path(tempfile.mkdtemp()) / "weights.pt"
+    >>> path = Path(tempfile.mkdtemp()) / "w.pt"
     >>> torch.save({"w": torch.zeros(1000)}, path)
-    >>> check_undamaged(path, "weights file", "fetch it again")
+    >>> check_undamaged(path, "weights", "fetch it")
     >>> data = bytearray(path.read_bytes())
     >>> data[len(data) // 2] ^= 1
     >>> _ = path.write_bytes(bytes(data))
-    >>> check_undamaged(path, "weights file", "fetch it again")  # doctest: +ELLIPSIS
+    >>> check_undamaged(path, "weights", "fetch it")
     Traceback (most recent call last):
-    ValueError: weights file '.../weights.pt' is damaged: the bytes of weights/data/0 do not ...
+    ValueError: weights '...w.pt' is damaged: the bytes of w/data/0 ...
     """
     records = damaged_records(path)
     if records:
