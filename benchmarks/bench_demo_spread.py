@@ -19,7 +19,8 @@ on 2 idle cores; on a machine shared with other jobs a run took 15-27 minutes (p
 ``--passive``). ``--epochs N`` shortens every run (with N <= 6 the learning rate never
 decays, so the numbers are lower than the full demo's). Arguments after ``--`` go to train.py unchanged
 (to try a recipe change). Measured with the full recipe (issue 15): bbox AP50 min 0.72,
-median 0.77, max 0.80 over the 6 runs, no non-finite loss.
+median 0.77, max 0.80 over the 6 runs, no non-finite loss; on another machine (another CPU,
+so other sums) 0.73 / 0.79 / 0.81, with ``--jobs 2``.
 
 Run: ``python benchmarks/bench_demo_spread.py [--seeds 0 1 2] [--threads 1 2] [--epochs N]
 [--jobs 1] [--passive] [-- --lr 0.01 ...]``
