@@ -177,7 +177,7 @@ def png_data_crc_error(data: bytes | bytearray | memoryview) -> str | None:
 
     torchvision's PNG decoder crashes the process (a segmentation fault, naming no file) on
     image data that does not inflate, and a damaged byte (a bad disk, an interrupted copy
-    over an old file) breaks the chunk's CRC: this finds it first, for about 2% of a PNG
+    over an old file) breaks the chunk's CRC: this finds it first, for about 1% of a PNG
     decode. A file that ends mid-chunk is left to the decoders, which report it.
     """
     # A loop of its own, not _png_chunks: it runs on every PNG read, where a generator's
