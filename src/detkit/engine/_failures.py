@@ -163,21 +163,13 @@ def _diagnose(
             )
     if targets is None:
         return None
-    classes, keypoints = predicted_counts(model)
+    classes = predicted_counts(model)[0]  # keypoint counts are checked before each step
     roi_heads: Any = getattr(unwrap_model(model), "roi_heads", None)
     masks = callable(getattr(roi_heads, "has_mask", None)) and roi_heads.has_mask()
     for i, target in enumerate(targets):
         if not isinstance(target, Mapping):
             continue
         where = f"target index {i} = image_id {ids[i]}"
-        points = target.get("keypoints")
-        if (
-            keypoints is not None
-            and isinstance(points, torch.Tensor)
-            and points.ndim == 3
-            and points.shape[1] != keypoints
-        ):
-            return f"model has {keypoints} keypoints, targets have {points.shape[1]} ({where})"
         labels = target.get("labels")
         if (
             classes is not None
