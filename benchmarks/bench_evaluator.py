@@ -33,9 +33,11 @@ before/after ratios in the same run).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -100,13 +102,45 @@ def worker(method: str, workload: dict) -> dict:
 BASELINE = {"src": None}
 
 
-def run_subprocess(method: str, workload: dict) -> dict | str:
-    """``worker`` in a fresh process; its result, or the error text."""
+#: Whether rounds run under a fixed memory layout (see :func:`layout_command`).
+LAYOUT = {"fixed": True}
+
+
+@functools.cache
+def _setarch() -> list[str]:
+    """``setarch -R`` (address randomization off for the child) where it works here."""
+    if shutil.which("setarch") is None:
+        return []
+    probe = subprocess.run(["setarch", "-R", "true"], capture_output=True)
+    return ["setarch", "-R"] if probe.returncode == 0 else []
+
+
+def layout_command(command: list[str], env: dict, seed: int | None) -> tuple[list[str], str]:
+    """``command`` run under the memory layout of round ``seed``, and a description of it.
+
+    A process's peak resident set depends on its heap's layout, which address and hash
+    randomization change from run to run: the same run of 500 segm images peaked 12 MB apart.
+    With ``seed``, the child runs with ``PYTHONHASHSEED=seed`` and, where ``setarch -R`` is
+    allowed, without address randomization: every method of one round then gets the same
+    layout, rounds get different ones, and a round's memory differences are paired.
+    """
+    if seed is None or not LAYOUT["fixed"]:
+        return command, "random layout"
+    env["PYTHONHASHSEED"] = str(seed)
+    prefix = _setarch()
+    fixed = "hash seed" + (" and addresses" if prefix else " only (setarch -R not allowed)")
+    return prefix + command, f"{fixed} fixed per round"
+
+
+def run_subprocess(method: str, workload: dict, seed: int | None = None) -> dict | str:
+    """``worker`` in a fresh process (under round ``seed``'s layout); its result, or the
+    error text."""
     env = dict(os.environ)
     if method == "detkit-baseline":
         env["PYTHONPATH"] = os.pathsep.join([BASELINE["src"], env.get("PYTHONPATH", "")])
         method = "detkit"
     command = [sys.executable, __file__, "--worker", method, "--workload", json.dumps(workload)]
+    command, _ = layout_command(command, env, seed)
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode:
         return done.stderr[-1500:]
@@ -126,7 +160,7 @@ def measure(name: str, workload: dict, methods: list[str], rounds: int, slow_rou
         for method in methods:
             if method in SLOW and round_ >= slow_rounds:
                 continue
-            result = run_subprocess(method, workload)
+            result = run_subprocess(method, workload, seed=round_)
             if isinstance(result, str):
                 print(f"{name} {method}: failed\n{result}", flush=True)
                 continue
@@ -190,12 +224,19 @@ def main() -> None:
         "--baseline-src",
         help="a detkit checkout's src/ to time as method 'detkit-baseline' (before/after)",
     )
+    parser.add_argument(
+        "--random-layout",
+        action="store_true",
+        help="leave hash and address randomization on (by default each round fixes its own)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, json.loads(args.workload))))
         return
+    LAYOUT["fixed"] = not args.random_layout
+    print(f"memory layout: {layout_command([], {}, 0)[1]}")
     methods = args.methods.split(",")
     if args.baseline_src:
         BASELINE["src"] = os.path.abspath(args.baseline_src)

@@ -35,7 +35,7 @@ import argparse
 import json
 import statistics
 
-from bench_evaluator import WORKLOADS, run_subprocess, spread
+from bench_evaluator import LAYOUT, WORKLOADS, layout_command, run_subprocess, spread
 
 SIZES = {"bbox": (500, 5000, 20000), "segm": (100, 500, 2000)}
 #: ``--quick``: each size divided by this, and ``--max-seconds`` at most ``QUICK_SECONDS``.
@@ -61,8 +61,8 @@ def study(iou_type: str, sizes, methods, rounds: int, max_seconds: float, max_gb
                     )
                     continue
             results = []
-            for _ in range(rounds):
-                result = run_subprocess(method, workload)
+            for round_ in range(rounds):
+                result = run_subprocess(method, workload, seed=round_)
                 if isinstance(result, str):
                     print(f"{iou_type} {method} {images}: failed\n{result}", flush=True)
                     break
@@ -119,16 +119,28 @@ def table(iou_type: str, rows) -> None:
 
 def _memory_line(rows, images: int, label: str, pick) -> None:
     """Each method's peak over the data at ``images`` (``pick`` of the rounds), and over the
-    batches-only loop's. The heap's layout differs from run to run (address and hash
-    randomization): the same run's peak varies by several MB, so compare medians of many
-    rounds, not single figures."""
-    peaks = [(m, pick([x["over_mb"] for x in r])) for m, i, r, _ in rows if i == images and r]
+    batches-only loop's: ``pick`` of each side, and ``pick`` of the differences round by
+    round (with a fixed layout per round, see ``layout_command``, those compare runs of the
+    same layout). The heap's layout differs from run to run under randomization: the same
+    run's peak varies by several MB, so compare many rounds, not single figures."""
+    found = {m: r for m, i, r, _ in rows if i == images and r}
+    peaks = [(m, pick([x["over_mb"] for x in r])) for m, r in found.items()]
     text = ", ".join(f"{m} +{mb:.0f} MB" for m, mb in peaks)
     print(f"memory over the data at {images} images ({label} of the rounds): {text}")
     loop = dict(peaks).get("batches-only")
-    if loop is not None:
-        own = ", ".join(f"{m} {mb - loop:+.0f} MB" for m, mb in peaks if m != "batches-only")
-        print(f"  over the batches-only loop's peak (the evaluator's own): {own}")
+    if loop is None:
+        return
+    own = ", ".join(f"{m} {mb - loop:+.0f} MB" for m, mb in peaks if m != "batches-only")
+    print(f"  over the batches-only loop's peak (the evaluator's own): {own}")
+    paired = []
+    for method, results in found.items():
+        if method != "batches-only" and len(results) == len(found["batches-only"]):
+            differences = [
+                a["over_mb"] - b["over_mb"] for a, b in zip(results, found["batches-only"])
+            ]
+            paired.append(f"{method} {pick(differences):+.0f} MB")
+    if paired:
+        print(f"  round by round, {label} of the differences: {', '.join(paired)}")
 
 
 def main() -> None:
@@ -143,7 +155,14 @@ def main() -> None:
         "--quick", action="store_true", help="a fifth of each size, runs past 60 s left out"
     )
     parser.add_argument("--json", help="also write every run's figures to this file")
+    parser.add_argument(
+        "--random-layout",
+        action="store_true",
+        help="leave hash and address randomization on (by default each round fixes its own)",
+    )
     args = parser.parse_args()
+    LAYOUT["fixed"] = not args.random_layout
+    print(f"memory layout: {layout_command([], {}, 0)[1]}")
     everything = {}
     for iou_type in args.iou_types.split(","):
         sizes = SIZES[iou_type]
