@@ -405,3 +405,43 @@ def test_validation_losses_refuse_fewer_keypoints_than_the_model_predicts():
     samples = [(torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(0)), target)]
     with pytest.raises(ValueError, match=r"image_id 7: keypoints \[N, 3, 3\] but the model "):
         evaluate(tiny_detector(keypoints=5), loader(samples), "cpu", losses=True, progress=False)
+
+
+def test_autocast_evaluation_hands_the_evaluator_float32_predictions(samples, caplog):
+    evaluator = RecordingEvaluator()
+    with caplog.at_level(logging.WARNING, logger="detkit.engine"):
+        evaluate(
+            tiny_detector(masks=True),
+            loader(samples),
+            "cpu",
+            evaluator=evaluator,
+            autocast_dtype=torch.bfloat16,
+            progress=False,
+        )
+    assert evaluator.predictions
+    for prediction in evaluator.predictions.values():
+        assert prediction["boxes"].dtype == prediction["masks"].dtype == torch.float32
+    assert "low precision" not in caplog.text
+
+
+class BFloat16Oracle(Oracle):
+    """A model whose own decoding returns bfloat16 boxes: detkit cannot reach its layers."""
+
+    def forward(self, images, targets=None):
+        outputs = super().forward(images)
+        for output in outputs:
+            output["boxes"] = output["boxes"].bfloat16()
+        return outputs
+
+
+def test_boxes_left_in_bfloat16_by_an_unknown_model_get_a_warning(samples, caplog):
+    with caplog.at_level(logging.WARNING, logger="detkit.engine"):
+        evaluate(
+            BFloat16Oracle(samples),
+            loader(samples),
+            "cpu",
+            iou_types=("bbox",),
+            autocast_dtype=torch.bfloat16,
+            progress=False,
+        )
+    assert caplog.text.count("returned torch.bfloat16 boxes under autocast") == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,6 +18,9 @@ from detkit.engine._failures import check_images, forward_error
 from detkit.engine._validation_loss import detections_and_losses
 from detkit.engine.logger import MetricLogger
 from detkit.engine.train import ScalarHook, move_to_device
+from detkit.models import float32_decoding
+
+_log = logging.getLogger("detkit.engine")
 
 __all__ = ["Evaluator", "evaluate", "infer_iou_types"]
 
@@ -138,7 +142,11 @@ def evaluate(
         iou_types: iou types of the default evaluator (default:
             :func:`infer_iou_types` of the model). Not together with ``evaluator``.
         print_freq: log a line every this many batches.
-        autocast_dtype: run the model under ``torch.autocast`` with this dtype.
+        autocast_dtype: run the model under ``torch.autocast`` with this dtype. The
+            heads' outputs are decoded into boxes, masks and keypoints in float32
+            (:func:`detkit.models.float32_decoding`): bfloat16 coordinates would fall on a
+            grid of several pixels. A model of another layout whose boxes still come back
+            in low precision gets a warning.
         num_threads: torch's CPU thread count during evaluation. Whether or not it is
             given, the count in force before the call is restored afterwards.
         scalar_hook: called on the main process as ``scalar_hook(tag, value, step)`` for
@@ -312,7 +320,8 @@ def _run(
     cuda = device.type == "cuda"
     counted = 0
     batches = metric_logger.log_every(data_loader, print_freq, "Test:")
-    with contextlib.closing(batches):
+    decoding = float32_decoding(model) if autocast_dtype is not None else contextlib.nullcontext()
+    with contextlib.closing(batches), decoding:
         for index, (images, targets) in enumerate(batches):
             images, moved = move_to_device(
                 images, targets if loss_sums is not None else None, device
@@ -339,6 +348,8 @@ def _run(
             if cuda:
                 torch.cuda.synchronize(device)
             model_time = time.perf_counter() - start
+            if index == 0 and autocast_dtype is not None:
+                warn_low_precision(outputs)
             counted += len(images)
             if loss_sums is not None:
                 values = {name: float(value) for name, value in loss_dict.items()}
@@ -349,6 +360,20 @@ def _run(
             evaluator.update(outputs, targets)
             metric_logger.update(model_time=model_time, evaluator_time=time.perf_counter() - start)
     return counted
+
+
+def warn_low_precision(outputs: Sequence[Mapping[str, Any]]) -> None:
+    """A warning when autocast left the predicted boxes in float16 or bfloat16."""
+    dtypes = {o["boxes"].dtype for o in outputs if isinstance(o.get("boxes"), torch.Tensor)}
+    low = sorted(str(d) for d in dtypes & {torch.float16, torch.bfloat16})
+    if low:
+        _log.warning(
+            "evaluate: the model returned %s boxes under autocast, decoded in low precision "
+            "(bfloat16 keeps 8 significant bits: coordinates on a grid of several pixels), "
+            "which lowers AP; detkit casts the outputs of torchvision's heads to float32, "
+            "do the same for this model's last layers, or pass autocast_dtype=None",
+            " and ".join(low),
+        )
 
 
 def _average_losses(sums: Mapping[str, float], count: int) -> dict[str, float]:

@@ -39,6 +39,7 @@ The package reads as the architecture, from whole detectors down to their parts:
     weights/
       sources.py   where weights come from (enums, names, files, downloads)
       loading.py   loading them into a model
+    precision.py float32 decoding under autocast
     names.py     the "did you mean" check of model names
     builders.py, pretrained.py: the old module paths (deprecated aliases)
 """
@@ -52,6 +53,7 @@ from detkit.models.heads import (
     replace_keypoint_predictor,
     replace_mask_predictor,
 )
+from detkit.models.precision import float32_decoding
 from detkit.models.weights import (
     LoadReport,
     WeightsDownloadError,
@@ -64,6 +66,7 @@ __all__ = [
     "WeightsDownloadError",
     "detection_model",
     "fasterrcnn",
+    "float32_decoding",
     "fpn_backbone",
     "keypointrcnn",
     "load_weights",
