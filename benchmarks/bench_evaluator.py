@@ -18,7 +18,8 @@ rounds interleave the methods, so each round's ratios compare runs made under th
 subtracted) are reported as median [min-max] over the rounds, and the ratios of the medians
 with the range of the per-round ratios: on a loaded two-core machine a process gets a varying
 share of a core, so CPU time is the steadier measure and wall time the one a user waits. Memory is the subprocess's peak resident set (``ru_maxrss``) and that peak over
-the resident set just before timing (the generated data and the libraries excluded). Every
+the resident set just before timing (the generated data and the libraries excluded); each
+round runs under its own fixed memory layout (``layout_command``). Every
 method's statistics are compared with ``detkit-pycocotools`` (exactly: difference 0).
 
 Goals (issue 17): segm at most 0.7x the time of hotcoco's integration; bbox at most 1.2x

@@ -9,11 +9,14 @@ resident set before the clock (the generated tensors and the libraries excluded)
 ``batches-only`` runs the same loop with no evaluator: its peak is the batches' own (a segm
 batch's float masks are about 72 MB), which every method's peak includes; what an evaluator
 holds itself is its peak over that one.
-The same configuration's peak varies by up to ~12 MB from run to run (the heap's layout
-depends on address and hash randomization: the batches-only loop alone peaked at +83 to +95
-MB over 24 runs of 100 segm images), so memory is given as median [min-max] over the rounds,
-and the evaluator's own both from the maxima and from the medians: a difference of a few MB
-needs ten or more rounds to mean anything.
+The same configuration's peak varies by up to ~12 MB from run to run when the heap's layout
+is left to address and hash randomization (the batches-only loop alone peaked at +83 to +95
+MB over 24 runs of 100 segm images). So each round runs every method under the same fixed
+layout (``PYTHONHASHSEED`` = the round's number and, where ``setarch -R`` is allowed,
+no address randomization; ``--random-layout`` turns this off): rounds differ from each
+other, but within a round the evaluator's own memory (its peak over the batches-only loop's)
+compares like with like. Memory is given as median [min-max] over the rounds, and the
+evaluator's own from the maxima, from the medians and round by round.
 
 A run predicted (from the same method at the previous size) to take longer than
 ``--max-seconds`` or to hold more than ``--max-memory-gb`` is not run: its figures are
