@@ -325,3 +325,34 @@ def test_fractional_ids_in_coco_gt_are_errors_integral_floats_are_fine(field):
         CocoEvaluator(coco_gt=dataset)
     dataset["annotations"][0][field] = float(round(dataset["annotations"][0][field] - 0.7))
     CocoEvaluator(coco_gt=dataset)  # 3.0 is the integer 3
+
+
+@pytest.mark.parametrize("field", ["masks", "canvas_size"])
+def test_targets_of_resized_images_are_refused_with_coco_gt(field):
+    """The model's predictions are in the frame of the image it saw: a target whose image was
+    resized (an eval transform) no longer matches coco_gt's annotations, and scoring them
+    together would give a wrong AP without a word."""
+    from torchvision import tv_tensors
+
+    predictions, targets = case("segm", seed=5)
+    dataset = ground_truth(predictions, targets, "segm")
+    height, width = targets[1]["masks"].shape[1:]
+    evaluator = CocoEvaluator("bbox", coco_gt=dataset)
+    same = [{**t, "boxes": tv_tensors.BoundingBoxes(t["boxes"], format="XYXY",
+             canvas_size=tuple(t["masks"].shape[1:]))} for t in targets]  # fmt: skip
+    evaluator.update(predictions, same)  # at coco_gt's sizes: fine
+    resized = dict(same[1])
+    if field == "masks":
+        resized["masks"] = resized["masks"][:, : height // 2]
+    else:
+        del resized["masks"]
+        resized["boxes"] = tv_tensors.BoundingBoxes(
+            resized["boxes"] / 2, format="XYXY", canvas_size=(height // 2, width // 2)
+        )
+    image_id = int(targets[1]["image_id"])
+    with pytest.raises(
+        ValueError,
+        match=rf"targets\[1\] \(image_id {image_id}\): the image is \(\d+, \d+\) \(H, W\).*"
+        rf"coco_gt gives \({height}, {width}\): the model sees a resized image",
+    ):
+        CocoEvaluator("bbox", coco_gt=dataset).update(predictions[:2], [same[0], resized])

@@ -175,8 +175,9 @@ class CocoEvaluator:
                 predicted boxes count as false positives, and :meth:`compute` logs a
                 warning), negative areas, mask logits or 0..255 values instead of
                 probabilities, labels absent from ``label_to_category``, an image id absent
-                from ``coco_gt``, masks whose size differs from the image's, or an image id
-                already seen with other content.
+                from ``coco_gt`` or a target whose image size differs from it (a resized
+                image), masks whose size differs from the image's, or an image id already
+                seen with other content.
         """
         if isinstance(predictions, Mapping) or isinstance(targets, Mapping):
             raise TypeError(
@@ -196,6 +197,7 @@ class CocoEvaluator:
         if self._gt_index is None:
             gt, gt_counts, sizes = target_table(targets, ids, types, labels=self._labels)
         else:
+            self._gt_index.check_target_sizes(targets, ids)
             gt, gt_counts = Annotations.empty(), np.zeros(len(ids), dtype=np.int64)
             sizes = np.array([self._gt_index.sizes[i] for i in ids], dtype=np.int64).reshape(-1, 2)
         dt, dt_counts, mask_sizes = prediction_table(

@@ -177,6 +177,30 @@ class GroundTruthIndex:
     def __contains__(self, image_id: int) -> bool:
         return image_id in self.sizes
 
+    def check_target_sizes(self, targets: list, image_ids: list[int]) -> None:
+        """Refuse targets whose image size (their masks', or their boxes' ``canvas_size``)
+        is not the size ``coco_gt`` gives: predictions are in the frame of the image the
+        model saw, so a resized image would be scored against boxes of another frame."""
+        for position, (target, image_id) in enumerate(zip(targets, image_ids)):
+            if not isinstance(target, Mapping):
+                continue
+            masks, boxes = target.get("masks"), target.get("boxes")
+            if getattr(masks, "ndim", 0) == 3:
+                size, source = tuple(int(v) for v in masks.shape[1:]), "its masks"
+            elif getattr(boxes, "canvas_size", None) is not None:
+                size, source = tuple(int(v) for v in boxes.canvas_size), "its boxes' canvas_size"
+            else:
+                continue
+            expected = self.sizes[image_id]
+            if 0 not in expected and size != expected:
+                raise ValueError(
+                    f"targets[{position}] (image_id {image_id}): the image is {size} (H, W) by "
+                    f"{source}, but coco_gt gives {expected}: the model sees a resized image, "
+                    "so its predictions are in another frame than coco_gt's annotations. "
+                    "Evaluate on images at their size in coco_gt, or leave coco_gt out to "
+                    "evaluate against the targets themselves"
+                )
+
     def annotations(self, image_ids: list[int], iou_type: str) -> Annotations:
         """The ground truth of ``image_ids`` (in that order) as columns for ``iou_type``."""
         anns = [(i, ann) for i in image_ids for ann in self._by_image.get(i, ())]
