@@ -14,7 +14,7 @@ import math
 import numbers
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,18 +177,19 @@ class GroundTruthIndex:
     def __contains__(self, image_id: int) -> bool:
         return image_id in self.sizes
 
-    def check_target_sizes(self, targets: list, image_ids: list[int]) -> None:
+    def check_target_sizes(self, targets: Sequence[Any], image_ids: list[int]) -> None:
         """Refuse targets whose image size (their masks', or their boxes' ``canvas_size``)
         is not the size ``coco_gt`` gives: predictions are in the frame of the image the
         model saw, so a resized image would be scored against boxes of another frame."""
         for position, (target, image_id) in enumerate(zip(targets, image_ids)):
             if not isinstance(target, Mapping):
                 continue
-            masks, boxes = target.get("masks"), target.get("boxes")
+            masks: Any = target.get("masks")
+            canvas = getattr(target.get("boxes"), "canvas_size", None)
             if getattr(masks, "ndim", 0) == 3:
                 size, source = tuple(int(v) for v in masks.shape[1:]), "its masks"
-            elif getattr(boxes, "canvas_size", None) is not None:
-                size, source = tuple(int(v) for v in boxes.canvas_size), "its boxes' canvas_size"
+            elif canvas is not None:
+                size, source = tuple(int(v) for v in canvas), "its boxes' canvas_size"
             else:
                 continue
             expected = self.sizes[image_id]
