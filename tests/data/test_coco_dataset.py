@@ -553,6 +553,36 @@ def test_polygons_outside_the_image_are_left_out_like_those_of_fewer_than_3_poin
     assert sum(len(dataset.get_target(i)["boxes"]) for i in range(len(dataset))) == total - 1
 
 
+@pytest.mark.parametrize(
+    "polygon",
+    [[2, 2, 10, 10, 20, 20], [5.1, 5.1, 5.3, 5.1, 5.2, 5.3]],
+    ids=["collinear", "within-a-pixel"],
+)
+def test_a_polygon_that_covers_no_pixel_is_logged_once_when_read(coco_root, caplog, polygon):
+    """Three points or more, inside the image, and yet no pixel: the mask is empty beside a
+    box. Only rasterizing tells, so reading the sample says so (once per dataset)."""
+    path = edited(coco_root, lambda d: first_annotation(d).update(segmentation=[polygon]))
+    dataset = CocoJsonDataset(coco_root / "images", path)
+    image_id = json.loads(path.read_text())["annotations"][0]["image_id"]
+    index = dataset.ids.index(image_id)
+    with caplog.at_level(logging.WARNING, logger="detkit.data.coco"):
+        for _ in range(2):
+            masks = dataset.get_target(index)["masks"]
+        for i in range(len(dataset)):
+            dataset.get_target(i)
+    assert masks.flatten(1).amax(dim=1).tolist().count(0) == 1
+    assert caplog.text.count("covers no pixel") == 1
+    assert f"image_id={image_id} " in caplog.text and "annotation id 1 covers" in caplog.text
+
+
+def test_readable_polygons_log_nothing(coco_root, caplog):
+    dataset = CocoJsonDataset(coco_root / "images", coco_root / "annotations.json")
+    with caplog.at_level(logging.WARNING, logger="detkit.data.coco"):
+        for i in range(len(dataset)):
+            dataset.get_target(i)
+    assert "covers no pixel" not in caplog.text
+
+
 def rle_of(mask: np.ndarray) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -31,6 +32,8 @@ from detkit.types import PathLike, Target, Transforms, sample_name
 
 __all__ = ["CocoJsonDataset"]
 
+logger = logging.getLogger("detkit.data.coco")
+
 
 class CocoJsonDataset(TransformedSamples, torch.utils.data.Dataset):
     """Images and a COCO-format annotation file (CVAT, Label Studio, Roboflow exports, COCO).
@@ -48,7 +51,8 @@ class CocoJsonDataset(TransformedSamples, torch.utils.data.Dataset):
     * ``masks`` uint8 :class:`~torchvision.tv_tensors.Mask` ``[N, H, W]`` (see
       ``with_masks``), decoded by pycocotools from
       polygons, compressed RLE or uncompressed RLE (crowd regions), exactly as pycocotools'
-      ``COCO.annToMask`` does;
+      ``COCO.annToMask`` does. A segmentation that covers no pixel (collinear points, or a
+      polygon within a pixel) gives an empty mask, and a logged warning the first time;
     * ``keypoints`` float :class:`~detkit.tv_tensors.KeyPointsWithVisibility` ``[N, K, 3]``
       (see ``with_keypoints``): ``(x, y, v)`` with ``v = 0`` points set to ``(0, 0, 0)``;
       instances without keypoints get all-zero rows. Flips swap left and right keypoints
@@ -194,6 +198,7 @@ class CocoJsonDataset(TransformedSamples, torch.utils.data.Dataset):
             allow_paths_outside_root=allow_paths_outside_root,
         )
         self._parsed = parsed
+        self._warned_empty = False  # an empty mask has been logged (once per dataset)
         self.ids: list[int] = parsed.image_ids
         self.categories: list[dict[str, Any]] = parsed.categories
         self.label_to_category = {i: int(c["id"]) for i, c in enumerate(self.categories, 1)}
@@ -291,8 +296,19 @@ class CocoJsonDataset(TransformedSamples, torch.utils.data.Dataset):
         if self.with_masks:
             segms = parsed.segmentations[start:end]  # type: ignore[index]
             where = sample_name(image_id=self.ids[idx], source=self.image_path(idx))
-            masks = _decode_masks(segms, height, width, parsed.ann_ids[start:end], where)
+            ann_ids = parsed.ann_ids[start:end]
+            masks, pixels = _decode_masks(segms, height, width, ann_ids, where)
             target["masks"] = tv_tensors.Mask(torch.from_numpy(masks))
+            if not self._warned_empty and (pixels == 0).any():
+                self._warned_empty = True
+                logger.warning(
+                    "%s: the segmentation of annotation id %d covers no pixel (a polygon "
+                    "whose points are collinear or within a pixel), so its mask is empty "
+                    "beside a box: Mask R-CNN learns that the box holds nothing. Said once "
+                    "per dataset; detkit.data.audit() lists every such annotation",
+                    where,
+                    int(ann_ids[int(np.flatnonzero(pixels == 0)[0])]),
+                )
         missing = np.isnan(area)
         if missing.any():  # no area in the file: the mask's pixel count, else the box's area
             rows = torch.from_numpy(missing)
@@ -333,9 +349,10 @@ def _to_rle(segm: Any, height: int, width: int) -> dict[str, Any]:
 
 def _decode_masks(
     segms: list[Any], height: int, width: int, ann_ids: np.ndarray, where: str
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[N, H, W]`` uint8 masks, and each one's pixel count (from its RLE)."""
     if not segms:
-        return np.zeros((0, height, width), dtype=np.uint8)
+        return np.zeros((0, height, width), dtype=np.uint8), np.zeros(0, dtype=np.int64)
     with warnings.catch_warnings():
         # pycocotools trips numpy 2's __array__(copy=...) deprecation; harmless.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -351,4 +368,5 @@ def _decode_masks(
                         f"{where}: cannot read the segmentation of annotation id {ann_id}: {exc}"
                     ) from exc
             raise
-    return np.ascontiguousarray(decoded.transpose(2, 0, 1))
+        pixels = mask_utils.area(rles).astype(np.int64)
+    return np.ascontiguousarray(decoded.transpose(2, 0, 1)), pixels
