@@ -10,6 +10,7 @@ from detkit.ops import (
     _boxes_from_presence,
     box_area,
     id_mask_to_masks,
+    instance_classes,
     instance_ids,
     masks_area,
     masks_to_boxes,
@@ -131,3 +132,18 @@ def test_split_id_mask_of_an_empty_or_blank_8_bit_mask():
         ids, present, boxes, areas = split_id_mask(array)
         assert ids.shape == areas.shape == (0,)
         assert present.shape == (0, *array.shape) and boxes.shape == (0, 4)
+
+
+def test_instance_classes_equal_a_per_instance_majority_vote():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        id_mask = rng.integers(0, 6, (9, 11)).astype(np.uint16)
+        semantic = rng.integers(0, 4, (9, 11)).astype(np.uint8)
+        ids = instance_ids(id_mask)
+        expected = []
+        for i in ids:
+            votes = np.bincount(semantic[id_mask == i], minlength=4)
+            votes[0] = 0  # background does not vote
+            expected.append(int(votes.argmax()) if votes.max() else 0)
+        assert instance_classes(id_mask, semantic, ids).tolist() == expected
+    assert instance_classes(np.zeros((2, 2), np.uint8), np.ones((2, 2)), np.zeros(0)).shape == (0,)

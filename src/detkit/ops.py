@@ -19,6 +19,7 @@ except ImportError:  # another numpy's layout: the public function, with the sam
 __all__ = [
     "box_area",
     "id_mask_to_masks",
+    "instance_classes",
     "instance_ids",
     "masks_area",
     "masks_to_boxes",
@@ -188,6 +189,37 @@ def instance_ids(
     keep = ids != background
     ids, counts = ids[keep].astype(np.int64), counts[keep].astype(np.int64)
     return (ids, counts) if return_counts else ids
+
+
+def instance_classes(id_mask: np.ndarray, semantic: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The class of each instance: the majority class id of its pixels in a semantic mask.
+
+    Background (class 0) pixels do not vote; an instance lying entirely on background gets 0.
+
+    Args:
+        id_mask: ``[H, W]`` integer instance-id mask (0 is background).
+        semantic: ``[H, W]`` integer class-id mask of the same image.
+        ids: the instances to label, ascending, as :func:`instance_ids` gives them; every
+            non-zero value of ``id_mask`` must be among them.
+
+    Returns:
+        int64 ``[N]``, one class id per entry of ``ids``.
+
+    >>> ids = np.array([1, 2])
+    >>> instance_classes(np.array([[1, 1, 2]]), np.array([[3, 0, 0]]), ids).tolist()
+    [3, 0]
+    """
+    if len(ids) == 0:
+        return np.zeros((0,), dtype=np.int64)
+    # All instances at once: index each instance pixel by (instance position, class id).
+    inside = id_mask != 0
+    position = np.searchsorted(ids, id_mask[inside])
+    classes = semantic[inside].astype(np.int64)
+    num_classes = int(classes.max()) + 1 if classes.size else 1
+    counts = np.bincount(position * num_classes + classes, minlength=len(ids) * num_classes)
+    counts = counts.reshape(len(ids), num_classes)
+    counts[:, 0] = 0  # an instance's background pixels do not vote
+    return counts.argmax(axis=1).astype(np.int64)
 
 
 def _integer_array(values: np.ndarray | torch.Tensor, argument: str) -> np.ndarray:

@@ -400,3 +400,48 @@ def test_check_files_names_sample_and_role_of_each_problem(tmp_path):
     dataset = InstanceMaskDataset(samples[:3], check_files=False)
     assert dataset.samples == [(Path(a), Path(b)) for a, b in samples[:3]]
     assert dataset.image_path(1) == samples[1][0] and dataset.mask_path(2) == samples[2][1]
+
+
+def voc_style_mask() -> np.ndarray:
+    """Two objects, each outlined by 255 as Pascal VOC's SegmentationObject PNGs draw them."""
+    id_mask = np.zeros((12, 12), np.uint8)
+    id_mask[1:6, 1:6] = 255
+    id_mask[2:5, 2:5] = 1
+    id_mask[6:11, 6:11] = 255
+    id_mask[7:10, 7:10] = 2
+    return id_mask
+
+
+def test_void_ids_are_background_and_a_voc_border_unnamed_is_logged_once(tmp_path, caplog):
+    id_mask = voc_style_mask()
+    sample = write_sample(tmp_path, "voc", id_mask)
+    semantic = np.where(id_mask == 255, 255, np.where(id_mask > 0, 7, 0)).astype(np.uint8)
+    Image.fromarray(semantic).save(tmp_path / "voc_sem.png")
+    with caplog.at_level("WARNING", logger="detkit.data"):
+        plain = InstanceMaskDataset([sample, sample])
+        for _ in range(2):
+            _, target = plain[0]
+        plain[1]
+    assert target["labels"].tolist() == [1, 1, 1]  # the borders: a third "instance"
+    assert caplog.text.count("holds id 255 beside ids [1, 2]") == 1
+    assert "void_ids=(255,)" in caplog.text and "voc_mask.png" in caplog.text
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="detkit.data"):
+        for options in ({}, {"semantic_masks": [tmp_path / "voc_sem.png"]}):
+            dataset = InstanceMaskDataset([sample], void_ids=(255,), **options)
+            _, target = dataset[0]
+            assert target["boxes"].tolist() == [[2, 2, 5, 5], [7, 7, 10, 10]]
+            assert target["area"].tolist() == [9, 9]
+            assert target["labels"].tolist() == ([7, 7] if options else [1, 1])
+            expected = np.stack([id_mask == 1, id_mask == 2]).astype(np.uint8)
+            np.testing.assert_array_equal(target["masks"].numpy(), expected)
+    assert caplog.text == ""
+
+
+def test_ids_up_to_255_are_instances_without_a_warning(tmp_path, caplog):
+    id_mask = np.arange(256, dtype=np.uint8).reshape(16, 16)  # 255 instances, 254 among them
+    sample = write_sample(tmp_path, "many", id_mask)
+    with caplog.at_level("WARNING", logger="detkit.data"):
+        _, target = InstanceMaskDataset([sample])[0]
+    assert len(target["labels"]) == 255 and caplog.text == ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import torch
 from torchvision import tv_tensors
 
 from detkit.data._file_checks import find_missing, missing_files_error, path_pairs
+from detkit.data._hook_results import checked_hook_results
 from detkit.data._image_files import (
     ID_MASK_MODES,
     LazyName,
@@ -21,11 +23,13 @@ from detkit.data._image_files import (
     resolve_max_pixels,
 )
 from detkit.data.transformed import TransformedSamples
-from detkit.ops import split_id_mask
+from detkit.ops import instance_classes, split_id_mask
 from detkit.tv_tensors import xyxy_boxes
 from detkit.types import PathLike, Target, Transforms, sample_name
 
 __all__ = ["InstanceMaskDataset"]
+
+_log = logging.getLogger("detkit.data")
 
 
 class InstanceMaskDataset(TransformedSamples, torch.utils.data.Dataset):
@@ -83,6 +87,10 @@ class InstanceMaskDataset(TransformedSamples, torch.utils.data.Dataset):
             at 1 (0 is background).
         semantic_masks: optional class-id mask path per sample (same order as ``samples``).
         crowd_ids: instance ids to flag as ``iscrowd = 1`` in every sample.
+        void_ids: ids that mark pixels of no instance, read as background: Pascal VOC's
+            masks draw 255 along object borders and over unlabelled regions. A uint8 mask
+            holding 255 beside other ids (and no 254) while ``void_ids`` is not given gets
+            a logged warning, once: its 255 is then an instance.
         check_files: check at construction that every listed file exists and is a file, so
             a missing mask is reported at once rather than mid-epoch. It costs one directory
             listing per folder, not a ``stat`` per file, and opens nothing: 10,000 pairs take
@@ -129,6 +137,7 @@ class InstanceMaskDataset(TransformedSamples, torch.utils.data.Dataset):
         labels: int | Mapping[int, int] = 1,
         semantic_masks: Sequence[PathLike] | None = None,
         crowd_ids: Collection[int] = (),
+        void_ids: Collection[int] = (),
         check_files: bool = True,
         max_image_pixels: MaxPixels = "pil",
         apply_exif_orientation: bool = True,
@@ -159,6 +168,8 @@ class InstanceMaskDataset(TransformedSamples, torch.utils.data.Dataset):
         self.semantic_masks: list[Path] | None = semantic_paths
         self._label_map = label_map
         self._crowd_ids = np.array(sorted(int(i) for i in crowd_ids), dtype=np.int64)
+        self._void_ids = np.array(sorted(int(i) for i in void_ids), dtype=np.int64)
+        self._warned_void = bool(len(self._void_ids))  # nothing to warn about once given
         self._sizes: dict[int, tuple[int, int]] = {}
         self.max_image_pixels = resolve_max_pixels(max_image_pixels)
         self.apply_exif_orientation = bool(apply_exif_orientation)
@@ -297,14 +308,29 @@ class InstanceMaskDataset(TransformedSamples, torch.utils.data.Dataset):
         return size
 
     def get_target(self, idx: int, id_mask: np.ndarray) -> Target:
-        """Derive sample ``idx``'s target from its instance-id mask ``[H, W]``."""
+        """Derive sample ``idx``'s target from its instance-id mask ``[H, W]`` (its
+        ``void_ids`` pixels read as background)."""
+        if len(self._void_ids):
+            void = np.isin(id_mask, self._void_ids)
+            id_mask = np.where(void, 0, id_mask).astype(id_mask.dtype) if void.any() else id_mask
         ids, present, boxes, areas = split_id_mask(id_mask)
+        if not self._warned_void and len(ids) > 1 and ids[-1] == 255 and ids[-2] != 254:
+            self._warned_void = True
+            _log.warning(
+                "%s: mask '%s' holds id 255 beside ids %s: Pascal VOC-style masks mark void "
+                "pixels (object borders, unlabelled regions) with 255, which is read here "
+                "as one more instance. If it is void, pass void_ids=(255,). Said once",
+                self._where(idx),
+                self.mask_path(idx),
+                ids[:-1].tolist(),
+            )
         labels = self.instance_labels(idx, ids, id_mask)
         iscrowd = self.instance_iscrowd(idx, ids, id_mask)
         # The default hooks' results are right by construction (their labels were checked
         # when the dataset was made); right after a decode each torch call costs 5-20 us.
         if self._overrides_hooks:
-            labels, iscrowd = self._checked_hooks(idx, len(ids), labels, iscrowd)
+            where = f"{self._where(idx)}: mask '{self.mask_path(idx)}'"
+            labels, iscrowd = checked_hook_results(where, len(ids), labels, iscrowd)
         height, width = id_mask.shape
         return {
             "boxes": xyxy_boxes(boxes, (height, width)),
@@ -315,32 +341,6 @@ class InstanceMaskDataset(TransformedSamples, torch.utils.data.Dataset):
             "iscrowd": iscrowd,
             "image_id": self.image_id(idx),
         }
-
-    def _checked_hooks(
-        self, idx: int, num: int, labels: Any, iscrowd: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The results of overridden ``instance_labels`` / ``instance_iscrowd``, checked."""
-        for name, values in (("instance_labels", labels), ("instance_iscrowd", iscrowd)):
-            if not isinstance(values, torch.Tensor) or values.shape != (num,):
-                raise ValueError(
-                    f"{self._where(idx)}: {name} must return an int64 Tensor[{num}], got {values!r}"
-                )
-        if labels.is_floating_point() and not torch.equal(labels, labels.round()):
-            raise ValueError(
-                f"{self._where(idx)}: mask '{self.mask_path(idx)}': instance_labels returned "
-                f"{labels.tolist()}; labels are whole numbers"
-            )
-        if num and int(labels.min()) < 1:
-            raise ValueError(
-                f"{self._where(idx)}: mask '{self.mask_path(idx)}': label {int(labels.min())} is "
-                "invalid: labels start at 1 (0 is background)"
-            )
-        if ((iscrowd != 0) & (iscrowd != 1)).any():
-            raise ValueError(
-                f"{self._where(idx)}: mask '{self.mask_path(idx)}': instance_iscrowd returned "
-                f"{iscrowd.tolist()}; crowd flags must be 0 or 1"
-            )
-        return labels.to(torch.int64), iscrowd.to(torch.int64)
 
     def __getitem__(self, idx: int) -> tuple[Any, Target]:
         size = len(self)
@@ -368,22 +368,11 @@ class InstanceMaskDataset(TransformedSamples, torch.utils.data.Dataset):
                 f"{self._where(idx)}: semantic mask '{path}' has shape {semantic.shape}, instance mask "
                 f"'{self.mask_path(idx)}' has {id_mask.shape}"
             )
-        if len(ids) == 0:
-            return torch.zeros((0,), dtype=torch.int64)
-        # Majority vote of class ids per instance, all instances at once: index each
-        # instance pixel by (instance position, class id) and count.
-        inside = id_mask != 0
-        position = np.searchsorted(ids, id_mask[inside])
-        classes = semantic[inside].astype(np.int64)
-        num_classes = int(classes.max()) + 1
-        counts = np.bincount(position * num_classes + classes, minlength=len(ids) * num_classes)
-        counts = counts.reshape(len(ids), num_classes)
-        counts[:, 0] = 0  # an instance's background pixels do not vote
-        labels = counts.argmax(axis=1)
-        orphans = ids[counts.max(axis=1) == 0]
+        labels = instance_classes(id_mask, semantic, ids)
+        orphans = ids[labels == 0]
         if len(orphans):
             raise ValueError(
                 f"{self._where(idx)}: instances {orphans.tolist()} of mask '{self.mask_path(idx)}' lie "
                 f"entirely on background (class 0) in semantic mask '{path}'"
             )
-        return torch.from_numpy(labels.astype(np.int64))
+        return torch.from_numpy(labels)
