@@ -131,6 +131,29 @@ def test_labels_mapped_to_category_ids():
         compute(predictions, targets, label_to_category={2: 18, 3: 90, 4: 91})
 
 
+def test_ground_truth_label_0_without_a_mapping_is_logged_once(caplog):
+    """Label 0 is background to torchvision's detectors: ground truth of label 0 is never
+    predicted, so it lowers recall without a word unless the evaluator says so."""
+    predictions, targets = case(seed=5)
+    with caplog.at_level(logging.WARNING, logger="detkit.evaluation"):
+        compute(predictions, targets)
+    assert "label 0" not in caplog.text  # labels from 1: nothing to say
+    shifted = [{**t, "labels": t["labels"] - 1} for t in targets]
+    first = next(i for i, t in enumerate(shifted) if (t["labels"] == 0).any())
+    evaluator = CocoEvaluator("bbox")
+    with caplog.at_level(logging.WARNING, logger="detkit.evaluation"):
+        for _ in range(2):
+            evaluator.update(predictions, shifted)
+    image_id = int(shifted[first]["image_id"])
+    assert caplog.text.count("ground-truth label 0") == 1
+    assert f"image_id={image_id} (targets[{first}])" in caplog.text
+    caplog.clear()
+    mapping = {label: label for label in range(5)}  # 0 is a class here, on purpose
+    with caplog.at_level(logging.WARNING, logger="detkit.evaluation"):
+        compute(predictions, shifted, label_to_category=mapping)
+    assert "label 0" not in caplog.text
+
+
 def test_image_id_as_int_or_tensor_gives_the_same_numbers():
     predictions, targets = case(seed=6)
     as_int = [{**t, "image_id": int(t["image_id"])} for t in targets]

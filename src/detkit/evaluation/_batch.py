@@ -24,6 +24,8 @@ from detkit.evaluation._table import Annotations
 from detkit.tv_tensors import plain, to_xyxy
 from detkit.types import sample_name
 
+logger = logging.getLogger("detkit.evaluation.evaluator")
+
 
 def _where(what: str, position: int, image_ids: Sequence[int]) -> str:
     return sample_name(image_id=image_ids[position], position=f"{what}[{position}]")
@@ -263,6 +265,18 @@ def _categories(values: list, counts, image_ids, labels: LabelMap, what: str) ->
                 f"integral values), got {floats[row]}"
             )
         column = floats.astype(np.int64)
+    if what == "targets" and labels.mapping is None and not labels.warned_zero:
+        zero = np.flatnonzero(column == 0)
+        if len(zero):
+            labels.warned_zero = True
+            where = _where(what, _row_image(int(zero[0]), counts), image_ids)
+            logger.warning(
+                "%s: ground-truth label 0, which torchvision's detectors keep for background "
+                "(so no model predicts it), is evaluated as category 0: its instances count as "
+                "missed. Shift labels to start at 1, or pass label_to_category (with 0) if 0 is "
+                "a class of your model. Said once",
+                where,
+            )
     try:
         return labels(column, what)
     except ValueError:

@@ -189,6 +189,7 @@ class LabelMap:
     def __init__(self, mapping: Mapping[Any, Any] | None):
         self.mapping = None
         self._lut = None
+        self.warned_zero = False  # ground-truth label 0 without a mapping was logged
         if mapping is None:
             return
         if not isinstance(mapping, Mapping):
