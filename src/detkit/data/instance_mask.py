@@ -88,7 +88,7 @@ class InstanceMaskDataset(TransformedSamples, torch.utils.data.Dataset):
         semantic_masks: optional class-id mask path per sample (same order as ``samples``).
         crowd_ids: instance ids to flag as ``iscrowd = 1`` in every sample.
         void_ids: ids that mark pixels of no instance, read as background: Pascal VOC's
-            masks draw 255 along object borders and over unlabelled regions. A uint8 mask
+            masks draw 255 along object borders and over unlabelled regions. A mask
             holding 255 beside other ids (and no 254) while ``void_ids`` is not given gets
             a logged warning, once: its 255 is then an instance.
         check_files: check at construction that every listed file exists and is a file, so
