@@ -19,13 +19,20 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
+from torchvision import tv_tensors
 from torchvision.utils import draw_bounding_boxes, draw_keypoints, draw_segmentation_masks
 
 from detkit.files import atomic_write
 from detkit.tv_tensors import plain, to_xyxy
+from detkit.visualize._inputs import (
+    binary_masks,
+    check_canvas,
+    drawing_boxes,
+    mask_probabilities,
+    uint8_image,
+)
 from detkit.visualize.style import class_colors, draw_captions
 
 __all__ = [
@@ -44,22 +51,6 @@ COCO_PERSON_SKELETON: tuple[tuple[int, int], ...] = (
 )  # fmt: skip
 
 
-def _to_uint8_image(image: Any) -> torch.Tensor:
-    if isinstance(image, Image.Image):
-        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
-    if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] not in (1, 3):
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise TypeError(
-            f"image must be a PIL image or a Tensor[3, H, W] (or [1, H, W]), got {shape}"
-        )
-    image = plain(image).detach().cpu()
-    if image.is_floating_point():
-        image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
-    elif image.dtype != torch.uint8:
-        raise TypeError(f"integer images must be uint8, got {image.dtype}")
-    return image.expand(3, -1, -1) if image.shape[0] == 1 else image
-
-
 def _caption_texts(
     labels: list[int],
     scores: torch.Tensor | None,
@@ -75,18 +66,6 @@ def _caption_texts(
             name = str(label)
         captions.append(name if scores is None else f"{name} {float(scores[i]):.2f}")
     return captions
-
-
-def _check_masks(masks: torch.Tensor, num: int, size: tuple[int, int]) -> torch.Tensor:
-    masks = plain(masks).detach().cpu()
-    if masks.ndim == 4:  # Mask R-CNN's [N, 1, H, W]
-        masks = masks[:, 0]
-    if masks.shape[0] != num or tuple(masks.shape[1:]) != size:
-        raise ValueError(
-            f"masks of shape {tuple(masks.shape)} do not match {num} boxes on an image of "
-            f"size {size}"
-        )
-    return masks != 0
 
 
 def draw_instances(
@@ -115,14 +94,20 @@ def draw_instances(
 
     Args:
         image: PIL image, uint8 ``Tensor[3, H, W]`` or float ``Tensor[3, H, W]`` in 0..1
-            (a :class:`~torchvision.tv_tensors.Image` too).
-        boxes: ``Tensor[N, 4]`` XYXY (a :class:`~torchvision.tv_tensors.BoundingBoxes` in
-            any axis-aligned format).
+            (a :class:`~torchvision.tv_tensors.Image` too; ``[1, H, W]`` is grey). A float
+            image in 0..255, or normalised with a mean and standard deviation, is refused
+            rather than clamped to a white or black picture.
+        boxes: ``Tensor[N, 4]`` XYXY in pixels (a
+            :class:`~torchvision.tv_tensors.BoundingBoxes` in any axis-aligned format,
+            whose ``canvas_size`` must be the image's). Boxes that all lie within
+            ``[0, 1]`` (normalized?) or wholly outside the image are drawn with a
+            warning.
         labels: int64 ``Tensor[N]``; colours and captions come from it (all ``1`` when
             ``None``).
         scores: optional ``Tensor[N]``, appended to captions as ``0.87``.
         masks: optional binary ``Tensor[N, H, W]`` or ``[N, 1, H, W]`` (any dtype;
-            non-zero is inside).
+            non-zero is inside; float masks hold only 0 and 1: probabilities go to
+            :func:`draw_prediction`).
         keypoints: optional ``Tensor[N, K, 3]`` (x, y, visibility); only points with
             visibility > 0 are drawn.
         label_names: names for captions, indexed by label (a list whose item 0 is the
@@ -145,8 +130,9 @@ def draw_instances(
 
     Raises:
         TypeError: for an image that is not a PIL image or a ``[3, H, W]`` tensor.
-        ValueError: when labels, masks or keypoints do not match the boxes, or for a
-            colour that is not one.
+        ValueError: when labels, masks or keypoints do not match the boxes or the image
+            (another ``canvas_size``), for a float image outside 0..1, non-finite boxes,
+            soft masks, or a colour that is not one.
 
     >>> canvas = draw_instances(
     ...     torch.zeros(3, 40, 40),
@@ -158,9 +144,9 @@ def draw_instances(
     >>> canvas.dtype, tuple(canvas.shape), canvas[:, 30, 2].tolist()
     (torch.uint8, (3, 40, 40), [255, 165, 0])
     """
-    canvas = _to_uint8_image(image)
+    canvas = uint8_image(image)
     size = (int(canvas.shape[1]), int(canvas.shape[2]))
-    boxes = plain(to_xyxy(boxes)).detach().cpu().reshape(-1, 4).to(torch.float32)
+    boxes = drawing_boxes(boxes, size)
     num = boxes.shape[0]
     labels = (
         torch.ones(num, dtype=torch.int64)
@@ -174,13 +160,14 @@ def draw_instances(
         if scores.shape[0] != num:
             raise ValueError(f"scores has {scores.shape[0]} entries for {num} boxes")
     if keypoints is not None:
+        check_canvas(keypoints, "keypoints", size)
         keypoints = plain(keypoints).detach().cpu().to(torch.float32)
         if keypoints.ndim != 3 or keypoints.shape[0] != num or keypoints.shape[2] < 2:
             raise ValueError(
                 f"keypoints must be a Tensor[{num}, K, 3], got {tuple(keypoints.shape)}"
             )
     if masks is not None:
-        masks = _check_masks(masks, num, size)
+        masks = binary_masks(masks, num, size)
     if num == 0:
         return canvas.clone()
     label_list = [int(label) for label in labels.tolist()]
@@ -256,6 +243,11 @@ def draw_prediction(
         **kwargs: passed to :func:`draw_instances` (``label_names``, ``colors``,
             ``font_size``, ...).
 
+    Raises:
+        ValueError: for a prediction without ``boxes``, ``labels`` or ``scores``, scores
+            that do not match the boxes, float masks outside 0..1 (logits), and what
+            :func:`draw_instances` refuses.
+
     >>> prediction = {
     ...     "boxes": torch.tensor([[1.0, 1.0, 6.0, 8.0], [0.0, 0.0, 3.0, 3.0]]),
     ...     "labels": torch.tensor([1, 1]),
@@ -264,17 +256,33 @@ def draw_prediction(
     >>> draw_prediction(torch.zeros(3, 10, 10), prediction).shape
     torch.Size([3, 10, 10])
     """
-    scores = plain(prediction["scores"]).detach().cpu()
+    missing = [key for key in ("boxes", "labels", "scores") if key not in prediction]
+    if missing:
+        raise ValueError(
+            f"prediction has no {', '.join(map(repr, missing))} (keys: "
+            f"{', '.join(map(str, prediction))}): draw_prediction keeps detections by score; "
+            "draw instances without scores with draw_target or draw_instances"
+        )
+    scores = plain(prediction["scores"]).detach().cpu().reshape(-1)
+    boxes = to_xyxy(prediction["boxes"])
+    kept = plain(boxes).detach().cpu().reshape(-1, 4)
+    if scores.shape[0] != kept.shape[0]:
+        raise ValueError(
+            f"prediction['scores'] has {scores.shape[0]} entries for {kept.shape[0]} boxes"
+        )
     keep = scores >= score_threshold
     masks = prediction.get("masks")
     if masks is not None:
-        masks = plain(masks).detach().cpu()[keep] > mask_threshold
+        masks = mask_probabilities(masks)[keep] > mask_threshold
     keypoints = prediction.get("keypoints")
     if keypoints is not None:
         keypoints = plain(keypoints).detach().cpu()[keep]
+    kept = kept[keep]
+    if isinstance(boxes, tv_tensors.BoundingBoxes):  # its canvas_size is checked
+        kept = tv_tensors.wrap(kept, like=boxes)
     return draw_instances(
         image,
-        plain(to_xyxy(prediction["boxes"])).detach().cpu()[keep],
+        kept,
         plain(prediction["labels"]).detach().cpu()[keep],
         scores=scores[keep],
         masks=masks,
@@ -296,7 +304,7 @@ def make_grid(images: Sequence[torch.Tensor], *, ncols: int = 4, padding: int = 
         raise ValueError("make_grid needs at least one image")
     if ncols < 1:
         raise ValueError(f"ncols must be >= 1, got {ncols}")
-    tiles = [_to_uint8_image(image) for image in images]
+    tiles = [uint8_image(image, f"images[{i}]") for i, image in enumerate(images)]
     cell_h = max(t.shape[1] for t in tiles)
     cell_w = max(t.shape[2] for t in tiles)
     cols = min(ncols, len(tiles))
@@ -321,7 +329,8 @@ def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
     and the error names ``path`` and the system's reason.
 
     Raises:
-        ValueError: for a suffix that names no image format PIL can write.
+        ValueError: for a suffix that names no image format PIL can write, or a float
+            image outside 0..1 (0..255, normalised).
         OSError: when the file cannot be written (a full disk, no permission).
 
     >>> import tempfile
@@ -335,7 +344,7 @@ def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
             f"cannot save '{path}': its suffix {path.suffix!r} names no image format PIL can "
             "write (use .png or .jpg)"
         )
-    picture = Image.fromarray(_to_uint8_image(image).permute(1, 2, 0).contiguous().numpy())
+    picture = Image.fromarray(uint8_image(image).permute(1, 2, 0).contiguous().numpy())
     with atomic_write(path) as file:
         picture.save(file, format=image_format)
     return path
