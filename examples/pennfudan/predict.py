@@ -3,10 +3,11 @@
     python examples/pennfudan/predict.py --checkpoint runs/demo/checkpoint_005.pt \\
         --images runs/demo/data/PNGImages --output-dir runs/demo/predict
 
-``--images`` takes folders and image files. Writes one annotated PNG per image,
-``results.json`` (COCO results: ``image_id``, ``category_id``, ``bbox`` as XYWH, ``score``, and
-``segmentation`` as RLE for Mask R-CNN) and ``images.json`` (the COCO ``images`` list: which file
-each ``image_id`` is). A file that cannot be read as an image (not an image, damaged, a folder,
+``--images`` takes folders and image files. Writes one annotated PNG per image (``<stem>.png``;
+``<stem>_<image_id>.png`` when two inputs share a stem, or to spare an input image in the output
+folder), ``results.json`` (COCO results: ``image_id``, ``category_id``, ``bbox`` as XYWH,
+``score``, and ``segmentation`` as RLE for Mask R-CNN) and ``images.json`` (the COCO ``images``
+list: which file each ``image_id`` is, and its ``picture``). A file that cannot be read as an image (not an image, damaged, a folder,
 more pixels than PIL's decompression-bomb limit) is skipped with a one-line message; the others
 are processed and written.
 
@@ -62,7 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--images", type=Path, nargs="+", required=True, help="image files and folders of images"
     )
     parser.add_argument("--output-dir", type=Path, required=True)
-    parser.add_argument("--score-threshold", type=float, default=0.5, help="for the pictures")
+    parser.add_argument(
+        "--score-threshold", type=score_threshold, default=0.5, help="for the pictures (0..1)"
+    )
     parser.add_argument(
         "--thresholds",
         type=Path,
@@ -70,6 +73,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", help="cpu, cuda ... (default: cuda when available)")
     return parser.parse_args(argv)
+
+
+def score_threshold(text: str) -> float:
+    """An argparse type: a score threshold in 0..1 (scores are probabilities: above 1 or NaN
+    no detection would ever be drawn)."""
+    value = float(text)
+    if not 0 <= value <= 1:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be a score in 0..1, got {text}")
+    return value
 
 
 def read_thresholds(path: Path) -> dict[int, float]:
@@ -100,6 +112,12 @@ def read_thresholds(path: Path) -> dict[int, float]:
             f'(e.g. {{"classes": {{"1": {{"threshold": 0.6}}}}}} or {{"1": 0.6}}): '
             f"{one_line(error)}"
         ) from error
+    for label, value in thresholds.items():
+        if not 0 <= value <= 1:  # NaN too
+            raise UserError(
+                f"--thresholds: '{path}' gives class {label} the threshold {value}: scores, "
+                "and so thresholds, lie in 0..1"
+            )
     return thresholds
 
 
@@ -127,6 +145,22 @@ def list_images(inputs: list[Path]) -> list[Path]:
     if not files:
         raise UserError(f"--images: no image files in {', '.join(map(str, inputs))}")
     return files
+
+
+def picture_names(files: list[Path], output_dir: Path) -> list[str]:
+    """The annotated picture's file name for each input: ``<stem>.png``, or
+    ``<stem>_<image_id>.png`` where that name is taken already (``a.png`` and ``a.jpg``, the
+    same name in two folders) or is an input image in ``output_dir`` (never drawn over)."""
+    folder = output_dir.resolve()
+    taken = {path.name.lower() for path in files if path.resolve().parent == folder}
+    names = []
+    for image_id, path in enumerate(files, start=1):
+        name = f"{path.stem}.png"
+        while name.lower() in taken:
+            name = f"{path.stem}_{image_id}.png" if name == f"{path.stem}.png" else f"_{name}"
+        taken.add(name.lower())
+        names.append(name)
+    return names
 
 
 def read_image(path: Path) -> Image.Image:
@@ -171,8 +205,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     has_masks = "segm" in infer_iou_types(model)
 
     images, results, skipped = [], [], []
+    pictures = picture_names(files, args.output_dir)
     with torch.inference_mode():
-        for image_id, path in enumerate(files, start=1):
+        for image_id, (path, name) in enumerate(zip(files, pictures), start=1):
             try:
                 pil = read_image(path)
             except (OSError, ValueError, EOFError) as error:
@@ -191,10 +226,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 picture = draw_prediction(
                     image, shown, score_threshold=-math.inf, label_names=CLASS_NAMES
                 )
-            save_image(picture, args.output_dir / f"{path.stem}.png")
+            save_image(picture, args.output_dir / name)
             images.append(
-                {"id": image_id, "file_name": path.name, "height": pil.height, "width": pil.width}
-            )
+                {"id": image_id, "file_name": path.name, "height": pil.height, "width": pil.width,
+                 "picture": name}
+            )  # fmt: skip
             rows = coco_results([prediction], [image_id], iou_type="bbox")
             if has_masks:
                 for row, segm in zip(rows, coco_results([prediction], [image_id], iou_type="segm")):
