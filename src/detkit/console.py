@@ -77,7 +77,8 @@ def show_output() -> None:
     Called by detkit's training and evaluation loops and by downloads as they start, so the
     decision follows the application's latest configuration. "Configured" means a handler on
     the root logger or on ``"detkit"``. Unconfigured, the level of ``"detkit"`` becomes
-    ``INFO`` unless it was set (by :func:`set_verbosity` or ``setLevel``).
+    ``INFO`` unless it was set (by :func:`set_verbosity` or ``setLevel``); once configured,
+    that ``INFO`` is unset again, but not a level the user set since.
 
     >>> show_output()  # nothing to see here: it only attaches or detaches a handler
     """
@@ -85,9 +86,9 @@ def show_output() -> None:
     if _handled_elsewhere("detkit"):
         if _handler in _LIBRARY.handlers:
             _LIBRARY.removeHandler(_handler)
-        if _level_set_here:
+        if _level_set_here and _LIBRARY.level == logging.INFO:
             _LIBRARY.setLevel(logging.NOTSET)  # the application's own levels apply again
-            _level_set_here = False
+        _level_set_here = False  # a level changed since is the user's: it stays
         return
     if _handler not in _LIBRARY.handlers:
         _LIBRARY.addHandler(_handler)
