@@ -4,6 +4,7 @@ score thresholds that can select something."""
 import json
 
 import common
+import numpy as np
 import predict
 import pytest
 import torch
@@ -79,3 +80,12 @@ def test_thresholds_outside_0_1_are_refused_naming_the_class(tmp_path, monkeypat
     (tmp_path / "t.json").write_text(json.dumps(content))
     with pytest.raises(common.UserError, match=r"t\.json.*class 1.*0\.\.1"):
         run(tmp_path, monkeypatch, [tmp_path / "a.png"], "--thresholds", str(tmp_path / "t.json"))
+
+
+def test_16_bit_images_are_skipped_with_a_message_not_clipped(tmp_path, monkeypatch, capsys):
+    Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(tmp_path / "deep.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
+    _, images = run(tmp_path, monkeypatch, [tmp_path / "deep.png", tmp_path / "plain.png"])
+    assert [entry["file_name"] for entry in images] == ["plain.png"]
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "skipping" in line]
+    assert "deep.png" in line and "'I;16'" in line

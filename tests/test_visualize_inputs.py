@@ -2,8 +2,10 @@
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torchvision import tv_tensors
 
 from detkit.tv_tensors import KeyPointsWithVisibility
@@ -37,6 +39,16 @@ def test_float_images_slightly_outside_0_1_are_clamped():
     canvas = draw_instances(image, torch.zeros(0, 4))
     assert canvas[:, 1, 1].tolist() == [255, 255, 255]
     assert canvas[0, 0, 0] == 0
+
+
+@pytest.mark.parametrize(
+    "array", [np.full((4, 4), 40000, np.uint16), np.full((4, 4), 0.5, np.float32)]
+)
+def test_pil_images_of_more_than_8_bits_are_refused_not_clipped(array):
+    with pytest.raises(ValueError, match=r"image: a PIL image of mode '(I;16|F)'"):
+        draw_instances(Image.fromarray(array), torch.zeros(0, 4))
+    canvas = draw_instances(Image.fromarray(np.full((4, 4), 9, np.uint8)), torch.zeros(0, 4))
+    assert canvas[:, 0, 0].tolist() == [9, 9, 9]
 
 
 def test_boxes_of_another_canvas_are_refused():

@@ -167,7 +167,8 @@ def read_image(path: Path) -> Image.Image:
     """``path`` decoded as RGB, refusing more pixels than PIL's limit before decoding them.
 
     Raises:
-        ValueError: for a folder, or an image above ``PIL.Image.MAX_IMAGE_PIXELS``.
+        ValueError: for a folder, an image above ``PIL.Image.MAX_IMAGE_PIXELS``, or one of
+            more than 8 bits a channel (16-bit PNGs), which RGB would clip.
         OSError: for a missing, unreadable or damaged file, or one that is not an image.
     """
     if path.is_dir():
@@ -186,6 +187,11 @@ def read_image(path: Path) -> Image.Image:
                 raise ValueError(
                     f"{opened.width}x{opened.height} = {pixels} pixels is more than PIL's limit of "
                     f"{limit} (PIL.Image.MAX_IMAGE_PIXELS): a decompression bomb?"
+                )
+            if opened.mode.startswith(("I", "F")):  # convert("RGB") would clip it to 0..255
+                raise ValueError(
+                    f"its pixels are {opened.mode!r} (16- or 32-bit, or float), which RGB would "
+                    "clip to 0..255: convert it to an 8-bit image first"
                 )
             return opened.convert("RGB")
 

@@ -18,8 +18,15 @@ from detkit.types import image_range_problem
 
 def uint8_image(image: Any, name: str = "image") -> torch.Tensor:
     """``image`` (PIL, uint8, or float in 0..1; ``[3, H, W]`` or ``[1, H, W]``) as a CPU
-    uint8 ``Tensor[3, H, W]``; a float one outside 0..1 is refused, never clamped."""
+    uint8 ``Tensor[3, H, W]``; a float one outside 0..1, or a PIL image of more than 8 bits,
+    is refused, never clamped."""
     if isinstance(image, Image.Image):
+        if image.mode.startswith(("I", "F")):  # convert("RGB") clips these to 0..255
+            raise ValueError(
+                f"{name}: a PIL image of mode {image.mode!r} (16- or 32-bit, or float) would "
+                "be clipped to 0..255: scale it to an 8-bit image (or a float tensor in "
+                "0..1) first"
+            )
         return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
     if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] not in (1, 3):
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__

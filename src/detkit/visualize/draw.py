@@ -95,8 +95,8 @@ def draw_instances(
     Args:
         image: PIL image, uint8 ``Tensor[3, H, W]`` or float ``Tensor[3, H, W]`` in 0..1
             (a :class:`~torchvision.tv_tensors.Image` too; ``[1, H, W]`` is grey). A float
-            image in 0..255, or normalised with a mean and standard deviation, is refused
-            rather than clamped to a white or black picture.
+            image in 0..255, or normalised with a mean and standard deviation, and a
+            16-bit or float PIL image are refused rather than clipped.
         boxes: ``Tensor[N, 4]`` XYXY in pixels (a
             :class:`~torchvision.tv_tensors.BoundingBoxes` in any axis-aligned format,
             whose ``canvas_size`` must be the image's). Boxes that all lie within
