@@ -125,3 +125,10 @@ def test_prediction_without_scores_or_of_mismatched_lengths_is_named():
     prediction = {"boxes": BOX, "labels": torch.tensor([1]), "scores": torch.tensor([0.9, 0.8])}
     with pytest.raises(ValueError, match=r"prediction\['scores'\] has 2 entries for 1 boxes"):
         draw_prediction(blank(), prediction)
+
+
+def test_fractional_labels_are_refused_not_truncated():
+    with pytest.raises(ValueError, match=r"labels must be whole numbers .*\[1\.7"):
+        draw_instances(blank(), BOX, torch.tensor([1.7]))
+    whole = draw_instances(blank(), BOX, torch.tensor([2.0]), captions=False)
+    assert torch.equal(whole, draw_instances(blank(), BOX, torch.tensor([2]), captions=False))

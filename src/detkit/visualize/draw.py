@@ -155,6 +155,8 @@ def draw_instances(
     )
     if labels.shape[0] != num:
         raise ValueError(f"labels has {labels.shape[0]} entries for {num} boxes")
+    if labels.is_floating_point() and not bool((labels == labels.round()).all()):
+        raise ValueError(f"labels must be whole numbers (class ids), got {labels.tolist()[:5]}")
     if scores is not None:
         scores = plain(scores).detach().cpu().reshape(-1)
         if scores.shape[0] != num:
