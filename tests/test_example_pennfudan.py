@@ -416,6 +416,10 @@ def test_bad_arguments_are_one_line_and_status_2(tmp_path, capsys):
     status, err = cli(capsys, train.main, ["--epochs", "many"])
     assert status == 2
     assert_one_line(err, "argument --epochs: invalid positive_int value: 'many'")
+    # A percentage where a score is meant would draw no detection in the pictures.
+    status, err = cli(capsys, train.main, tiny_demo(tmp_path, "--score-threshold", "62"))
+    assert status == 2
+    assert_one_line(err, "argument --score-threshold: must be a score in 0..1, got 62")
 
 
 def test_a_full_disk_is_one_line_but_a_bug_keeps_its_traceback(tmp_path, capsys, monkeypatch):

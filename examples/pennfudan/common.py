@@ -51,6 +51,15 @@ def positive_int(text: str) -> int:
     return value
 
 
+def score_threshold(text: str) -> float:
+    """An argparse type: a score threshold in 0..1 (scores are probabilities: above 1 or NaN
+    no detection would ever be drawn)."""
+    value = float(text)
+    if not 0 <= value <= 1:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be a score in 0..1, got {text}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """An argparse type: an integer of at least 0."""
     value = int(text)

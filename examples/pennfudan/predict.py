@@ -38,6 +38,7 @@ from common import (
     check_output_dir,
     one_line,
     run_cli,
+    score_threshold,
 )
 from detectors import load_trained
 from PIL import Image
@@ -73,15 +74,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", help="cpu, cuda ... (default: cuda when available)")
     return parser.parse_args(argv)
-
-
-def score_threshold(text: str) -> float:
-    """An argparse type: a score threshold in 0..1 (scores are probabilities: above 1 or NaN
-    no detection would ever be drawn)."""
-    value = float(text)
-    if not 0 <= value <= 1:  # NaN too
-        raise argparse.ArgumentTypeError(f"must be a score in 0..1, got {text}")
-    return value
 
 
 def read_thresholds(path: Path) -> dict[int, float]:

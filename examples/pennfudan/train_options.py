@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import ArgumentParser, UserError, non_negative_int, positive_int
+from common import ArgumentParser, UserError, non_negative_int, positive_int, score_threshold
 from detectors import MODELS
 
 
@@ -146,7 +146,9 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
         default=8,
         help="test images to draw predictions on",
     )
-    group.add_argument("--score-threshold", type=float, default=0.5, help="for the pictures")
+    group.add_argument(
+        "--score-threshold", type=score_threshold, default=0.5, help="for the pictures (0..1)"
+    )
 
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
