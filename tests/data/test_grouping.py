@@ -126,6 +126,38 @@ def test_fallback_loads_samples_with_a_warning_that_says_how_to_avoid_it():
         np.testing.assert_allclose(compute_aspect_ratios(dataset, [2, 0]), [1.0, 2.0])
 
 
+class SizedDataset(torch.utils.data.Dataset):
+    """Gives its sizes through get_height_and_width, as detkit's datasets do."""
+
+    def __init__(self, sizes):
+        self.sizes = sizes
+
+    def __len__(self):
+        return len(self.sizes)
+
+    def get_height_and_width(self, idx):
+        return self.sizes[idx]
+
+    def __getitem__(self, idx):
+        height, width = self.sizes[idx]
+        return torch.zeros(3, height, width), {"image_id": idx}
+
+
+def test_subset_with_negative_indices_reads_the_samples_it_loads():
+    # Subset passes its indices on as they are, and ConcatDataset counts a negative index
+    # from its end: the ratio must be that of the image the subset actually loads.
+    concat = ConcatDataset([SizedDataset([(10, 10), (10, 20)]), SizedDataset([(10, 40), (10, 80)])])
+    subset = Subset(concat, [-1, 0, -3])
+    expected = [subset[i][0].shape[2] / subset[i][0].shape[1] for i in range(3)]
+    assert expected == [8.0, 1.0, 2.0]
+    assert compute_aspect_ratios(subset).tolist() == expected
+    plain = Subset(ConcatDataset([PlainDataset([(10, 10)]), PlainDataset([(10, 30)])]), [-1])
+    with pytest.warns(UserWarning):
+        assert compute_aspect_ratios(plain).tolist() == [3.0]
+    with pytest.raises(ValueError, match=r"Subset.*index -5.*4 samples"):
+        compute_aspect_ratios(Subset(concat, [-5]))
+
+
 def test_fallback_in_worker_processes_sends_back_sizes():
     dataset = PlainDataset([(10, 20), (30, 15), (8, 8), (9, 27)])
     with pytest.warns(UserWarning):

@@ -157,7 +157,7 @@ def _sizes(dataset: Any, positions: np.ndarray, num_workers: int) -> np.ndarray:
         return np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
     if isinstance(dataset, torch.utils.data.Subset):
         mapped = np.asarray([int(dataset.indices[int(i)]) for i in positions], dtype=np.int64)
-        return _sizes(dataset.dataset, mapped, num_workers)
+        return _sizes(dataset.dataset, _from_end(mapped, dataset), num_workers)
     if isinstance(dataset, torch.utils.data.ConcatDataset):
         return _concat_sizes(dataset, positions, num_workers)
     coco: Any = getattr(dataset, "coco", None)
@@ -174,6 +174,22 @@ def _sizes(dataset: Any, positions: np.ndarray, num_workers: int) -> np.ndarray:
                 sizes.append(image.size[::-1])
         return np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
     return _decoded_sizes(dataset, positions, num_workers)
+
+
+def _from_end(mapped: np.ndarray, subset: Any) -> np.ndarray:
+    """A Subset's indices into its dataset, negative ones counted from its end as indexing
+    does (``ConcatDataset`` and lists would read them so; the wrapped dataset's
+    ``get_height_and_width`` and the ``ConcatDataset`` mapping here might not)."""
+    if not (mapped < 0).any():
+        return mapped
+    length = len(subset.dataset)
+    bad = mapped < -length
+    if bad.any():
+        raise ValueError(
+            f"Subset of {type(subset.dataset).__name__} holds index {int(mapped[bad][0])}, out "
+            f"of range for its {length} samples"
+        )
+    return np.where(mapped < 0, mapped + length, mapped)
 
 
 def _concat_sizes(dataset: Any, positions: np.ndarray, num_workers: int) -> np.ndarray:
