@@ -365,6 +365,24 @@ def test_sanitize_drops_nan_and_handles_empty_targets():
         T.SanitizeBoxes(min_size=-1)
 
 
+@pytest.mark.parametrize("count", [2, 40])  # the per-box and the vectorized checks
+def test_sanitize_recomputes_the_area_of_the_boxes_it_clamps(count):
+    # Without masks the area is the box's (the contract); a clamped box is smaller.
+    boxes = torch.tensor([[-2.0, 0.0, 4.0, 4.0], [1.0, 1.0, 3.0, 9.0]]).repeat(count // 2, 1)
+    target = {
+        "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(5, 5)),
+        "labels": torch.ones(count, dtype=torch.int64),
+        "area": box_area(boxes).to(torch.float64),
+        "image_id": 3,
+    }
+    for sanitize in (T.SanitizeBoxes(), T.Compose([T.SanitizeBoxes()])):
+        _, out = sanitize(torch.zeros(3, 5, 5), target)
+        assert out["boxes"][:2].tolist() == [[0.0, 0.0, 4.0, 4.0], [1.0, 1.0, 3.0, 5.0]]
+        assert out["area"].tolist() == [16.0, 8.0] * (count // 2)
+        assert out["area"].dtype == torch.float64
+    assert target["area"].tolist() == [24.0, 16.0] * (count // 2)  # the input is untouched
+
+
 finite_or_not = st.one_of(
     st.floats(-5, 40, width=32), st.sampled_from([float("nan"), float("inf"), -float("inf")])
 )

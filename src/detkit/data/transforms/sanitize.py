@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torchvision import tv_tensors
 
-from detkit.data.transforms.core import Transform, check_sample, select_instances
+from detkit.data.transforms.core import Transform, check_sample, recompute_area, select_instances
 from detkit.tv_tensors import plain
 from detkit.types import sample_name
 
@@ -35,7 +35,8 @@ class SanitizeBoxes(Transform):
     ``min_size``, or area below ``min_area``; when it has a mask that is empty (the object
     was cropped away while its clipped box survived) and ``drop_empty_masks``; and, without
     ``clamp``, when its box pokes out of the canvas. With ``clamp`` (default), boxes are
-    first clipped to ``[0, W] x [0, H]``.
+    first clipped to ``[0, W] x [0, H]``, and the ``area`` of a clipped box is recomputed
+    when the target has no masks (the contract's box area; a mask's pixel count is kept).
 
     Args:
         min_size: smallest width and height kept, in pixels.
@@ -96,6 +97,8 @@ class SanitizeBoxes(Transform):
                 if isinstance(like, tv_tensors.TVTensor)
                 else clamped
             )
+            if target.get("masks") is None:  # a mask's pixel count never changes by clamping
+                out = recompute_area(out, (clamped != boxes.to(clamped.dtype)).any(dim=1))
         masks = target.get("masks")
         if self.drop_empty_masks and masks is not None and masks.shape[0]:
             if masks[0].numel():
