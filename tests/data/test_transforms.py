@@ -374,6 +374,34 @@ def test_photometric_and_conversions_leave_the_target_alone():
         old(array, None)
 
 
+def test_float_images_outside_0_1_are_refused_where_they_would_be_hidden():
+    # A float image in 0..255: colour jitter clamped it to 0..1 (a washed-out image that
+    # then passed every range check) and ToDtype(scale=True) passed it on unscaled.
+    target = {**make_target([[0, 0, 2, 2]], height=4, width=4), "image_id": 7}
+    image = random_image(1, 4, 4).float()
+    cases = [
+        (T.RandomPhotometricDistort(p=1.0), "RandomPhotometricDistort: sample image_id=7"),
+        (T.ToDtype(torch.float32, scale=True), r"ToDtype\(scale=True\): sample image_id=7"),
+        (T.ToDtype(torch.float16, scale=True), "divide it by 255"),
+        (T.ssd_preset(), "wash this one out"),
+        (T.eval_preset(), "rescales integer images only"),
+    ]
+    for transform, message in cases:
+        with pytest.raises(ValueError, match=message):
+            transform(image, target)
+    normalised = (image / 255 - 0.45) / 0.225
+    with pytest.raises(ValueError, match=r"values in \[-\d\.\d+, 2\.\d+\], not 0..1"):
+        T.RandomPhotometricDistort(p=1.0)(normalised, None)
+    with pytest.raises(ValueError, match="contains NaN"):
+        T.ToDtype(torch.float32, scale=True)(torch.full((3, 2, 2), float("nan")), None)
+    # Images in 0..1 (and uint8 ones) pass as before.
+    torch.manual_seed(0)
+    unit = image / 255
+    assert T.RandomPhotometricDistort(p=1.0)(unit, target)[0].dtype == torch.float32
+    assert T.ToDtype(torch.float32, scale=True)(unit, target)[0] is unit
+    assert T.ToDtype(torch.float32)(image, target)[0] is image  # no scale asked, no check
+
+
 @pytest.mark.parametrize(
     "transform",
     [T.RandomHorizontalFlip(1.0), T.Resize((16, 16)), T.SanitizeBoxes()],

@@ -15,6 +15,7 @@ from torchvision.transforms.v2 import functional as F
 
 from detkit.data.transforms.core import Transform
 from detkit.tv_tensors import plain
+from detkit.types import image_range_problem, sample_name
 
 __all__ = [
     "PILToTensor",
@@ -30,6 +31,22 @@ class _ImageOnly(Transform):
 
     def _transform(self, image: Any, target: Mapping[str, Any] | None) -> tuple[Any, Any]:
         return self._image(image), None if target is None else dict(target)
+
+
+def _check_float_range(image: Any, target: Any, name: str, consequence: str) -> None:
+    """Refuse a float image outside ``0..1`` (:func:`detkit.types.image_range_problem`), for
+    a transform that would hide the mistake from the checks downstream."""
+    problem = image_range_problem(image)
+    if problem is None:
+        return
+    if problem.startswith("contains"):  # NaN or infinite values
+        raise ValueError(f"{name}: {sample_name(target)}: the image {problem}")
+    # The problem's advice names ToDtype, which cannot help here: the span alone.
+    low, high = (float(v) for v in torch.aminmax(plain(image).detach()))
+    problem = f"holds values in [{low:.4g}, {high:.4g}], not 0..1"
+    raise ValueError(
+        f"{name}: {sample_name(target)}: the {image.dtype} image {problem}. {consequence}"
+    )
 
 
 class ToImage(_ImageOnly):
@@ -105,6 +122,8 @@ class ToDtype(_ImageOnly):
 
     Raises:
         TypeError: for a PIL image (convert it with :class:`ToImage` first).
+        ValueError: with ``scale``, for a float image outside ``0..1`` (values in
+            ``0..255``, say: ``scale`` rescales integer images only), naming the sample.
 
     >>> white = torch.full((3, 1, 1), 255, dtype=torch.uint8)
     >>> image, _ = ToDtype(torch.float32, scale=True)(white, None)
@@ -120,6 +139,17 @@ class ToDtype(_ImageOnly):
 
     def _repr_args(self) -> dict[str, Any]:
         return {"dtype": self.dtype, "scale": self.scale}
+
+    def _transform(self, image: Any, target: Mapping[str, Any] | None) -> tuple[Any, Any]:
+        if self.scale and isinstance(image, torch.Tensor) and image.is_floating_point():
+            _check_float_range(
+                image,
+                target,
+                "ToDtype(scale=True)",
+                "scale=True rescales integer images only: a float image must already be in "
+                "0..1. Give the image as uint8, or divide it by 255 first",
+            )
+        return super()._transform(image, target)
 
     def _image(self, image: Any) -> torch.Tensor:
         if not isinstance(image, torch.Tensor):
@@ -145,6 +175,10 @@ class RandomPhotometricDistort(_ImageOnly):
         saturation: ``(min, max)`` saturation factor.
         hue: ``(min, max)`` hue shift, within ``[-0.5, 0.5]``.
         p: probability of each distortion.
+
+    Raises:
+        ValueError: for a float image outside ``0..1`` (its colour changes would clamp it
+            into ``0..1`` and wash it out), naming the sample.
 
     >>> torch.manual_seed(0) is not None
     True
@@ -175,6 +209,16 @@ class RandomPhotometricDistort(_ImageOnly):
 
     def _repr_args(self) -> dict[str, Any]:
         return self._args
+
+    def _transform(self, image: Any, target: Mapping[str, Any] | None) -> tuple[Any, Any]:
+        _check_float_range(
+            image,
+            target,
+            type(self).__name__,
+            "Its colour changes clamp float images to 0..1, which would wash this one out. "
+            "Give the image as uint8 (put the distortion before ToDtype), or in 0..1",
+        )
+        return super()._transform(image, target)
 
     def _image(self, image: Any) -> Any:
         if isinstance(image, tv_tensors.TVTensor):
