@@ -383,6 +383,27 @@ def test_sanitize_recomputes_the_area_of_the_boxes_it_clamps(count):
     assert target["area"].tolist() == [24.0, 16.0] * (count // 2)  # the input is untouched
 
 
+def test_an_area_that_is_not_the_box_area_keeps_its_proportion_without_masks():
+    # A COCO file's area is the segmentation's (here half the box); without masks the
+    # transforms can only scale it with the box, not replace it with the box area.
+    boxes = torch.tensor([[0.0, 0.0, 40.0, 20.0], [10.0, 4.0, 30.0, 14.0]])
+    target = {
+        "boxes": boxes,
+        "labels": torch.tensor([1, 2]),
+        "area": torch.tensor([400.0, 200.0]),  # half of 800, the box area of 200
+        "image_id": 1,
+    }
+    image = torch.zeros(3, 20, 40, dtype=torch.uint8)
+    for resize in (T.Resize((10, 20)), T.Compose([T.Resize((10, 20))])):
+        _, out = resize(image, target)
+        assert out["boxes"].tolist() == [[0.0, 0.0, 20.0, 10.0], [5.0, 2.0, 15.0, 7.0]]
+        assert out["area"].tolist() == [100.0, 50.0]
+    shifted = {**target, "boxes": boxes + torch.tensor([20.0, 0.0, 20.0, 0.0])}
+    _, out = T.SanitizeBoxes()(image, shifted)  # both boxes lose half their width
+    assert out["boxes"][0].tolist() == [20.0, 0.0, 40.0, 20.0]
+    assert out["area"].tolist() == [200.0, 100.0]
+
+
 finite_or_not = st.one_of(
     st.floats(-5, 40, width=32), st.sampled_from([float("nan"), float("inf"), -float("inf")])
 )

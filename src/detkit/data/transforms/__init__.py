@@ -12,7 +12,8 @@ lacks:
 * keypoints ``Tensor[N, K, 3]`` keep their visibility through every geometric transform,
   points leaving the image become ``(0, 0, 0)``, and flips swap left and right keypoints
   (``flip_indices``; a flip of keypoints without a permutation is an error);
-* ``area`` is recomputed after geometric transforms (from masks, else from boxes);
+* ``area`` is recomputed after geometric transforms (from masks, else scaled with the
+  boxes);
 * instances are dropped from every per-instance field at once (boxes, labels, masks,
   keypoints, area, iscrowd and the fields you declare with ``instance_fields=``), whichever
   transform drops them (``v2.SanitizeBoundingBoxes`` included);

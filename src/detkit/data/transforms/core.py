@@ -268,14 +268,28 @@ def _image_size(image: ImageLike, name: str) -> tuple[int, int]:
     return image_size(image)
 
 
-def recompute_area(target: Mapping[str, Any], rows: torch.Tensor | None = None) -> dict[str, Any]:
+def recompute_area(
+    target: Mapping[str, Any],
+    rows: torch.Tensor | None = None,
+    *,
+    boxes_before: torch.Tensor | None = None,
+) -> dict[str, Any]:
     """A new target whose ``area`` is recomputed: from the masks, else from the boxes.
 
     Only when the target has an ``area``; ``rows`` (a boolean ``Tensor[N]``) limits the
     recomputation to some instances (the others keep theirs). The dtype and class are kept.
 
-    >>> recompute_area({"boxes": torch.tensor([[0.0, 0, 2, 3]]), "area": torch.tensor([1.0])})["area"]
+    Without masks, ``boxes_before`` (``Tensor[N, 4]``, the boxes before the transform)
+    scales each area by its box's change of area instead: an area that is not the box's
+    (a COCO file's segmentation area) keeps its proportion to the box, and a box area stays
+    the box area. An instance whose earlier box had no area gets its box area.
+
+    >>> boxes = torch.tensor([[0.0, 0, 2, 3]])
+    >>> recompute_area({"boxes": boxes, "area": torch.tensor([1.0])})["area"]
     tensor([6.])
+    >>> target = {"boxes": boxes, "area": torch.tensor([6.0])}
+    >>> recompute_area(target, boxes_before=boxes * 2)["area"]  # a quarter of 6
+    tensor([1.5000])
     """
     out = dict(target)
     area = target.get("area")
@@ -283,17 +297,20 @@ def recompute_area(target: Mapping[str, Any], rows: torch.Tensor | None = None) 
         return out
     masks = target.get("masks")
     if rows is None:
-        new = masks_area(plain(masks)) if masks is not None else box_area(plain(target["boxes"]))
-    else:
-        new = plain(area).clone()
-        if bool(rows.any()):
-            index = rows.to(new.device)
-            fresh = (
-                masks_area(plain(masks)[rows.to(masks.device)])
-                if masks is not None
-                else box_area(plain(target["boxes"])[rows])
-            )
-            new[index] = fresh.to(new.dtype)
+        rows = torch.ones(area.shape[0], dtype=torch.bool)
+    new = plain(area).clone()
+    if bool(rows.any()):
+        if masks is not None:
+            fresh = masks_area(plain(masks)[rows.to(masks.device)])
+        else:
+            boxes = plain(target["boxes"])
+            fresh = box_area(boxes[rows.to(boxes.device)])
+            if boxes_before is not None:
+                old = box_area(plain(boxes_before)[rows.to(boxes_before.device)]).to(fresh)
+                given = plain(area)[rows.to(area.device)].to(fresh)
+                usable = (old > 0) & torch.isfinite(given) & (given != old)
+                fresh = torch.where(usable, given * fresh / old.clamp(min=1e-12), fresh)
+        new[rows.to(new.device)] = fresh.to(new)
     new = new.to(area.dtype)
     out["area"] = tv_tensors.wrap(new, like=area) if isinstance(area, tv_tensors.TVTensor) else new
     return out

@@ -277,9 +277,11 @@ def _after_geometry(
     if bool(collapsed.any()):
         target = drop_collapsed(target)
         keep = ~collapsed
-        sizes, sizes_before = sizes[keep], sizes_before[keep]
+        sizes, sizes_before, before = sizes[keep], sizes_before[keep], before[keep]
     resized = (sizes != sizes_before).any(1)
-    return recompute_area(target, resized) if bool(resized.any()) else target
+    if not bool(resized.any()):
+        return target
+    return recompute_area(target, resized, boxes_before=before)
 
 
 def _check_canvas(image: Any, target: Mapping[str, Any], where: str) -> None:

@@ -35,8 +35,9 @@ class SanitizeBoxes(Transform):
     ``min_size``, or area below ``min_area``; when it has a mask that is empty (the object
     was cropped away while its clipped box survived) and ``drop_empty_masks``; and, without
     ``clamp``, when its box pokes out of the canvas. With ``clamp`` (default), boxes are
-    first clipped to ``[0, W] x [0, H]``, and the ``area`` of a clipped box is recomputed
-    when the target has no masks (the contract's box area; a mask's pixel count is kept).
+    first clipped to ``[0, W] x [0, H]``, and without masks the ``area`` of a clipped box
+    shrinks with it (:func:`~detkit.data.transforms.core.recompute_area`; a mask's pixel
+    count is kept).
 
     Args:
         min_size: smallest width and height kept, in pixels.
@@ -98,7 +99,8 @@ class SanitizeBoxes(Transform):
                 else clamped
             )
             if target.get("masks") is None:  # a mask's pixel count never changes by clamping
-                out = recompute_area(out, (clamped != boxes.to(clamped.dtype)).any(dim=1))
+                changed = (clamped != boxes.to(clamped.dtype)).any(dim=1)
+                out = recompute_area(out, changed, boxes_before=boxes)
         masks = target.get("masks")
         if self.drop_empty_masks and masks is not None and masks.shape[0]:
             if masks[0].numel():
