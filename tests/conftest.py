@@ -50,7 +50,9 @@ def _serve(routes, tls=None):
                 return
             body, headers = route if isinstance(route, tuple) else (route, {})
             self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header(
+                "Content-Type", headers.get("Content-Type", "application/octet-stream")
+            )
             self.send_header("Content-Length", headers.get("Content-Length", str(len(body))))
             self.end_headers()
             self.wfile.write(body)
@@ -73,7 +75,7 @@ def http_server():
     """A local HTTP server on 127.0.0.1 serving ``routes``: ``{path: bytes or (bytes, headers)}``.
 
     A route given as ``(body, {"Content-Length": "999"})`` lets a test announce more bytes than
-    it sends, i.e. simulate a transfer cut short.
+    it sends, i.e. simulate a transfer cut short; ``"Content-Type"`` sets the type sent.
     """
     routes: dict[str, object] = {}
     server, base = _serve(routes)

@@ -64,6 +64,28 @@ def test_truncated_transfer_leaves_nothing(http_server, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_web_page_instead_of_the_file_is_refused_and_leaves_nothing(http_server, tmp_path):
+    # A share link's login or virus-scan page came back as 'data.zip', without a word.
+    base, routes = http_server
+    page = b"<html><body>Sign in to continue</body></html>"
+    routes["/data.zip"] = (page, {"Content-Type": "text/html; charset=utf-8"})
+    with pytest.raises(DownloadError, match=r"data\.zip.*web page \(Content-Type text/html\)"):
+        download_file(f"{base}/data.zip", tmp_path / "data.zip")
+    with pytest.raises(DownloadError, match=r"sha256 mismatch.*sent a web page"):
+        download_file(f"{base}/data.zip", tmp_path / "data.zip", sha256="0" * 64)
+    assert list(tmp_path.iterdir()) == []
+    # A page asked for, and a file whose checks pass, are kept whatever their type.
+    assert download_file(f"{base}/data.zip", tmp_path / "page.html").read_bytes() == page
+    sha256 = hashlib.sha256(page).hexdigest()
+    assert download_file(f"{base}/data.zip", tmp_path / "x.zip", sha256=sha256).exists()
+
+
+def test_an_unreadable_content_length_is_an_unknown_size(http_server, tmp_path):
+    base, routes = http_server
+    routes["/data.zip"] = (GOOD, {"Content-Length": "many"})
+    assert download_file(f"{base}/data.zip", tmp_path / "data.zip").read_bytes() == GOOD
+
+
 def test_http_error(http_server, tmp_path):
     base, _ = http_server
     with pytest.raises(DownloadError, match="HTTP 404"):

@@ -88,7 +88,9 @@ def download_file(
     replaces ``path`` only once the transfer is complete and every given check passes, so an
     interrupted or corrupt download never leaves a half-written ``path``; the temporary file
     of a killed download is removed by the next write into that folder. A transfer shorter
-    than the server's ``Content-Length`` is an error.
+    than the server's ``Content-Length`` is an error, and so is a web page (``Content-Type``
+    ``text/html``, a login or virus-scan page of a share link) where ``path`` is not an
+    ``.html`` file, unless the given checks pass.
 
     Args:
         url: what to fetch (``http(s)://`` or ``file://``).
@@ -104,7 +106,7 @@ def download_file(
     Raises:
         DownloadError: naming the URL and what went wrong (unreachable / offline, HTTP error,
             a TLS certificate that cannot be verified, truncated transfer, size or checksum
-            mismatch).
+            mismatch, a web page instead of the file).
         OSError: when ``path`` cannot be written (a full disk, no permission), naming it.
 
     >>> import tempfile
@@ -156,7 +158,8 @@ def _fetch(
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
         raise _unreachable(url, path, exc) from exc
     with response, atomic_write(path) as out, _Progress(url, path, response) as progress:
-        announced = response.headers.get("Content-Length")
+        announced = progress.total
+        page = _html_page(response, path)
         while True:
             # Network errors become DownloadError here; an OSError from out.write is a local
             # write failure (a full disk), which atomic_write reports naming ``path``.
@@ -175,7 +178,7 @@ def _fetch(
             progress.update(len(chunk))
             for digest in digests.values():
                 digest.update(chunk)
-        if announced is not None and received != int(announced):
+        if announced is not None and received != announced:
             raise DownloadError(
                 f"downloading {url}: the transfer was cut short ({received} of {announced} bytes)"
             )
@@ -183,9 +186,23 @@ def _fetch(
         if mismatches:
             raise DownloadError(
                 f"downloading {url}: {'; '.join(mismatches)}; the file is corrupt or not the "
-                "expected one"
+                f"expected one{page}"
             )
+        if page and not (sha256 or md5 or size is not None):
+            raise DownloadError(f"downloading {url}: not saved to '{path}'{page}")
     return received
+
+
+def _html_page(response: Any, path: Path) -> str:
+    """A sentence when the server answered with a web page where ``path`` wants a file."""
+    kind = response.headers.get_content_type()
+    if kind != "text/html" or path.suffix.lower() in (".html", ".htm"):
+        return ""
+    return (
+        ": the server sent a web page (Content-Type text/html), not the file, as a login, "
+        "consent or virus-scan page does (share links of cloud drives often give one); "
+        "fetch the file with a browser and place it there, or use a direct download link"
+    )
 
 
 class _Progress:
