@@ -19,10 +19,13 @@ boxes         float ``[N, 4]``        ``x1, y1, x2, y2`` (XYXY) in continuous pi
 labels        int64 ``[N]``           class of each instance; ``0`` is background, never a label
 masks         uint8 ``[N, H, W]``     one binary mask per instance (optional)
 keypoints     float ``[N, K, 3]``     ``x, y, visibility`` per keypoint (optional)
-area          float ``[N]``           mask pixel count where masks exist, else box area
+area          float ``[N]``           mask pixel count with masks, else the annotation's area
 iscrowd       int64 ``[N]``           ``1`` marks a crowd region (ignored in COCO evaluation)
 image_id      ``int``                 identifies the image; a 0-d integer tensor is accepted
 ============  ======================  ==========================================================
+
+Without masks, ``area`` is the one the annotation gives (a COCO file's segmentation area),
+else the box area; geometric transforms scale it with its box.
 
 **Carriers.** Datasets carry the fields as :mod:`torchvision.tv_tensors`, as torchvision's
 own detection tutorial does, so that every ``torchvision.transforms.v2`` transform moves the

@@ -36,8 +36,7 @@ class SanitizeBoxes(Transform):
     was cropped away while its clipped box survived) and ``drop_empty_masks``; and, without
     ``clamp``, when its box pokes out of the canvas. With ``clamp`` (default), boxes are
     first clipped to ``[0, W] x [0, H]``, and without masks the ``area`` of a clipped box
-    shrinks with it (:func:`~detkit.data.transforms.core.recompute_area`; a mask's pixel
-    count is kept).
+    shrinks in proportion to the box's (a mask's pixel count is kept).
 
     Args:
         min_size: smallest width and height kept, in pixels.
