@@ -115,9 +115,9 @@ def table(iou_type: str, rows) -> None:
             f"detkit CPU per image, largest / smallest size: {per_image[-1] / per_image[0]:.2f}"
             " (flat: 1)"
         )
-        for images, _ in ours:
-            for label, pick in (("max", max), ("median", statistics.median)):
-                _memory_line(rows, images, label, pick)
+    for images, _ in ours:  # with a single size too
+        for label, pick in (("max", max), ("median", statistics.median)):
+            _memory_line(rows, images, label, pick)
 
 
 def _memory_line(rows, images: int, label: str, pick) -> None:
