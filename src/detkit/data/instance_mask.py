@@ -312,7 +312,8 @@ class InstanceMaskDataset(TransformedSamples, torch.utils.data.Dataset):
         ``void_ids`` pixels read as background)."""
         if len(self._void_ids):
             void = np.isin(id_mask, self._void_ids)
-            id_mask = np.where(void, 0, id_mask).astype(id_mask.dtype) if void.any() else id_mask
+            if void.any():
+                id_mask = np.where(void, 0, id_mask).astype(id_mask.dtype, copy=False)
         ids, present, boxes, areas = split_id_mask(id_mask)
         if not self._warned_void and len(ids) > 1 and ids[-1] == 255 and ids[-2] != 254:
             self._warned_void = True

@@ -265,18 +265,17 @@ def _categories(values: list, counts, image_ids, labels: LabelMap, what: str) ->
                 f"integral values), got {floats[row]}"
             )
         column = floats.astype(np.int64)
-    if what == "targets" and labels.mapping is None and not labels.warned_zero:
-        zero = np.flatnonzero(column == 0)
-        if len(zero):
-            labels.warned_zero = True
-            where = _where(what, _row_image(int(zero[0]), counts), image_ids)
-            logger.warning(
-                "%s: ground-truth label 0, which torchvision's detectors keep for background "
-                "(so no model predicts it), is evaluated as category 0: its instances count as "
-                "missed. Shift labels to start at 1, or pass label_to_category (with 0) if 0 is "
-                "a class of your model. Said once",
-                where,
-            )
+    # column.all(): one reduction, no array made, unless some label is 0.
+    if what == "targets" and labels.mapping is None and not labels.warned_zero and not column.all():
+        labels.warned_zero = True
+        first = int(np.flatnonzero(column == 0)[0])
+        logger.warning(
+            "%s: ground-truth label 0, which torchvision's detectors keep for background "
+            "(so no model predicts it), is evaluated as category 0: its instances count as "
+            "missed. Shift labels to start at 1, or pass label_to_category (with 0) if 0 is "
+            "a class of your model. Said once",
+            _where(what, _row_image(first, counts), image_ids),
+        )
     try:
         return labels(column, what)
     except ValueError:
