@@ -120,3 +120,46 @@ def test_hundreds_of_masks_in_one_image():
     for backend in BACKENDS:
         metrics = run(backend, "segm", [prediction], [target], max_dets=(1, 10, 100))
         assert_equal_to_pycocotools(metrics, reference, "segm")
+
+
+@pytest.mark.skipif("hotcoco" not in BACKENDS, reason="needs hotcoco (pip install detkit[fast])")
+@pytest.mark.parametrize("iou_type", ["bbox", "keypoints"])
+def test_hotcoco_summary_equals_pycocotools_at_scale(iou_type):
+    """With COCO's standard parameters the hotcoco backend takes its statistics from
+    hotcoco's own summary, not from the precision arrays. Over many classes and images a
+    mean adds thousands of values, and the order of the additions decides its last bit: the
+    summary's must still be pycocotools', class by class."""
+    options = {"max_gt": 12, "num_classes": 25, "max_side": 400, "empty_predictions": 0.1}
+    predictions, targets = _detection_case(np.random.default_rng(7), iou_type, 300, options)
+    reference = pycocotools_eval(*coco_dicts(predictions, targets, iou_type), iou_type)
+    metrics = run("hotcoco", iou_type, predictions, targets, batch_size=16)
+    assert_equal_to_pycocotools(metrics, reference, iou_type)
+    assert sum(ap > 0 for ap in metrics[iou_type]["per_class_AP"].values()) >= 20
+
+
+@pytest.mark.skipif("hotcoco" not in BACKENDS, reason="needs hotcoco (pip install detkit[fast])")
+def test_hotcoco_summary_only_for_standard_params(monkeypatch):
+    """hotcoco's summary holds COCO's standard statistics only: with other max_dets, area
+    ranges or IoU thresholds the statistics come from the arrays, and still equal the
+    pycocotools backend's."""
+    import detkit.evaluation.backends as backends
+
+    routes = []
+    summary = backends._hotcoco_summary
+    monkeypatch.setattr(
+        backends,
+        "_hotcoco_summary",
+        lambda result, params: (
+            routes.append(backends.standard_params(params)) or summary(result, params)
+        ),
+    )
+    predictions, targets = _detection_case(np.random.default_rng(3), "bbox", 8, {})
+    for options in (
+        {},
+        {"max_dets": (1, 10, 300)},
+        {"iou_thresholds": [0.5, 0.75]},
+        {"area_ranges": {"all": (0, 1e10), "tiny": (0, 16**2)}},
+    ):
+        expected = run("pycocotools", "bbox", predictions, targets, **options)
+        assert run("hotcoco", "bbox", predictions, targets, **options) == expected
+    assert routes == [True, False, False, False]

@@ -22,7 +22,7 @@ from detkit.evaluation import backends
 from detkit.evaluation._analyses import ap_intervals, empty_columns, undefined_intervals
 from detkit.evaluation._matching import MATCHED_IOU_TYPES, match
 from detkit.evaluation._params import EvalParams, LabelMap, check_sigmas
-from detkit.evaluation._stats import compute_stats, undefined_stats
+from detkit.evaluation._stats import undefined_stats
 from detkit.evaluation._store import Block, gather_to_main
 from detkit.evaluation._table import Annotations
 from detkit.evaluation.ground_truth import GroundTruthIndex
@@ -135,8 +135,7 @@ class Selection:
                 result[iou_type] = undefined_stats(params)
             else:
                 with backends.quiet(verbose):
-                    precision, recall = backends.evaluate(backend, images, gt, dt, params)
-                result[iou_type] = compute_stats(precision, recall, params)
+                    result[iou_type] = backends.statistics(backend, images, gt, dt, params)
             if bootstrap is not None and iou_type in MATCHED_IOU_TYPES:
                 matching = match(images, gt, dt, params) if params.category_ids else None
                 result[iou_type].update(
