@@ -17,9 +17,12 @@ rounds interleave the methods, so each round's ratios compare runs made under th
 (these machines are shared). Both wall and CPU seconds (the process's, the mask generation's
 subtracted) are reported as median [min-max] over the rounds, and the ratios of the medians
 with the range of the per-round ratios: on a loaded two-core machine a process gets a varying
-share of a core, so CPU time is the steadier measure and wall time the one a user waits. Memory is the subprocess's peak resident set (``ru_maxrss``) and that peak over
-the resident set just before timing (the generated data and the libraries excluded); each
-round runs under its own fixed memory layout (``layout_command``). Every
+share of a core, so CPU time is the steadier measure and wall time the one a user waits.
+Page faults (median) count the fresh memory pages a run touched: on a virtual machine that
+hands freed memory back to its host each costs 10 µs or more, and they explain much of the
+spread between rounds. Memory is the subprocess's peak resident set (``ru_maxrss``) and that
+peak over the resident set just before timing (the generated data and the libraries
+excluded); each round runs under its own fixed memory layout (``layout_command``). Every
 method's statistics are compared with ``detkit-pycocotools`` (exactly: difference 0).
 
 Goals (issue 17): segm at most 0.7x the time of hotcoco's integration; bbox at most 1.2x
@@ -85,12 +88,15 @@ def worker(method: str, workload: dict) -> dict:
     options = {k: v for k, v in workload.items() if k != "images"}
     samples = evaluation_workloads.generate(workload["images"], **options)
     before = _rss_mb()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start, cpu = time.perf_counter(), time.process_time()
     stats = evaluation_methods.RUNNERS[method](samples, workload["iou_type"])
     seconds = time.perf_counter() - start - evaluation_workloads.GENERATION["seconds"]
     cpu = time.process_time() - cpu - evaluation_workloads.GENERATION["cpu"]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak = usage.ru_maxrss / 1024
     return {
+        "faults": usage.ru_minflt - faults,
         "seconds": seconds,
         "cpu": cpu,
         "stats": [float(s) for s in stats],
@@ -178,12 +184,16 @@ def report(name: str, workload: dict, runs: dict[str, list[dict]]) -> None:
         f"\n== {name}: {images} images, {workload['detections']} detections each "
         f"({workload['iou_type']}), one thread; median [min-max] over the rounds =="
     )
-    print(f"{'method':<20} {'wall s':>24} {'CPU s':>24} {'CPU ms/image':>12} {'peak MB':>8}")
+    print(
+        f"{'method':<20} {'wall s':>24} {'CPU s':>24} {'CPU ms/image':>12} "
+        f"{'page faults':>11} {'peak MB':>8}"
+    )
     for method, results in runs.items():
         wall, cpu = [r["seconds"] for r in results], [r["cpu"] for r in results]
+        faults = statistics.median(r.get("faults", 0) for r in results)
         print(
             f"{method:<20} {spread(wall):>24} {spread(cpu):>24} "
-            f"{1000 * statistics.median(cpu) / images:12.3f} "
+            f"{1000 * statistics.median(cpu) / images:12.3f} {faults:11.0f} "
             f"{max(r['peak_mb'] for r in results):8.0f} (+{max(r['over_mb'] for r in results):.0f}"
             f" over the data; {len(results)} rounds)",
             flush=True,
@@ -241,7 +251,8 @@ def main() -> None:
     methods = args.methods.split(",")
     if args.baseline_src:
         BASELINE["src"] = os.path.abspath(args.baseline_src)
-        methods.insert(1, "detkit-baseline")
+        if "detkit-baseline" not in methods:
+            methods.insert(1, "detkit-baseline")
     everything = {}
     for name in args.workloads.split(","):
         workload = dict(WORKLOADS[name])
