@@ -80,10 +80,24 @@ def test_a_web_page_instead_of_the_file_is_refused_and_leaves_nothing(http_serve
     assert download_file(f"{base}/data.zip", tmp_path / "x.zip", sha256=sha256).exists()
 
 
-def test_an_unreadable_content_length_is_an_unknown_size(http_server, tmp_path):
+def test_an_unreadable_content_length_is_an_unknown_size(http_server, tmp_path, caplog):
+    """With no size from the server and no check given, a cut transfer would look whole:
+    the file is kept, and a warning says it could not be verified (not with a checksum)."""
     base, routes = http_server
     routes["/data.zip"] = (GOOD, {"Content-Length": "many"})
-    assert download_file(f"{base}/data.zip", tmp_path / "data.zip").read_bytes() == GOOD
+    with caplog.at_level(logging.WARNING, logger="detkit"):
+        assert download_file(f"{base}/data.zip", tmp_path / "data.zip").read_bytes() == GOOD
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"downloaded {base}/data.zip ({len(GOOD)} bytes) without a way to verify" in warning
+    assert "pass sha256=" in warning
+    caplog.clear()
+    sha256 = hashlib.sha256(GOOD).hexdigest()
+    with caplog.at_level(logging.WARNING, logger="detkit"):
+        download_file(f"{base}/data.zip", tmp_path / "checked.zip", sha256=sha256)
+        download_file(f"{base}/data.zip", tmp_path / "sized.zip", size=len(GOOD))
+        routes["/announced.zip"] = GOOD  # the server says its size: checked, no warning
+        download_file(f"{base}/announced.zip", tmp_path / "announced.zip")
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
 
 def test_http_error(http_server, tmp_path):

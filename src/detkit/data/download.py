@@ -90,7 +90,9 @@ def download_file(
     of a killed download is removed by the next write into that folder. A transfer shorter
     than the server's ``Content-Length`` is an error, and so is a web page (``Content-Type``
     ``text/html``, a login or virus-scan page of a share link) where ``path`` is not an
-    ``.html`` file, unless the given checks pass.
+    ``.html`` file, unless the given checks pass. When the server gives no size (nor a
+    chunked transfer, whose end is marked) and no check is given, a cut transfer cannot be
+    told from a whole one: the file is kept, with a warning that says so.
 
     Args:
         url: what to fetch (``http(s)://`` or ``file://``).
@@ -188,9 +190,24 @@ def _fetch(
                 f"downloading {url}: {'; '.join(mismatches)}; the file is corrupt or not the "
                 f"expected one{page}"
             )
-        if page and not (sha256 or md5 or size is not None):
+        checked = sha256 or md5 or size is not None
+        if page and not checked:
             raise DownloadError(f"downloading {url}: not saved to '{path}'{page}")
+        if announced is None and not checked and not _chunked(response):
+            logger.warning(
+                "downloaded %s (%d bytes) without a way to verify it: the server did not say "
+                "the file's size and no checksum was given, so a transfer cut short looks "
+                "like a whole one; pass sha256= (or size=) to download_file to check it",
+                url,
+                received,
+            )
     return received
+
+
+def _chunked(response: Any) -> bool:
+    """Whether the body came in HTTP chunks, whose end marker shows a transfer cut short."""
+    encoding = response.headers.get("Transfer-Encoding") or ""
+    return "chunked" in encoding.lower()
 
 
 def _html_page(response: Any, path: Path) -> str:
