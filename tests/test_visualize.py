@@ -1,4 +1,5 @@
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -511,3 +512,17 @@ def test_training_curves_without_matplotlib(monkeypatch, tmp_path):
     with pytest.raises(ImportError, match=r'pip install "torch-detkit\[plot\]"'):
         plot_training_curves(history_of(), tmp_path / "curves.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_label_names_list_without_background_is_warned():
+    """A list of names is indexed by label, item 0 the background: without it, label 1
+    would be captioned with the second class's name. The labels past the list's end show
+    it, and a warning names them; a list with the background item draws silently."""
+    boxes = torch.tensor([[1.0, 1.0, 20.0, 20.0], [5.0, 5.0, 30.0, 30.0]])
+    labels = torch.tensor([1, 2])
+    with pytest.warns(UserWarning, match=r"2 names, none for labels \[2\]"):
+        draw_instances(blank(40, 50), boxes, labels, label_names=["cat", "dog"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        draw_instances(blank(40, 50), boxes, labels, label_names=["background", "cat", "dog"])
+        draw_instances(blank(40, 50), boxes, labels, label_names={1: "cat"})

@@ -15,6 +15,7 @@ text on the tab, whichever contrasts more, at a size that grows with the image.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ def _caption_texts(
     label_names: Sequence[str] | Mapping[int, str] | None,
 ) -> list[str]:
     captions = []
+    unnamed = set()
     for i, label in enumerate(labels):
         if isinstance(label_names, Mapping):
             name = label_names.get(label, str(label))
@@ -64,7 +66,17 @@ def _caption_texts(
             name = label_names[label]
         else:
             name = str(label)
+            unnamed.add(label)
         captions.append(name if scores is None else f"{name} {float(scores[i]):.2f}")
+    if label_names is not None and not isinstance(label_names, Mapping) and unnamed:
+        # A list without its background item names every label by the next class: the
+        # labels past its end are what shows it.
+        warnings.warn(
+            f"label_names has {len(label_names)} names, none for labels "
+            f"{sorted(unnamed)} (shown as numbers): a list is indexed by label, item 0 "
+            "being the background; without that item every caption names the next class",
+            stacklevel=3,
+        )
     return captions
 
 
