@@ -46,6 +46,16 @@ def test_single_process_everything_is_a_no_op(clean_env):
     distributed.destroy_distributed()
 
 
+def test_local_rank_alone_is_reported_alike_everywhere(clean_env):
+    """A single process started with only LOCAL_RANK set (a launcher's leftover, or a way
+    to pick the device): init_distributed and get_local_rank agree on it."""
+    clean_env.setenv("LOCAL_RANK", "1")
+    info = distributed.init_distributed()
+    assert (info.rank, info.world_size, info.local_rank) == (0, 1, 1)
+    assert distributed.get_local_rank() == 1
+    assert distributed.init_distributed(local_rank=0).local_rank == 0  # the argument wins
+
+
 @pytest.mark.parametrize(
     ("env", "match"),
     [

@@ -136,7 +136,8 @@ def init_distributed(
     rank = _env_int("RANK") if rank is None else rank
     world_size = _env_int("WORLD_SIZE") if world_size is None else world_size
     if rank is None and world_size is None:
-        local = 0 if local_rank is None else local_rank
+        # LOCAL_RANK alone still picks the device, as get_local_rank() reports it.
+        local = _env_int("LOCAL_RANK", default=0) if local_rank is None else local_rank
         return DistributedInfo(0, 1, local, None, _default_device(local))
     if rank is None or world_size is None:
         raise ValueError(
