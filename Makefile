@@ -18,13 +18,27 @@ TORCH_EXTRA_INDEX ?=
 TORCH_PIP_ARGS := $(strip $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) \
 	$(if $(TORCH_EXTRA_INDEX),--extra-index-url $(TORCH_EXTRA_INDEX)))
 
-.PHONY: install test lint docs demo benchmarks clean
+# Free disk space a new .venv needs, in GB: torch's default build brings the CUDA libraries
+# (5.8 GB measured for the whole .venv), the CPU-only build a few hundred MB. Checked before
+# the venv is made: a full disk otherwise fails inside pip or ensurepip, minutes in, with a
+# message that does not say why.
+NEED_GB ?= $(if $(findstring cpu,$(TORCH_INDEX)),2,6)
+
+.PHONY: install test lint docs demo benchmarks clean disk-check
 
 install: $(STAMP)
+
+disk-check:
+	@$(PYTHON) -c "import shutil, sys; free = shutil.disk_usage('.').free / 1e9; \
+	sys.exit(0 if free >= $(or $(NEED_GB),0) else f'only {free:.1f} GB free on this disk, but the \
+	virtual environment needs about $(NEED_GB) GB (torch, torchvision and, in their default \
+	build, the CUDA libraries). Free some space, or install the CPU-only build: make test \
+	TORCH_INDEX=https://download.pytorch.org/whl/cpu (NEED_GB=0 skips this check)')"
 
 # Reinstall when the project's metadata changes. torch and torchvision go first, from the
 # chosen index, so that installing detkit finds its torch requirement met.
 $(STAMP): pyproject.toml
+	test -x $(PY) || $(MAKE) --no-print-directory disk-check
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
 	$(PY) -m pip install --quiet $(TORCH_PIP_ARGS) $(TORCH)

@@ -205,3 +205,25 @@ def test_readme_links_survive_on_the_package_index():
     targets += re.findall(r"<(?:a|img)\b[^>]*(?:href|src)=[\"']([^\"']+)", readme)
     relative = [t for t in targets if not re.match(r"https?://", t)]
     assert relative == []
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_says_when_the_disk_is_too_full_for_the_venv():
+    """A full disk made `make test` fail inside ensurepip, with no word of why; the
+    Makefile checks the free space before it makes .venv and says what to do."""
+    python = f"PYTHON={sys.executable}"
+    full = subprocess.run(
+        ["make", "-s", "disk-check", "NEED_GB=1000000", python],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert full.returncode != 0
+    assert "GB free on this disk, but the virtual environment needs about 1000000 GB" in (
+        full.stderr
+    )
+    assert "TORCH_INDEX=https://download.pytorch.org/whl/cpu" in full.stderr
+    room = subprocess.run(
+        ["make", "-s", "disk-check", "NEED_GB=0", python], cwd=ROOT, capture_output=True
+    )
+    assert room.returncode == 0, room.stderr
