@@ -316,6 +316,28 @@ def test_declared_fields_stay_aligned_and_undeclared_ones_are_left_alone():
         T.Compose([T.SanitizeBoxes()], instance_fields=["names"])(image, {**target, "names": "abc"})
 
 
+def test_an_undeclared_per_instance_field_is_warned_when_instances_are_dropped():
+    """A field with one entry for each of 5+ instances that nobody declared stays as it is
+    when instances are dropped, and so no longer lines up: a warning names it, for detkit's
+    own drops and v2's alike. Declared, or too short to tell, it passes silently."""
+    from torchvision.transforms import v2
+
+    boxes = [[0, 0, 8, 8], [10, 10, 10.5, 12], [4, 4, 20, 20], [1, 1, 9, 9], [2, 2, 30, 30]]
+    target = make_target(boxes, image_id=4)
+    target["track_ids"] = torch.tensor([7, 8, 9, 10, 11])
+    image = torch.zeros(3, 32, 32, dtype=torch.uint8)
+    for sanitize in (T.SanitizeBoxes(), v2.SanitizeBoundingBoxes()):
+        with pytest.warns(UserWarning, match="'track_ids' has one entry per instance but is"):
+            _, out = T.Compose([sanitize])(image, target)
+        assert len(out["boxes"]) == 4 and len(out["track_ids"]) == 5  # as the warning says
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            _, out = T.Compose([sanitize], instance_fields=["track_ids"])(image, target)
+            assert out["track_ids"].tolist() == [7, 9, 10, 11]
+            short = make_target(boxes[:3], image_id=5)
+            T.Compose([sanitize])(image, {**short, "orig_size": torch.tensor([32, 32, 3])})
+
+
 def test_bad_inputs_are_named():
     target = make_target([[0, 0, 2, 2]], image_id=3)
     with pytest.raises(

@@ -6,8 +6,9 @@ A *per-instance field* is a target value with one entry per instance: the contra
 user declares (``instance_fields=`` of the datasets and of
 :class:`~detkit.data.transforms.Compose`; a declared field may be a tensor or a list, such as
 ``target["names"]``). Nothing else is ever touched: a tensor that merely happens to be ``N``
-long (``orig_size`` with two instances) is left as it is. When a transform drops instances,
-it drops them from every per-instance field at once (:func:`select_instances`).
+long (``orig_size`` with two instances) is left as it is (from 5 instances on, with a
+warning when instances are dropped). When a transform drops instances, it drops them from
+every per-instance field at once (:func:`select_instances`).
 
 While a pipeline runs (:func:`~detkit.data.transforms.apply_transforms`), the target also
 holds an *instance tracker* under :data:`TRACKER_KEY`: a small
@@ -20,6 +21,7 @@ the sample leaves the pipeline.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -181,6 +183,7 @@ def settle(target: Mapping[str, Any]) -> dict[str, Any]:
     before = state["count"]
     if before == num:
         return out
+    warn_undeclared(target, before)
     rows = plain(tracker)[:, 1]
     for key in _declared(target) + PER_INSTANCE_FIELDS:
         value = target.get(key)
@@ -196,6 +199,26 @@ def settle(target: Mapping[str, Any]) -> dict[str, Any]:
             )
     out[TRACKER_KEY] = _reset(state, plain(tracker)[:, 0])
     return out
+
+
+def warn_undeclared(target: Mapping[str, Any], count: int) -> None:
+    """Warn, once per field name, about undeclared keys with one entry per instance (from 5
+    instances on: shorter ones may be image-level, ``[H, W]`` or a crop box): dropping
+    instances leaves them as they are, no longer lined up with the boxes."""
+    handled = (*PER_INSTANCE_FIELDS, *_declared(target), TRACKER_KEY)
+    for key, value in target.items() if count >= 5 else ():
+        if isinstance(value, torch.Tensor):
+            length = value.shape[0] if value.ndim else None
+        else:
+            length = len(value) if isinstance(value, (list, tuple)) else None
+        if key not in handled and length == count:
+            warnings.warn(
+                f"target field '{key}' has one entry per instance but is not declared as a "
+                "per-instance field, so it is left as it is when instances are dropped and "
+                "no longer lines up with the boxes: declare it (Compose(..., "
+                f"instance_fields=['{key}']), or the dataset's instance_fields=)",
+                stacklevel=4,
+            )
 
 
 def _reset(state: Mapping[str, Any], original: torch.Tensor) -> dict[str, Any]:
@@ -224,6 +247,8 @@ def select_instances(target: Mapping[str, Any], keep: torch.Tensor) -> dict[str,
     """
     target = settle(target)
     keys = per_instance_keys(target)
+    if keep.dtype == torch.bool and not bool(keep.all()):
+        warn_undeclared(target, int(keep.shape[0]))
     out = dict(target)
     for key in keys:
         out[key] = _index(target[key], keep)
