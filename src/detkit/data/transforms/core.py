@@ -202,9 +202,8 @@ def settle(target: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def warn_undeclared(target: Mapping[str, Any], count: int) -> None:
-    """Warn, once per field name, about undeclared keys with one entry per instance (from 5
-    instances on: shorter ones may be image-level, ``[H, W]`` or a crop box): dropping
-    instances leaves them as they are, no longer lined up with the boxes."""
+    """Warn about undeclared keys with one entry per instance (from 5 on: shorter ones may be
+    image-level, ``[H, W]``, a crop box): a drop leaves them unaligned with the boxes."""
     handled = (*PER_INSTANCE_FIELDS, *_declared(target), TRACKER_KEY)
     for key, value in target.items() if count >= 5 else ():
         if isinstance(value, torch.Tensor):
@@ -247,8 +246,9 @@ def select_instances(target: Mapping[str, Any], keep: torch.Tensor) -> dict[str,
     """
     target = settle(target)
     keys = per_instance_keys(target)
-    if keep.dtype == torch.bool and not bool(keep.all()):
-        warn_undeclared(target, int(keep.shape[0]))
+    count = int(target["boxes"].shape[0])
+    if (int(keep.sum()) if keep.dtype == torch.bool else keep.numel()) != count:
+        warn_undeclared(target, count)
     out = dict(target)
     for key in keys:
         out[key] = _index(target[key], keep)
