@@ -11,8 +11,9 @@ Workloads (synthetic, COCO-val shaped; see ``evaluation_workloads.py``), updates
 Methods (``evaluation_methods.py``): ``detkit`` (hotcoco backend), ``detkit-pycocotools``,
 ``reference`` (torchvision's reference pattern), ``hotcoco-integration`` (hotcoco's drop-in for
 torchvision's evaluator) and ``hotcoco-stream`` (hotcoco's raw ``StreamingEval`` fed the same
-data with the least user code). Every run is one subprocess on one thread (``torch`` and
-every library imported before the clock; the time spent making masks is not counted);
+data with the least user code). Every run is one subprocess on one thread (``--threads``;
+torch's and hotcoco's Rust pool, ``RAYON_NUM_THREADS``; ``torch`` and every library imported
+before the clock; the time spent making masks is not counted);
 rounds interleave the methods, so each round's ratios compare runs made under the same load
 (these machines are shared). Both wall and CPU seconds (the process's, the mask generation's
 subtracted) are reported as median [min-max] over the rounds, and the ratios of the medians
@@ -74,7 +75,7 @@ def worker(method: str, workload: dict) -> dict:
     """One timed run of ``method`` on ``workload`` in this process."""
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("RAYON_NUM_THREADS", "1")))
     # The same libraries for every method, imported before the clock and the memory baseline
     # (a training script has them loaded anyway).
     import evaluation_methods
@@ -107,6 +108,12 @@ def worker(method: str, workload: dict) -> dict:
 
 #: Where ``detkit-baseline`` imports detkit from (``--baseline-src``): another checkout.
 BASELINE = {"src": None}
+
+
+#: Threads per run, for torch and for hotcoco's Rust pool (``RAYON_NUM_THREADS``): without
+#: the variable, hotcoco matches large calls on every core, and a CPU-time ratio then counts
+#: the second core's work against the method that made large calls.
+THREADS = {"count": 1}
 
 
 #: Whether rounds run under a fixed memory layout (see :func:`layout_command`).
@@ -143,6 +150,7 @@ def run_subprocess(method: str, workload: dict, seed: int | None = None) -> dict
     """``worker`` in a fresh process (under round ``seed``'s layout); its result, or the
     error text."""
     env = dict(os.environ)
+    env["RAYON_NUM_THREADS"] = str(THREADS["count"])
     if method == "detkit-baseline":
         env["PYTHONPATH"] = os.pathsep.join([BASELINE["src"], env.get("PYTHONPATH", "")])
         method = "detkit"
@@ -182,7 +190,7 @@ def report(name: str, workload: dict, runs: dict[str, list[dict]]) -> None:
     images = workload["images"]
     print(
         f"\n== {name}: {images} images, {workload['detections']} detections each "
-        f"({workload['iou_type']}), one thread; median [min-max] over the rounds =="
+        f"({workload['iou_type']}), {_threads()}; median [min-max] over the rounds =="
     )
     print(
         f"{'method':<20} {'wall s':>24} {'CPU s':>24} {'CPU ms/image':>12} "
@@ -223,6 +231,11 @@ def report(name: str, workload: dict, runs: dict[str, list[dict]]) -> None:
         print(line, flush=True)
 
 
+def _threads() -> str:
+    count = THREADS["count"]
+    return "one thread" if count == 1 else f"{count} threads"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default="bbox,bbox-5000,segm,keypoints")
@@ -240,6 +253,9 @@ def main() -> None:
         action="store_true",
         help="leave hash and address randomization on (by default each round fixes its own)",
     )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="threads per run (torch and hotcoco), default 1"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -247,6 +263,7 @@ def main() -> None:
         print(json.dumps(worker(args.worker, json.loads(args.workload))))
         return
     LAYOUT["fixed"] = not args.random_layout
+    THREADS["count"] = args.threads
     print(f"memory layout: {layout_command([], {}, 0)[1]}")
     methods = args.methods.split(",")
     if args.baseline_src:
