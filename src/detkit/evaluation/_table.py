@@ -102,8 +102,11 @@ class Annotations:
             if name not in skip and getattr(self, name) is not None
         }
 
-    def take(self, rows: np.ndarray) -> Annotations:
-        """The annotations at integer positions (or a boolean mask) ``rows``."""
+    def take(self, rows: np.ndarray | slice) -> Annotations:
+        """The annotations at integer positions (or a boolean mask) ``rows``; a slice gives
+        views of the columns."""
+        if isinstance(rows, slice):
+            return Annotations(**{name: _slice(getattr(self, name), rows) for name in _FIELDS})
         rows = np.flatnonzero(rows) if rows.dtype == np.bool_ else rows
         picked: dict[str, Any] = {}
         for name in _FIELDS:
@@ -176,6 +179,10 @@ class Annotations:
             rle_sizes=rle_sizes,
             keypoints=keypoints if iou_type == "keypoints" else None,
         )
+
+
+def _slice(value: Any, rows: slice) -> Any:
+    return None if value is None else value[rows]
 
 
 def _join(values: list) -> Any:

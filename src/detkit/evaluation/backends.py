@@ -28,6 +28,7 @@ import importlib.util
 import io
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -175,24 +176,52 @@ def _set_params(p, params: EvalParams, *, image_ids: list[int]) -> None:
 
 
 def _chunks(images: Images, gt: Annotations, dt: Annotations, size: int):
-    """``(image rows, gt rows, dt rows)`` slices of consecutive images, ``size`` at a time.
+    """``(image rows, gt rows, dt rows)`` of consecutive images, ``size`` at a time.
 
-    The annotations of one image are contiguous and in the order of ``images``.
+    Where each image's annotations are one run of rows (as the store keeps them), a chunk's
+    rows are one slice (views: nothing copied, no column touched that the backend does not
+    read) or the positions of its images' runs.
     """
-    order = np.argsort(images.ids, kind="stable")
-    sorted_ids = images.ids[order]
-
-    def positions(image_id: np.ndarray) -> np.ndarray:
-        return order[np.searchsorted(sorted_ids, image_id)]
-
-    gt_pos, dt_pos = positions(gt.image_id), positions(dt.image_id)
+    gt_runs, dt_runs = _runs(gt.image_id, images.ids), _runs(dt.image_id, images.ids)
     for start in range(0, max(len(images.ids), 1), size):
-        stop = start + size
-        yield (
-            slice(start, stop),
-            np.arange(*np.searchsorted(gt_pos, [start, stop])),
-            np.arange(*np.searchsorted(dt_pos, [start, stop])),
-        )
+        rows = slice(start, start + size)
+        yield rows, _rows(*gt_runs, rows), _rows(*dt_runs, rows)
+
+
+def _runs(row_ids: np.ndarray, image_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
+    """``(starts, stops, order)``: the rows of each image (in ``image_ids``' order) given each
+    row's image id, as ranges of the rows in ``order`` (``None``: as they are; else the
+    stable sort by image id, when the rows of an image are not contiguous)."""
+    n, order = len(row_ids), None
+    empty = np.zeros(len(image_ids), dtype=np.int64)
+    if not n:
+        return empty, empty, order
+    bounds = np.flatnonzero(row_ids[1:] != row_ids[:-1]) + 1
+    run_ids = row_ids[np.r_[0, bounds]]
+    by_id = np.argsort(run_ids, kind="stable")
+    sorted_ids = run_ids[by_id]
+    if (sorted_ids[1:] == sorted_ids[:-1]).any():  # an image in several runs
+        order = np.argsort(row_ids, kind="stable")
+        return (*_runs(row_ids[order], image_ids)[:2], order)
+    starts, stops = np.r_[0, bounds], np.r_[bounds, n]
+    at = np.minimum(np.searchsorted(sorted_ids, image_ids), len(run_ids) - 1)
+    run = by_id[at]
+    found = run_ids[run] == image_ids
+    return np.where(found, starts[run], 0), np.where(found, stops[run], 0), order
+
+
+def _rows(starts: np.ndarray, stops: np.ndarray, order: Any, images: slice) -> Any:
+    """The rows of the images at ``images``: a slice where they are consecutive."""
+    begin, end = starts[images], stops[images]
+    filled = end > begin
+    begin, end = begin[filled], end[filled]
+    if not len(begin):
+        rows: slice | np.ndarray = slice(0, 0)
+    elif np.array_equal(begin[1:], end[:-1]):
+        rows = slice(int(begin[0]), int(end[-1]))
+    else:
+        rows = np.concatenate([np.arange(b, e) for b, e in zip(begin.tolist(), end.tolist())])
+    return rows if order is None else order[rows]
 
 
 def _hotcoco(images, gt, dt, params):
