@@ -163,3 +163,16 @@ def test_default_tables_name_pycocotools_stats():
     for iou_type, names in STAT_NAMES.items():
         assert [k for k in metrics[iou_type] if k != "per_class_AP"] == names
         assert all(metrics[iou_type][k] == -1.0 for k in names)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(-3, 40) | st.integers(2**20 - 2, 2**20 + 2)),
+    st.lists(st.integers(-3, 40) | st.integers(2**20 - 2, 2**20 + 2)),
+)
+def test_category_membership_equals_numpy_isin(ids, categories):
+    # The table lookup that picks the evaluated categories' rows, against numpy's own.
+    from detkit.evaluation._prepare import member
+
+    values = np.asarray(ids, dtype=np.int64)
+    assert np.array_equal(member(values, categories), np.isin(values, categories))

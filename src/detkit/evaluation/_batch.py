@@ -70,7 +70,7 @@ def _host_arrays(values: list) -> list[np.ndarray]:
     return arrays
 
 
-def _xyxy(boxes: Any) -> Any:
+def xyxy(boxes: Any) -> Any:
     """Boxes as XYXY: a ``BoundingBoxes`` in another format is converted (in float64: exact
     for float32 coordinates), not misread; plain tensors are XYXY by the target contract."""
     if type(boxes) is torch.Tensor:  # the contract's plain XYXY boxes, the common case
@@ -113,7 +113,7 @@ def prediction_table(
         scores.append(_plain(prediction["scores"]))
         label_list.append(_plain(prediction["labels"]))
         if "bbox" in iou_types:
-            boxes.append(_xyxy(prediction["boxes"]))
+            boxes.append(xyxy(prediction["boxes"]))
         if "segm" in iou_types:
             mask = _plain(prediction["masks"])
             _check_probabilities(mask, position, image_ids)
@@ -163,22 +163,22 @@ def target_table(
             rles += encode_masks(masks, 0.5)
         if "keypoints" in iou_types:
             keypoints.append(_plain(target["keypoints"]))
-        boxes.append(_xyxy(target["boxes"]))
+        boxes.append(xyxy(target["boxes"]))
         label_list.append(_plain(target["labels"]))
         areas.append(np.zeros(num) if area is None else area)
         crowd = target.get("iscrowd")
         crowds.append(np.zeros(num) if crowd is None else _plain(crowd))
-    xyxy = _column(boxes, 4)
+    corners = _column(boxes, 4)
     area_column = _column(areas, 1)[:, 0]
     unknown = [t.get("area") is None and t.get("masks") is None for t in targets]
     if any(unknown):  # the whole batch's box areas at once
         from_boxes = np.repeat(unknown, counts)
-        area_column[from_boxes] = ops.box_area(torch.from_numpy(xyxy[from_boxes])).numpy()
+        area_column[from_boxes] = ops.box_area(torch.from_numpy(corners[from_boxes])).numpy()
     points = _points(keypoints, image_ids, "targets") if "keypoints" in iou_types else None
     table = Annotations(
         image_id=np.repeat(np.asarray(image_ids, dtype=np.int64), counts),
         category_id=_categories(label_list, counts, image_ids, labels, "targets"),
-        bbox=_xywh(xyxy),
+        bbox=_xywh(corners),
         area=area_column,
         iscrowd=(_column(crowds, 1)[:, 0] != 0).astype(np.int64),
         rle_counts=rles if "segm" in iou_types else None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ from detkit.evaluation._stats import undefined_stats
 from detkit.evaluation._store import Block, gather_to_main
 from detkit.evaluation._table import Annotations
 from detkit.evaluation.ground_truth import GroundTruthIndex
+from detkit.types import normalize_image_id
 
 # The evaluator's log: what is left out of an evaluation is the evaluator's to say.
 logger = logging.getLogger("detkit.evaluation.evaluator")
@@ -51,6 +52,26 @@ def on_main(local: Block | None, work: Callable[[Block | None], Any]) -> Any:
     return outcome
 
 
+#: The largest category id looked up in a table by :func:`member` (beyond it, ``np.isin``).
+_TABLE_IDS = 1 << 20
+
+
+def member(ids: np.ndarray, categories: list[int]) -> np.ndarray:
+    """``np.isin(ids, categories)`` for a whole dataset's category ids (integers).
+
+    A table indexed by the ids themselves: one boolean array made, where ``np.isin`` makes
+    several arrays the size of ``ids`` (fresh memory, each page a fault on a virtual machine).
+    """
+    if not len(ids) or not categories:
+        return np.zeros(len(ids), dtype=bool)
+    top = max(categories)
+    if min(categories) < 0 or top >= _TABLE_IDS or ids.min() < 0:
+        return np.isin(ids, categories)
+    table = np.zeros(top + 2, dtype=bool)  # the last entry: every id above ``top``
+    table[categories] = True
+    return table.take(ids, mode="clip")
+
+
 @dataclass
 class Selection:
     """What is evaluated, as the evaluator's options fix it.
@@ -68,6 +89,20 @@ class Selection:
     gt_index: GroundTruthIndex | None
     category_ids: list[int] | None
     sigmas: np.ndarray | None
+
+    def image_id(self, target: Any, position: int) -> int:
+        """The image id of the target at ``position`` of a batch (a dict's ``image_id``, or
+        the id itself), checked against ``coco_gt``."""
+        raw = target.get("image_id") if isinstance(target, Mapping) else target
+        if raw is None:
+            raise ValueError(f"targets[{position}] has no 'image_id'")
+        image_id = normalize_image_id(raw, argument=f"targets[{position}]['image_id']")
+        if self.gt_index is not None and image_id not in self.gt_index:
+            raise ValueError(
+                f"targets[{position}]: image_id {image_id} is not in coco_gt "
+                f"({len(self.gt_index.sizes)} images)"
+            )
+        return image_id
 
     def check_keypoints(
         self, gt: Annotations, dt: Annotations, ids: list[int], known: int | None
@@ -98,7 +133,7 @@ class Selection:
             categories = sorted(set(gt.category_id.tolist()))
         else:  # ground truth of other categories takes no part (as in pycocotools)
             categories = fixed
-            gt = gt.take(np.isin(gt.category_id, categories))
+            gt = gt.take(member(gt.category_id, categories))
         params = dataclasses.replace(
             self.params[iou_type],
             category_ids=categories,
@@ -173,7 +208,7 @@ class Selection:
     def detections(self, block: Block, iou_type: str, categories: list[int]) -> Annotations:
         """The block's detections of ``categories`` as results of ``iou_type``."""
         dt = block.dt.results(iou_type)
-        known = np.isin(dt.category_id, categories)
+        known = member(dt.category_id, categories)
         if not known.all():
             others = sorted(set(dt.category_id[~known].tolist()))
             log = logger.warning if self.gt_index is not None else logger.debug

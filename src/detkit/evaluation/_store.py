@@ -179,6 +179,10 @@ class Store:
     def num_images(self) -> int:
         return len(self._sequence)
 
+    def has(self, image_id: int) -> bool:
+        """Whether ``image_id`` is stored."""
+        return image_id in self._sequence
+
     def _payload(self, position: int) -> list:
         # Row offsets from the counts: only repeated images need them.
         images = self._images.view()

@@ -19,8 +19,9 @@ from detkit.evaluation._analyses import (
     matrix_from,
     points_from,
 )
-from detkit.evaluation._batch import InvertedBoxes, merge_sizes, prediction_table, target_table
+from detkit.evaluation._batch import InvertedBoxes
 from detkit.evaluation._dicts import result_dicts
+from detkit.evaluation._lane import BoxLane, full_tables
 from detkit.evaluation._params import (
     LabelMap,
     build_params,
@@ -31,11 +32,11 @@ from detkit.evaluation._params import (
 from detkit.evaluation._prepare import Selection, on_main
 from detkit.evaluation._stats import format_table
 from detkit.evaluation._store import Block, Store, gather_to_main
-from detkit.evaluation._table import Annotations, Images
+from detkit.evaluation._table import Images
 from detkit.evaluation.analysis import ConfusionMatrix, OperatingPoints
 from detkit.evaluation.ground_truth import GroundTruthIndex
 from detkit.files import write_json
-from detkit.types import check_predictions, check_targets, normalize_image_id
+from detkit.types import check_predictions, check_targets
 
 __all__ = ["CocoEvaluator"]
 
@@ -137,6 +138,9 @@ class CocoEvaluator:
         self._num_keypoints: int | None = None
         self._last: dict | None = None
         self._inverted = InvertedBoxes()
+        self._lane = BoxLane(
+            self._labels, self._store, self._inverted, with_targets=self._gt_index is None
+        )
 
     def __repr__(self) -> str:
         return (
@@ -147,7 +151,7 @@ class CocoEvaluator:
     @property
     def num_images(self) -> int:
         """Distinct images updated in this process so far."""
-        return self._store.num_images
+        return self._store.num_images + len(self._lane)
 
     def reset(self) -> None:
         """Forget every image, ground truth and prediction seen so far."""
@@ -155,6 +159,9 @@ class CocoEvaluator:
         self._num_keypoints = None
         self._last = None
         self._inverted = InvertedBoxes()
+        self._lane = BoxLane(
+            self._labels, self._store, self._inverted, with_targets=self._gt_index is None
+        )
 
     def update(self, predictions: Sequence[Mapping[str, Any]], targets: Sequence[Any]) -> None:
         """Add one batch.
@@ -188,42 +195,34 @@ class CocoEvaluator:
             raise ValueError(
                 f"got {len(predictions)} predictions but {len(targets)} targets; they must align"
             )
-        ids = [self._image_id(target, n) for n, target in enumerate(targets)]
+        ids = [self._selection.image_id(target, n) for n, target in enumerate(targets)]
         types = set(self.iou_types)
         # The batch's shapes, checked once, first; the values are checked as columns.
         if self._gt_index is None:
             check_targets(targets, ids, iou_types=types)
         check_predictions(predictions, ids, iou_types=types)
-        if self._gt_index is None:
-            gt, gt_counts, sizes = target_table(targets, ids, types, labels=self._labels)
-        else:
-            self._gt_index.check_target_sizes(targets, ids)
-            gt, gt_counts = Annotations.empty(), np.zeros(len(ids), dtype=np.int64)
-            sizes = np.array([self._gt_index.sizes[i] for i in ids], dtype=np.int64).reshape(-1, 2)
-        dt, dt_counts, mask_sizes = prediction_table(
-            predictions, ids, types, mask_threshold=self._mask_threshold, labels=self._labels
+        known_sizes = None if self._gt_index is None else self._gt_index.image_sizes(targets, ids)
+        if self.iou_types == ("bbox",) and self._lane.offer(predictions, targets, ids, known_sizes):
+            return
+        self._flush()  # the batches before this one first
+        gt, dt, sizes = full_tables(
+            predictions, targets, ids, types, known_sizes, self._labels, self._mask_threshold
         )
-        sizes = merge_sizes(sizes, mask_sizes, ids)
         if "keypoints" in self.iou_types:
-            self._num_keypoints = self._selection.check_keypoints(gt, dt, ids, self._num_keypoints)
+            self._num_keypoints = self._selection.check_keypoints(
+                gt[0], dt[0], ids, self._num_keypoints
+            )
         images = Images(np.asarray(ids, dtype=np.int64), sizes[:, 0].copy(), sizes[:, 1].copy())
-        skipped = self._store.add(Block(images, gt, dt, gt_counts, dt_counts))
+        skipped = self._store.add(Block(images, gt[0], dt[0], gt[1], dt[1]))
         if "bbox" in types:  # counted once the batch is taken
-            self._inverted.add(dt, dt_counts, ids)
+            self._inverted.add(dt[0], dt[1], ids)
         if skipped:
             logger.debug("skipped %d images already updated with identical content", skipped)
 
-    def _image_id(self, target: Any, position: int) -> int:
-        raw = target.get("image_id") if isinstance(target, Mapping) else target
-        if raw is None:
-            raise ValueError(f"targets[{position}] has no 'image_id'")
-        image_id = normalize_image_id(raw, argument=f"targets[{position}]['image_id']")
-        if self._gt_index is not None and image_id not in self._gt_index:
-            raise ValueError(
-                f"targets[{position}]: image_id {image_id} is not in coco_gt "
-                f"({len(self._gt_index.sizes)} images)"
-            )
-        return image_id
+    def _flush(self) -> Store:
+        """The store, with the fast lane's pending batches in it."""
+        self._lane.flush()
+        return self._store
 
     def compute(
         self, *, confidence: float | None = None, resamples: int = 200, seed: int = 0
@@ -253,6 +252,7 @@ class CocoEvaluator:
             ``(low, high)``, ``(-1.0, -1.0)`` when undefined.
         """
         bootstrap = check_bootstrap(confidence, resamples, seed)
+        self._flush()
         self._inverted.warn(logger)
         outcome = self._on_main(
             lambda block: self._selection.evaluate(
@@ -269,7 +269,7 @@ class CocoEvaluator:
         return outcome
 
     def _on_main(self, work: Callable[[Block | None], Any]) -> Any:
-        return on_main(self._store.merged(), work)
+        return on_main(self._flush().merged(), work)
 
     def operating_points(self, iou_type: str | None = None, *, iou: float = 0.5) -> OperatingPoints:
         """Per class: the precision-recall curve at IoU ``iou`` and the score threshold that
@@ -368,7 +368,7 @@ class CocoEvaluator:
         Args:
             iou_type: which payload (default: the first of ``iou_types``).
         """
-        return _result_rows(self._store.merged(), self._result_type(iou_type))
+        return _result_rows(self._flush().merged(), self._result_type(iou_type))
 
     def write_results(self, path: str | os.PathLike, iou_type: str | None = None) -> Path | None:
         """Write every process's predictions as a COCO results json (collective).
@@ -379,7 +379,7 @@ class CocoEvaluator:
             the path on the main process, ``None`` elsewhere.
         """
         iou_type = self._result_type(iou_type)
-        block = gather_to_main(self._store.merged())
+        block = gather_to_main(self._flush().merged())
         if not is_main_process():
             return None
         return write_json(path, _result_rows(block, iou_type))

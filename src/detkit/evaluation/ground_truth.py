@@ -177,6 +177,13 @@ class GroundTruthIndex:
     def __contains__(self, image_id: int) -> bool:
         return image_id in self.sizes
 
+    def image_sizes(self, targets: Sequence[Any], image_ids: list[int]) -> np.ndarray:
+        """The images' ``(H, W)`` ``[B, 2]`` from ``coco_gt``, after checking the targets'
+        sizes against them (:meth:`check_target_sizes`)."""
+        self.check_target_sizes(targets, image_ids)
+        sizes = np.array([self.sizes[i] for i in image_ids], dtype=np.int64)
+        return sizes.reshape(-1, 2)
+
     def check_target_sizes(self, targets: Sequence[Any], image_ids: list[int]) -> None:
         """Refuse targets whose image size (their masks', or their boxes' ``canvas_size``)
         is not the size ``coco_gt`` gives: predictions are in the frame of the image the
