@@ -120,8 +120,16 @@ class Selection:
             known = k
         return known
 
-    def prepare(self, block: Block | None, iou_type: str, num_keypoints: int | None = None):
-        """``(images, gt, dt, params)`` of one iou type, as the backends take them."""
+    def prepare(
+        self,
+        block: Block | None,
+        iou_type: str,
+        num_keypoints: int | None = None,
+        *,
+        areas: bool = True,
+    ):
+        """``(images, gt, dt, params)`` of one iou type, as the backends take them; without
+        ``areas``, bbox detections have none (hotcoco's array path derives its own)."""
         if block is None:
             categories = self.fixed_categories() or []
             return empty_columns(
@@ -141,7 +149,7 @@ class Selection:
         )
         if iou_type == "keypoints":
             params.keypoint_sigmas = self.evaluated_sigmas(gt, num_keypoints)
-        dt = self.detections(block, iou_type, categories)
+        dt = self.detections(block, iou_type, categories, areas=areas)
         return block.images, gt, dt, params
 
     def evaluate(
@@ -165,7 +173,9 @@ class Selection:
                 if bootstrap is not None and iou_type in MATCHED_IOU_TYPES:
                     result[iou_type].update(undefined_intervals(params))
                 continue
-            images, gt, dt, params = self.prepare(block, iou_type, num_keypoints)
+            # hotcoco's bbox path takes each box's area from the box: none made for it here.
+            areas = backend != "hotcoco" or iou_type != "bbox" or bootstrap is not None
+            images, gt, dt, params = self.prepare(block, iou_type, num_keypoints, areas=areas)
             if not params.category_ids:
                 result[iou_type] = undefined_stats(params)
             else:
@@ -205,9 +215,11 @@ class Selection:
             return self.gt_index.annotations(block.images.ids.tolist(), iou_type)
         return block.gt
 
-    def detections(self, block: Block, iou_type: str, categories: list[int]) -> Annotations:
+    def detections(
+        self, block: Block, iou_type: str, categories: list[int], *, areas: bool = True
+    ) -> Annotations:
         """The block's detections of ``categories`` as results of ``iou_type``."""
-        dt = block.dt.results(iou_type)
+        dt = block.dt.results(iou_type, areas=areas)
         known = member(dt.category_id, categories)
         if not known.all():
             others = sorted(set(dt.category_id[~known].tolist()))

@@ -145,17 +145,19 @@ class Annotations:
             raise ValueError("these annotations have no RLEs (only segm annotations do)")
         return self.rle_counts, self.rle_sizes
 
-    def results(self, iou_type: str) -> Annotations:
+    def results(self, iou_type: str, *, areas: bool = True) -> Annotations:
         """Detections with the ``area`` and ``bbox`` pycocotools' ``loadRes`` derives.
 
-        bbox: area ``w * h``. segm: area and box of the RLE. keypoints: the box spanned by
-        all keypoints (whatever their visibility) and its area.
+        bbox: area ``w * h`` (left ``None`` without ``areas``). segm: area and box of the
+        RLE. keypoints: the box spanned by all keypoints (whatever their visibility) and its
+        area.
         """
         n = len(self)
         bbox, keypoints = self.bbox, self.keypoints
         rle_counts = rle_sizes = None
+        area: np.ndarray | None
         if iou_type == "bbox":
-            area = bbox[:, 2] * bbox[:, 3]
+            area = bbox[:, 2] * bbox[:, 3] if areas else None
         elif iou_type == "segm":
             rle_counts, rle_sizes = self._rle_columns()
             area, bbox = rle_areas_boxes(rle_counts, rle_sizes)
