@@ -90,7 +90,7 @@ class BoxLane:
         try:
             predicted = self._predictions(predictions)
             truth = self._targets(targets) if self.with_targets else None
-        except (TypeError, RuntimeError, ValueError, KeyError):
+        except (TypeError, RuntimeError, ValueError, KeyError, AttributeError, IndexError):
             return False
         if predicted is None or (self.with_targets and truth is None):
             return False
