@@ -24,6 +24,7 @@ import torch
 
 from detkit.evaluation._batch import (
     InvertedBoxes,
+    boxes_xywh,
     merge_sizes,
     prediction_table,
     target_table,
@@ -158,12 +159,6 @@ def _mask_size(masks: Any) -> tuple[int, int]:
     return (int(masks.shape[1]), int(masks.shape[2])) if masks is not None else (0, 0)
 
 
-def _xywh(parts: list[np.ndarray]) -> np.ndarray:
-    boxes = np.concatenate(parts, dtype=np.float64, casting="unsafe").reshape(-1, 4)
-    boxes[:, 2:] -= boxes[:, :2]
-    return boxes
-
-
 def _float64(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts, dtype=np.float64, casting="unsafe").reshape(-1)
 
@@ -172,7 +167,7 @@ def _detections(ids: list[int], counts: np.ndarray, parts: list[tuple]) -> Annot
     return Annotations(
         image_id=np.repeat(np.asarray(ids, dtype=np.int64), counts),
         category_id=np.concatenate([p[3] for p in parts]).astype(np.int64, copy=False),
-        bbox=_xywh([p[1] for p in parts]),
+        bbox=boxes_xywh([p[1] for p in parts]),
         area=None,
         iscrowd=None,
         score=_float64([p[2] for p in parts]),
@@ -183,7 +178,7 @@ def _ground_truth(ids: list[int], counts: np.ndarray, parts: list[tuple]) -> Ann
     return Annotations(
         image_id=np.repeat(np.asarray(ids, dtype=np.int64), counts),
         category_id=np.concatenate([p[2] for p in parts]).astype(np.int64, copy=False),
-        bbox=_xywh([p[1] for p in parts]),
+        bbox=boxes_xywh([p[1] for p in parts]),
         area=_float64([p[3] for p in parts]),
         iscrowd=(np.concatenate([p[4].reshape(-1) for p in parts]) != 0).astype(np.int64),
     )
