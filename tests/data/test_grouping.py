@@ -201,6 +201,28 @@ def test_known_group_boundaries():
     assert create_aspect_ratio_groups(Sized(), k=-1) == [0] * 7
 
 
+def test_groups_with_indices_are_per_dataset_sample():
+    # GroupedBatchSampler reads group_ids[i] as dataset index i's group: indices in another
+    # order give the same entry per sample, and samples left out get -1 (no group).
+    class Sized:
+        def __len__(self):
+            return 5
+
+        def get_height_and_width(self, idx):
+            return [(10, 30), (10, 10), (30, 10), (10, 11), (10, 25)][idx]
+
+    every = create_aspect_ratio_groups(Sized(), k=1)
+    assert create_aspect_ratio_groups(Sized(), k=1, indices=[4, 3, 2, 1, 0]) == every
+    assert create_aspect_ratio_groups(Sized(), k=1, indices=[4, 3]) == [
+        -1,
+        -1,
+        -1,
+        every[3],
+        every[4],
+    ]
+    assert create_aspect_ratio_groups(Sized(), k=-1, indices=[1, 1]) == [-1, 0, -1, -1, -1]
+
+
 def test_summary_is_logged_not_printed(caplog, capsys):
     class Sized:
         def __len__(self):

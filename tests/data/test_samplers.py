@@ -15,6 +15,7 @@ from torch.utils.data import (
     RandomSampler,
     Sampler,
     SequentialSampler,
+    SubsetRandomSampler,
     WeightedRandomSampler,
 )
 
@@ -247,7 +248,7 @@ def test_wraps_an_inference_sampler_and_plain_lists():
         ({"batch_size": 2.5}, TypeError, "batch_size must be an int"),
         ({"batch_size": True}, TypeError, "batch_size must be an int"),
         ({"incomplete": "pad"}, ValueError, "incomplete must be one of"),
-        ({"group_ids": [0, -1, 0, 0]}, ValueError, "group_ids must be >= 0, got -1 at position 1"),
+        ({"group_ids": [0, -2, 0, 0]}, ValueError, r"must be >= 0 \(or -1: no group\), got -2 at"),
         ({"group_ids": [0.0, 1.0, 0.0, 1.0]}, TypeError, "group_ids must hold ints"),
         ({"group_ids": [[0, 1], [0, 1]]}, ValueError, "group_ids must be one-dimensional"),
         ({"group_ids": [0, 1, 0]}, ValueError, "group_ids has 3 entries .* 4 dataset samples"),
@@ -260,6 +261,20 @@ def test_argument_errors_name_the_argument(kwargs, error, match):
     arguments.update(kwargs)
     with pytest.raises(error, match=match):
         GroupedBatchSampler(**arguments)
+
+
+def test_an_index_whose_group_is_minus_one_is_named_when_drawn():
+    # -1 (no group) is fine for indices the sampler never draws: a subset of the dataset.
+    sampler = GroupedBatchSampler(SubsetRandomSampler([0, 2, 3]), [0, -1, 1, 0], 2)
+    batches = list(sampler)
+    groups = [0, -1, 1, 0]
+    assert {i for batch in batches for i in batch} == {0, 2, 3}
+    assert all(len({groups[i] for i in batch}) == 1 for batch in batches)
+    assert len(sampler) == len(batches) == 2
+    with pytest.raises(ValueError, match="yielded index 1, whose group is -1"):
+        list(GroupedBatchSampler(SequentialSampler(range(4)), [0, -1, 1, 0], 2))
+    with pytest.raises(ValueError, match="yielded index 1, whose group is -1"):
+        len(GroupedBatchSampler(SequentialSampler(range(4)), [0, -1, 1, 0], 2))
 
 
 def test_an_index_without_a_group_id_is_named():

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 def compute_aspect_ratios(
-    dataset: Any, indices: Sequence[int] | None = None, *, num_workers: int = 0
+    dataset: Any, indices: Sequence[int] | np.ndarray | None = None, *, num_workers: int = 0
 ) -> np.ndarray:
     """Aspect ratio (width / height) of every image of ``dataset``, read without decoding.
 
@@ -91,11 +91,14 @@ def create_aspect_ratio_groups(
     Args:
         dataset: a map-style dataset (sizes are read as :func:`compute_aspect_ratios` does).
         k: quantization factor (torchvision's ``--aspect-ratio-group-factor``, default 3).
-        indices: which samples (default: all); the result is parallel to them.
+        indices: which samples to group (default: all); the others get ``-1``, no group.
         num_workers: worker processes for the decode-everything fallback only.
 
     Returns:
-        One group id per sample, in ``[0, 2k + 2)``.
+        One group id per sample of ``dataset``, in ``[0, 2k + 2)``: entry ``i`` is sample
+        ``i``'s group, as :class:`GroupedBatchSampler` reads them (with ``indices``, also for
+        a reordered list of samples), and ``-1`` for a sample left out of ``indices``, which
+        the sampler accepts as long as it never draws that sample.
 
     Raises:
         TypeError: when ``k`` is not an int.
@@ -107,17 +110,20 @@ def create_aspect_ratio_groups(
     >>> dataset = CocoJsonDataset(root / "images", root / "annotations.json")
     >>> create_aspect_ratio_groups(dataset, k=1)  # edges 0.5, 1, 2
     [3, 1, 2, 2]
+    >>> create_aspect_ratio_groups(dataset, k=1, indices=[2, 0])  # others: -1
+    [3, -1, 2, -1]
     >>> create_aspect_ratio_groups(dataset, k=-1)
     [0, 0, 0, 0]
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"k must be an int, got {type(k).__name__}: {k!r}")
     k = int(k)
-    count = len(dataset) if indices is None else len(indices)
+    positions = None if indices is None else _check_indices(indices, len(dataset), "indices")
     if k < 0:
-        logger.info("aspect-ratio grouping disabled (k=%d): %d images in group 0", k, count)
-        return [0] * count
-    ratios = compute_aspect_ratios(dataset, indices, num_workers=num_workers)
+        zeros = np.zeros(len(dataset) if positions is None else len(positions), dtype=np.int64)
+        logger.info("aspect-ratio grouping disabled (k=%d): %d images in group 0", k, len(zeros))
+        return _per_sample(zeros, positions, len(dataset))
+    ratios = compute_aspect_ratios(dataset, positions, num_workers=num_workers)
     edges = _bin_edges(k)
     # searchsorted(side="right") is bisect_right, vectorized.
     groups = np.searchsorted(np.asarray(edges), ratios, side="right")
@@ -130,7 +136,17 @@ def create_aspect_ratio_groups(
         logger.info(
             "aspect-ratio groups (k=%d, width/height, %d images): %s", k, len(groups), summary
         )
-    return groups.tolist()
+    return _per_sample(groups, positions, len(dataset))
+
+
+def _per_sample(groups: np.ndarray, positions: np.ndarray | None, length: int) -> list[int]:
+    """The groups of ``positions`` (all samples when ``None``) as one entry per sample,
+    ``-1`` for the samples not among ``positions``."""
+    if positions is None:
+        return groups.tolist()
+    out = np.full(length, -1, dtype=np.int64)
+    out[positions] = groups
+    return out.tolist()
 
 
 def _bin_edges(k: int) -> list[float]:
@@ -139,7 +155,7 @@ def _bin_edges(k: int) -> list[float]:
     return (2.0 ** np.linspace(-1, 1, 2 * k + 1)).tolist()
 
 
-def _check_indices(indices: Sequence[int], length: int, argument: str) -> np.ndarray:
+def _check_indices(indices: Sequence[int] | np.ndarray, length: int, argument: str) -> np.ndarray:
     try:
         positions = np.asarray(indices, dtype=np.int64).reshape(-1)
     except (TypeError, ValueError) as exc:

@@ -64,14 +64,15 @@ class GroupedBatchSampler(BatchSampler):
     Args:
         sampler: the base sampler, yielding dataset indices.
         group_ids: the group (an int ``>= 0``) of every dataset index, e.g. from
-            :func:`create_aspect_ratio_groups`; ``group_ids[i]`` is index ``i``'s group.
+            :func:`create_aspect_ratio_groups`; ``group_ids[i]`` is index ``i``'s group, or
+            ``-1`` for an index the sampler never draws (drawing it raises ``ValueError``).
         batch_size: indices per batch.
         incomplete: what to do with each group's incomplete last batch: ``"fill"``,
             ``"keep"`` or ``"drop"`` (see above).
 
     Raises:
         TypeError: for a ``sampler`` that is not iterable or non-integer ``group_ids``.
-        ValueError: for a bad ``batch_size`` or ``incomplete``, negative ``group_ids``, or
+        ValueError: for a bad ``batch_size`` or ``incomplete``, ``group_ids`` below ``-1``, or
             ``group_ids`` whose length differs from the sampler's dataset.
 
     >>> import torch
@@ -213,7 +214,15 @@ class GroupedBatchSampler(BatchSampler):
                 f"the sampler yielded index {int(bad)}, but group_ids has "
                 f"{len(self.group_ids)} entries (indices 0..{len(self.group_ids) - 1})"
             )
-        return self.group_ids[indices]
+        groups = self.group_ids[indices]
+        if groups.size and groups.min() < 0:
+            bad = int(indices[groups < 0][0])
+            raise ValueError(
+                f"the sampler yielded index {bad}, whose group is -1 (no group): "
+                "create_aspect_ratio_groups(indices=...) gives -1 to the samples it was not "
+                "given; group every sample the sampler draws"
+            )
+        return groups
 
     def _fixed_counts(self) -> np.ndarray | None:
         """Per-group counts for base samplers whose epoch always holds the same indices."""
@@ -272,10 +281,11 @@ def _as_group_array(group_ids: Any) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     if groups.dtype == np.bool_ or not np.issubdtype(groups.dtype, np.integer):
         raise TypeError(f"group_ids must hold ints, got dtype {groups.dtype}")
-    if groups.min() < 0:
-        position = int(np.flatnonzero(groups < 0)[0])
+    if groups.min() < -1:
+        position = int(np.flatnonzero(groups < -1)[0])
         raise ValueError(
-            f"group_ids must be >= 0, got {int(groups[position])} at position {position}"
+            f"group_ids must be >= 0 (or -1: no group), got {int(groups[position])} at "
+            f"position {position}"
         )
     return groups.astype(np.int64)  # a copy: later edits of the caller's list do not leak in
 
