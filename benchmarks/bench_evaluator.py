@@ -13,7 +13,8 @@ Methods (``evaluation_methods.py``): ``detkit`` (hotcoco backend), ``detkit-pyco
 torchvision's evaluator) and ``hotcoco-stream`` (hotcoco's raw ``StreamingEval`` fed the same
 data with the least user code). Every run is one subprocess on one thread (``--threads``;
 torch's and hotcoco's Rust pool, ``RAYON_NUM_THREADS``; ``torch`` and every library imported
-before the clock; the time spent making masks is not counted);
+before the clock, and the setup's objects collected and frozen with ``gc.freeze()``, so that
+a full garbage collection inside a run walks only what the run made; the time spent making masks is not counted);
 rounds interleave the methods, so each round's ratios compare runs made under the same load
 (these machines are shared). Both wall and CPU seconds (the process's, the mask generation's
 subtracted) are reported as median [min-max] over the rounds, and the ratios of the medians
