@@ -82,6 +82,16 @@ def xyxy(boxes: Any) -> Any:
     return plain(to_xyxy(boxes.detach().to(torch.float64)))
 
 
+def mask_size(masks: Any) -> tuple[int, int]:
+    """A target's image size ``(H, W)`` from its masks ``[N, H, W]``; ``(0, 0)`` without."""
+    return (int(masks.shape[1]), int(masks.shape[2])) if masks is not None else (0, 0)
+
+
+def scalar_column(values: list, dtype=np.float64) -> np.ndarray:
+    """Per-image values ``[N]`` as one array ``[n]`` (float64 by default)."""
+    return _column(values, 1, dtype)[:, 0]
+
+
 def boxes_xywh(values: list) -> np.ndarray:
     """Per-image XYXY boxes (tensors or arrays ``[N, 4]``) as one float64 XYWH array."""
     return _xywh(_column(values, 4))
@@ -128,7 +138,7 @@ def prediction_table(
         bbox=boxes_xywh(boxes) if "bbox" in iou_types else np.zeros((n, 4)),
         area=None,  # derived per iou type by results()
         iscrowd=None,
-        score=_column(scores, 1)[:, 0],
+        score=scalar_column(scores),
         rle_counts=rles if "segm" in iou_types else None,
         rle_sizes=_rle_sizes(sizes, counts) if "segm" in iou_types else None,
         keypoints=_points(keypoints, image_ids, "predictions")
@@ -156,7 +166,7 @@ def target_table(
     counts = [int(t["boxes"].shape[0]) for t in targets]
     for target, num in zip(targets, counts):
         masks, area = _plain(target.get("masks")), _plain(target.get("area"))
-        sizes.append((int(masks.shape[1]), int(masks.shape[2])) if masks is not None else (0, 0))
+        sizes.append(mask_size(masks))
         if area is None and masks is not None:
             area = ops.masks_area(torch.as_tensor(masks))
         if "segm" in iou_types:
@@ -169,7 +179,7 @@ def target_table(
         crowd = target.get("iscrowd")
         crowds.append(np.zeros(num) if crowd is None else _plain(crowd))
     corners = _column(boxes, 4)
-    area_column = _column(areas, 1)[:, 0]
+    area_column = scalar_column(areas)
     unknown = [t.get("area") is None and t.get("masks") is None for t in targets]
     if any(unknown):  # the whole batch's box areas at once
         from_boxes = np.repeat(unknown, counts)
@@ -180,7 +190,7 @@ def target_table(
         category_id=_categories(label_list, counts, image_ids, labels, "targets"),
         bbox=_xywh(corners),
         area=area_column,
-        iscrowd=(_column(crowds, 1)[:, 0] != 0).astype(np.int64),
+        iscrowd=(scalar_column(crowds) != 0).astype(np.int64),
         rle_counts=rles if "segm" in iou_types else None,
         rle_sizes=_rle_sizes(sizes, counts) if "segm" in iou_types else None,
         keypoints=points,
@@ -253,9 +263,9 @@ def _points(keypoints: list, image_ids: list[int], what: str) -> np.ndarray:
 def _categories(values: list, counts, image_ids, labels: LabelMap, what: str) -> np.ndarray:
     """Labels (integers, or floats with integral values) mapped to category ids."""
     if all(_is_integer(value.dtype) for value in values):
-        column = _column(values, 1, np.int64)[:, 0]
+        column = scalar_column(values, np.int64)
     else:
-        floats = _column(values, 1)[:, 0]
+        floats = scalar_column(values)
         bad = ~np.isfinite(floats) | (floats != np.floor(floats))
         if bad.any():
             row = int(np.flatnonzero(bad)[0])

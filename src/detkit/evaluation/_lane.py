@@ -25,8 +25,10 @@ import torch
 from detkit.evaluation._batch import (
     InvertedBoxes,
     boxes_xywh,
+    mask_size,
     merge_sizes,
     prediction_table,
+    scalar_column,
     target_table,
     xyxy,
 )
@@ -131,7 +133,7 @@ class BoxLane:
         if self.labels.mapping is None and not self.labels.warned_zero and not labels.all():
             return None  # the full path warns about label 0
         categories = self.labels(labels, "targets")
-        sizes = np.array([_mask_size(t.get("masks")) for t in targets], dtype=np.int64).reshape(
+        sizes = np.array([mask_size(t.get("masks")) for t in targets], dtype=np.int64).reshape(
             -1, 2
         )
         return counts, boxes, categories, area, iscrowd, sizes
@@ -155,32 +157,24 @@ class BoxLane:
         self.inverted.add(dt, dt_counts, ids)
 
 
-def _mask_size(masks: Any) -> tuple[int, int]:
-    return (int(masks.shape[1]), int(masks.shape[2])) if masks is not None else (0, 0)
-
-
-def _float64(parts: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(parts, dtype=np.float64, casting="unsafe").reshape(-1)
-
-
 def _detections(ids: list[int], counts: np.ndarray, parts: list[tuple]) -> Annotations:
     return Annotations(
         image_id=np.repeat(np.asarray(ids, dtype=np.int64), counts),
-        category_id=np.concatenate([p[3] for p in parts]).astype(np.int64, copy=False),
+        category_id=scalar_column([p[3] for p in parts], np.int64),
         bbox=boxes_xywh([p[1] for p in parts]),
         area=None,
         iscrowd=None,
-        score=_float64([p[2] for p in parts]),
+        score=scalar_column([p[2] for p in parts]),
     )
 
 
 def _ground_truth(ids: list[int], counts: np.ndarray, parts: list[tuple]) -> Annotations:
     return Annotations(
         image_id=np.repeat(np.asarray(ids, dtype=np.int64), counts),
-        category_id=np.concatenate([p[2] for p in parts]).astype(np.int64, copy=False),
+        category_id=scalar_column([p[2] for p in parts], np.int64),
         bbox=boxes_xywh([p[1] for p in parts]),
-        area=_float64([p[3] for p in parts]),
-        iscrowd=(np.concatenate([p[4].reshape(-1) for p in parts]) != 0).astype(np.int64),
+        area=scalar_column([p[3] for p in parts]),
+        iscrowd=(scalar_column([p[4] for p in parts]) != 0).astype(np.int64),
     )
 
 
