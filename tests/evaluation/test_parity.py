@@ -163,3 +163,37 @@ def test_hotcoco_summary_only_for_standard_params(monkeypatch):
         expected = run("pycocotools", "bbox", predictions, targets, **options)
         assert run("hotcoco", "bbox", predictions, targets, **options) == expected
     assert routes == [True, False, False, False]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, 6), max_size=30),
+    st.permutations(list(range(7))),
+    st.integers(1, 4),
+    st.integers(1, 7),
+)
+def test_backend_chunks_hold_each_images_rows_once(rows, order, size, num_images):
+    # Rows grouped or not, in the images' order or not: each chunk holds exactly the rows of
+    # its images, in their order, and rows of images not evaluated are in no chunk.
+    from detkit.evaluation._table import Annotations, Images
+    from detkit.evaluation.backends import _chunks
+
+    ids = np.array(order[:num_images], dtype=np.int64)
+    table = Annotations(
+        image_id=np.array(rows, dtype=np.int64),
+        category_id=np.arange(len(rows)),
+        bbox=np.zeros((len(rows), 4)),
+        area=None,
+        iscrowd=None,
+    )
+    seen = []
+    for image_rows, gt_rows, dt_rows in _chunks(Images(ids, ids, ids), table, table, size):
+        chunk = set(ids[image_rows].tolist())
+        got = table.take(gt_rows).category_id.tolist()
+        assert got == table.take(dt_rows).category_id.tolist()
+        assert sorted(got) == [i for i, image in enumerate(rows) if image in chunk]
+        for image in chunk:  # an image's rows keep their order
+            mine = [i for i in got if rows[i] == image]
+            assert mine == sorted(mine)
+        seen += got
+    assert sorted(seen) == [i for i, image in enumerate(rows) if image in set(ids.tolist())]
